@@ -1,0 +1,44 @@
+# Model Monitoring Studio: the two commands a new machine needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: run serve setup setup-dev migrate demo test test-unit lint bench clean
+
+$(VENV)/.runtime-installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.runtime-installed
+
+setup-dev: $(VENV)/.dev-installed
+
+migrate: setup
+	$(BIN)/python -m jobs migrate
+
+## Set up, migrate, seed the demo workspace when empty, and serve the studio at http://127.0.0.1:8050
+run: setup
+	$(BIN)/python -m jobs migrate
+	$(BIN)/python -m jobs seed
+	$(BIN)/python -m app
+
+## Install test tools, start the servers the tests use, run the whole suite, stop what was started
+test: setup-dev
+	bash tests/tools/run_suite.sh
+
+test-unit: setup-dev
+	$(BIN)/python -m pytest -m unit -q
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf var test-output .pytest_cache

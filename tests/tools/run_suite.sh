@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs the whole test suite with every server it needs, on a machine that may have none of them.
+# Installs Debian chromium when absent, uses the machine's PostgreSQL when it answers (else starts a
+# throwaway cluster and stops it afterwards), and lets the S3 fixture start SeaweedFS itself.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=.venv/bin
+STARTED_PG_DIR=""
+
+log() { printf '[make test] %s\n' "$*"; }
+
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then log "need root to apt-get install $*"; return 1; fi
+  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then log "installing Debian chromium"; apt_install chromium; fi
+}
+
+pg_answers() { "$BIN/python" - "$1" <<'PY'
+import sys, psycopg
+try:
+    psycopg.connect(sys.argv[1], connect_timeout=3).close()
+except Exception:
+    sys.exit(1)
+PY
+}
+
+ensure_postgres() {
+  local url="${MMS_TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+  if pg_answers "$url"; then log "using PostgreSQL at ${url}"; export MMS_TEST_PG_URL="$url"; return; fi
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then log "installing Debian postgresql"; apt_install postgresql; fi
+  local bindir port
+  bindir=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+  port=$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  STARTED_PG_DIR=$(mktemp -d /tmp/mms-pg.XXXXXX)
+  chown postgres "$STARTED_PG_DIR" 2>/dev/null || true
+  local run_as=()
+  if [ "$(id -u)" = 0 ]; then run_as=(runuser -u postgres --); fi
+  "${run_as[@]}" "$bindir/initdb" -D "$STARTED_PG_DIR/data" -U postgres -A trust >/dev/null
+  "${run_as[@]}" "$bindir/pg_ctl" -D "$STARTED_PG_DIR/data" -o "-p $port -k $STARTED_PG_DIR -c listen_addresses=127.0.0.1" -l "$STARTED_PG_DIR/log" -w start >/dev/null
+  export MMS_TEST_PG_URL="postgresql://postgres@127.0.0.1:${port}/postgres"
+  log "started a throwaway PostgreSQL at ${MMS_TEST_PG_URL}"
+}
+
+cleanup() {
+  if [ -n "$STARTED_PG_DIR" ]; then
+    local bindir run_as=()
+    bindir=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
+    if [ "$(id -u)" = 0 ]; then run_as=(runuser -u postgres --); fi
+    "${run_as[@]}" "$bindir/pg_ctl" -D "$STARTED_PG_DIR/data" -m fast stop >/dev/null || true
+    rm -rf "$STARTED_PG_DIR"
+    log "stopped the throwaway PostgreSQL"
+  fi
+}
+trap cleanup EXIT
+
+ensure_chromium
+ensure_postgres
+export MLFLOW_DISABLE_TELEMETRY=true
+log "ruff"
+"$BIN/ruff" check .
+log "pytest"
+"$BIN/python" -m pytest -q -p no:cacheprovider --timeout=600 "$@"
