@@ -245,12 +245,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw = _get(env, "MMS_DATA_URI")
     values["data_uri"] = _parse_data_uri("MMS_DATA_URI", raw) if raw else str(var_dir / "data")
 
-    raw = _get(env, "MMS_S3_ENDPOINT_URL") or _get(env, "AWS_ENDPOINT_URL_S3") or _get(env, "AWS_ENDPOINT_URL")
+    raw = (
+        _get(env, "MMS_S3_ENDPOINT_URL") or _get(env, "AWS_ENDPOINT_URL_S3") or _get(env, "AWS_ENDPOINT_URL")
+    )
     if raw:
         values["s3_endpoint_url"] = _parse_url("MMS_S3_ENDPOINT_URL", raw, ("http", "https"))
-    values["s3_region"] = _get(env, "MMS_S3_REGION") or _get(env, "AWS_REGION") or _get(
-        env, "AWS_DEFAULT_REGION"
-    ) or "us-east-1"
+    values["s3_region"] = (
+        _get(env, "MMS_S3_REGION")
+        or _get(env, "AWS_REGION")
+        or _get(env, "AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
     values["s3_access_key_id"] = _get(env, "MMS_S3_ACCESS_KEY_ID") or _get(env, "AWS_ACCESS_KEY_ID")
     values["s3_secret_access_key"] = _get(env, "MMS_S3_SECRET_ACCESS_KEY") or _get(
         env, "AWS_SECRET_ACCESS_KEY"

@@ -1,0 +1,10 @@
+"""Dash callbacks, registered with ``@dash.callback`` when this package is imported.
+
+``app.factory.create_app`` imports it once; each module below holds the
+callbacks of one page. Every callback declares its permission with
+``@app.rbac.requires`` under ``@dash.callback``.
+"""
+
+from callbacks import dashboard, projects
+
+__all__ = ["dashboard", "projects"]

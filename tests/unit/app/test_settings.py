@@ -71,7 +71,7 @@ def test_s3_and_postgres_by_settings_alone(tmp_path: Path) -> None:
             "MMS_DATA_URI": "s3://bucket/prefix/",
             "MMS_S3_ENDPOINT_URL": "http://127.0.0.1:8333",
             "AWS_ACCESS_KEY_ID": "ak",
-            "AWS_SECRET_ACCESS_KEY": "sk",
+            "AWS_SECRET_ACCESS_KEY": "secret-value-42",
             "MMS_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1/test",
             "MMS_DUCKDB_MEMORY_LIMIT": "512mb",
             "MMS_DUCKDB_THREADS": "4",
@@ -82,7 +82,7 @@ def test_s3_and_postgres_by_settings_alone(tmp_path: Path) -> None:
     assert settings.s3_access_key_id == "ak"
     assert settings.duckdb_memory_limit == "512MB"
     assert settings.duckdb_threads == 4
-    assert "sk" not in repr(settings)
+    assert "secret-value-42" not in repr(settings)
     config = settings.store_config()
     assert config.data_uri == "s3://bucket/prefix"
     assert config.s3_endpoint_url == "http://127.0.0.1:8333"

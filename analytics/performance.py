@@ -1,0 +1,943 @@
+"""Model performance and serving latency per time window, computed in DuckDB.
+
+Inference logs (one row per prediction) are joined with labels that arrive
+later (LEFT JOIN on ``request_id``) and aggregated per window
+(``date_trunc(window, timestamp)``). Only per-window aggregates leave DuckDB:
+no column is ever loaded whole into Python.
+
+Expected columns:
+
+* logs: ``request_id``, ``timestamp`` (TIMESTAMP, TIMESTAMPTZ or DATE),
+  ``score`` (probability of the positive class, classification),
+  ``prediction`` (predicted class for classification, predicted value for
+  regression), ``latency_ms`` (latency); other columns are ignored.
+* labels: ``request_id``, ``label`` and optionally ``label_timestamp``.
+  When a request has several label rows the one with the latest
+  ``label_timestamp`` wins (a correction replaces the first label).
+
+Definitions (each checked against scikit-learn / numpy in the tests):
+
+* accuracy, precision, recall, F1: from the confusion counts; a ratio whose
+  denominator is zero is ``None`` (scikit-learn's ``zero_division=nan``).
+* ROC AUC: exact, rank based (Mann-Whitney U with mid-ranks for tied
+  scores), from per-window counts of positives and negatives per distinct
+  score, in integer arithmetic: equal to ``sklearn.metrics.roc_auc_score``.
+* log loss: natural log, scores clipped to ``[eps, 1 - eps]`` with
+  ``eps = numpy.finfo(float64).eps`` exactly like ``sklearn.metrics.log_loss``.
+* expected calibration error (ECE) of the positive-class probability:
+  10 equal-width bins on ``[0, 1]``, bin index ``min(floor(score * 10), 9)``
+  (so ``score == 1`` falls in the last bin),
+  ``ECE = sum_b n_b / n * |mean(label_b) - mean(score_b)|``.
+* regression: MAE, RMSE, MAPE (a fraction, not a percentage, like
+  scikit-learn; rows whose label is 0 are skipped and counted in
+  ``n_mape_skipped``), R² (``None`` when the labels are constant or fewer
+  than two).
+* latency quantiles: ``quantile_cont``, i.e. linear interpolation between
+  the closest ranks at position ``(n - 1) * q``, the same as
+  ``numpy.percentile(..., method="linear")``.
+* throughput: requests in the window divided by the window length in seconds
+  (the full window, even if traffic covered only part of it).
+
+Bad values never raise: NULL/NaN/±inf scores, scores outside ``[0, 1]``,
+NULL/NaN/±inf labels, predictions or latencies are counted per window
+(``n_invalid_*``) and excluded from the metrics. A window whose metrics are
+not all defined has ``status == "insufficient_data"`` and a ``reason``.
+
+Windows on TIMESTAMPTZ columns are cut in the connection's ``TimeZone``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+
+STATUS_OK = "ok"
+STATUS_INSUFFICIENT = "insufficient_data"
+
+WINDOWS: dict[str, str] = {
+    "minute": "INTERVAL 1 MINUTE",
+    "hour": "INTERVAL 1 HOUR",
+    "day": "INTERVAL 1 DAY",
+    "week": "INTERVAL 7 DAY",
+}
+"""Supported window units and the interval each adds to a window start."""
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "ece")
+REGRESSION_METRICS = ("mae", "rmse", "mape", "r2")
+LATENCY_METRICS = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms", "throughput_rps")
+LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+ECE_BINS = 10
+
+# The clipping of sklearn.metrics.log_loss: the machine epsilon of float64.
+_LOG_LOSS_EPS = float(np.finfo(np.float64).eps)
+# The floor of sklearn.metrics.mean_absolute_percentage_error's denominator.
+_MAPE_EPS = float(np.finfo(np.float64).eps)
+
+_NUMERIC_PREFIXES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+)
+_STRING_TYPES = ("VARCHAR",)
+
+# Internal column names, prefixed so they cannot collide with user columns.
+_LABEL_ID = "_mms_label_request_id"
+_LABEL = "_mms_label"
+_LABEL_TS = "_mms_label_ts"
+
+
+# --------------------------------------------------------------------------- result types
+
+
+@dataclass(frozen=True)
+class ClassificationWindow:
+    """Binary classification metrics of one window (or of all windows).
+
+    Attributes:
+        window_start: Inclusive start of the window; ``None`` for the overall row.
+        window_end: Exclusive end of the window; ``None`` for the overall row.
+        n: Predictions logged in the window.
+        n_labelled: Predictions with a valid label joined.
+        label_coverage: ``n_labelled / n`` (``None`` when ``n == 0``).
+        n_invalid_label: Predictions whose joined label is NULL/NaN/inf (excluded).
+        n_invalid_score: Predictions whose score is NULL/NaN/inf or outside [0, 1] (excluded).
+        n_evaluated: Rows the metrics use: valid label and valid score (and prediction).
+        n_positive: Evaluated rows whose label is the positive label.
+        n_negative: Evaluated rows whose label is not the positive label.
+        tp: True positives.
+        fp: False positives.
+        tn: True negatives.
+        fn: False negatives.
+        accuracy: ``(tp + tn) / n_evaluated``.
+        precision: ``tp / (tp + fp)``.
+        recall: ``tp / (tp + fn)``.
+        f1: ``2 tp / (2 tp + fp + fn)``.
+        roc_auc: Exact ROC AUC of the scores; ``None`` with a single class.
+        log_loss: Mean log loss with sklearn's clipping.
+        ece: Expected calibration error, 10 equal-width bins.
+        status: ``ok`` or ``insufficient_data``.
+        reason: Why some metric is undefined (``None`` when status is ``ok``).
+    """
+
+    window_start: datetime | None
+    window_end: datetime | None
+    n: int
+    n_labelled: int
+    label_coverage: float | None
+    n_invalid_label: int
+    n_invalid_score: int
+    n_evaluated: int
+    n_positive: int
+    n_negative: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    roc_auc: float | None
+    log_loss: float | None
+    ece: float | None
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class RegressionWindow:
+    """Regression metrics of one window (or of all windows).
+
+    Attributes:
+        window_start: Inclusive start of the window; ``None`` for the overall row.
+        window_end: Exclusive end of the window; ``None`` for the overall row.
+        n: Predictions logged in the window.
+        n_labelled: Predictions with a valid (finite) label joined.
+        label_coverage: ``n_labelled / n`` (``None`` when ``n == 0``).
+        n_invalid_label: Predictions whose joined label is NULL/NaN/inf (excluded).
+        n_invalid_prediction: Predictions that are NULL/NaN/inf (excluded).
+        n_evaluated: Rows the metrics use (valid label and valid prediction).
+        mae: Mean absolute error.
+        rmse: Root mean squared error.
+        mape: Mean absolute percentage error as a fraction, zero labels skipped.
+        n_mape_skipped: Evaluated rows left out of MAPE because their label is 0.
+        r2: Coefficient of determination; ``None`` for constant or < 2 labels.
+        status: ``ok`` or ``insufficient_data``.
+        reason: Why some metric is undefined (``None`` when status is ``ok``).
+    """
+
+    window_start: datetime | None
+    window_end: datetime | None
+    n: int
+    n_labelled: int
+    label_coverage: float | None
+    n_invalid_label: int
+    n_invalid_prediction: int
+    n_evaluated: int
+    mae: float | None
+    rmse: float | None
+    mape: float | None
+    n_mape_skipped: int
+    r2: float | None
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class LatencyWindow:
+    """Serving latency and throughput of one window (or of all windows).
+
+    Attributes:
+        window_start: Inclusive start of the window; ``None`` for the overall row.
+        window_end: Exclusive end of the window; ``None`` for the overall row.
+        n: Requests logged in the window.
+        n_latency: Requests with a valid latency (finite, >= 0).
+        n_invalid_latency: Requests whose latency is NULL/NaN/inf/negative (excluded).
+        p50_ms: Median latency (linear interpolation, as ``numpy.percentile``).
+        p95_ms: 95th percentile latency.
+        p99_ms: 99th percentile latency.
+        mean_ms: Mean latency.
+        max_ms: Largest latency.
+        throughput_rps: ``n`` divided by the window length in seconds.
+        status: ``ok`` or ``insufficient_data`` (no valid latency).
+        reason: Why the latency is undefined (``None`` when status is ``ok``).
+    """
+
+    window_start: datetime | None
+    window_end: datetime | None
+    n: int
+    n_latency: int
+    n_invalid_latency: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    max_ms: float | None
+    throughput_rps: float | None
+    status: str
+    reason: str | None
+
+
+def _column_names(row_type: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(row_type)]
+
+
+def _frame_rows(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(row) for row in rows]
+
+
+class _TabularReport:
+    """Shared conversions of the reports: rows, pandas and polars frames."""
+
+    windows: tuple[Any, ...]
+
+    @property
+    def row_type(self) -> type:  # pragma: no cover - overridden by every report
+        raise NotImplementedError
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Return the per-window rows as plain dictionaries, oldest window first.
+
+        Returns:
+            One dictionary per window with the fields of the row dataclass.
+        """
+        return _frame_rows(self.windows)
+
+    def to_pandas(self) -> Any:
+        """Return the per-window rows as a pandas DataFrame (one row per window).
+
+        Returns:
+            A ``pandas.DataFrame`` whose columns are the row dataclass fields, in order,
+            also when there is no window.
+        """
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=_column_names(self.row_type))
+
+    def to_polars(self) -> Any:
+        """Return the per-window rows as a polars DataFrame (one row per window).
+
+        Returns:
+            A ``polars.DataFrame`` whose columns are the row dataclass fields, in order,
+            also when there is no window.
+        """
+        import polars as pl
+
+        names = _column_names(self.row_type)
+        schema = {name: _polars_dtype(pl, self.row_type, name) for name in names}
+        if not self.windows:
+            return pl.DataFrame(schema=schema)
+        columns = {name: [getattr(row, name) for row in self.windows] for name in names}
+        # Timestamps keep the (possibly tz-aware) type polars infers from the datetimes.
+        overrides = {k: v for k, v in schema.items() if not isinstance(v, pl.Datetime)}
+        return pl.DataFrame(columns, schema_overrides=overrides, strict=False)
+
+
+def _polars_dtype(pl: Any, row_type: type, name: str) -> Any:
+    hint = {f.name: f.type for f in dataclasses.fields(row_type)}[name]
+    text = str(hint)
+    if "datetime" in text:
+        return pl.Datetime("us")
+    if text == "int":
+        return pl.Int64
+    if "float" in text:
+        return pl.Float64
+    return pl.String
+
+
+@dataclass(frozen=True)
+class PerformanceReport(_TabularReport):
+    """Per-window model performance.
+
+    Attributes:
+        task: ``classification`` or ``regression``.
+        window: Window unit (``minute``, ``hour``, ``day`` or ``week``).
+        windows: One row per window that has at least one prediction, oldest first.
+        overall: The same metrics over all windows together.
+        n_missing_timestamp: Predictions without a timestamp (excluded everywhere).
+        decision: How the predicted class was derived (classification), e.g. ``score >= 0.5``.
+        positive_label: The positive class (classification).
+        labels_as_of: Only labels with ``label_timestamp <= labels_as_of`` were used.
+    """
+
+    task: Literal["classification", "regression"]
+    window: str
+    windows: tuple[ClassificationWindow, ...] | tuple[RegressionWindow, ...]
+    overall: ClassificationWindow | RegressionWindow
+    n_missing_timestamp: int = 0
+    decision: str | None = None
+    positive_label: Any = None
+    labels_as_of: datetime | None = None
+
+    @property
+    def row_type(self) -> type:
+        """The dataclass of one window row of this task."""
+        return ClassificationWindow if self.task == "classification" else RegressionWindow
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Names of the metric fields of this task, in display order."""
+        return CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+
+
+@dataclass(frozen=True)
+class LatencyReport(_TabularReport):
+    """Per-window serving latency and throughput.
+
+    Attributes:
+        window: Window unit (``minute``, ``hour``, ``day`` or ``week``).
+        windows: One row per window that has at least one request, oldest first.
+        overall: Quantiles over all windows; throughput over the span from the first
+            window start to the last window end.
+        n_missing_timestamp: Requests without a timestamp (excluded everywhere).
+    """
+
+    window: str
+    windows: tuple[LatencyWindow, ...]
+    overall: LatencyWindow
+    n_missing_timestamp: int = 0
+
+    @property
+    def row_type(self) -> type:
+        """The dataclass of one window row."""
+        return LatencyWindow
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Names of the metric fields, in display order."""
+        return LATENCY_METRICS
+
+
+# --------------------------------------------------------------------------- SQL helpers
+
+
+def _types(rel: duckdb.DuckDBPyRelation) -> dict[str, str]:
+    return {name: str(kind).upper() for name, kind in zip(rel.columns, rel.types, strict=True)}
+
+
+def _require_columns(rel: duckdb.DuckDBPyRelation, names: Sequence[str], what: str) -> dict[str, str]:
+    types = _types(rel)
+    missing = [name for name in names if name not in types]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; it has {sorted(types)}")
+    return types
+
+
+def _is_numeric(sql_type: str) -> bool:
+    return sql_type.startswith(_NUMERIC_PREFIXES) and not sql_type.endswith("]")
+
+
+def _is_float(sql_type: str) -> bool:
+    return sql_type.startswith(("FLOAT", "DOUBLE"))
+
+
+def _check_window(window: str) -> str:
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {sorted(WINDOWS)}, not {window!r}")
+    return window
+
+
+def _double(value: float) -> str:
+    """Render a finite float as an exact DOUBLE literal (a bare literal could parse as DECIMAL)."""
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+def _literal(value: Any) -> str:
+    """Render a Python constant as a SQL literal, escaped by DuckDB itself."""
+    if isinstance(value, float):
+        return _double(value)
+    return str(duckdb.ConstantExpression(value))
+
+
+def _timestamp_expr(sql_type: str) -> str:
+    if sql_type == "DATE":
+        return 'CAST("timestamp" AS TIMESTAMP)'
+    if sql_type.startswith("TIMESTAMP"):
+        return '"timestamp"'
+    raise ValueError(f"column 'timestamp' must be a TIMESTAMP, TIMESTAMPTZ or DATE, not {sql_type}")
+
+
+def _labels_relation(
+    labels: duckdb.DuckDBPyRelation, label_types: dict[str, str], labels_as_of: datetime | None
+) -> duckdb.DuckDBPyRelation:
+    """Keep one label per request: the latest one known at ``labels_as_of``."""
+    has_ts = "label_timestamp" in label_types
+    if labels_as_of is not None and not has_ts:
+        raise ValueError("labels_as_of needs a 'label_timestamp' column in labels")
+    where = f"WHERE label_timestamp <= {_literal(labels_as_of)}" if labels_as_of is not None else ""
+    order = "label_timestamp DESC NULLS LAST, label DESC NULLS LAST" if has_ts else "label DESC NULLS LAST"
+    ts = f", label_timestamp AS {_LABEL_TS}" if has_ts else ""
+    sql = (
+        f"SELECT request_id AS {_LABEL_ID}, label AS {_LABEL}{ts} FROM _mms_labels {where} "
+        f"QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY {order}) = 1"
+    )
+    return labels.query("_mms_labels", sql)
+
+
+def _joined(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    label_types: dict[str, str],
+    labels_as_of: datetime | None,
+) -> duckdb.DuckDBPyRelation:
+    latest = _labels_relation(labels, label_types, labels_as_of)
+    try:
+        return logs.join(latest, f"request_id = {_LABEL_ID}", how="left")
+    except duckdb.InvalidInputException as error:
+        if "different connections" not in str(error):
+            raise
+        # DuckDB's message names no remedy; say what to do.
+        raise ValueError(
+            "logs and labels must be relations of the same DuckDB connection "
+            "(read both through the same connection)"
+        ) from error
+
+
+def _keyed_sql(flags_sql: str) -> str:
+    """Wrap the per-row CTE so every row counts once in its window and once in ``overall``."""
+    return (
+        f"flags AS MATERIALIZED ({flags_sql}), "
+        "keyed AS (SELECT false AS overall, * FROM flags "
+        "UNION ALL SELECT true AS overall, * REPLACE (NULL AS window_start) FROM flags)"
+    )
+
+
+_SAME_KEY = "{a}.overall = {b}.overall AND {a}.window_start IS NOT DISTINCT FROM {b}.window_start"
+
+
+def _same_key(a: str, b: str) -> str:
+    return _SAME_KEY.format(a=a, b=b)
+
+
+def _fetch(rel: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
+    # Through Arrow: TIMESTAMPTZ values come back with zoneinfo time zones (fetchall needs pytz).
+    return rel.to_arrow_table().to_pylist()
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _count_missing_timestamp(logs: duckdb.DuckDBPyRelation) -> int:
+    row = logs.query("_mms_logs", 'SELECT count(*) FROM _mms_logs WHERE "timestamp" IS NULL').fetchone()
+    return int(row[0]) if row else 0
+
+
+def _window_end_sql(window: str) -> str:
+    return f"window_start + {WINDOWS[window]}"
+
+
+def _split_overall(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    windows = [row for row in rows if not row["overall"]]
+    overall = next((row for row in rows if row["overall"]), None)
+    return windows, overall
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def classification_metrics(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str = "day",
+    positive_label: Any = 1,
+    threshold: float | None = 0.5,
+    labels_as_of: datetime | None = None,
+) -> PerformanceReport:
+    """Binary classification metrics per window of inference logs joined with late labels.
+
+    Args:
+        logs: Inference logs with ``request_id``, ``timestamp``, ``score`` and, when
+            ``threshold`` is ``None``, ``prediction``.
+        labels: Labels with ``request_id``, ``label`` and optionally ``label_timestamp``;
+            a relation of the same DuckDB connection as ``logs``.
+        window: Window unit: ``minute``, ``hour``, ``day`` or ``week``.
+        positive_label: The label value of the positive class; every other label is negative.
+        threshold: Predicted positive when ``score >= threshold``; ``None`` uses the logged
+            ``prediction`` column instead (positive when it equals ``positive_label``).
+        labels_as_of: When given, only labels with ``label_timestamp <= labels_as_of`` count,
+            which shows the label coverage as it was at that time.
+
+    Returns:
+        The per-window and overall metrics.
+
+    Raises:
+        ValueError: A column is missing or of the wrong type, the window is unknown, the
+            threshold is not finite, or the relations belong to different connections.
+    """
+    _check_window(window)
+    needed = ["request_id", "timestamp", "score"] + (["prediction"] if threshold is None else [])
+    log_types = _require_columns(logs, needed, "logs")
+    label_types = _require_columns(labels, ["request_id", "label"], "labels")
+    if not _is_numeric(log_types["score"]):
+        raise ValueError(f"column 'score' must be numeric, not {log_types['score']}")
+    label_type = label_types["label"]
+    _check_label_literal(positive_label, label_type, "label")
+    if threshold is None:
+        _check_label_literal(positive_label, log_types["prediction"], "prediction")
+        pred_ok = _valid_value_sql('"prediction"', log_types["prediction"])
+        predicted = f'("prediction" = {_literal(positive_label)})'
+        decision = "prediction column"
+    else:
+        threshold_sql = _double(threshold)
+        pred_ok = "true"
+        predicted = f"(CAST(score AS DOUBLE) >= {threshold_sql})"
+        decision = f"score >= {float(threshold)!r}"
+
+    joined = _joined(logs, labels, label_types, labels_as_of)
+    ts = _timestamp_expr(log_types["timestamp"])
+    label_ok = _valid_value_sql(_LABEL, label_type)
+    positive = _literal(positive_label)
+    eps = _double(_LOG_LOSS_EPS)
+    one_minus_eps = f"(CAST(1 AS DOUBLE) - {eps})"
+
+    flags = f"""
+        SELECT window_start, _s, _labelled, _bad_label, _score_ok, _eval,
+               CASE WHEN _eval THEN CAST(_is_pos AS INTEGER) END AS _y,
+               CASE WHEN _eval THEN CAST(_pred_pos AS INTEGER) END AS _yhat
+        FROM (
+            SELECT *, _labelled AND _score_ok AND _pred_ok AS _eval FROM (
+                SELECT date_trunc('{window}', {ts}) AS window_start,
+                       CAST(score AS DOUBLE) AS _s,
+                       {_LABEL_ID} IS NOT NULL AND coalesce({label_ok}, false) AS _labelled,
+                       {_LABEL_ID} IS NOT NULL AND NOT coalesce({label_ok}, false) AS _bad_label,
+                       coalesce(isfinite(CAST(score AS DOUBLE)) AND CAST(score AS DOUBLE) >= 0
+                                AND CAST(score AS DOUBLE) <= 1, false) AS _score_ok,
+                       coalesce({pred_ok}, false) AS _pred_ok,
+                       coalesce({_LABEL} = {positive}, false) AS _is_pos,
+                       {predicted} AS _pred_pos
+                FROM _mms_joined WHERE "timestamp" IS NOT NULL
+            )
+        )
+    """
+    sql = f"""
+        WITH {_keyed_sql(flags)},
+        agg AS (
+            SELECT overall, window_start,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE _labelled) AS n_labelled,
+                   count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
+                   count(*) FILTER (WHERE NOT _score_ok) AS n_invalid_score,
+                   count(*) FILTER (WHERE _eval) AS n_evaluated,
+                   count(*) FILTER (WHERE _y = 1) AS n_positive,
+                   count(*) FILTER (WHERE _y = 0) AS n_negative,
+                   count(*) FILTER (WHERE _y = 1 AND _yhat = 1) AS tp,
+                   count(*) FILTER (WHERE _y = 0 AND _yhat = 1) AS fp,
+                   count(*) FILTER (WHERE _y = 0 AND _yhat = 0) AS tn,
+                   count(*) FILTER (WHERE _y = 1 AND _yhat = 0) AS fn,
+                   sum(CASE WHEN _eval THEN -ln(greatest(least(
+                       CASE WHEN _y = 1 THEN _s ELSE CAST(1 AS DOUBLE) - _s END, {one_minus_eps}), {eps}))
+                       END) AS log_loss_sum
+            FROM keyed GROUP BY overall, window_start
+        ),
+        calibration_bins AS (
+            SELECT overall, window_start, least(floor(_s * {ECE_BINS}), {ECE_BINS - 1}) AS bin,
+                   sum(_y) - sum(_s) AS gap
+            FROM keyed WHERE _eval GROUP BY overall, window_start, bin
+        ),
+        calibration AS (
+            SELECT overall, window_start, sum(abs(gap)) AS ece_gap_sum
+            FROM calibration_bins GROUP BY overall, window_start
+        ),
+        score_counts AS (
+            -- "+ 0.0" folds -0.0 into 0.0 so equal scores always share one group.
+            SELECT overall, window_start, _s + 0.0 AS s, sum(_y) AS pos, count(*) - sum(_y) AS neg
+            FROM keyed WHERE _eval GROUP BY overall, window_start, s
+        ),
+        ranked AS (
+            SELECT overall, window_start, pos, neg,
+                   coalesce(sum(neg) OVER (PARTITION BY overall, window_start ORDER BY s
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS neg_below
+            FROM score_counts
+        ),
+        auc AS (
+            -- Twice the Mann-Whitney U: each positive beats the negatives below its score and
+            -- ties half of those at its score. Integer arithmetic keeps it exact.
+            SELECT overall, window_start,
+                   sum(CAST(pos AS HUGEINT) * (2 * CAST(neg_below AS HUGEINT) + CAST(neg AS HUGEINT)))
+                       AS auc_twice_u
+            FROM ranked GROUP BY overall, window_start
+        )
+        SELECT agg.*, {_window_end_sql(window).replace("window_start", "agg.window_start")} AS window_end,
+               calibration.ece_gap_sum, auc.auc_twice_u
+        FROM agg
+        LEFT JOIN calibration ON {_same_key("agg", "calibration")}
+        LEFT JOIN auc ON {_same_key("agg", "auc")}
+        ORDER BY agg.overall, agg.window_start
+    """
+    rows = _fetch(joined.query("_mms_joined", sql))
+    window_rows, overall_row = _split_overall(rows)
+    return PerformanceReport(
+        task="classification",
+        window=window,
+        windows=tuple(_classification_window(row) for row in window_rows),
+        overall=_classification_window(overall_row or _empty_classification_row()),
+        n_missing_timestamp=_count_missing_timestamp(logs),
+        decision=decision,
+        positive_label=positive_label,
+        labels_as_of=labels_as_of,
+    )
+
+
+def _check_label_literal(value: Any, sql_type: str, column: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"positive_label must be finite, got {value!r}")
+    if _is_numeric(sql_type) and not isinstance(value, bool | int | float):
+        raise ValueError(f"column {column!r} is {sql_type} but positive_label {value!r} is not a number")
+    if sql_type in _STRING_TYPES and not isinstance(value, str):
+        raise ValueError(f"column {column!r} is {sql_type} but positive_label {value!r} is not a string")
+    if sql_type == "BOOLEAN" and not isinstance(value, bool | int):
+        raise ValueError(f"column {column!r} is BOOLEAN but positive_label {value!r} is not a bool")
+
+
+def _valid_value_sql(expr: str, sql_type: str) -> str:
+    """SQL that is true for a usable value: not NULL and, for numbers, finite."""
+    if _is_float(sql_type) or sql_type.startswith("DECIMAL"):
+        return f"isfinite(CAST({expr} AS DOUBLE))"
+    return f"({expr} IS NOT NULL)"
+
+
+def _empty_classification_row() -> dict[str, Any]:
+    zero = dict.fromkeys(
+        ("n", "n_labelled", "n_invalid_label", "n_invalid_score", "n_evaluated", "n_positive", "n_negative"),
+        0,
+    )
+    return {
+        "window_start": None,
+        "window_end": None,
+        **zero,
+        **dict.fromkeys(("tp", "fp", "tn", "fn"), 0),
+        "log_loss_sum": None,
+        "ece_gap_sum": None,
+        "auc_twice_u": None,
+    }
+
+
+def _coverage_reason(n: int, n_labelled: int) -> str:
+    if n == 0:
+        return "no predictions"
+    if n_labelled == 0:
+        return "no labels joined yet (label coverage 0)"
+    return "no labelled prediction with a valid score"
+
+
+def _classification_window(row: dict[str, Any]) -> ClassificationWindow:
+    n, n_labelled, n_eval = int(row["n"]), int(row["n_labelled"]), int(row["n_evaluated"])
+    n_pos, n_neg = int(row["n_positive"]), int(row["n_negative"])
+    tp, fp, tn, fn = (int(row[k]) for k in ("tp", "fp", "tn", "fn"))
+    reasons: list[str] = []
+    roc_auc = None
+    if n_eval == 0:
+        reasons.append(_coverage_reason(n, n_labelled))
+    elif n_pos == 0 or n_neg == 0:
+        reasons.append(
+            f"only one class among labels (positives={n_pos}, negatives={n_neg}): roc_auc undefined"
+        )
+    else:
+        roc_auc = int(row["auc_twice_u"]) / (2 * n_pos * n_neg)
+    precision = _ratio(tp, tp + fp)
+    if n_eval and precision is None:
+        reasons.append("no predicted positives: precision undefined")
+    return ClassificationWindow(
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        n=n,
+        n_labelled=n_labelled,
+        label_coverage=_ratio(n_labelled, n),
+        n_invalid_label=int(row["n_invalid_label"]),
+        n_invalid_score=int(row["n_invalid_score"]),
+        n_evaluated=n_eval,
+        n_positive=n_pos,
+        n_negative=n_neg,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        accuracy=_ratio(tp + tn, n_eval),
+        precision=precision,
+        recall=_ratio(tp, tp + fn),
+        f1=_ratio(2 * tp, 2 * tp + fp + fn),
+        roc_auc=roc_auc,
+        log_loss=float(row["log_loss_sum"]) / n_eval if n_eval else None,
+        ece=float(row["ece_gap_sum"]) / n_eval if n_eval else None,
+        status=STATUS_INSUFFICIENT if reasons else STATUS_OK,
+        reason="; ".join(reasons) or None,
+    )
+
+
+# --------------------------------------------------------------------------- regression
+
+
+def regression_metrics(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str = "day",
+    labels_as_of: datetime | None = None,
+) -> PerformanceReport:
+    """Regression metrics per window of inference logs joined with late labels.
+
+    Args:
+        logs: Inference logs with ``request_id``, ``timestamp`` and a numeric ``prediction``.
+        labels: Labels with ``request_id``, a numeric ``label`` and optionally
+            ``label_timestamp``; a relation of the same DuckDB connection as ``logs``.
+        window: Window unit: ``minute``, ``hour``, ``day`` or ``week``.
+        labels_as_of: When given, only labels with ``label_timestamp <= labels_as_of`` count.
+
+    Returns:
+        The per-window and overall metrics (MAE, RMSE, MAPE, R²).
+
+    Raises:
+        ValueError: A column is missing or not numeric, the window is unknown, or the
+            relations belong to different connections.
+    """
+    _check_window(window)
+    log_types = _require_columns(logs, ["request_id", "timestamp", "prediction"], "logs")
+    label_types = _require_columns(labels, ["request_id", "label"], "labels")
+    for column, sql_type in (("prediction", log_types["prediction"]), ("label", label_types["label"])):
+        if not _is_numeric(sql_type):
+            raise ValueError(f"column {column!r} must be numeric for regression, not {sql_type}")
+    joined = _joined(logs, labels, label_types, labels_as_of)
+    ts = _timestamp_expr(log_types["timestamp"])
+    mape_eps = _double(_MAPE_EPS)
+    label_ok = f"coalesce(isfinite(CAST({_LABEL} AS DOUBLE)), false)"
+
+    flags = f"""
+        SELECT *, _labelled AND _pred_ok AS _eval FROM (
+            SELECT date_trunc('{window}', {ts}) AS window_start,
+                   CAST(prediction AS DOUBLE) AS _pred,
+                   CAST({_LABEL} AS DOUBLE) AS _lab,
+                   {_LABEL_ID} IS NOT NULL AND {label_ok} AS _labelled,
+                   {_LABEL_ID} IS NOT NULL AND NOT {label_ok} AS _bad_label,
+                   coalesce(isfinite(CAST(prediction AS DOUBLE)), false) AS _pred_ok
+            FROM _mms_joined WHERE "timestamp" IS NOT NULL
+        )
+    """
+    sql = f"""
+        WITH {_keyed_sql(flags)},
+        agg AS (
+            SELECT overall, window_start,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE _labelled) AS n_labelled,
+                   count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
+                   count(*) FILTER (WHERE NOT _pred_ok) AS n_invalid_prediction,
+                   count(*) FILTER (WHERE _eval) AS n_evaluated
+            FROM keyed GROUP BY overall, window_start
+        ),
+        evaluated AS (
+            SELECT overall, window_start, _lab, _pred, _lab - _pred AS _err,
+                   avg(_lab) OVER (PARTITION BY overall, window_start) AS _mean
+            FROM keyed WHERE _eval
+        ),
+        errors AS (
+            SELECT overall, window_start,
+                   sum(abs(_err)) AS abs_sum,
+                   sum(_err * _err) AS sq_sum,
+                   sum(CASE WHEN _lab <> 0 THEN abs(_err) / greatest(abs(_lab), {mape_eps}) END) AS ape_sum,
+                   count(*) FILTER (WHERE _lab <> 0) AS n_mape,
+                   count(*) FILTER (WHERE _lab = 0) AS n_mape_skipped,
+                   -- Two passes (the mean first) keep the total sum of squares accurate.
+                   sum((_lab - _mean) * (_lab - _mean)) AS ss_tot,
+                   min(_lab) = max(_lab) AS constant_labels
+            FROM evaluated GROUP BY overall, window_start
+        )
+        SELECT agg.*, {_window_end_sql(window).replace("window_start", "agg.window_start")} AS window_end,
+               errors.* EXCLUDE (overall, window_start)
+        FROM agg LEFT JOIN errors ON {_same_key("agg", "errors")}
+        ORDER BY agg.overall, agg.window_start
+    """
+    rows = _fetch(joined.query("_mms_joined", sql))
+    window_rows, overall_row = _split_overall(rows)
+    empty = {
+        "window_start": None,
+        "window_end": None,
+        **dict.fromkeys(("n", "n_labelled", "n_invalid_label", "n_invalid_prediction", "n_evaluated"), 0),
+    }
+    return PerformanceReport(
+        task="regression",
+        window=window,
+        windows=tuple(_regression_window(row) for row in window_rows),
+        overall=_regression_window(overall_row or empty),
+        n_missing_timestamp=_count_missing_timestamp(logs),
+        labels_as_of=labels_as_of,
+    )
+
+
+def _regression_window(row: dict[str, Any]) -> RegressionWindow:
+    n, n_labelled, n_eval = int(row["n"]), int(row["n_labelled"]), int(row["n_evaluated"])
+    reasons: list[str] = []
+    mae = rmse = mape = r2 = None
+    n_mape = int(row.get("n_mape") or 0)
+    if n_eval == 0:
+        reasons.append(_coverage_reason(n, n_labelled).replace("a valid score", "a valid prediction"))
+    else:
+        mae = float(row["abs_sum"]) / n_eval
+        rmse = math.sqrt(float(row["sq_sum"]) / n_eval)
+        if n_mape:
+            mape = float(row["ape_sum"]) / n_mape
+        else:
+            reasons.append("all labels are 0: mape undefined")
+        if n_eval < 2:
+            reasons.append("fewer than 2 labelled predictions: r2 undefined")
+        elif row["constant_labels"]:
+            reasons.append("labels are constant: r2 undefined")
+        else:
+            r2 = 1.0 - float(row["sq_sum"]) / float(row["ss_tot"])
+    return RegressionWindow(
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        n=n,
+        n_labelled=n_labelled,
+        label_coverage=_ratio(n_labelled, n),
+        n_invalid_label=int(row["n_invalid_label"]),
+        n_invalid_prediction=int(row["n_invalid_prediction"]),
+        n_evaluated=n_eval,
+        mae=mae,
+        rmse=rmse,
+        mape=mape,
+        n_mape_skipped=int(row.get("n_mape_skipped") or 0),
+        r2=r2,
+        status=STATUS_INSUFFICIENT if reasons else STATUS_OK,
+        reason="; ".join(reasons) or None,
+    )
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def latency_metrics(logs: duckdb.DuckDBPyRelation, window: str = "day") -> LatencyReport:
+    """Latency quantiles and throughput per window of inference logs.
+
+    Args:
+        logs: Inference logs with ``timestamp`` and a numeric ``latency_ms``.
+        window: Window unit: ``minute``, ``hour``, ``day`` or ``week``.
+
+    Returns:
+        The per-window and overall latency report.
+
+    Raises:
+        ValueError: A column is missing or of the wrong type, or the window is unknown.
+    """
+    _check_window(window)
+    log_types = _require_columns(logs, ["timestamp", "latency_ms"], "logs")
+    if not _is_numeric(log_types["latency_ms"]):
+        raise ValueError(f"column 'latency_ms' must be numeric, not {log_types['latency_ms']}")
+    ts = _timestamp_expr(log_types["timestamp"])
+    quantiles = ", ".join(repr(q) for q in LATENCY_QUANTILES)
+    flags = f"""
+        SELECT window_start, _lat, coalesce(isfinite(_lat) AND _lat >= 0, false) AS _ok FROM (
+            SELECT date_trunc('{window}', {ts}) AS window_start, CAST(latency_ms AS DOUBLE) AS _lat
+            FROM _mms_logs WHERE "timestamp" IS NOT NULL
+        )
+    """
+    sql = f"""
+        WITH {_keyed_sql(flags)}
+        SELECT overall, window_start, {_window_end_sql(window)} AS window_end,
+               epoch({_window_end_sql(window)}) - epoch(window_start) AS window_seconds,
+               count(*) AS n,
+               count(*) FILTER (WHERE _ok) AS n_latency,
+               quantile_cont(_lat, [{quantiles}]) FILTER (WHERE _ok) AS quantiles,
+               avg(_lat) FILTER (WHERE _ok) AS mean_ms,
+               max(_lat) FILTER (WHERE _ok) AS max_ms
+        FROM keyed GROUP BY overall, window_start
+        ORDER BY overall, window_start
+    """
+    rows = _fetch(logs.query("_mms_logs", sql))
+    window_rows, overall_row = _split_overall(rows)
+    windows = tuple(_latency_window(row) for row in window_rows)
+    if overall_row is None:
+        overall_row = {"window_start": None, "window_end": None, "n": 0, "n_latency": 0}
+    elif windows:
+        # The overall throughput spans from the first window start to the last window end.
+        first, last = windows[0], windows[-1]
+        assert first.window_start is not None and last.window_end is not None
+        overall_row["window_seconds"] = (last.window_end - first.window_start).total_seconds()
+    return LatencyReport(
+        window=window,
+        windows=windows,
+        overall=_latency_window(overall_row),
+        n_missing_timestamp=_count_missing_timestamp(logs),
+    )
+
+
+def _latency_window(row: dict[str, Any]) -> LatencyWindow:
+    n, n_latency = int(row["n"]), int(row["n_latency"])
+    quantiles = row.get("quantiles") if n_latency else None
+    p50, p95, p99 = (float(q) for q in quantiles) if quantiles else (None, None, None)
+    seconds = row.get("window_seconds")
+    reason = None
+    if n_latency == 0:
+        reason = "no requests" if n == 0 else "no valid latency in the window"
+    return LatencyWindow(
+        window_start=row["window_start"],
+        window_end=row["window_end"],
+        n=n,
+        n_latency=n_latency,
+        n_invalid_latency=n - n_latency,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=float(row["mean_ms"]) if n_latency else None,
+        max_ms=float(row["max_ms"]) if n_latency else None,
+        throughput_rps=n / float(seconds) if n and seconds else None,
+        status=STATUS_INSUFFICIENT if reason else STATUS_OK,
+        reason=reason,
+    )

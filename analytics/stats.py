@@ -1,0 +1,318 @@
+"""Distribution-distance statistics on counts and on raw samples.
+
+Everything here is a pure function of NumPy arrays; nothing reads data. Two families:
+
+* **Binned** statistics compare two count vectors over the same bins (numeric histograms from a
+  :class:`~analytics.profile.Profile`, or category counts): PSI, Jensen–Shannon distance, Hellinger
+  distance, total variation, the Kolmogorov–Smirnov statistic of the binned CDFs (with its error
+  bound) and a piecewise-uniform Wasserstein-1 distance; Pearson's chi-square test of homogeneity.
+* **Exact** statistics on raw samples (``ks_exact``, ``wasserstein_exact``) delegate to SciPy and are
+  only used on request (they need the raw values).
+
+p-values of the default path use :mod:`scipy.special` (``kolmogorov``, ``chdtrc``) rather than
+:mod:`scipy.stats`, which costs about a second to import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Floor applied to empty bin proportions in PSI (zero bins would make it infinite). Both
+#: proportions are floored, so a bin empty on both sides contributes exactly zero.
+PSI_EPSILON = 1e-4
+
+FloatArray = np.ndarray
+
+
+def _proportions(counts: Sequence[float] | np.ndarray) -> np.ndarray:
+    values = np.asarray(counts, dtype=float)
+    total = values.sum()
+    if not total > 0:
+        raise ValueError("cannot compare an empty distribution (all counts are zero)")
+    return values / total
+
+
+def _aligned(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray):
+    p = _proportions(reference)
+    q = _proportions(current)
+    if p.shape != q.shape:
+        raise ValueError(f"count vectors differ in length: {p.shape[0]} vs {q.shape[0]}")
+    return p, q
+
+
+def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+    """Population stability index ``sum((q - p) * ln(q / p))`` over the bins.
+
+    Proportions below :data:`PSI_EPSILON` are raised to it (on both sides) so empty bins stay finite.
+
+    Args:
+        reference: Reference counts per bin.
+        current: Current counts per bin (same bins).
+
+    Returns:
+        The PSI (natural log), ``>= 0``.
+    """
+    p, q = _aligned(reference, current)
+    p = np.maximum(p, PSI_EPSILON)
+    q = np.maximum(q, PSI_EPSILON)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def jensen_shannon(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+    """Jensen–Shannon *distance* (square root of the divergence), base 2, in ``[0, 1]``.
+
+    Equals ``scipy.spatial.distance.jensenshannon(reference, current, base=2)``.
+    """
+    p, q = _aligned(reference, current)
+    m = 0.5 * (p + q)
+    divergence = 0.0
+    for side in (p, q):
+        mask = side > 0
+        divergence += 0.5 * float(np.sum(side[mask] * np.log2(side[mask] / m[mask])))
+    return math.sqrt(max(divergence, 0.0))
+
+
+def hellinger(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+    """Hellinger distance ``sqrt(1/2 * sum((sqrt(p) - sqrt(q))^2))`` in ``[0, 1]``."""
+    p, q = _aligned(reference, current)
+    return float(math.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
+
+
+def total_variation(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+    """Total variation distance ``1/2 * sum(|p - q|)`` in ``[0, 1]``."""
+    p, q = _aligned(reference, current)
+    return float(0.5 * np.sum(np.abs(p - q)))
+
+
+@dataclass(frozen=True)
+class BinnedKS:
+    """Kolmogorov–Smirnov statistic of two binned CDFs.
+
+    Attributes:
+        statistic: ``max |F_ref - F_cur|`` over the bin edges. The CDFs are exact at the edges, so this
+            is a lower bound of the exact two-sample statistic of the underlying values.
+        upper_bound: Upper bound of the exact statistic: inside bin ``i`` both CDFs stay between their
+            values at the bin's edges, so ``|F_ref - F_cur| <= max(|P_i - Q_{i-1}|, |P_{i-1} - Q_i|)``.
+        error_bound: ``upper_bound - statistic``: how far the exact statistic can lie above the binned
+            one (at most the largest single-bin mass of either side).
+    """
+
+    statistic: float
+    upper_bound: float
+    error_bound: float
+
+
+def ks_binned(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> BinnedKS:
+    """Kolmogorov–Smirnov statistic from two histograms on the same (ordered) bins.
+
+    Args:
+        reference: Reference counts per bin, bins in increasing order.
+        current: Current counts per bin.
+
+    Returns:
+        The binned statistic with its bound on the exact statistic.
+    """
+    p, q = _aligned(reference, current)
+    cdf_p = np.concatenate([[0.0], np.cumsum(p)])
+    cdf_q = np.concatenate([[0.0], np.cumsum(q)])
+    cdf_p[-1] = cdf_q[-1] = 1.0
+    statistic = float(np.max(np.abs(cdf_p - cdf_q)))
+    upper = float(
+        max(
+            np.max(np.abs(cdf_p[1:] - cdf_q[:-1])),
+            np.max(np.abs(cdf_p[:-1] - cdf_q[1:])),
+            statistic,
+        )
+    )
+    return BinnedKS(statistic, min(upper, 1.0), min(upper, 1.0) - statistic)
+
+
+def ks_pvalue(statistic: float, n_reference: int, n_current: int) -> float:
+    """Asymptotic two-sided p-value of a two-sample KS statistic.
+
+    Uses the Kolmogorov distribution at ``D * (sqrt(en) + 0.12 + 0.11 / sqrt(en))`` with
+    ``en = n*m/(n+m)`` (Stephens' small-sample correction). For a binned statistic, which can only
+    under-estimate the exact one, the p-value is conservative.
+    """
+    from scipy.special import kolmogorov
+
+    if n_reference <= 0 or n_current <= 0:
+        raise ValueError("KS p-value needs two non-empty samples")
+    en = n_reference * n_current / (n_reference + n_current)
+    root = math.sqrt(en)
+    return float(min(1.0, max(0.0, kolmogorov((root + 0.12 + 0.11 / root) * statistic))))
+
+
+@dataclass(frozen=True)
+class ChiSquare:
+    """Pearson's chi-square test of homogeneity of two count vectors.
+
+    Attributes:
+        statistic: Chi-square statistic (no continuity correction).
+        p_value: Upper-tail probability of the chi-square distribution with ``dof`` degrees of freedom.
+        dof: Degrees of freedom (cells used minus one).
+        cells: Number of cells (categories) the test used after pooling sparse ones.
+    """
+
+    statistic: float
+    p_value: float
+    dof: int
+    cells: int
+
+
+def chi_square(
+    reference: Sequence[float] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    *,
+    min_expected: float = 0.0,
+) -> ChiSquare:
+    """Chi-square test that two count vectors come from the same categorical distribution.
+
+    Cells empty on both sides are dropped. With ``min_expected > 0``, cells whose smallest expected
+    count is below it are pooled into one cell first (Cochran's rule; the pooling depends only on the
+    pooled counts, so it does not look at the difference being tested). With ``min_expected=0`` the
+    result equals ``scipy.stats.chi2_contingency([reference, current], correction=False)`` on the
+    non-empty cells.
+
+    Args:
+        reference: Reference counts per category.
+        current: Current counts per category (same categories).
+        min_expected: Pool cells whose expected count is below this.
+
+    Returns:
+        The test result.
+
+    Raises:
+        ValueError: if either side is empty.
+    """
+    from scipy.special import chdtrc
+
+    table = np.vstack([np.asarray(reference, dtype=float), np.asarray(current, dtype=float)])
+    rows = table.sum(axis=1)
+    if not (rows[0] > 0 and rows[1] > 0):
+        raise ValueError("chi-square needs two non-empty samples")
+    table = table[:, table.sum(axis=0) > 0]
+    if min_expected > 0 and table.shape[1] > 1:
+        expected_min = table.sum(axis=0) * rows.min() / rows.sum()
+        sparse = expected_min < min_expected
+        if sparse.any():
+            pooled = table[:, sparse].sum(axis=1, keepdims=True)
+            table = np.hstack([table[:, ~sparse], pooled])
+    cells = table.shape[1]
+    if cells < 2:
+        return ChiSquare(0.0, 1.0, 0, cells)
+    expected = np.outer(rows, table.sum(axis=0)) / rows.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    dof = cells - 1
+    return ChiSquare(statistic, float(chdtrc(dof, statistic)), dof, cells)
+
+
+def wasserstein_binned(
+    edges: Sequence[float] | np.ndarray,
+    reference: Sequence[float] | np.ndarray,
+    current: Sequence[float] | np.ndarray,
+    *,
+    low: float,
+    high: float,
+) -> float:
+    """Wasserstein-1 distance between two histograms, each bin's mass spread uniformly over it.
+
+    The histogram has ``len(edges) + 1`` bins: ``(-inf, e0], (e0, e1], ..., (e_last, +inf)``. The two
+    open outer bins are closed at ``low`` and ``high`` (the smallest and largest finite value of either
+    sample), so their mass is spread over ``[low, e0]`` and ``[e_last, high]``. Between consecutive
+    knots both CDFs are linear, so ``integral |F_ref - F_cur|`` is computed exactly (sign changes
+    included).
+
+    Args:
+        edges: Increasing finite bin edges.
+        reference: Reference counts (finite values only), ``len(edges) + 1`` of them.
+        current: Current counts on the same bins.
+        low: Smallest finite value of the two samples.
+        high: Largest finite value of the two samples.
+
+    Returns:
+        The distance, in the unit of the values.
+    """
+    p, q = _aligned(reference, current)
+    edges = np.asarray(edges, dtype=float)
+    if p.shape[0] != edges.shape[0] + 1:
+        raise ValueError(f"{p.shape[0]} counts do not fit {edges.shape[0]} edges (need len(edges) + 1)")
+    if edges.size == 0:
+        knots = np.array([low, max(high, low)])
+    else:
+        knots = np.concatenate([[min(low, edges[0])], edges, [max(high, edges[-1])]])
+    # CDF values at the knots; an outer bin whose value range is empty (low == e0) puts its mass at
+    # the edge, which the zero-width segment represents as a jump.
+    cdf_p = np.concatenate([[0.0], np.cumsum(p)])
+    cdf_q = np.concatenate([[0.0], np.cumsum(q)])
+    diff = cdf_p - cdf_q
+    widths = np.diff(knots)
+    left, right = diff[:-1], diff[1:]
+    same_sign = left * right >= 0
+    area = np.where(
+        same_sign,
+        0.5 * widths * np.abs(left + right),
+        # Linear crossing zero inside the segment: two triangles.
+        0.5 * widths * (left**2 + right**2) / np.where(same_sign, 1.0, np.abs(left) + np.abs(right)),
+    )
+    return float(np.sum(area))
+
+
+def wasserstein_exact(reference: np.ndarray, current: np.ndarray) -> float:
+    """Exact Wasserstein-1 distance of two samples (``scipy.stats.wasserstein_distance``)."""
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(reference, current))
+
+
+@dataclass(frozen=True)
+class ExactKS:
+    """Exact two-sample KS result from ``scipy.stats.ks_2samp``."""
+
+    statistic: float
+    p_value: float
+
+
+def ks_exact(reference: np.ndarray, current: np.ndarray) -> ExactKS:
+    """Two-sample Kolmogorov–Smirnov test on raw values (``scipy.stats.ks_2samp``, method ``auto``)."""
+    from scipy.stats import ks_2samp
+
+    result = ks_2samp(reference, current)
+    return ExactKS(float(result.statistic), float(result.pvalue))
+
+
+def adjust_pvalues(p_values: Sequence[float], method: str) -> list[float]:
+    """Multiple-testing adjustment across columns.
+
+    Args:
+        p_values: Raw p-values.
+        method: ``"bh"`` (Benjamini–Hochberg step-up, controls the false discovery rate),
+            ``"bonferroni"`` (family-wise error rate) or ``"none"``.
+
+    Returns:
+        Adjusted p-values in the input order, capped at 1.
+
+    Raises:
+        ValueError: on an unknown method or a p-value outside ``[0, 1]`` or NaN.
+    """
+    values = np.asarray(p_values, dtype=float)
+    if values.size and not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(f"p-values must lie in [0, 1]: {values.tolist()}")
+    n = values.size
+    if method == "none" or n == 0:
+        return values.tolist()
+    if method == "bonferroni":
+        return np.minimum(values * n, 1.0).tolist()
+    if method == "bh":
+        order = np.argsort(values, kind="stable")
+        ranked = values[order] * n / np.arange(1, n + 1)
+        # Step-up: the adjusted value of rank i is the minimum over ranks >= i.
+        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+        adjusted = np.empty(n)
+        adjusted[order] = np.minimum(ranked, 1.0)
+        return adjusted.tolist()
+    raise ValueError(f"unknown multiple-testing correction {method!r} (use bh, bonferroni or none)")

@@ -1,0 +1,276 @@
+"""Drift-report benchmark: generated reference/current Parquet sets, CLI vs a plain DuckDB scan.
+
+For every size N it writes (seeded, numpy in chunks, Parquet through pyarrow) a reference and a
+current set of N rows with 20 numeric and 5 categorical features, 6 of them drifted, then runs
+
+* the floor: a subprocess whose DuckDB query only reads every value of the same 25 columns of both
+  sets, and
+* the report: ``python -m analytics drift --reference R --current C --format json`` (subprocess),
+
+and prints wall time and peak RSS of each (``psutil`` polling the child) and their ratio, plus which
+columns the default policy flagged against the ones the generator drifted.
+
+Usage::
+
+    .venv/bin/python bench/drift_bench.py --sizes 100000,1000000,5000000 [--workdir DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+CHUNK_ROWS = 250_000
+
+NUMERIC_FEATURES = [
+    "normal_0",
+    "normal_1",
+    "normal_2",
+    "normal_3",
+    "normal_4",
+    "normal_5",
+    "lognormal_0",
+    "lognormal_1",
+    "lognormal_2",
+    "lognormal_3",
+    "bimodal_0",
+    "bimodal_1",
+    "bimodal_2",
+    "count_0",
+    "count_1",
+    "count_2",
+    "count_3",
+    "uniform_0",
+    "exponential_0",
+    "with_nulls_0",
+]
+CATEGORICAL_FEATURES = {"cat_3": 3, "cat_10": 10, "cat_50": 50, "cat_200": 200, "cat_1000": 1000}
+#: Columns the generator drifts in the current set, with the kind of drift.
+DRIFTED = {
+    "normal_0": "mean shift of 0.5 sigma",
+    "lognormal_0": "log-scale sigma 1.0 -> 1.5",
+    "bimodal_0": "mixture weight 0.5 -> 0.75",
+    "count_0": "Poisson rate 3 -> 4",
+    "cat_10": "share of category c3 +20 points",
+    "cat_1000": "10% of the mass moves to 50 categories never seen in the reference",
+}
+
+
+def _zipf_shares(cardinality: int, exponent: float = 1.1) -> np.ndarray:
+    weights = 1.0 / np.arange(1, cardinality + 1) ** exponent
+    return weights / weights.sum()
+
+
+def _categories(name: str, cardinality: int) -> np.ndarray:
+    return np.array([f"{name}_v{i}" for i in range(cardinality)], dtype=object)
+
+
+def _chunk(rng: np.random.Generator, rows: int, drifted: bool) -> pa.Table:
+    """One chunk of ``rows`` rows; ``drifted`` applies the DRIFTED changes."""
+    columns: dict[str, pa.Array] = {}
+    for i in range(6):
+        mean, scale = 10.0 * i, 1.0 + i
+        shift = 0.5 * scale if drifted and i == 0 else 0.0
+        columns[f"normal_{i}"] = pa.array(rng.normal(mean + shift, scale, rows))
+    for i in range(4):
+        sigma = 1.5 if drifted and i == 0 else 1.0
+        columns[f"lognormal_{i}"] = pa.array(rng.lognormal(0.5 * i, sigma, rows))
+    for i in range(3):
+        weight = 0.75 if drifted and i == 0 else 0.5
+        upper = rng.random(rows) < weight
+        centre = np.where(upper, 2.0 + i, -2.0 - i)
+        columns[f"bimodal_{i}"] = pa.array(rng.normal(centre, 1.0, rows))
+    for i in range(4):
+        rate = 4.0 if drifted and i == 0 else 3.0 * (i + 1)
+        columns[f"count_{i}"] = pa.array(rng.poisson(rate, rows).astype(np.int64))
+    columns["uniform_0"] = pa.array(rng.uniform(-1.0, 1.0, rows))
+    columns["exponential_0"] = pa.array(rng.exponential(2.0, rows))
+    values = rng.normal(100.0, 15.0, rows)
+    columns["with_nulls_0"] = pa.array(values, mask=rng.random(rows) < 0.05)
+    for name, cardinality in CATEGORICAL_FEATURES.items():
+        shares = _zipf_shares(cardinality)
+        labels = _categories(name, cardinality)
+        if drifted and name == "cat_10":
+            shares = shares * 0.8
+            shares[3] += 0.2
+        if drifted and name == "cat_1000":
+            shares = np.concatenate([shares * 0.9, np.full(50, 0.1 / 50)])
+            labels = np.concatenate([labels, _categories(f"{name}_new", 50)])
+        picks = rng.choice(len(labels), size=rows, p=shares)
+        columns[name] = pa.array(labels[picks], type=pa.string())
+    return pa.table(columns)
+
+
+def generate(folder: Path, rows: int, *, drifted: bool, seed: int) -> Path:
+    """Write ``rows`` rows of the benchmark set to ``folder/data.parquet`` in chunks.
+
+    Args:
+        folder: Output folder (created).
+        rows: Number of rows.
+        drifted: Whether to apply the drift of ``DRIFTED``.
+        seed: Seed of the generator.
+
+    Returns:
+        The Parquet file written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "data.parquet"
+    rng = np.random.default_rng(seed)
+    writer = None
+    try:
+        written = 0
+        while written < rows:
+            size = min(CHUNK_ROWS, rows - written)
+            table = _chunk(rng, size, drifted)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=CHUNK_ROWS)
+            written += size
+    finally:
+        if writer is not None:
+            writer.close()
+    return path
+
+
+FLOOR_SCRIPT = """
+import sys, duckdb
+columns = sys.argv[3].split(',')
+con = duckdb.connect()
+for source in sys.argv[1:3]:
+    # min() of every column forces DuckDB to read and decode every value (there is no filter to push
+    # down and min() of strings/doubles is not answered from Parquet statistics).
+    select = ', '.join(f'min("{c}")' for c in columns)
+    con.execute(f"SELECT count(*), {select} FROM read_parquet('{source}')").fetchall()
+"""
+
+
+@dataclass
+class Run:
+    """Wall time (s), peak RSS (bytes) and stdout of one subprocess."""
+
+    seconds: float
+    peak_rss: int
+    stdout: str
+    returncode: int
+    stderr: str
+
+
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run a subprocess, polling its RSS (and its children's) every 5 ms.
+
+    Args:
+        args: Command line.
+        env: Environment of the child.
+
+    Returns:
+        The run's wall time, peak RSS, output and exit code.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=ROOT)
+        handle = psutil.Process(process.pid)
+        peak = 0
+        while process.poll() is None:
+            try:
+                rss = handle.memory_info().rss
+                rss += sum(child.memory_info().rss for child in handle.children(recursive=True))
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        return Run(seconds, peak, out.read().decode(), process.returncode, err.read().decode())
+
+
+def bench_size(rows: int, workdir: Path, seed: int) -> dict[str, object]:
+    """Generate the two sets of ``rows`` rows, run floor and report, and compare detections."""
+    reference = generate(workdir / f"n{rows}" / "reference", rows, drifted=False, seed=seed)
+    current = generate(workdir / f"n{rows}" / "current", rows, drifted=True, seed=seed + 1)
+    columns = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
+    env = {**os.environ, "MMS_VAR_DIR": str(workdir / "var")}
+    floor = run_measured([sys.executable, "-c", FLOOR_SCRIPT, str(reference), str(current), ",".join(columns)])
+    if floor.returncode != 0:
+        raise RuntimeError(f"floor query failed: {floor.stderr}")
+    report = run_measured(
+        [
+            sys.executable,
+            "-m",
+            "analytics",
+            "drift",
+            "--reference",
+            str(reference),
+            "--current",
+            str(current),
+            "--format",
+            "json",
+        ],
+        env=env,
+    )
+    if report.returncode != 0:
+        raise RuntimeError(f"drift CLI failed: {report.stderr}")
+    payload = json.loads(report.stdout)
+    flagged = sorted(r["column"] for r in payload["columns"] if r["drifted"])
+    expected = sorted(DRIFTED)
+    return {
+        "rows": rows,
+        "floor_s": floor.seconds,
+        "floor_rss_mb": floor.peak_rss / 2**20,
+        "report_s": report.seconds,
+        "report_rss_mb": report.peak_rss / 2**20,
+        "ratio": report.seconds / floor.seconds,
+        "flagged": flagged,
+        "missed": sorted(set(expected) - set(flagged)),
+        "false_alarms": sorted(set(flagged) - set(expected)),
+        "statuses": sorted({r["status"] for r in payload["columns"]}),
+        "drift_share": payload["summary"]["drift_share"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark for every size and print a table of the figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000,5000000", help="comma-separated row counts")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the data (default: temp)")
+    parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="drift_bench_"))
+    results = []
+    try:
+        for rows in sizes:
+            result = bench_size(rows, workdir, args.seed)
+            results.append(result)
+            print(
+                f"N={rows:>9,}  floor {result['floor_s']:6.2f} s {result['floor_rss_mb']:7.1f} MB | "
+                f"report {result['report_s']:6.2f} s {result['report_rss_mb']:7.1f} MB | "
+                f"ratio {result['ratio']:4.2f}x | flagged {len(result['flagged'])} "
+                f"missed {result['missed']} false alarms {result['false_alarms']}",
+                flush=True,
+            )
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    ok = all(not r["missed"] and not r["false_alarms"] for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
