@@ -25,6 +25,7 @@ import datetime as dt
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,12 @@ STAGING_DIR = "_staging"
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_NAMES_IN_MESSAGE = 20
+READ_ATTEMPTS = 4
+"""How often :meth:`ParquetStore.read` reads when files change underneath it (see :class:`DataChanged`)."""
+_RETRY_PAUSE_S = 0.05
+# What DuckDB raises while reading: its own errors, and UnicodeDecodeError when the message it
+# builds quotes raw bytes of a file replaced mid-read (seen on S3 with DuckDB 1.5.5).
+_DUCKDB_READ_ERRORS = (duckdb.Error, UnicodeDecodeError)
 
 
 class StoreError(Exception):
@@ -81,6 +88,16 @@ class NoData(StoreError, LookupError):
 
 class AccessDenied(StoreError, PermissionError):
     """DuckDB refused a path outside the directories its connection may read."""
+
+
+class DataChanged(StoreError):
+    """A file was replaced while DuckDB was reading it; reading again gives a consistent result.
+
+    On S3 DuckDB reads a file with several range requests and checks the object's
+    ETag on each, so a concurrent :meth:`ParquetStore.write_partition` of the same
+    file makes the read fail instead of mixing two versions. :meth:`ParquetStore.read`
+    retries by itself; a caller consuming a lazy relation retries on this error.
+    """
 
 
 @dataclass(frozen=True)
@@ -411,7 +428,7 @@ def _first_line(error: BaseException) -> str:
 
 
 def _read_error(
-    error: duckdb.Error, paths: Sequence[str], probe: Callable[[str], str | None] | None = None
+    error: Exception, paths: Sequence[str], probe: Callable[[str], str | None] | None = None
 ) -> StoreError:
     """Turn a DuckDB error raised while reading ``paths`` into the store's error.
 
@@ -421,7 +438,14 @@ def _read_error(
         probe: Optional callable(path) -> reason or None, reading a footer independently,
             to find a corrupt file DuckDB did not name.
     """
+    if isinstance(error, UnicodeDecodeError):
+        return DataChanged(
+            f"DuckDB failed with an undecodable message while reading {len(paths)} file(s), "
+            "the sign of a file replaced during the read"
+        )
     reason = _first_line(error)
+    if isinstance(error, duckdb.HTTPException) and "ETag" in str(error):
+        return DataChanged(reason)
     # Longest first: of two paths where one contains the other, the message names the longer.
     named = sorted((path for path in paths if path in str(error)), key=len, reverse=True)
     if isinstance(error, duckdb.HTTPException) and getattr(error, "status_code", None) == 404:
@@ -881,15 +905,30 @@ class ParquetStore:
         Raises:
             InvalidName: for a bad name or an unknown column/filter key.
             CorruptParquet: naming the file that cannot be decoded.
+            DataChanged: if files kept changing during :data:`READ_ATTEMPTS` reads.
         """
+        for attempt in range(1, READ_ATTEMPTS):
+            try:
+                return self._read_once(dataset, filters, columns)
+            except DataChanged:
+                # A writer replaced a file mid-read: list again and read the new version.
+                time.sleep(_RETRY_PAUSE_S * attempt)
+        return self._read_once(dataset, filters, columns)
+
+    def _read_once(
+        self,
+        dataset: str,
+        filters: Mapping[str, str | Sequence[str]] | None,
+        columns: Sequence[str] | None,
+    ) -> pa.Table:
         files = self.list_files(dataset, filters)
         if not files:
             return pa.table({name: pa.array([], pa.null()) for name in columns or ()})
         relation = self._relation_over(files, filters, columns)
         try:
             return relation.to_arrow_table()
-        except duckdb.Error as error:
-            raise _read_error(error, [f.path for f in files], self._footer_problem) from error
+        except _DUCKDB_READ_ERRORS as error:
+            raise self._read_failure(error, files) from error
 
     def _relation_over(
         self,
@@ -900,8 +939,8 @@ class ParquetStore:
         paths = [f.path for f in files]
         try:
             relation = self.cursor().sql(_duckdb.read_parquet_sql(paths))
-        except duckdb.Error as error:
-            raise _read_error(error, paths, self._footer_problem) from error
+        except _DUCKDB_READ_ERRORS as error:
+            raise self._read_failure(error, files) from error
         schema = relation.columns
         partition_keys = {key for f in files for key in f.partition}
         for key, values in _filter_values(filters).items():
@@ -917,6 +956,20 @@ class ParquetStore:
                 raise InvalidName("columns must be a non-empty list of column names")
             relation = relation.select(*(duckdb.SQLExpression(quote_identifier(c, schema)) for c in columns))
         return relation
+
+    def _read_failure(self, error: Exception, files: Sequence[StoredFile]) -> StoreError:
+        """Explain a DuckDB read error over listed files, telling a vanished file from a corrupt one."""
+        failure = _read_error(error, [f.path for f in files], self._footer_problem)
+        if type(failure) in (StoreError, NoData):
+            fs_paths = [f.path.removeprefix("s3://") if self.is_s3 else f.path for f in files]
+            gone = [
+                self._uri(info.path)
+                for info in self.filesystem().get_file_info(fs_paths)
+                if info.type == pafs.FileType.NotFound
+            ]
+            if gone:
+                return DataChanged(f"{gone[0]} was deleted during the read")
+        return failure
 
     def _footer_problem(self, path: str) -> str | None:
         fs_path = path[len("s3://") :] if self.is_s3 else path
@@ -981,7 +1034,7 @@ def read_source(con: duckdb.DuckDBPyConnection, source: str | Sequence[str]) -> 
         files.extend(_expand_source(con, item))
     try:
         return con.sql(_duckdb.read_parquet_sql(files))
-    except duckdb.Error as error:
+    except _DUCKDB_READ_ERRORS as error:
         raise _read_error(error, files) from error
 
 

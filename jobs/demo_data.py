@@ -848,7 +848,12 @@ def _demo_data_command(args: Any, settings: Any) -> int:
 
     try:
         start = date.fromisoformat(args.start)
-        scenario_args = {"days": args.days, "seed": args.seed, "volume": args.volume}
+        scenario_args = {
+            "days": args.days,
+            "seed": args.seed,
+            "volume": args.volume,
+            "training_rows": args.training_rows,
+        }
         demo_scenario(start, **scenario_args)  # validates before anything is written
     except ValueError as error:
         raise UsageError(str(error)) from error
@@ -883,4 +888,5 @@ def register_demo_data(subparsers: Any) -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--volume", type=float, default=1.0, help="multiplier of the daily request counts")
+    parser.add_argument("--training-rows", type=int, default=20_000, help="rows of each model's training set")
     parser.set_defaults(func=_demo_data_command)

@@ -156,3 +156,27 @@ def require(actor: Actor | None, permission: Permission, project: str | None = N
         raise Forbidden(f"{who} may not {permission.value}{where}")
     assert actor is not None
     return actor
+
+
+ROLE_TITLES: Mapping[Role, str] = {
+    Role.ML_ENGINEER: "ML Engineer",
+    Role.DATA_TEAM: "Data Team",
+    Role.PRODUCTION_TEAM: "Production Team",
+    Role.MONITORING_TEAM: "Monitoring Team",
+    Role.MODEL_SPONSOR: "Model Sponsor",
+    Role.ADMIN: "Admin",
+}
+
+
+def matrix_markdown() -> str:
+    """The permission matrix as a Markdown table (the README embeds exactly this text)."""
+    roles = list(Role)
+    lines = [
+        "| permission | " + " | ".join(ROLE_TITLES[role] for role in roles) + " |",
+        "| --- |" + " :-: |" * len(roles),
+    ]
+    for permission in Permission:
+        marks = ["✓" if permission in MATRIX[role] else "" for role in roles]
+        scope = " (global)" if permission in GLOBAL_ONLY else ""
+        lines.append(f"| `{permission.value}`{scope} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)

@@ -22,14 +22,14 @@ ensure_chromium() {
 pg_answers() { "$BIN/python" - "$1" <<'PY'
 import sys, psycopg
 try:
-    psycopg.connect(sys.argv[1], connect_timeout=3).close()
+    psycopg.connect(sys.argv[1].replace("+psycopg", ""), connect_timeout=3).close()
 except Exception:
     sys.exit(1)
 PY
 }
 
 ensure_postgres() {
-  local url="${MMS_TEST_PG_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+  local url="${MMS_TEST_PG_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/postgres}"
   if pg_answers "$url"; then log "using PostgreSQL at ${url}"; export MMS_TEST_PG_URL="$url"; return; fi
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then log "installing Debian postgresql"; apt_install postgresql; fi
   local bindir port
@@ -41,7 +41,7 @@ ensure_postgres() {
   if [ "$(id -u)" = 0 ]; then run_as=(runuser -u postgres --); fi
   "${run_as[@]}" "$bindir/initdb" -D "$STARTED_PG_DIR/data" -U postgres -A trust >/dev/null
   "${run_as[@]}" "$bindir/pg_ctl" -D "$STARTED_PG_DIR/data" -o "-p $port -k $STARTED_PG_DIR -c listen_addresses=127.0.0.1" -l "$STARTED_PG_DIR/log" -w start >/dev/null
-  export MMS_TEST_PG_URL="postgresql://postgres@127.0.0.1:${port}/postgres"
+  export MMS_TEST_PG_URL="postgresql+psycopg://postgres@127.0.0.1:${port}/postgres"
   log "started a throwaway PostgreSQL at ${MMS_TEST_PG_URL}"
 }
 

@@ -67,7 +67,9 @@ def instructions() -> list[tuple[str, str]]:
         joined.append(pending + stripped)
         pending = ""
     assert not pending, "dangling line continuation"
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in joined]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in joined
+    ]
 
 
 def stages() -> list[dict[str, Any]]:
@@ -184,7 +186,7 @@ class _Probe(http.server.BaseHTTPRequestHandler):
     status = 200
     paths: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         type(self).paths.append(self.path)
         self.send_response(type(self).status if self.path in ("/healthz", "/health") else 404)
         self.end_headers()
@@ -456,13 +458,16 @@ def test_app_environment_is_accepted_by_the_studio_settings() -> None:
     assert settings.mlflow_tracking_uri == "http://mlflow:5000"
 
 
-@pytest.mark.parametrize(("name", "path"), [("studio", "/healthz"), ("gateway", "/healthz"), ("mlflow", "/health")])
+@pytest.mark.parametrize(
+    ("name", "path"), [("studio", "/healthz"), ("gateway", "/healthz"), ("mlflow", "/health")]
+)
 def test_compose_http_healthchecks_probe_their_service(
     probe_server: tuple[int, type[_Probe]], name: str, path: str
 ) -> None:
     port, handler = probe_server
     command = [
-        re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", part) for part in services()[name]["healthcheck"]["test"][1:]
+        re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", part)
+        for part in services()[name]["healthcheck"]["test"][1:]
     ]
     assert _run_probe(command, dict(os.environ)).returncode == 0
     assert handler.paths == [path]

@@ -232,7 +232,7 @@ def test_variable_defaults_satisfy_their_own_validations() -> None:
 
 
 def test_vpc_has_public_and_private_subnets_in_two_azs_with_nat() -> None:
-    assert "${sort(data.aws_availability_zones.available.names)}" == locals_()["azs"]
+    assert locals_()["azs"] == "${sort(data.aws_availability_zones.available.names)}"
     zones = data_sources()[("aws_availability_zones", "available")]
     assert block(zones, "filter")["name"] == "zone-name", "zones are pinned by name"
     for tier in ("public", "private"):
@@ -244,7 +244,10 @@ def test_vpc_has_public_and_private_subnets_in_two_azs_with_nat() -> None:
     assert "var.single_nat_gateway" in nat["count"]
     assert "aws_subnet.public" in nat["subnet_id"]
     private_route = block(resource("aws_route_table", "private"), "route")
-    assert private_route["cidr_block"] == "0.0.0.0/0" and "aws_nat_gateway.main" in private_route["nat_gateway_id"]
+    assert (
+        private_route["cidr_block"] == "0.0.0.0/0"
+        and "aws_nat_gateway.main" in private_route["nat_gateway_id"]
+    )
     public_route = block(resource("aws_route_table", "public"), "route")
     assert "aws_internet_gateway.main" in public_route["gateway_id"]
     assert resource("aws_flow_log", "main")["traffic_type"] == "ALL"
@@ -252,7 +255,11 @@ def test_vpc_has_public_and_private_subnets_in_two_azs_with_nat() -> None:
 
 def test_database_is_reachable_only_from_the_tasks() -> None:
     rules = of_type("aws_vpc_security_group_ingress_rule")
-    into_db = {name: rule for name, rule in rules.items() if rule["security_group_id"] == "${aws_security_group.db.id}"}
+    into_db = {
+        name: rule
+        for name, rule in rules.items()
+        if rule["security_group_id"] == "${aws_security_group.db.id}"
+    }
     assert list(into_db) == ["db_from_tasks"]
     assert into_db["db_from_tasks"]["referenced_security_group_id"] == "${aws_security_group.tasks.id}"
     assert not any("cidr_ipv4" in rule for rule in into_db.values())
@@ -327,7 +334,9 @@ def test_studio_and_gateways_run_on_fargate_behind_the_alb() -> None:
     gateway_task = resource("aws_ecs_task_definition", "gateway")["container_definitions"]
     assert '["python", "-m", "jobs", "serve", "--env", each.key]' in gateway_task
     studio_task = resource("aws_ecs_task_definition", "studio")["container_definitions"]
-    assert not re.search(r"\bcommand\s*=\s*\[", studio_task), "the studio runs the image's default command (gunicorn)"
+    assert not re.search(r"\bcommand\s*=\s*\[", studio_task), (
+        "the studio runs the image's default command (gunicorn)"
+    )
     for name in ("studio", "gateway", "mlflow", "job"):
         definition = resource("aws_ecs_task_definition", name)
         assert definition["requires_compatibilities"] == ["FARGATE"]
@@ -357,7 +366,9 @@ def test_autoscaling_tracks_cpu_and_requests_per_target() -> None:
     assert "studio" in scaled and "gateway-${env}" in scaled
     metrics = {}
     for name in ("cpu", "requests"):
-        config = block(resource("aws_appautoscaling_policy", name), "target_tracking_scaling_policy_configuration")
+        config = block(
+            resource("aws_appautoscaling_policy", name), "target_tracking_scaling_policy_configuration"
+        )
         metrics[name] = block(config, "predefined_metric_specification")
     assert metrics["cpu"]["predefined_metric_type"] == "ECSServiceAverageCPUUtilization"
     assert metrics["requests"]["predefined_metric_type"] == "ALBRequestCountPerTarget"
@@ -475,7 +486,9 @@ def _assert_well_formed(machine: dict[str, Any]) -> None:
     for name, state in states.items():
         assert state["Type"] in {"Pass", "Task", "Map", "Fail", "Succeed", "Choice", "Wait", "Parallel"}, name
         if state["Type"] not in {"Fail", "Succeed", "Choice"}:
-            assert state.get("End") is True or state.get("Next") in states, f"{name} neither ends nor continues"
+            assert state.get("End") is True or state.get("Next") in states, (
+                f"{name} neither ends nor continues"
+            )
         for catch in state.get("Catch", []):
             assert catch["Next"] in states, f"{name} catches into unknown state {catch['Next']}"
     unreachable = set(states) - _reachable(states, machine["StartAt"])
@@ -566,7 +579,9 @@ def test_every_star_resource_policy_is_justified_inline() -> None:
     text = "\n".join(path.read_text() for path in TF_DIR.glob("*.tf"))
     for document, statement in policy_statements():
         if _star(statement) and statement.get("effect") != "Deny":
-            header = re.search(rf'data "aws_iam_policy_document" "{document}" \{{\n((?:\s*#checkov:skip=.*\n)+)', text)
+            header = re.search(
+                rf'data "aws_iam_policy_document" "{document}" \{{\n((?:\s*#checkov:skip=.*\n)+)', text
+            )
             assert header, f"policy {document} uses Resource '*' without a justified checkov skip"
 
 
@@ -638,7 +653,9 @@ def test_alarms_cover_5xx_rate_latency_and_job_failures() -> None:
 def _checkov() -> str:
     candidate = os.environ.get("MMS_CHECKOV") or str(ROOT / ".venv" / "checkov" / "bin" / "checkov")
     if not Path(candidate).is_file():
-        pytest.fail(f"checkov not found at {candidate}: run `make setup-dev` or set MMS_CHECKOV", pytrace=False)
+        pytest.fail(
+            f"checkov not found at {candidate}: run `make setup-dev` or set MMS_CHECKOV", pytrace=False
+        )
     return candidate
 
 
@@ -673,7 +690,9 @@ def test_checkov_passes(checkov_reports: dict[str, dict[str, Any]], run: str) ->
     assert not _failed(report), f"checkov failures with {run}: {_failed(report)}"
 
 
-def test_checkov_on_dev_fails_only_the_deliberate_relaxations(checkov_reports: dict[str, dict[str, Any]]) -> None:
+def test_checkov_on_dev_fails_only_the_deliberate_relaxations(
+    checkov_reports: dict[str, dict[str, Any]],
+) -> None:
     unexpected = [item for item in _failed(checkov_reports["dev"]) if item[0] not in DEV_RELAXATIONS]
     assert not unexpected, f"dev.tfvars breaks checks beyond its documented relaxations: {unexpected}"
     assert {check for check, _ in _failed(checkov_reports["dev"])} == set(DEV_RELAXATIONS)

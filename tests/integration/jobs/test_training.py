@@ -284,3 +284,59 @@ def test_demo_workspace_on_s3_trains_and_profiles(tmp_path: Path, s3_store_confi
         assert profile.rows == 600 and "monthly_charges" in profile.names
     finally:
         store.close()
+
+
+def test_command_line_writes_the_demo_and_trains(tmp_path: Path, capsys) -> None:
+    """``demo-data`` then ``train`` through the jobs CLI parser, as an operator would run them."""
+    from app.settings import load_settings
+    from jobs.cli import UsageError, build_parser
+    from jobs.db import make_engine, make_session_factory, session_scope
+    from jobs.db.migrate import upgrade
+    from jobs.demo_data import register_demo_data
+    from jobs.training import register_train
+    from jobs.users import create_user
+
+    settings = load_settings(
+        {
+            "MMS_VAR_DIR": str(tmp_path / "var"),
+            "MMS_DATA_URI": str(tmp_path / "data"),
+            "MMS_DATABASE_URL": f"sqlite:///{tmp_path / 'studio.db'}",
+            "MMS_MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}",
+        }
+    )
+    (tmp_path / "mlflow").mkdir()
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with session_scope(make_session_factory(engine), write=True) as session:
+        create_user(session, None, "root-admin", "admin-password-123", is_admin=True)
+    engine.dispose()
+    parser = build_parser([("demo-data", register_demo_data), ("train", register_train)])
+
+    args = parser.parse_args(["demo-data", "--days", "2", "--volume", "0.02", "--training-rows", "1000"])
+    assert args.func(args, settings) == 0
+    assert "null burst" not in capsys.readouterr().out  # day 40 lies outside two days
+
+    args = parser.parse_args(
+        [
+            "train",
+            "--actor",
+            "root-admin",
+            "--project",
+            "demand-forecast",
+            "--model",
+            "demand",
+            "--estimator",
+            "linear",
+        ]
+    )
+    assert args.func(args, settings) == 0
+    out = capsys.readouterr().out
+    assert "[100%] done" in out and "registered demand-forecast.demand version 1" in out
+    versions = registry.list_versions("demand-forecast.demand", tracking_uri=settings.mlflow_tracking_uri)
+    assert [v.created_by for v in versions] == ["root-admin"]
+
+    args = parser.parse_args(
+        ["train", "--actor", "nobody", "--project", "demand-forecast", "--model", "demand"]
+    )
+    with pytest.raises(UsageError, match="nobody"):
+        args.func(args, settings)

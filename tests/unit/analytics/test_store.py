@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -28,11 +29,13 @@ from analytics.store import (
     STAGING_DIR,
     AccessDenied,
     CorruptParquet,
+    DataChanged,
     InvalidName,
     NoData,
     ParquetStore,
     StoreConfig,
     StoreError,
+    _read_error,
     connect_duckdb,
     quote_identifier,
     read_source,
@@ -252,6 +255,19 @@ def test_duckdb_connection_is_locked_down(tmp_path) -> None:
 
 
 @unit
+def test_read_errors_are_classified() -> None:
+    undecodable = UnicodeDecodeError("utf-8", b"PAR1\xc0", 4, 5, "invalid start byte")
+    assert isinstance(_read_error(undecodable, ["/d/x.parquet"]), DataChanged)
+    corrupt = duckdb.InvalidInputException("No magic bytes found at end of file '/d/x.parquet'")
+    failure = _read_error(corrupt, ["/d/x.parquet", "/d/y.parquet"])
+    assert isinstance(failure, CorruptParquet) and failure.path == "/d/x.parquet"
+    denied = _read_error(duckdb.PermissionException("Cannot access file"), ["/d/x.parquet"])
+    assert isinstance(denied, AccessDenied)
+    other = _read_error(duckdb.BinderException("something else"), ["/d/x.parquet"])
+    assert type(other) is StoreError and "something else" in str(other)
+
+
+@unit
 def test_bad_duckdb_limits_fail_with_a_store_error(tmp_path) -> None:
     with pytest.raises(StoreError, match="memory_limit='lots'"):
         connect_duckdb(StoreConfig(data_uri=str(tmp_path), memory_limit="lots"))
@@ -395,6 +411,37 @@ def test_failure_after_staging_keeps_previous_data(
     assert len(staged) == 1 and f"/{STAGING_DIR}/" in f"/{staged[0]}"
     assert store.read("predictions").column("score").to_pylist() == [0.1, 0.2]
     assert _all_files(store) == before  # no staging leftovers, no extra file in the dataset
+
+
+def test_readers_see_whole_versions_while_a_partition_is_rewritten(store: ParquetStore) -> None:
+    rows = 20_000
+    store.write_partition("versions", {"k": "v"}, pa.table({"version": pa.array([0] * rows)}))
+    stop = threading.Event()
+    seen: list[tuple[int, list[int]]] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                table = store.read("versions")
+                seen.append((table.num_rows, pc.unique(table.column("version")).to_pylist()))
+            except BaseException as error:
+                errors.append(error)
+
+    readers = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        for version in range(1, 16):
+            store.write_partition("versions", {"k": "v"}, pa.table({"version": pa.array([version] * rows)}))
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join(timeout=60)
+    assert not errors, errors[:3]
+    assert len(seen) >= 2
+    assert all(count == rows and len(values) == 1 for count, values in seen), seen[:5]
+    assert store.read("versions").column("version")[0].as_py() == 15
 
 
 def test_verification_refuses_a_staged_file_that_differs(store: ParquetStore) -> None:
