@@ -16,9 +16,15 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# checkov pins dependencies that clash with the studio's: it gets a venv of its own.
+$(VENV)/checkov/.installed: $(VENV)/.runtime-installed
+	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet checkov==3.3.30
+	touch $@
+
 setup: $(VENV)/.runtime-installed
 
-setup-dev: $(VENV)/.dev-installed
+setup-dev: $(VENV)/.dev-installed $(VENV)/checkov/.installed
 
 migrate: setup
 	$(BIN)/python -m jobs migrate

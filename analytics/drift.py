@@ -42,8 +42,8 @@ from analytics.profile import (
     Kind,
     Profile,
     ProfileError,
-    build_spec,
     profile,
+    profile_reference,
     quote,
 )
 
@@ -548,9 +548,8 @@ def drift_relations(
     Returns:
         The drift report.
     """
-    spec = build_spec(
+    reference_profile = profile_reference(
         reference, columns, bins=bins, top_k=top_k, kinds=kinds, exclude=exclude, distinct=False
     )
-    reference_profile = profile(reference, spec)
-    current_profile = profile(current, spec)
+    current_profile = profile(current, reference_profile.spec)
     return drift(reference_profile, current_profile, policy, exact=(reference, current) if exact else None)

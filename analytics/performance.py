@@ -43,7 +43,10 @@ NULL/NaN/±inf labels, predictions or latencies are counted per window
 (``n_invalid_*``) and excluded from the metrics. A window whose metrics are
 not all defined has ``status == "insufficient_data"`` and a ``reason``.
 
-Windows on TIMESTAMPTZ columns are cut in the connection's ``TimeZone``.
+Windows are calendar periods (``date_trunc``; weeks start on Monday) returned as
+naive ``TIMESTAMP`` values; on ``TIMESTAMPTZ`` columns they are UTC periods
+whatever the session time zone, exactly like :func:`analytics.profile.profile`,
+so performance and drift windows line up.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ WINDOWS: dict[str, str] = {
     "hour": "INTERVAL 1 HOUR",
     "day": "INTERVAL 1 DAY",
     "week": "INTERVAL 7 DAY",
+    "month": "INTERVAL 1 MONTH",
 }
 """Supported window units and the interval each adds to a window start."""
 
@@ -308,7 +312,7 @@ class PerformanceReport(_TabularReport):
 
     Attributes:
         task: ``classification`` or ``regression``.
-        window: Window unit (``minute``, ``hour``, ``day`` or ``week``).
+        window: Window unit (``minute``, ``hour``, ``day``, ``week`` or ``month``).
         windows: One row per window that has at least one prediction, oldest first.
         overall: The same metrics over all windows together.
         n_missing_timestamp: Predictions without a timestamp (excluded everywhere).
@@ -342,7 +346,7 @@ class LatencyReport(_TabularReport):
     """Per-window serving latency and throughput.
 
     Attributes:
-        window: Window unit (``minute``, ``hour``, ``day`` or ``week``).
+        window: Window unit (``minute``, ``hour``, ``day``, ``week`` or ``month``).
         windows: One row per window that has at least one request, oldest first.
         overall: Quantiles over all windows; throughput over the span from the first
             window start to the last window end.
@@ -408,12 +412,16 @@ def _literal(value: Any) -> str:
     return str(duckdb.ConstantExpression(value))
 
 
-def _timestamp_expr(sql_type: str) -> str:
-    if sql_type == "DATE":
-        return 'CAST("timestamp" AS TIMESTAMP)'
-    if sql_type.startswith("TIMESTAMP"):
-        return '"timestamp"'
-    raise ValueError(f"column 'timestamp' must be a TIMESTAMP, TIMESTAMPTZ or DATE, not {sql_type}")
+def _window_expr(sql_type: str, window: str) -> str:
+    """SQL of a row's window start: a naive TIMESTAMP, in UTC for TIMESTAMPTZ columns."""
+    if sql_type in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+        # UTC calendar windows whatever the session time zone, like analytics.profile.
+        column = "timezone('UTC', \"timestamp\")"
+    elif sql_type == "DATE" or sql_type.startswith("TIMESTAMP"):
+        column = 'CAST("timestamp" AS TIMESTAMP)'
+    else:
+        raise ValueError(f"column 'timestamp' must be a TIMESTAMP, TIMESTAMPTZ or DATE, not {sql_type}")
+    return f"CAST(date_trunc('{window}', {column}) AS TIMESTAMP)"
 
 
 def _labels_relation(
@@ -510,7 +518,7 @@ def classification_metrics(
             ``threshold`` is ``None``, ``prediction``.
         labels: Labels with ``request_id``, ``label`` and optionally ``label_timestamp``;
             a relation of the same DuckDB connection as ``logs``.
-        window: Window unit: ``minute``, ``hour``, ``day`` or ``week``.
+        window: Window unit: ``minute``, ``hour``, ``day``, ``week`` or ``month``.
         positive_label: The label value of the positive class; every other label is negative.
         threshold: Predicted positive when ``score >= threshold``; ``None`` uses the logged
             ``prediction`` column instead (positive when it equals ``positive_label``).
@@ -544,7 +552,7 @@ def classification_metrics(
         decision = f"score >= {float(threshold)!r}"
 
     joined = _joined(logs, labels, label_types, labels_as_of)
-    ts = _timestamp_expr(log_types["timestamp"])
+    window_start = _window_expr(log_types["timestamp"], window)
     label_ok = _valid_value_sql(_LABEL, label_type)
     positive = _literal(positive_label)
     eps = _double(_LOG_LOSS_EPS)
@@ -556,7 +564,7 @@ def classification_metrics(
                CASE WHEN _eval THEN CAST(_pred_pos AS INTEGER) END AS _yhat
         FROM (
             SELECT *, _labelled AND _score_ok AND _pred_ok AS _eval FROM (
-                SELECT date_trunc('{window}', {ts}) AS window_start,
+                SELECT {window_start} AS window_start,
                        CAST(score AS DOUBLE) AS _s,
                        {_LABEL_ID} IS NOT NULL AND coalesce({label_ok}, false) AS _labelled,
                        {_LABEL_ID} IS NOT NULL AND NOT coalesce({label_ok}, false) AS _bad_label,
@@ -739,7 +747,7 @@ def regression_metrics(
         logs: Inference logs with ``request_id``, ``timestamp`` and a numeric ``prediction``.
         labels: Labels with ``request_id``, a numeric ``label`` and optionally
             ``label_timestamp``; a relation of the same DuckDB connection as ``logs``.
-        window: Window unit: ``minute``, ``hour``, ``day`` or ``week``.
+        window: Window unit: ``minute``, ``hour``, ``day``, ``week`` or ``month``.
         labels_as_of: When given, only labels with ``label_timestamp <= labels_as_of`` count.
 
     Returns:
@@ -756,13 +764,13 @@ def regression_metrics(
         if not _is_numeric(sql_type):
             raise ValueError(f"column {column!r} must be numeric for regression, not {sql_type}")
     joined = _joined(logs, labels, label_types, labels_as_of)
-    ts = _timestamp_expr(log_types["timestamp"])
+    window_start = _window_expr(log_types["timestamp"], window)
     mape_eps = _double(_MAPE_EPS)
     label_ok = f"coalesce(isfinite(CAST({_LABEL} AS DOUBLE)), false)"
 
     flags = f"""
         SELECT *, _labelled AND _pred_ok AS _eval FROM (
-            SELECT date_trunc('{window}', {ts}) AS window_start,
+            SELECT {window_start} AS window_start,
                    CAST(prediction AS DOUBLE) AS _pred,
                    CAST({_LABEL} AS DOUBLE) AS _lab,
                    {_LABEL_ID} IS NOT NULL AND {label_ok} AS _labelled,
@@ -868,7 +876,7 @@ def latency_metrics(logs: duckdb.DuckDBPyRelation, window: str = "day") -> Laten
 
     Args:
         logs: Inference logs with ``timestamp`` and a numeric ``latency_ms``.
-        window: Window unit: ``minute``, ``hour``, ``day`` or ``week``.
+        window: Window unit: ``minute``, ``hour``, ``day``, ``week`` or ``month``.
 
     Returns:
         The per-window and overall latency report.
@@ -880,11 +888,11 @@ def latency_metrics(logs: duckdb.DuckDBPyRelation, window: str = "day") -> Laten
     log_types = _require_columns(logs, ["timestamp", "latency_ms"], "logs")
     if not _is_numeric(log_types["latency_ms"]):
         raise ValueError(f"column 'latency_ms' must be numeric, not {log_types['latency_ms']}")
-    ts = _timestamp_expr(log_types["timestamp"])
+    window_start = _window_expr(log_types["timestamp"], window)
     quantiles = ", ".join(repr(q) for q in LATENCY_QUANTILES)
     flags = f"""
         SELECT window_start, _lat, coalesce(isfinite(_lat) AND _lat >= 0, false) AS _ok FROM (
-            SELECT date_trunc('{window}', {ts}) AS window_start, CAST(latency_ms AS DOUBLE) AS _lat
+            SELECT {window_start} AS window_start, CAST(latency_ms AS DOUBLE) AS _lat
             FROM _mms_logs WHERE "timestamp" IS NOT NULL
         )
     """

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -712,7 +713,7 @@ def _numeric_input(name: str, dtype: str, index: int) -> tuple[list[str], str, s
         return (
             [
                 f"{value} AS {raw}",
-                f"nullif({value}, 'nan'::DOUBLE) AS {no_nan}",
+                f"if(isnan({value}), NULL, {value}) AS {no_nan}",
                 f"if(isfinite({value}), {value}, NULL) AS {finite}",
             ],
             raw,
@@ -723,41 +724,13 @@ def _numeric_input(name: str, dtype: str, index: int) -> tuple[list[str], str, s
     return [f"CAST({column} AS DOUBLE) AS {raw}"], raw, raw, raw
 
 
-def build_spec(
+def _plan(
     rel: duckdb.DuckDBPyRelation,
-    columns: Sequence[str] | None = None,
-    *,
-    bins: int = DEFAULT_BINS,
-    top_k: int = DEFAULT_TOP_K,
-    kinds: Mapping[str, Kind] | None = None,
-    exclude: Iterable[str] = (),
-    distinct: bool = True,
-) -> ProfileSpec:
-    """Compute the profile spec of a reference relation (two scans: numeric and categorical columns).
-
-    Numeric edges are the reference's quantiles at ``i / bins`` (DuckDB ``reservoir_quantile`` over a
-    sample of :data:`EDGE_SAMPLE_ROWS` finite values per column), deduplicated, plus the exact finite
-    minimum and maximum; categorical columns keep their ``top_k`` most frequent values.
-
-    Args:
-        rel: The reference relation (e.g. ``analytics.store.read_source(con, path)``).
-        columns: Columns to profile; default every numeric and categorical column.
-        bins: Quantile bins per numeric column (2 to 1000; 50-100 resolves skewed features).
-        top_k: Categories tracked per categorical column.
-        kinds: Force a kind per column, e.g. ``{"zip_code": "categorical"}`` for an integer code.
-        exclude: Columns left out of the default selection (e.g. the timestamp column).
-        distinct: Whether numeric profiles estimate their distinct count.
-
-    Returns:
-        The spec.
-
-    Raises:
-        ProfileError: on an unknown column, an unsupported type, or bad ``bins``/``top_k``.
-    """
-    if not 2 <= bins <= 1000:
-        raise ProfileError(f"bins must be between 2 and 1000, got {bins}")
-    if top_k < 1:
-        raise ProfileError(f"top_k must be at least 1, got {top_k}")
+    columns: Sequence[str] | None,
+    kinds: Mapping[str, Kind] | None,
+    exclude: Iterable[str],
+) -> list[ColumnSpec]:
+    """Resolve the columns to profile and their kinds (specs without edges/categories yet)."""
     schema = dict(relation_schema(rel))
     kinds = dict(kinds or {})
     for name, kind in kinds.items():
@@ -771,69 +744,176 @@ def build_spec(
         if unknown:
             raise ProfileError(f"unknown column(s) {', '.join(unknown)}; the relation has {', '.join(schema)}")
         selected = list(dict.fromkeys(columns))
-    plan: list[tuple[str, Kind, str]] = []
+    plan = []
     for name in selected:
         dtype = schema[name]
         kind = kinds.get(name) or kind_of(dtype)
         if kind is None or not _fits(kind, dtype):
             raise ProfileError(f"column {name!r} of type {dtype} cannot be profiled as {kind or 'a feature'}")
-        plan.append((name, kind, dtype))
+        plan.append(ColumnSpec(name, kind, dtype))
+    return plan
 
-    numeric = [(n, d) for n, k, d in plan if k == "numeric"]
-    categorical = [(n, d) for n, k, d in plan if k == "categorical"]
-    edges = _reference_edges(rel, numeric, bins)
-    categories = {}
+
+def profile_reference(
+    rel: duckdb.DuckDBPyRelation,
+    columns: Sequence[str] | None = None,
+    *,
+    bins: int = DEFAULT_BINS,
+    top_k: int = DEFAULT_TOP_K,
+    kinds: Mapping[str, Kind] | None = None,
+    exclude: Iterable[str] = (),
+    distinct: bool = True,
+) -> Profile:
+    """Build the spec from a reference relation and profile it, in three scans.
+
+    1. ``reservoir_quantile`` of every numeric column at ``i / bins`` over a reservoir of
+       :data:`EDGE_SAMPLE_ROWS` values (the edges only choose the bins; the counts are exact);
+    2. the numeric profile query on those quantile edges, which also yields the exact finite minimum
+       and maximum: they become the outer edges, so the reference's own counts need no second pass
+       (no reference value lies outside its own range);
+    3. one ``GROUPING SETS`` query over the categorical columns: the ``top_k`` most frequent values
+       become the spec categories and the same counts are the reference's profile.
+
+    Args:
+        rel: The reference relation (e.g. ``analytics.store.read_source(con, path)``).
+        columns: Columns to profile; default every numeric and categorical column.
+        bins: Quantile bins per numeric column (2 to 1000; 50-100 resolves skewed features).
+        top_k: Categories tracked per categorical column.
+        kinds: Force a kind per column, e.g. ``{"zip_code": "categorical"}`` for an integer code.
+        exclude: Columns left out of the default selection (e.g. the timestamp column).
+        distinct: Whether numeric profiles estimate their distinct count.
+
+    Returns:
+        The reference profile; ``profile.spec`` is the spec to profile any other data with.
+
+    Raises:
+        ProfileError: on an unknown column, an unsupported type, or bad ``bins``/``top_k``.
+    """
+    if not 2 <= bins <= 1000:
+        raise ProfileError(f"bins must be between 2 and 1000, got {bins}")
+    if top_k < 1:
+        raise ProfileError(f"top_k must be at least 1, got {top_k}")
+    schema = relation_schema(rel)
+    types = dict(schema)
+    plan = _plan(rel, columns, kinds, exclude)
+    numeric = [c for c in plan if c.kind == "numeric"]
+    categorical = [c for c in plan if c.kind == "categorical"]
+
+    quantiles = _sample_quantiles(rel, numeric, bins)
+    provisional = [replace(c, edges=quantiles[c.name]) for c in numeric]
+    (rows, numeric_profiles), = _numeric_profiles(rel, provisional, types, distinct, None).values()
+    finished = {p.name: _with_range_edges(p) for p in numeric_profiles}
+
     if categorical:
-        counts = _categorical_counts(rel, [ColumnSpec(n, "categorical", d) for n, d in categorical], top_k, None)
-        for name, _ in categorical:
-            ranked = counts.get((None, name), _CategoricalCounts())
-            categories[name] = (
-                tuple(v for v, _ in ranked.top[:top_k]),
-                ranked.distinct <= top_k,
+        counts = _categorical_counts(rel, categorical, 2 * top_k, None)
+        for column_spec in categorical:
+            finished[column_spec.name] = _reference_categorical(
+                column_spec, rows, counts.get((None, column_spec.name), _CategoricalCounts()), top_k
             )
-    specs = []
-    for name, kind, dtype in plan:
-        if kind == "numeric":
-            specs.append(ColumnSpec(name, kind, dtype, edges=edges[name]))
-        else:
-            cats, complete = categories[name]
-            specs.append(ColumnSpec(name, kind, dtype, categories=cats, complete=complete))
-    return ProfileSpec(columns=tuple(specs), bins=bins, top_k=top_k, distinct=distinct)
+    spec = ProfileSpec(
+        columns=tuple(finished[c.name].spec for c in plan), bins=bins, top_k=top_k, distinct=distinct
+    )
+    return Profile(spec=spec, rows=rows, columns=tuple(finished[c.name] for c in plan), schema=schema)
 
 
-def _reference_edges(
-    rel: duckdb.DuckDBPyRelation, numeric: Sequence[tuple[str, str]], bins: int
+def build_spec(
+    rel: duckdb.DuckDBPyRelation,
+    columns: Sequence[str] | None = None,
+    *,
+    bins: int = DEFAULT_BINS,
+    top_k: int = DEFAULT_TOP_K,
+    kinds: Mapping[str, Kind] | None = None,
+    exclude: Iterable[str] = (),
+    distinct: bool = True,
+) -> ProfileSpec:
+    """Compute the profile spec of a reference relation.
+
+    Numeric edges: the exact finite minimum (plus the largest double below it) and maximum, and the
+    reference's quantiles at ``i / bins`` in between, deduplicated. Categorical: the ``top_k`` most
+    frequent values. This profiles the reference on the way (see :func:`profile_reference`, which
+    returns that profile too, so call it instead when you also need the reference profile).
+
+    Args:
+        rel: The reference relation.
+        columns: Columns to profile; default every numeric and categorical column.
+        bins: Quantile bins per numeric column.
+        top_k: Categories tracked per categorical column.
+        kinds: Force a kind per column.
+        exclude: Columns left out of the default selection.
+        distinct: Whether numeric profiles estimate their distinct count.
+
+    Returns:
+        The spec.
+
+    Raises:
+        ProfileError: on an unknown column, an unsupported type, or bad ``bins``/``top_k``.
+    """
+    return profile_reference(
+        rel, columns, bins=bins, top_k=top_k, kinds=kinds, exclude=exclude, distinct=distinct
+    ).spec
+
+
+def _sample_quantiles(
+    rel: duckdb.DuckDBPyRelation, numeric: Sequence[ColumnSpec], bins: int
 ) -> dict[str, tuple[float, ...]]:
+    """Finite quantiles ``0, 1/bins, ..., 1`` of a reservoir sample of each numeric column."""
     if not numeric:
         return {}
-    inputs: list[str] = []
-    aggregates: list[str] = []
-    levels = "[" + ", ".join(repr(i / bins) for i in range(1, bins)) + "]"
-    sample = max(EDGE_SAMPLE_ROWS, 128 * bins)
-    for index, (name, dtype) in enumerate(numeric):
-        items, _, _, finite = _numeric_input(name, dtype, index)
-        inputs.extend(items)
-        aggregates += [f"min({finite})", f"max({finite})", f"reservoir_quantile({finite}, {levels}, {sample})"]
-    sql = f"SELECT {', '.join(aggregates)} FROM (SELECT {', '.join(inputs)} FROM __mms_source)"
-    row = _query(rel, sql)[0]
-    edges = {}
-    for index, (name, _) in enumerate(numeric):
-        low, high, quantiles = row[3 * index : 3 * index + 3]
-        edges[name] = _edges_from_quantiles(low, high, quantiles or [])
-    return edges
+    levels = "[" + ", ".join(repr(i / bins) for i in range(bins + 1)) + "]"
+    # NaN and infinities may land in the sample; they are dropped from the edges below, which is
+    # cheaper than filtering every value.
+    aggregates = [
+        f"reservoir_quantile(CAST({quote(c.name)} AS DOUBLE), {levels}, {EDGE_SAMPLE_ROWS})" for c in numeric
+    ]
+    row = _query(rel, f"SELECT {', '.join(aggregates)} FROM __mms_source")[0]
+    return {
+        c.name: tuple(sorted({float(q) for q in (values or []) if q is not None and math.isfinite(q)}))
+        for c, values in zip(numeric, row, strict=True)
+    }
 
 
-def _edges_from_quantiles(low: float | None, high: float | None, quantiles: Sequence[float]) -> tuple[float, ...]:
-    """``(nextbefore(min), min, interior quantiles..., max)``; empty when there is no finite value."""
-    if low is None or high is None:
-        return ()
-    interior = {float(q) for q in quantiles if q is not None and low < q < high}
-    below = math.nextafter(float(low), -math.inf)
-    if math.isinf(below):  # min is -DBL_MAX: no finite double lies below it
-        below = float(low)
-    # The minimum gets a bin of its own: with upper-inclusive bins it would otherwise share the first
-    # quantile bin, merging the two lowest values of an integer feature.
-    return tuple(sorted({below, float(low), *interior, float(high)}))
+def _with_range_edges(provisional: ColumnProfile) -> ColumnProfile:
+    """Add the reference's exact range to quantile edges and move its counts onto the final bins.
+
+    The final edges are ``(nextbefore(min), quantiles..., max)``. Every quantile stays an edge, so
+    each provisional bin lies inside exactly one final bin (the one whose upper edge is the smallest
+    final edge at or above the provisional upper edge); the last provisional bin ``(q_last, +inf)``
+    holds reference values up to ``max``, so it lands in the bin ending at ``max``.
+    """
+    quantiles = provisional.spec.edges
+    if provisional.finite == 0:
+        edges: tuple[float, ...] = ()
+    else:
+        low, high = float(provisional.min), float(provisional.max)
+        below = math.nextafter(low, -math.inf)
+        if math.isinf(below):  # min is -DBL_MAX: no finite double lies below it
+            below = low
+        edges = tuple(sorted({below, *quantiles, high}))
+    counts = [0] * (len(edges) + 1)
+    uppers = [*quantiles, provisional.max if provisional.finite else math.inf]
+    for upper, count in zip(uppers, provisional.bin_counts, strict=True):
+        if count:
+            counts[bisect_left(edges, upper)] += count
+    return replace(provisional, spec=replace(provisional.spec, edges=edges), bin_counts=tuple(counts))
+
+
+def _reference_categorical(
+    spec: ColumnSpec, rows: int, counts: _CategoricalCounts, top_k: int
+) -> ColumnProfile:
+    """Reference profile of a categorical column whose spec categories are its ``top_k`` values."""
+    categories = counts.top[:top_k]
+    final = replace(spec, categories=tuple(v for v, _ in categories), complete=counts.distinct <= top_k)
+    tracked = sum(n for _, n in categories)
+    return ColumnProfile(
+        spec=final,
+        rows=rows,
+        nulls=rows - counts.total,
+        category_counts=tuple(n for _, n in categories),
+        other_count=counts.total - tracked,
+        unseen=tuple(counts.top[top_k : 2 * top_k]),
+        distinct=counts.distinct,
+        distinct_exact=True,
+    )
 
 
 @dataclass
@@ -856,8 +936,7 @@ def _categorical_counts(
     """Count the values of every categorical column (per window) in one GROUPING SETS scan.
 
     Returns for each (window, column) the null count, the non-null total, the exact distinct count,
-    the ``keep`` most frequent values outside the column's spec categories and the counts of its spec
-    categories.
+    the counts of the column's spec categories and the ``keep`` most frequent other values.
     """
     k = len(specs)
     values = [f"v{i}" for i in range(k)]
@@ -866,26 +945,22 @@ def _categorical_counts(
     if window_sql:
         inputs.append(f"{window_sql} AS w")
     sets = ", ".join("(" + ", ".join([*window_col, v]) + ")" for v in values)
+    # grouping_id sets the bit of every argument *not* grouped; the first argument is the top bit.
     gid_of = [(2**k - 1) ^ (1 << (k - 1 - i)) for i in range(k)]
     value_case = "CASE gid " + " ".join(f"WHEN {g} THEN v{i}" for i, g in enumerate(gid_of)) + " END"
-    tracked_case = (
-        "CASE gid "
-        + " ".join(
-            f"WHEN {g} THEN list_contains([{', '.join(_literal(c) for c in s.categories)}]::VARCHAR[], value)"
-            for g, s in zip(gid_of, specs, strict=True)
-            if s.categories
-        )
-        + " ELSE false END"
-        if any(s.categories for s in specs)
-        else "false"
-    )
+    tracked_whens = [
+        f"WHEN {g} THEN list_contains([{', '.join(_literal(c) for c in s.categories)}]::VARCHAR[], value)"
+        for g, s in zip(gid_of, specs, strict=True)
+        if s.categories
+    ]
+    tracked_case = f"CASE gid {' '.join(tracked_whens)} ELSE false END" if tracked_whens else "false"
     partition = ", ".join([*window_col, "gid"])
     window_select = "w, " if window_sql else ""
     source_filter = " WHERE w IS NOT NULL" if window_sql else ""
     sql = f"""
         WITH grouped AS (
-            SELECT {window_select}grouping_id({', '.join(values)}) AS gid, {', '.join(values)}, count(*) AS n
-            FROM (SELECT {', '.join(inputs)} FROM __mms_source){source_filter}
+            SELECT {window_select}grouping_id({", ".join(values)}) AS gid, {", ".join(values)}, count(*) AS n
+            FROM (SELECT {", ".join(inputs)} FROM __mms_source){source_filter}
             GROUP BY GROUPING SETS ({sets})
         ), folded AS (
             SELECT {window_select}gid, {value_case} AS value, n FROM grouped
@@ -974,7 +1049,9 @@ def profile(
     schema = relation_schema(rel)
     types = dict(schema)
     missing = tuple(c.name for c in spec.columns if c.name not in types)
-    retyped = tuple((c.name, types[c.name]) for c in spec.columns if c.name in types and not _fits(c.kind, types[c.name]))
+    retyped = tuple(
+        (c.name, types[c.name]) for c in spec.columns if c.name in types and not _fits(c.kind, types[c.name])
+    )
     skipped = set(missing) | {name for name, _ in retyped}
     numeric = [c for c in spec.columns if c.kind == "numeric" and c.name not in skipped]
     categorical = [c for c in spec.columns if c.kind == "categorical" and c.name not in skipped]
@@ -1004,17 +1081,26 @@ def profile(
 
 def _categorical_profile(spec: ColumnSpec, rows: int, counts: _CategoricalCounts) -> ColumnProfile:
     category_counts = tuple(counts.tracked.get(value, 0) for value in spec.categories)
-    other = counts.total - sum(category_counts)
     return ColumnProfile(
         spec=spec,
         rows=rows,
         nulls=rows - counts.total,
-        other_count=other,
+        other_count=counts.total - sum(category_counts),
         unseen=tuple(counts.top),
         category_counts=category_counts,
         distinct=counts.distinct,
         distinct_exact=True,
     )
+
+
+def _center(spec: ColumnSpec) -> float:
+    """Shift for the second moment: the middle edge, a reference quantile near the median.
+
+    ``m2 = n * (avg((x - c)^2) - (mean - c)^2)`` loses precision only when ``|mean - c|`` is many
+    standard deviations, and unlike DuckDB's ``var_pop`` (which raises "out of range" when an
+    intermediate square overflows) ``avg`` never raises: an overflow gives ``inf``.
+    """
+    return spec.edges[len(spec.edges) // 2] if spec.edges else 0.0
 
 
 def _numeric_profiles(
@@ -1024,27 +1110,32 @@ def _numeric_profiles(
     distinct: bool,
     window_sql: str | None,
 ) -> dict[datetime | None, tuple[int, list[ColumnProfile]]]:
-    """Run the numeric aggregate query; returns rows and column profiles per window."""
+    """Run the numeric aggregate query; returns rows and column profiles per window.
+
+    Per column: ``count`` (non-null), ``histogram`` of the non-NaN values on
+    ``[-inf, edges..., DBL_MAX]`` (so ``-inf`` and ``+inf`` get buckets of their own and the finite
+    counts are the other buckets), and ``min``/``max``/``avg`` of the finite values with the mean
+    square around :func:`_center`. NaN = non-null minus everything the histogram counted.
+    """
     inputs: list[str] = []
     aggregates = ["count(*)"]
-    per_column = 8 + (1 if distinct else 0)
     for index, spec in enumerate(specs):
         items, raw, no_nan, finite = _numeric_input(spec.name, types[spec.name], index)
         inputs.extend(items)
         upper = [] if spec.edges and spec.edges[-1] >= _DOUBLE_MAX else [_DOUBLE_MAX]
-        boundaries = "[" + ", ".join(["'-inf'::DOUBLE", *(_double(e) for e in (*spec.edges, *upper))]) + "]"
+        boundaries = ", ".join(["'-inf'::DOUBLE", *(_double(e) for e in (*spec.edges, *upper))])
+        deviation = f"({finite} - {_double(_center(spec))})"
         aggregates += [
             f"count({raw})",
-            f"count({no_nan})",
-            f"count({finite})",
-            f"histogram({no_nan}, {boundaries})",
+            f"histogram({no_nan}, [{boundaries}])",
             f"min({finite})",
             f"max({finite})",
             f"avg({finite})",
-            f"var_pop({finite})",
+            f"avg({deviation} * {deviation})",
         ]
         if distinct:
             aggregates.append(f"approx_count_distinct({no_nan})")
+    per_column = 6 + (1 if distinct else 0)
     if window_sql:
         inputs.append(f"{window_sql} AS w")
         sql = (
@@ -1058,33 +1149,38 @@ def _numeric_profiles(
     for row in _query(rel, sql):
         window_start, values = (row[0], row[1:]) if window_sql else (None, row)
         rows = int(values[0])
-        profiles = []
-        for index, spec in enumerate(specs):
-            chunk = values[1 + index * per_column : 1 + (index + 1) * per_column]
-            profiles.append(_numeric_profile(spec, rows, chunk, distinct))
+        profiles = [
+            _numeric_profile(spec, rows, values[1 + i * per_column : 1 + (i + 1) * per_column], distinct)
+            for i, spec in enumerate(specs)
+        ]
         result[window_start] = (rows, profiles)
     return result
 
 
 def _numeric_profile(spec: ColumnSpec, rows: int, values: Sequence[Any], distinct: bool) -> ColumnProfile:
-    non_null, no_nan, finite, histogram, low, high, mean, variance = values[:8]
+    non_null, histogram, low, high, mean, mean_square = values[:6]
     histogram = histogram or {}
     bins = [int(histogram.get(edge, 0)) for edge in spec.edges]
-    bins.append(int(histogram.get(_DOUBLE_MAX, 0)) if not spec.edges or spec.edges[-1] != _DOUBLE_MAX else 0)
-    finite = int(finite)
+    bins.append(int(histogram.get(_DOUBLE_MAX, 0)) if not spec.edges or spec.edges[-1] < _DOUBLE_MAX else 0)
+    neg_inf, pos_inf = int(histogram.get(-math.inf, 0)), int(histogram.get(math.inf, 0))
+    finite = sum(bins)
+    m2 = 0.0
+    if finite:
+        offset = mean - _center(spec)
+        m2 = finite * max(mean_square - offset * offset, 0.0) if math.isfinite(mean_square) else math.inf
     return ColumnProfile(
         spec=spec,
         rows=rows,
         nulls=rows - int(non_null),
-        nan=int(non_null) - int(no_nan),
-        neg_inf=int(histogram.get(-math.inf, 0)),
-        pos_inf=int(histogram.get(math.inf, 0)),
+        nan=int(non_null) - finite - neg_inf - pos_inf,
+        neg_inf=neg_inf,
+        pos_inf=pos_inf,
         finite=finite,
         min=low,
         max=high,
         mean=mean,
-        m2=float(variance) * finite if finite else 0.0,
+        m2=m2,
         bin_counts=tuple(bins),
-        distinct=int(values[8]) if distinct else None,
+        distinct=int(values[6]) if distinct else None,
         distinct_exact=False,
     )

@@ -52,11 +52,11 @@ STAGING_DIR = "_staging"
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_NAMES_IN_MESSAGE = 20
-READ_ATTEMPTS = 4
+READ_ATTEMPTS = 1
 """How often :meth:`ParquetStore.read` reads when files change underneath it (see :class:`DataChanged`)."""
 _RETRY_PAUSE_S = 0.05
-# What DuckDB raises while reading: its own errors, and UnicodeDecodeError when the message it
-# builds quotes raw bytes of a file replaced mid-read (seen on S3 with DuckDB 1.5.5).
+# What DuckDB raises while reading: its own errors, and UnicodeDecodeError when its Python binding
+# decodes the binary body of a failed range request (an S3 object replaced mid-read, DuckDB 1.5.5).
 _DUCKDB_READ_ERRORS = (duckdb.Error, UnicodeDecodeError)
 
 

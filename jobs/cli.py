@@ -168,6 +168,8 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("seed", register_seed),
     ("create-user", register_create_user),
     ("audit", register_audit),
+    ("train", "jobs.training:register_train"),
+    ("demo-data", "jobs.demo_data:register_demo_data"),
 ]
 
 

@@ -521,7 +521,8 @@ def train_model(
     numeric, categorical = resolve_features(table, config)
     features = numeric + categorical
     require_valid(validate_training_table(table, features, partition={"project": project, "model": model}))
-    table = table.filter(pc.is_valid(table.column(LABEL_COLUMN)))
+    # The contract forbids null labels; NaN or infinite ones cannot be learned from either.
+    table = table.filter(pc.fill_null(pc.is_finite(table.column(LABEL_COLUMN)), False))
     if config.max_rows is not None and table.num_rows > config.max_rows:
         rng = np.random.default_rng(config.random_state)
         table = table.take(np.sort(rng.choice(table.num_rows, size=config.max_rows, replace=False)))

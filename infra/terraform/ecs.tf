@@ -164,7 +164,8 @@ resource "aws_ecs_service" "studio" {
     ignore_changes = [desired_count] # owned by autoscaling once created
   }
 
-  depends_on = [aws_lb_listener.https]
+  # The target group must be routed to by a listener rule before a service can register into it.
+  depends_on = [aws_lb_listener_rule.studio]
 }
 
 # --- Gateways (one per model environment) --------------------------------------------------------------
@@ -253,7 +254,7 @@ resource "aws_ecs_service" "gateway" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.https]
+  depends_on = [aws_lb_listener_rule.gateway]
 }
 
 # --- MLflow tracking server (internal) -----------------------------------------------------------------

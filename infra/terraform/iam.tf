@@ -16,12 +16,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
       identifiers = ["ecs-tasks.amazonaws.com"]
     }
 
-    condition {
-      test     = "ArnLike"
-      variable = "aws:SourceArn"
-      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
-    }
-
+    # Confused-deputy guard: only ECS acting for this account may assume the task roles.
     condition {
       test     = "StringEquals"
       variable = "aws:SourceAccount"

@@ -206,3 +206,8 @@ class AuditEntry(Base):
     details: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     hash: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+
+
+from jobs.db import governance  # noqa: E402, F401 - registers the governance tables on this Base
+
+from jobs.db import alerting  # noqa: E402, F401  # isort: skip - registers the alerting tables on this Base

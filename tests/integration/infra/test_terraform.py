@@ -14,8 +14,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -416,6 +416,49 @@ def test_task_environment_is_accepted_by_the_studio_settings() -> None:
     assert settings.mlflow_tracking_uri == "http://mlflow.mms-dev.internal:5000"
 
 
+def test_mlflow_database_bootstrap_creates_the_database_once(postgres_server_url: str) -> None:
+    """The MLflow task's first command, run through sh as ECS does, against the suite's PostgreSQL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = make_url(postgres_server_url).set(drivername="postgresql+psycopg")
+    database = f"mms_mlflow_bootstrap_{os.getpid()}"
+    snippet = locals_()["mlflow_create_db"].replace("${local.db_name}", server.database or "postgres")
+    snippet = snippet.replace("${local.mlflow_db_name}", database)
+    assert "${" not in snippet
+    command = resource("aws_ecs_task_definition", "mlflow")["container_definitions"]
+    assert 'python -c \\"${local.mlflow_create_db}\\" &&' in command, "the task runs this snippet first"
+    env = os.environ | {
+        "PGHOST": server.host or "127.0.0.1",
+        "PGPORT": str(server.port or 5432),
+        "PGUSER": server.username or "postgres",
+        "PGSSLMODE": "disable",  # the suite's server has no TLS; RDS gets PGSSLMODE=require
+    }
+    if server.password:
+        env["PGPASSWORD"] = server.password
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        for _ in range(2):  # the second start finds the database and creates nothing
+            done = subprocess.run(
+                ["sh", "-c", f'{sys.executable} -c "{snippet}"'],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            with engine.connect() as connection:
+                found = connection.execute(
+                    text("SELECT count(*) FROM pg_database WHERE datname = :name"), {"name": database}
+                )
+                assert found.scalar() == 1
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
+        engine.dispose()
+
+
 # --- jobs: scheduler and step functions ----------------------------------------------------------------
 
 
@@ -650,6 +693,35 @@ def test_alarms_cover_5xx_rate_latency_and_job_failures() -> None:
 # --- external tools ------------------------------------------------------------------------------------
 
 
+# --- docs/DEPLOYMENT.md matches the module --------------------------------------------------------------
+
+
+def test_deployment_guide_names_only_real_outputs_variables_and_resources() -> None:
+    guide = (ROOT / "docs" / "DEPLOYMENT.md").read_text()
+    named_outputs = set(re.findall(r"terraform(?: -chdir=\S+)? output (?:-raw |-json )?([a-z_]+)", guide))
+    named_outputs |= set(re.findall(r"`([a-z_]+)` output", guide))
+    assert {"studio_url", "ecs_cluster_name", "alb_dns_name", "github_deploy_role_arn"} <= named_outputs
+    assert named_outputs <= set(outputs()), f"unknown outputs: {named_outputs - set(outputs())}"
+    named_variables = set(re.findall(r"-var ([a-z_]+)=", guide))
+    named_variables |= {
+        name for name in re.findall(r"`([a-z_0-9]+)(?: = [^`]+)?`", guide) if name in variables()
+    }
+    assert {
+        "image_tag",
+        "enable_execute_command",
+        "db_deletion_protection",
+        "single_nat_gateway",
+    } <= named_variables
+    assert named_variables <= set(variables()), f"unknown variables: {named_variables - set(variables())}"
+    addresses = re.findall(r"\b(aws_[a-z0-9_]+)\.([a-z_]+)\b", guide)
+    assert addresses, "the guide names the resources it targets and removes from state"
+    for kind, name in addresses:
+        assert (kind, name) in resources(), f"the guide names {kind}.{name}, which the module lacks"
+    for environment in ENVIRONMENTS:
+        assert f"{environment}.tfvars" in guide or environment in guide
+    assert "COMPLIANCE" in guide and "Object Lock" in guide
+
+
 def _checkov() -> str:
     candidate = os.environ.get("MMS_CHECKOV") or str(ROOT / ".venv" / "checkov" / "bin" / "checkov")
     if not Path(candidate).is_file():
@@ -659,24 +731,113 @@ def _checkov() -> str:
     return candidate
 
 
-def _run_checkov(var_file: str | None) -> dict[str, Any]:
+def _start_checkov(var_file: str | None, out: Path) -> subprocess.Popen:
     command = [_checkov(), "-d", str(TF_DIR), "--framework", "terraform", "--compact"]
     command += ["--skip-download", "--output", "json"]  # --skip-download: no network at all
     if var_file:
         command += ["--var-file", str(TF_DIR / "environments" / var_file)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode in (0, 1), f"checkov crashed ({done.returncode}): {done.stderr[-2000:]}"
-    report = json.loads(done.stdout)
+    with out.open("w") as handle:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.PIPE, text=True)
+
+
+def _checkov_report(process: subprocess.Popen, out: Path) -> dict[str, Any]:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode in (0, 1), f"checkov crashed ({process.returncode}): {stderr[-2000:]}"
+    report = json.loads(out.read_text())
     return report[0] if isinstance(report, list) else report
 
 
 @pytest.fixture(scope="module")
-def checkov_reports() -> dict[str, dict[str, Any]]:
-    """checkov on the module defaults, prod.tfvars and dev.tfvars, run side by side (2 cores)."""
+def checkov_processes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, tuple[subprocess.Popen, Path]]]:
+    """checkov on the module defaults, prod.tfvars and dev.tfvars, started side by side in the
+    background (the terraform tests below run meanwhile)."""
+    candidate = os.environ.get("MMS_CHECKOV") or str(ROOT / ".venv" / "checkov" / "bin" / "checkov")
+    if not Path(candidate).is_file():  # checkov_reports fails with the explanation
+        yield {}
+        return
+    workdir = tmp_path_factory.mktemp("checkov")
     runs = {"defaults": None, "prod": "prod.tfvars", "dev": "dev.tfvars"}
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(_run_checkov, var_file) for name, var_file in runs.items()}
-        return {name: future.result() for name, future in futures.items()}
+    started = {
+        name: (_start_checkov(file, workdir / f"{name}.json"), workdir / f"{name}.json")
+        for name, file in runs.items()
+    }
+    yield started
+    for process, _ in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def checkov_reports(checkov_processes: dict[str, tuple[subprocess.Popen, Path]]) -> dict[str, dict[str, Any]]:
+    _checkov()
+    return {name: _checkov_report(process, out) for name, (process, out) in checkov_processes.items()}
+
+
+def _terraform() -> tuple[str, Path]:
+    binary = shutil.which("terraform")
+    plugins = Path(os.environ.get("MMS_TF_PLUGIN_DIR", "/opt/tf-plugins"))
+    if binary is None or not (plugins / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
+        pytest.skip("terraform or a local AWS provider mirror is not on this machine (no download allowed)")
+    return binary, plugins
+
+
+TF_ENV = {"TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
+
+
+def _tf(binary: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [binary, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=os.environ | TF_ENV,
+    )
+
+
+@pytest.fixture(scope="module")
+def terraform_workdir(
+    tmp_path_factory: pytest.TempPathFactory, checkov_processes: dict[str, tuple[subprocess.Popen, Path]]
+) -> tuple[str, Path]:
+    """A copy of the module initialised offline from the local provider mirror (checkov, started
+    first, runs in the background meanwhile: the two share the machine's cores)."""
+    binary, plugins = _terraform()
+    workdir = tmp_path_factory.mktemp("tf") / "terraform"
+    shutil.copytree(TF_DIR, workdir, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
+    init = _tf(
+        binary, "init", "-backend=false", "-input=false", "-no-color", f"-plugin-dir={plugins}", cwd=workdir
+    )
+    assert init.returncode == 0, init.stdout + init.stderr
+    return binary, workdir
+
+
+def test_terraform_fmt_is_clean() -> None:
+    binary, _ = _terraform()
+    done = _tf(binary, "fmt", "-check", "-recursive", "-list=true", str(TF_DIR), cwd=TF_DIR)
+    assert done.returncode == 0, f"terraform fmt would rewrite: {done.stdout}{done.stderr}"
+
+
+def test_terraform_validate_offline(terraform_workdir: tuple[str, Path]) -> None:
+    binary, workdir = terraform_workdir
+    validate = _tf(binary, "validate", "-no-color", "-json", cwd=workdir)
+    result = json.loads(validate.stdout)
+    assert result["valid"], json.dumps(result["diagnostics"], indent=1)
+    assert result["warning_count"] == 0, json.dumps(result["diagnostics"], indent=1)
+
+
+def test_terraform_test_plans_dev_and_prod_against_a_mocked_provider(
+    terraform_workdir: tuple[str, Path],
+) -> None:
+    """infra/terraform/tests/*.tftest.hcl: plans with a mock AWS provider and asserts on the plan."""
+    binary, workdir = terraform_workdir
+    done = _tf(binary, "test", "-no-color", cwd=workdir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"Success! (\d+) passed, 0 failed", done.stdout), done.stdout
+    assert 'run "dev"... pass' in done.stdout and 'run "prod"... pass' in done.stdout
 
 
 def _failed(report: dict[str, Any]) -> list[tuple[str, str]]:
@@ -703,53 +864,3 @@ def test_checkov_skips_are_the_ones_justified_in_the_code(checkov_reports: dict[
     assert skipped
     for check in skipped:
         assert len(check.get("check_result", {}).get("suppress_comment", "")) >= 30, check["check_id"]
-
-
-def _terraform() -> tuple[str, Path]:
-    binary = shutil.which("terraform")
-    plugins = Path(os.environ.get("MMS_TF_PLUGIN_DIR", "/opt/tf-plugins"))
-    if binary is None or not (plugins / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
-        pytest.skip("terraform or a local AWS provider mirror is not on this machine (no download allowed)")
-    return binary, plugins
-
-
-def test_terraform_fmt_is_clean() -> None:
-    binary, _ = _terraform()
-    done = subprocess.run(
-        [binary, "fmt", "-check", "-recursive", "-list=true", str(TF_DIR)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=os.environ | {"TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1"},
-    )
-    assert done.returncode == 0, f"terraform fmt would rewrite: {done.stdout}{done.stderr}"
-
-
-def test_terraform_validate_offline(tmp_path: Path) -> None:
-    binary, plugins = _terraform()
-    workdir = tmp_path / "terraform"
-    shutil.copytree(TF_DIR, workdir, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
-    env = os.environ | {"TF_CLI_CONFIG_FILE": os.devnull, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1"}
-    init = subprocess.run(
-        [binary, "init", "-backend=false", "-input=false", "-no-color", f"-plugin-dir={plugins}"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env=env,
-    )
-    assert init.returncode == 0, init.stdout + init.stderr
-    validate = subprocess.run(
-        [binary, "validate", "-no-color", "-json"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env=env,
-    )
-    result = json.loads(validate.stdout)
-    assert result["valid"], json.dumps(result["diagnostics"], indent=1)
-    assert result["warning_count"] == 0, json.dumps(result["diagnostics"], indent=1)

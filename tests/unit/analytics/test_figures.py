@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import polars as pl
@@ -15,7 +17,9 @@ import pyarrow as pa
 import pytest
 
 from analytics import figures
+from analytics.drift import drift, drift_windows
 from analytics.performance import classification_metrics, latency_metrics
+from analytics.profile import build_spec, profile
 
 unit = pytest.mark.unit
 
@@ -134,7 +138,7 @@ def test_drift_heatmap_cells_hover_and_drill_down_data() -> None:
     assert main.z[1][0] == pytest.approx(1.5)
     assert main.z[1][1] is None
     # ... and drawn by the grey trace with "n/a".
-    assert list(gaps.z[1]) == [None, 1.0, None]
+    assert list(gaps.z[1]) == [None, 0.0, None]  # 0: insufficient data, 1: error
     assert gaps.text[1][1] == "n/a"
     assert gaps.name == "insufficient data"
     # customdata[0:2] is the raw (column, window) of the cell for a click handler.
@@ -199,7 +203,7 @@ def test_all_insufficient_rows_are_drawn_and_annotated() -> None:
         DriftRow("age", T0 + timedelta(days=1), "psi", None, None, 0.2, False, "insufficient_data"),
     ]
     heatmap = figures.drift_heatmap(rows)
-    assert list(heatmap.data[1].z[0]) == [1.0, 1.0]
+    assert list(heatmap.data[1].z[0]) == [0.0, 0.0]
     assert _insufficient_annotations(heatmap)
     timeline = figures.drift_timeline(rows)
     insufficient = next(t for t in timeline.data if t.name == "insufficient data")
@@ -246,7 +250,12 @@ def test_drift_timeline_takes_the_threshold_from_the_rows() -> None:
             "drifted": True,
         },
     ]
-    figure = figures.drift_timeline(varying)
+    # Thresholds differ between windows: by default the severity is drawn, against 1 ...
+    severity = figures.drift_timeline(varying)
+    assert list(severity.data[0].y) == pytest.approx([0.5, 2.0])
+    assert severity.layout.shapes[0].y0 == 1.0
+    # ... and the raw statistic on request, against a step line of the thresholds.
+    figure = figures.drift_timeline(varying, value="statistic")
     step = next(t for t in figure.data if t.name == "threshold")
     assert list(step.y) == [0.2, 0.05]
     assert step.line.shape == "hv"
@@ -256,18 +265,17 @@ def test_drift_timeline_takes_the_threshold_from_the_rows() -> None:
 
 
 @unit
-def test_numeric_distribution_overlay_on_shared_edges() -> None:
+def test_numeric_distribution_overlay_on_closed_bins() -> None:
     reference = {"edges": [0.0, 1.0, 2.0, 4.0], "counts": [2, 6, 2]}
     current = {"edges": [0.0, 1.0, 2.0, 4.0], "counts": [0, 5, 15]}
     figure = figures.distribution_overlay(reference, current, title=XSS)
     ref_bars, cur_bars = figure.data
     assert (ref_bars.name, cur_bars.name) == ("reference", "current")
-    assert list(ref_bars.x) == [0.5, 1.5, 3.0]
-    assert list(ref_bars.width) == [1.0, 1.0, 2.0]
+    assert list(ref_bars.x) == [0, 1, 2]
+    assert list(figure.layout.xaxis.ticktext) == ["(0, 1]", "(1, 2]", "(2, 4]"]
     assert list(ref_bars.y) == pytest.approx([0.2, 0.6, 0.2])
     assert list(cur_bars.y) == pytest.approx([0.0, 0.25, 0.75])
-    assert [c[2] for c in cur_bars.customdata] == [0, 5, 15]
-    assert figure.layout.barmode == "overlay"
+    assert [c[1] for c in cur_bars.customdata] == [0, 5, 15]
     assert figure.layout.title.text == figures.escape_text(XSS)
     _assert_no_raw_markup(figure)
 
@@ -278,10 +286,9 @@ def test_categorical_distribution_overlay_uses_the_union_of_categories() -> None
     current = {"categories": {"red": 1, "blue": 9}}
     figure = figures.distribution_overlay(reference, current)
     ref_bars, cur_bars = figure.data
-    assert list(ref_bars.x) == ["blue", "red", XSS_ESCAPED]  # by total count, then name
-    assert list(ref_bars.y) == pytest.approx([0.0, 0.6, 0.4])
-    assert list(cur_bars.y) == pytest.approx([0.9, 0.1, 0.0])
-    assert figure.layout.xaxis.type == "category"
+    assert list(figure.layout.xaxis.ticktext) == ["red", XSS_ESCAPED, "blue"]
+    assert list(ref_bars.y) == pytest.approx([0.6, 0.4, 0.0])
+    assert list(cur_bars.y) == pytest.approx([0.1, 0.0, 0.9])
     _assert_no_raw_markup(figure)
 
 
@@ -290,12 +297,166 @@ def test_distribution_overlay_edge_cases() -> None:
     assert _insufficient_annotations(figures.distribution_overlay(None, None))
     empty = figures.distribution_overlay({"edges": [0, 1], "counts": [0]}, {"edges": [0, 1], "counts": [0]})
     assert _insufficient_annotations(empty) == ["insufficient data<br>no rows in either profile"]
-    only_current = figures.distribution_overlay(None, {"categories": ["a"], "counts": [3]})
+    only_current = figures.distribution_overlay(None, {"categories": {"a": 3}})
     assert [t.name for t in only_current.data] == ["current"]
     with pytest.raises(ValueError, match="same bin edges"):
         figures.distribution_overlay({"edges": [0, 1], "counts": [1]}, {"edges": [0, 2], "counts": [1]})
     with pytest.raises(ValueError, match="numeric and a categorical"):
         figures.distribution_overlay({"edges": [0, 1], "counts": [1]}, {"categories": {"a": 1}})
+
+
+@pytest.fixture
+def profiles():
+    """Reference profile, drifted current profile and its two daily window profiles."""
+    con = duckdb.connect()
+    n = 2000
+    rng = np.random.default_rng(11)
+    reference = con.from_arrow(
+        pa.table(
+            {
+                "amount": rng.normal(0, 1, n),
+                "count": rng.integers(0, 4, n),
+                XSS: rng.choice(["a", "b"], n),
+            }
+        )
+    )
+    current = con.from_arrow(
+        pa.table(
+            {
+                "ts": [T0 + timedelta(seconds=86400 * 2 * i / n) for i in range(n)],
+                # The first day is drifted (shifted, plus +inf and an outlier), the second is not.
+                "amount": np.concatenate(
+                    [rng.normal(0.8, 1, n // 2 - 2), [np.inf, 50.0], rng.normal(0, 1, n // 2)]
+                ),
+                "count": rng.integers(0, 4, n),
+                XSS: rng.choice(["a", "b", "<new>"], n),
+            }
+        )
+    )
+    spec = build_spec(reference, bins=8)
+    yield (
+        profile(reference, spec),
+        profile(current, spec),
+        profile(current, spec, window="day", timestamp_column="ts"),
+    )
+    con.close()
+
+
+@unit
+def test_distribution_overlay_of_profile_columns(profiles) -> None:
+    reference, current, _ = profiles
+    numeric = figures.distribution_overlay(reference["amount"], current["amount"])
+    ref_bars, cur_bars = numeric.data
+    # Interior bins, then the open upper bin that holds +inf, 50 and the other values above the
+    # reference range; the empty lower bin is left out.
+    assert len(ref_bars.y) == len(reference["amount"].spec.edges)
+    above = current["amount"].bin_counts[-1] + current["amount"].pos_inf
+    assert above >= 2
+    assert cur_bars.customdata[-1][1] == above
+    assert "above the reference range" in cur_bars.customdata[-1][0]
+    assert sum(c[1] for c in cur_bars.customdata) == 2000
+    assert sum(ref_bars.y) == pytest.approx(1.0)
+    assert numeric.layout.title.text == "distribution of amount"
+    # An integer column: every value has its own visible bar, labelled with the value.
+    integer = figures.distribution_overlay(reference["count"], current["count"])
+    assert list(integer.layout.xaxis.ticktext) == ["0", "1", "2", "3"]
+    categorical = figures.distribution_overlay(reference[XSS], current[XSS])
+    assert list(categorical.layout.xaxis.ticktext) == [
+        *(figures.escape_text(c) for c in reference[XSS].spec.categories),
+        "&lt;new&gt;",
+    ]
+    assert categorical.data[0].y[-1] == 0.0 and categorical.data[1].y[-1] > 0.2
+    _assert_no_raw_markup(categorical)
+    # Rows of Profile.to_pandas() (as stored in Parquet) draw the same figure.
+    frame = reference.to_pandas().set_index("column")
+    again = figures.distribution_overlay(
+        frame.loc["amount"].to_dict(), current.to_pandas().set_index("column").loc["amount"].to_dict()
+    )
+    assert list(again.data[1].y) == pytest.approx(list(cur_bars.y))
+
+
+@unit
+def test_drift_figures_from_drift_results(profiles) -> None:
+    reference, current, windows = profiles
+    report = drift(reference, current)
+    heatmap = figures.drift_heatmap(report)
+    assert list(heatmap.data[0].y) == ["amount", "count", XSS_ESCAPED]
+    assert list(heatmap.data[0].x) == [figures.CURRENT_WINDOW_LABEL]
+    amount = report["amount"]
+    assert heatmap.data[0].z[0][0] == pytest.approx(figures.drift_severity(amount.to_dict()))
+    assert heatmap.data[0].z[0][0] > 1  # drifted
+    assert heatmap.data[0].customdata[2][0][0] == XSS
+    timeline = drift_windows(reference, windows)
+    figure = figures.drift_timeline([r for r in figures.records(timeline) if r["column"] == "amount"])
+    line = figure.data[0]
+    assert list(line.x) == [T0, T0 + timedelta(days=1)]
+    assert [tuple(c[:2]) for c in figure.data[1].customdata] == [("amount", T0.isoformat())]
+    by_window = figures.drift_heatmap(timeline)
+    assert list(by_window.data[0].x) == ["2024-05-01", "2024-05-02"]
+    assert by_window.data[0].z[0][0] > 1 > by_window.data[0].z[0][1]
+
+
+@unit
+def test_severity_reads_thresholds_like_the_policy() -> None:
+    effect = {"method": "wasserstein_normed", "statistic": 0.3, "threshold": 0.1, "status": "ok"}
+    assert figures.drift_severity(effect) == pytest.approx(3.0)
+    assert figures.drift_severity({**effect, "statistic": math.inf}) == figures.SEVERITY_CAP
+    test = {"method": "ks", "statistic": 0.2, "p_value": 0.001, "p_value_adjusted": 0.004, "threshold": 0.01}
+    assert figures.drift_severity(test) == pytest.approx(2.5)  # the adjusted p-value decides
+    assert figures.drift_severity({**test, "p_value_adjusted": 0.0}) == figures.SEVERITY_CAP
+    assert figures.drift_severity({**effect, "status": "insufficient_data"}) is None
+    assert figures.drift_severity({**effect, "threshold": None}) is None
+
+
+@unit
+def test_timeline_switches_to_severity_when_methods_differ() -> None:
+    rows = [
+        {
+            "column": "x",
+            "window_start": T0,
+            "method": "ks",
+            "statistic": 0.3,
+            "p_value": 0.2,
+            "p_value_adjusted": 0.2,
+            "threshold": 0.01,
+            "drifted": False,
+            "status": "ok",
+        },
+        {
+            "column": "x",
+            "window_start": T0 + timedelta(days=1),
+            "method": "wasserstein_normed",
+            "statistic": 0.25,
+            "p_value": 1e-9,
+            "p_value_adjusted": 1e-9,
+            "threshold": 0.1,
+            "drifted": True,
+            "status": "ok",
+        },
+        {
+            "column": "x",
+            "window_start": T0 + timedelta(days=2),
+            "method": None,
+            "statistic": None,
+            "threshold": None,
+            "drifted": False,
+            "status": "error",
+            "reason": "column 'x' changed type",
+        },
+    ]
+    figure = figures.drift_timeline(rows)
+    line = figure.data[0]
+    assert list(line.y) == pytest.approx([0.05, 2.5, None])
+    assert figure.layout.shapes[0].y0 == 1.0
+    assert figure.layout.yaxis.title.text == "statistic / threshold"
+    p_values = figures.drift_timeline(rows[:1])
+    assert p_values.layout.yaxis.type == "log"
+    assert list(p_values.data[0].y) == [0.2]
+    assert p_values.layout.shapes[0].y0 == 0.01
+    heatmap = figures.drift_heatmap(rows)
+    assert list(heatmap.data[1].text[0]) == ["", "", "error"]
+    assert heatmap.data[1].z[0][2] == 1.0
+    assert heatmap.data[1].customdata[0][2][11] == "column &#x27;x&#x27; changed type"
 
 
 # --------------------------------------------------------------------------- performance

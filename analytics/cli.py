@@ -1,0 +1,210 @@
+"""Command line: ``python -m analytics drift --reference R --current C [...]``.
+
+R and C are Parquet files, folders or globs, local or ``s3://``; the DuckDB connection comes from
+:func:`analytics.store.connect_duckdb` with the studio settings (``MMS_*`` environment variables), and
+may read only the data root and the two sources.
+
+Exit codes: 0 when the report was produced (whether or not drift was found), 2 on bad arguments,
+settings or unreadable input (with a message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import duckdb
+
+from analytics.drift import DriftReport, drift
+from analytics.policy import Policy, PolicyError
+from analytics.profile import DEFAULT_BINS, DEFAULT_TOP_K, ProfileError, profile, profile_reference
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as ``error: <message>`` with exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analytics", description="Model monitoring analytics.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    drift_cmd = commands.add_parser(
+        "drift",
+        help="compare a current dataset with a reference, column by column",
+        description="Per-column drift of CURRENT against REFERENCE with the default (or given) policy.",
+    )
+    drift_cmd.add_argument("--reference", required=True, help="Parquet file, folder or glob (local or s3://)")
+    drift_cmd.add_argument("--current", required=True, help="Parquet file, folder or glob (local or s3://)")
+    drift_cmd.add_argument("--columns", help="comma-separated columns (default: every numeric/categorical one)")
+    drift_cmd.add_argument("--format", choices=("json", "table"), default="json")
+    drift_cmd.add_argument(
+        "--exact", action="store_true", help="numeric KS and Wasserstein on the raw values (SciPy)"
+    )
+    drift_cmd.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins per numeric column")
+    drift_cmd.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="categories tracked per column")
+    drift_cmd.add_argument("--policy", type=Path, help="JSON file with policy fields (see analytics.policy)")
+    return parser
+
+
+@contextlib.contextmanager
+def _stdout_reserved_for_output() -> Iterator[None]:
+    """Send file descriptor 1 to stderr while DuckDB works.
+
+    DuckDB writes its progress bar for queries longer than two seconds straight to file descriptor
+    1, and the store's connection locks its configuration so the bar cannot be switched off there;
+    this keeps stdout for the report alone.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _load_policy(path: Path | None) -> Policy | None:
+    if path is None:
+        return None
+    try:
+        return Policy.from_dict(json.loads(path.read_text()))
+    except OSError as error:
+        raise CliError(f"cannot read policy file {path}: {error.strerror or error}") from error
+    except (json.JSONDecodeError, PolicyError, TypeError, ValueError) as error:
+        raise CliError(f"invalid policy file {path}: {error}") from error
+
+
+def _connect(sources: Sequence[str]) -> duckdb.DuckDBPyConnection:
+    from app.settings import SettingsError, load_settings
+
+    from analytics.store import StoreError, connect_duckdb
+
+    try:
+        config = load_settings().store_config()
+    except SettingsError as error:
+        raise CliError(f"invalid settings: {error}") from error
+    try:
+        return connect_duckdb(config, allowed_paths=tuple(sources))
+    except StoreError as error:
+        raise CliError(f"cannot open DuckDB: {error}") from error
+
+
+def _read(con: duckdb.DuckDBPyConnection, source: str, role: str) -> duckdb.DuckDBPyRelation:
+    from analytics.store import StoreError, read_source
+
+    try:
+        return read_source(con, source)
+    except StoreError as error:
+        raise CliError(f"cannot read the {role} {source}: {error}") from error
+
+
+def run_drift(args: argparse.Namespace) -> DriftReport:
+    """Compute the drift report the ``drift`` command prints.
+
+    Raises:
+        CliError: on unreadable sources, unknown columns, bad options or settings.
+    """
+    policy = _load_policy(args.policy)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    con = _connect([args.reference, args.current])
+    try:
+        reference_rel = _read(con, args.reference, "reference")
+        current_rel = _read(con, args.current, "current data")
+        try:
+            reference = profile_reference(reference_rel, columns, bins=args.bins, top_k=args.top_k, distinct=False)
+        except duckdb.Error as error:
+            raise CliError(f"cannot read the reference {args.reference}: {_first_line(error)}") from error
+        try:
+            current = profile(current_rel, reference.spec)
+            return drift(reference, current, policy, exact=(reference_rel, current_rel) if args.exact else None)
+        except duckdb.Error as error:
+            raise CliError(f"cannot read the current data {args.current}: {_first_line(error)}") from error
+    except ProfileError as error:
+        raise CliError(str(error)) from error
+    finally:
+        con.close()
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _format_number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_table(report: DriftReport) -> str:
+    """Plain-text table of a drift report: one line per column, then the summary."""
+    headers = ["column", "kind", "method", "statistic", "p_adj", "threshold", "drifted", "status", "reason"]
+    rows = [
+        [
+            c.column,
+            c.kind,
+            c.method or "-",
+            _format_number(c.statistic),
+            _format_number(c.p_value_adjusted),
+            _format_number(c.threshold),
+            _format_number(c.drifted),
+            c.status,
+            c.reason or "",
+        ]
+        for c in report.columns
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]]
+    s = report.summary
+    share = "-" if s.drift_share is None else f"{s.drift_share:.0%}"
+    lines.append("")
+    lines.append(
+        f"{s.n_drifted} of {s.n_checked} checked columns drifted ({share}); "
+        f"dataset drifted: {'yes' if s.dataset_drifted else 'no'} "
+        f"(threshold {s.drift_share_threshold:.0%}); {s.n_insufficient} insufficient, {s.n_error} errors; "
+        f"rows: reference {s.n_reference_rows}, current {s.n_current_rows}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Entry point of ``python -m analytics``.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+        stdout: Where the report goes (default ``sys.stdout``).
+        stderr: Where errors go (default ``sys.stderr``).
+
+    Returns:
+        The exit code.
+    """
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        with _stdout_reserved_for_output():
+            report = run_drift(args)
+    except CliError as error:
+        print(f"error: {error}", file=stderr)
+        return EXIT_BAD_INPUT
+    if args.format == "json":
+        payload = {"reference": args.reference, "current": args.current, **report.to_json_dict()}
+        json.dump(payload, stdout, indent=2, allow_nan=False)
+        stdout.write("\n")
+    else:
+        stdout.write(render_table(report) + "\n")
+    stdout.flush()
+    return EXIT_OK

@@ -1,0 +1,354 @@
+"""Inputs of the monitoring job: listings, fingerprints, checked reads and the ``monitor_state`` dataset.
+
+Private helpers of :mod:`jobs.monitor`. Every input file is read exactly once, with pyarrow, so a file
+that cannot be decoded or does not match the contract is named with the reason; the table that comes
+back is normalised (naive UTC ``timestamp``, ``float64`` numbers, ``string`` text) so DuckDB, the
+profiles and the performance metrics all see the same types whatever the writer produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from analytics.profile import ProfileSpec
+from analytics.store import ParquetStore, StoredFile, StoreError
+from jobs.contracts import LABEL_COLUMN, SEGMENT_PREFIX
+
+MONITOR_STATE = "monitor_state"
+"""Dataset of the job's bookkeeping: one file per project/model/environment."""
+
+STATE_FILE = "state.parquet"
+STATE_PARTITION_KEYS = ("project", "model", "environment")
+
+STATE_SCHEMA = pa.schema(
+    [
+        pa.field("date", pa.string(), nullable=False),
+        pa.field("window", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("logs_fingerprint", pa.string(), nullable=False),
+        pa.field("labels_fingerprint", pa.string(), nullable=False),
+        pa.field("reference_fingerprint", pa.string(), nullable=False),
+        pa.field("versions", pa.list_(pa.string()), nullable=False),
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("format", pa.int32(), nullable=False),
+    ]
+)
+"""One row per (date, window unit) the job computed or tried to compute."""
+
+FIXED_LOG_COLUMNS = ("version", "request_id", "timestamp", "prediction", "score", "latency_ms")
+_NUMERIC_LOG_COLUMNS = ("prediction", "score", "latency_ms")
+_PARTITION_COLUMNS = ("project", "model", "environment", "date")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one input file (or a whole date) could not be used.
+
+    Attributes:
+        path: URI of the file ('' when the problem is not about one file).
+        kind: ``corrupt_file`` (cannot be decoded) or ``schema`` (columns or types break the contract).
+        column: Offending column for schema problems, ``*`` otherwise.
+        reason: What is wrong, in words.
+    """
+
+    path: str
+    kind: str
+    column: str
+    reason: str
+
+
+@dataclass
+class DayInput:
+    """The logs (and labels) of one date, read and checked.
+
+    Attributes:
+        day: The partition date.
+        logs: Normalised inference rows of the date (``None`` when a problem blocks the date).
+        labels: Normalised labels of the date (request day), possibly empty.
+        problems: Blocking problems; the date is not computed when there is any.
+        versions: Model versions found in the readable log files.
+        new_columns: Columns of the logs that are neither fixed, reference features nor segments.
+    """
+
+    day: date
+    logs: pa.Table | None = None
+    labels: pa.Table | None = None
+    problems: list[Problem] = field(default_factory=list)
+    versions: tuple[str, ...] = ()
+    new_columns: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- listing and fingerprints
+
+
+def group_by_date(files: Iterable[StoredFile]) -> dict[str, list[StoredFile]]:
+    """Files keyed by their ``date`` partition value (files without one are left out)."""
+    grouped: dict[str, list[StoredFile]] = defaultdict(list)
+    for stored in files:
+        value = stored.partition.get("date")
+        if value is not None:
+            grouped[value].append(stored)
+    return {key: sorted(value, key=lambda f: f.path) for key, value in grouped.items()}
+
+
+def fingerprint(store: ParquetStore, files: Sequence[StoredFile]) -> str:
+    """SHA-256 over the files' paths (relative to the store root) and sizes, in path order.
+
+    A new, removed, renamed or resized file changes it; the root does not (a copied store keeps its
+    fingerprints). An empty list gives the hash of nothing, a stable value too.
+    """
+    root = store.root.rstrip("/") + "/"
+    digest = hashlib.sha256()
+    for stored in sorted(files, key=lambda f: f.path):
+        relative = stored.path[len(root) :] if stored.path.startswith(root) else stored.path
+        digest.update(f"{relative}\t{stored.size}\n".encode())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- reading and checking
+
+
+def _fs_path(store: ParquetStore, uri: str) -> str:
+    return uri[len("s3://") :] if uri.startswith("s3://") else uri
+
+
+def read_parquet_file(store: ParquetStore, stored: StoredFile) -> tuple[pa.Table | None, Problem | None]:
+    """Read one whole file with pyarrow; an undecodable file gives a ``corrupt_file`` problem."""
+    try:
+        with store.filesystem().open_input_file(_fs_path(store, stored.path)) as handle:
+            return pq.ParquetFile(handle).read(), None
+    except (OSError, pa.ArrowException) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None, Problem(stored.path, "corrupt_file", "*", f"cannot decode {stored.path}: {reason}")
+
+
+def _is_text(data_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(data_type):
+        return _is_text(data_type.value_type)
+    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
+
+def _is_number(data_type: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(data_type)
+        or pa.types.is_floating(data_type)
+        or pa.types.is_decimal(data_type)
+        or pa.types.is_null(data_type)
+    )
+
+
+def _as_float(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column if pa.types.is_float64(column.type) else pc.cast(column, pa.float64())
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if pa.types.is_null(column.type):
+        return pc.cast(column, pa.string())
+    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+
+
+def check_log_table(
+    path: str,
+    table: pa.Table,
+    day: date,
+    spec_of: Callable[[str], ProfileSpec | None],
+) -> tuple[pa.Table | None, list[Problem], tuple[str, ...], tuple[str, ...]]:
+    """Check one inference-log file against the contract and the reference of each of its versions.
+
+    Args:
+        path: URI of the file (named in every problem).
+        table: The file's rows.
+        day: The partition date every ``timestamp`` must fall on.
+        spec_of: Version -> profile spec of its reference (``None`` when the version has no
+            reference, so only the fixed columns are checked).
+
+    Returns:
+        ``(normalised table or None, problems, versions, new columns)``.
+    """
+    problems: list[Problem] = []
+    schema = table.schema
+    names = set(schema.names)
+
+    def problem(column: str, reason: str) -> None:
+        problems.append(Problem(path, "schema", column, f"{path}: {reason}"))
+
+    for name in FIXED_LOG_COLUMNS:
+        if name not in names:
+            problem(name, f"column {name!r} is missing")
+            continue
+        data_type = schema.field(name).type
+        if name in ("version", "request_id") and not _is_text(data_type):
+            problem(name, f"column {name!r} must be string, got {data_type}")
+        elif name == "timestamp" and not pa.types.is_timestamp(data_type):
+            problem(name, f"column 'timestamp' must be a timestamp, got {data_type}")
+        elif name in _NUMERIC_LOG_COLUMNS and not _is_number(data_type):
+            problem(name, f"column {name!r} must be numeric, got {data_type}")
+    if problems:
+        return None, problems, (), ()
+    versions = versions_of(table)
+    features: dict[str, str] = {}
+    for version in versions:
+        spec = spec_of(version)
+        if spec is None:
+            continue
+        for column in spec.columns:
+            if column.name == LABEL_COLUMN:
+                continue
+            features.setdefault(column.name, column.kind)
+            if column.name not in names:
+                extra = sorted(names - set(FIXED_LOG_COLUMNS) - {c.name for c in spec.columns})
+                hint = f" (the file has unexpected column(s) {', '.join(map(repr, extra))})" if extra else ""
+                problem(column.name, f"column {column.name!r} of the version {version} reference is missing{hint}")
+                continue
+            data_type = schema.field(column.name).type
+            fits = _is_number(data_type) if column.kind == "numeric" else (
+                _is_text(data_type) or pa.types.is_boolean(data_type) or pa.types.is_null(data_type)
+            )
+            if not fits:
+                problem(
+                    column.name,
+                    f"column {column.name!r} is {data_type}; the version {version} reference has it "
+                    f"{column.kind} ({column.dtype})",
+                )
+    timestamps = pc.cast(table.column("timestamp"), pa.timestamp("us"))
+    low, high = day_bounds(day)
+    outside = pc.sum(pc.or_(pc.less(timestamps, low), pc.greater_equal(timestamps, high))).as_py() or 0
+    if outside:
+        problem("timestamp", f"{outside} row(s) have a timestamp outside the partition day {day.isoformat()}")
+    if problems:
+        return None, problems, versions, ()
+    columns: dict[str, pa.ChunkedArray] = {
+        "version": _as_text(table.column("version")),
+        "request_id": _as_text(table.column("request_id")),
+        # Naive UTC: profile, performance and latency windows then all cut UTC calendar periods.
+        "timestamp": timestamps,
+    }
+    for name in _NUMERIC_LOG_COLUMNS:
+        columns[name] = _as_float(table.column(name))
+    for name, kind in features.items():
+        column = table.column(name)
+        if kind == "numeric":
+            columns[name] = _as_float(column)
+        elif pa.types.is_boolean(column.type):
+            columns[name] = column
+        else:
+            columns[name] = _as_text(column)
+    for name in schema.names:
+        if name.startswith(SEGMENT_PREFIX) and name not in columns and _is_text(schema.field(name).type):
+            columns[name] = _as_text(table.column(name))
+    known = set(FIXED_LOG_COLUMNS) | set(features) | set(_PARTITION_COLUMNS)
+    new = tuple(n for n in schema.names if n not in known and not n.startswith(SEGMENT_PREFIX))
+    return pa.table(columns), [], versions, new
+
+
+def versions_of(table: pa.Table) -> tuple[str, ...]:
+    """Distinct non-null model versions of a log table, sorted."""
+    values = pc.unique(_as_text(table.column("version"))).to_pylist()
+    return tuple(sorted(v for v in values if v is not None))
+
+
+def check_label_table(path: str, table: pa.Table) -> tuple[pa.Table | None, list[Problem]]:
+    """Check one labels file: ``request_id`` text, numeric ``label``, ``label_timestamp`` timestamp."""
+    problems = []
+    schema = table.schema
+    expected = (("request_id", _is_text), ("label", _is_number), ("label_timestamp", pa.types.is_timestamp))
+    for name, fits in expected:
+        if name not in schema.names:
+            problems.append(Problem(path, "schema", name, f"{path}: labels column {name!r} is missing"))
+        elif not fits(schema.field(name).type):
+            problems.append(
+                Problem(path, "schema", name, f"{path}: labels column {name!r} has type {schema.field(name).type}")
+            )
+    if problems:
+        return None, problems
+    return (
+        pa.table(
+            {
+                "request_id": _as_text(table.column("request_id")),
+                "label": _as_float(table.column("label")),
+                "label_timestamp": pc.cast(table.column("label_timestamp"), pa.timestamp("us")),
+            }
+        ),
+        [],
+    )
+
+
+EMPTY_LABELS = pa.schema(
+    [("request_id", pa.string()), ("label", pa.float64()), ("label_timestamp", pa.timestamp("us"))]
+)
+
+
+def day_bounds(day: date) -> tuple[pa.Scalar, pa.Scalar]:
+    """``[day 00:00, next day 00:00)`` as naive microsecond timestamps (UTC)."""
+    start = datetime(day.year, day.month, day.day)
+    return pa.scalar(start, pa.timestamp("us")), pa.scalar(start + timedelta(days=1), pa.timestamp("us"))
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    """What the job recorded about one (date, window unit) of a project/model/environment."""
+
+    date: str
+    window: str
+    status: str
+    logs_fingerprint: str
+    labels_fingerprint: str
+    reference_fingerprint: str
+    versions: tuple[str, ...]
+    rows: int
+    format: int
+
+
+def read_state(store: ParquetStore, partition: Mapping[str, str]) -> dict[tuple[str, str], StateEntry]:
+    """The recorded entries keyed by (date, window); empty when there is no (readable) state.
+
+    An unreadable state file is treated as absent: every date is then recomputed, which is always safe
+    because each write replaces its partition file.
+    """
+    files = [f for f in store.list_files(MONITOR_STATE, filters=partition) if f.path.endswith("/" + STATE_FILE)]
+    if not files:
+        return {}
+    table, problem = read_parquet_file(store, files[0])
+    if table is None or problem is not None or not set(STATE_SCHEMA.names) <= set(table.column_names):
+        return {}
+    entries = {}
+    for row in table.select(STATE_SCHEMA.names).to_pylist():
+        entry = StateEntry(**{**row, "versions": tuple(row["versions"] or ())})
+        entries[(entry.date, entry.window)] = entry
+    return entries
+
+
+def write_state(
+    store: ParquetStore, partition: Mapping[str, str], entries: Mapping[tuple[str, str], StateEntry]
+) -> None:
+    """Atomically replace the state file of one project/model/environment."""
+    rows = [entries[key] for key in sorted(entries)]
+    table = pa.Table.from_pylist(
+        [{**entry.__dict__, "versions": list(entry.versions)} for entry in rows], schema=STATE_SCHEMA
+    )
+    store.write_partition(MONITOR_STATE, dict(partition), table, file_name=STATE_FILE, replace_partition=True)
+
+
+def delete_files(store: ParquetStore, paths: Iterable[str]) -> None:
+    """Delete data files the job wrote earlier and no longer stands by (a missing file is fine)."""
+    filesystem = store.filesystem()
+    for path in paths:
+        try:
+            filesystem.delete_file(_fs_path(store, path))
+        except FileNotFoundError:
+            continue
+        except (OSError, pa.ArrowException) as error:
+            raise StoreError(f"cannot delete stale file {path}: {error}") from error

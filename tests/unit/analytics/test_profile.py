@@ -1,0 +1,348 @@
+"""Profiles computed in DuckDB over Parquet: counts, histograms, moments, merging and persistence."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analytics.profile import (
+    ColumnSpec,
+    Profile,
+    ProfileError,
+    ProfileSpec,
+    build_spec,
+    kind_of,
+    merge_profiles,
+    profile,
+    profile_reference,
+    profiles_from_arrow,
+    profiles_to_arrow,
+)
+
+pytestmark = pytest.mark.unit
+
+SPECIAL_FLOATS = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e308, -1e308, 5e-324]
+
+
+def write(tmp_path: Path, name: str, columns: dict[str, pa.Array | list]) -> Path:
+    """Write columns as one Parquet file and return its path."""
+    path = tmp_path / f"{name}.parquet"
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def relation(path: Path) -> duckdb.DuckDBPyRelation:
+    return duckdb.connect().read_parquet(str(path))
+
+
+def float_column(values: list[float | None]) -> pa.Array:
+    return pa.array(values, type=pa.float64())
+
+
+def numpy_histogram(values: np.ndarray, edges: tuple[float, ...]) -> list[int]:
+    """Counts of finite values in (-inf, e0], (e0, e1], ..., (e_last, +inf) computed with NumPy."""
+    finite = values[np.isfinite(values)]
+    index = np.searchsorted(np.asarray(edges, dtype=float), finite, side="left")
+    return np.bincount(index, minlength=len(edges) + 1).tolist()
+
+
+floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from(SPECIAL_FLOATS),
+    st.integers(-5, 5).map(float),  # ties
+    st.none(),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reference=st.lists(floats, max_size=40), current=st.lists(floats, max_size=40), bins=st.integers(2, 12))
+def test_numeric_profile_matches_numpy(tmp_path: Path, reference: list, current: list, bins: int) -> None:
+    ref_path = write(tmp_path, "ref", {"x": float_column(reference)})
+    cur_path = write(tmp_path, "cur", {"x": float_column(current)})
+    reference_profile = profile_reference(relation(ref_path), bins=bins)
+    spec = reference_profile.spec
+    edges = spec.column("x").edges
+    assert list(edges) == sorted(set(edges)) and all(math.isfinite(e) for e in edges)
+    for values, result in (
+        (reference, reference_profile["x"]),
+        (current, profile(relation(cur_path), spec)["x"]),
+    ):
+        data = np.array([math.nan if v is None else v for v in values], dtype=float)
+        finite = data[np.isfinite(data)]
+        assert result.rows == len(values)
+        assert result.nulls == sum(v is None for v in values)
+        assert result.nan == sum(v is not None and math.isnan(v) for v in values)
+        assert result.pos_inf == int(np.sum(data == math.inf))
+        assert result.neg_inf == int(np.sum(data == -math.inf))
+        assert result.finite == finite.size
+        assert list(result.bin_counts) == numpy_histogram(data, edges)
+        if finite.size:
+            assert result.min == finite.min() and result.max == finite.max()
+            with np.errstate(over="ignore", invalid="ignore"):
+                mean, variance = float(np.mean(finite)), float(np.var(finite))
+            if np.all(np.abs(finite) < 1e150):
+                assert result.mean == pytest.approx(mean, rel=1e-9, abs=1e-300)
+                assert result.variance == pytest.approx(variance, rel=1e-9, abs=1e-300)
+            else:
+                # Squares beyond ~1e308 overflow: the moments may become inf, never an exception.
+                assert result.variance is not None and result.variance >= 0
+        else:
+            assert result.min is None and result.mean is None and result.m2 == 0.0
+    # The reference lies inside its own range: the outer bins are empty, so they count exactly the
+    # current values outside it.
+    if reference_profile["x"].finite:
+        assert reference_profile["x"].bin_counts[0] == reference_profile["x"].bin_counts[-1] == 0
+        assert edges[-1] == reference_profile["x"].max
+        assert math.nextafter(edges[0], math.inf) == reference_profile["x"].min
+
+
+def test_integer_and_decimal_columns_are_numeric_with_one_bin_per_small_value(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(3.0, 2000)
+    path = write(
+        tmp_path,
+        "ints",
+        {
+            "n": pa.array(counts.astype(np.int32)),
+            "d": pa.array([f"{v:.2f}" for v in rng.uniform(0, 10, 2000)]).cast(pa.decimal128(6, 2)),
+        },
+    )
+    reference = profile_reference(relation(path), bins=64)
+    n = reference["n"]
+    assert reference.spec.column("n").kind == "numeric" and reference.spec.column("d").kind == "numeric"
+    assert n.bin_counts[1:-1] == tuple(int(np.sum(counts == v)) for v in range(counts.max() + 1))
+    assert n.mean == pytest.approx(counts.mean(), rel=1e-12)
+
+
+def test_categorical_profile_counts_top_k_other_and_unseen(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    reference_values = [f"c{v}" for v in rng.zipf(1.6, 3000) % 40] + [None] * 7
+    current_values = [f"c{v}" for v in rng.zipf(1.6, 2000) % 40] + ["brand-new"] * 3 + [None]
+    ref_path = write(tmp_path, "ref", {"c": pa.array(reference_values, pa.string())})
+    cur_path = write(tmp_path, "cur", {"c": pa.array(current_values, pa.string())})
+    reference = profile_reference(relation(ref_path), top_k=5)
+    spec = reference.spec.column("c")
+    ref_counts = Counter(v for v in reference_values if v is not None)
+    top = sorted(ref_counts.items(), key=lambda item: (-item[1], item[0]))
+    assert spec.categories == tuple(v for v, _ in top[:5])
+    assert spec.complete is False
+    assert reference["c"].category_counts == tuple(n for _, n in top[:5])
+    assert reference["c"].other_count == sum(n for _, n in top[5:])
+    assert reference["c"].unseen == tuple(top[5:10])
+    assert reference["c"].nulls == 7 and reference["c"].distinct == len(ref_counts)
+    current = profile(relation(cur_path), reference.spec)["c"]
+    cur_counts = Counter(v for v in current_values if v is not None)
+    assert current.category_counts == tuple(cur_counts.get(v, 0) for v in spec.categories)
+    assert current.other_count == sum(n for v, n in cur_counts.items() if v not in spec.categories)
+    others = sorted(((v, n) for v, n in cur_counts.items() if v not in spec.categories), key=lambda i: (-i[1], i[0]))
+    assert current.unseen == tuple(others[:5])
+    assert current.distinct == len(cur_counts) and current.distinct_exact
+
+
+def test_booleans_are_categorical_and_a_small_cardinality_spec_is_complete(tmp_path: Path) -> None:
+    path = write(tmp_path, "b", {"flag": pa.array([True, False, True, None])})
+    reference = profile_reference(relation(path))
+    assert reference.spec.column("flag").categories == ("true", "false")
+    assert reference.spec.column("flag").complete
+    assert reference["flag"].nulls == 1
+
+
+def test_all_null_empty_and_constant_columns(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "odd",
+        {
+            "nulls": pa.array([None, None, None], pa.float64()),
+            "constant": pa.array([2.5, 2.5, 2.5]),
+            "text_nulls": pa.array([None, None, None], pa.string()),
+        },
+    )
+    reference = profile_reference(relation(path))
+    assert reference["nulls"].finite == 0 and reference.spec.column("nulls").edges == ()
+    assert reference["nulls"].bin_counts == (0,)
+    constant = reference["constant"]
+    assert constant.spec.edges == (math.nextafter(2.5, -math.inf), 2.5)
+    assert constant.bin_counts == (0, 3, 0) and constant.variance == 0.0
+    assert reference["text_nulls"].nulls == 3 and reference.spec.column("text_nulls").categories == ()
+    empty = duckdb.connect().read_parquet(str(path)).filter("false")
+    result = profile(empty, reference.spec)
+    assert result.rows == 0
+    assert all(c.valid == 0 and c.nulls == 0 for c in result.columns)
+
+
+def test_merging_the_profiles_of_two_halves_equals_the_profile_of_the_whole(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    n = 4000
+    values = rng.lognormal(2.0, 1.0, n)
+    values[rng.choice(n, 30, replace=False)] = np.nan
+    values[:5] = np.inf
+    counts = rng.poisson(4, n)
+    labels = np.array([f"v{i}" for i in range(60)], dtype=object)[rng.zipf(1.3, n) % 60]
+    day = np.where(np.arange(n) < n // 2, 1, 2)
+    table = pa.table(
+        {
+            "ts": pa.array([datetime(2024, 5, int(d), 12) for d in day]),
+            "x": pa.array(values),
+            "n": pa.array(counts),
+            "c": pa.array(labels.tolist(), pa.string()),
+        }
+    )
+    whole_path = tmp_path / "whole.parquet"
+    pq.write_table(table, whole_path)
+    reference = profile_reference(relation(whole_path), exclude=["ts"], top_k=10)
+    whole = profile(relation(whole_path), reference.spec)
+    halves = profile(relation(whole_path), reference.spec, window="day", timestamp_column="ts")
+    assert list(halves) == [datetime(2024, 5, 1), datetime(2024, 5, 2)]
+    merged = merge_profiles(halves.values())
+    assert merged.rows == whole.rows == n
+    for name in ("x", "n", "c"):
+        a, b = merged[name], whole[name]
+        for attribute in ("nulls", "nan", "neg_inf", "pos_inf", "finite", "min", "max", "bin_counts"):
+            assert getattr(a, attribute) == getattr(b, attribute), (name, attribute)
+        assert (a.category_counts, a.other_count) == (b.category_counts, b.other_count)
+        if a.kind == "numeric":
+            assert a.mean == pytest.approx(b.mean, rel=1e-9)
+            assert a.m2 == pytest.approx(b.m2, rel=1e-9)
+    # The reference profile itself equals a profile of the same data on its spec.
+    assert reference["x"].bin_counts == whole["x"].bin_counts
+    assert reference["c"].category_counts == whole["c"].category_counts
+    # Categorical distinct counts stay exact while every other value is listed.
+    assert merged["c"].distinct == whole["c"].distinct
+    # A HyperLogLog estimate merges to a lower bound.
+    assert merged["x"].distinct_exact is False
+    assert merged["x"].distinct <= max(whole["x"].distinct, merged["x"].distinct)
+
+
+def test_windowed_profile_equals_profiles_of_each_window(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    stamps = [start + timedelta(minutes=int(m)) for m in rng.integers(0, 3 * 24 * 60, 600)]
+    table = pa.table(
+        {
+            "ts": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+            "x": pa.array(rng.normal(size=600)),
+            "c": pa.array(rng.choice(["a", "b", "c"], 600).tolist()),
+        }
+    )
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'America/New_York'")  # windows stay UTC days whatever the session zone
+    rel = con.read_parquet(str(path))
+    spec = build_spec(rel, exclude=["ts"])
+    windows = profile(rel, spec, window="day", timestamp_column="ts")
+    assert list(windows) == [datetime(2024, 3, d) for d in (1, 2, 3)]
+    for day, result in windows.items():
+        part = rel.filter(
+            f"ts >= TIMESTAMPTZ '{day.isoformat()}+00:00' AND ts < TIMESTAMPTZ '{(day + timedelta(days=1)).isoformat()}+00:00'"
+        )
+        alone = profile(part, spec)
+        assert result.rows == alone.rows
+        assert result["x"].bin_counts == alone["x"].bin_counts
+        assert result["c"].category_counts == alone["c"].category_counts
+        assert result.window == day
+
+
+def test_profiles_round_trip_through_parquet(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    table = pa.table(
+        {
+            "ts": pa.array([datetime(2024, 1, 1 + i % 3) for i in range(300)]),
+            "x": pa.array(np.concatenate([rng.normal(size=297), [np.nan, np.inf, -np.inf]])),
+            "c": pa.array([f"k{i % 7}" for i in range(300)]),
+        }
+    )
+    path = tmp_path / "data.parquet"
+    pq.write_table(table, path)
+    rel = relation(path)
+    reference = profile_reference(rel, exclude=["ts"], top_k=3)
+    windows = profile(rel, reference.spec, window="day", timestamp_column="ts")
+    pq.write_table(profiles_to_arrow(windows), tmp_path / "profiles.parquet")
+    assert profiles_from_arrow(pq.read_table(tmp_path / "profiles.parquet")) == windows
+    pq.write_table(reference.to_arrow(), tmp_path / "reference.parquet")
+    restored = Profile.from_arrow(pq.read_table(tmp_path / "reference.parquet"))
+    assert restored == reference
+    # The restored spec profiles new data exactly like the original one.
+    assert profile(rel, restored.spec) == profile(rel, reference.spec)
+    with pytest.raises(ProfileError, match="windows"):
+        Profile.from_arrow(profiles_to_arrow(windows))
+    with pytest.raises(ProfileError, match="metadata"):
+        profiles_from_arrow(pa.table({"x": [1]}))
+
+
+def test_long_format_has_one_row_per_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "t", {"x": [1.0, 2.0, 3.0], "c": ["a", "b", "a"]})
+    result = profile_reference(relation(path))
+    table = result.to_arrow()
+    assert table.column("column").to_pylist() == ["x", "c"]
+    frame = result.to_pandas()
+    assert list(frame["column"]) == ["x", "c"] and list(frame["valid"]) == [3, 3]
+    assert result.to_polars().height == 2
+    assert result.to_dict()["columns"][1]["category_counts"] == [2, 1]
+
+
+def test_missing_and_retyped_columns_are_reported_not_profiled(tmp_path: Path) -> None:
+    ref = write(tmp_path, "ref", {"x": [1.0, 2.0], "y": [3.0, 4.0], "c": ["a", "b"]})
+    cur = write(tmp_path, "cur", {"x": ["one", "two"], "c": ["a", "a"], "extra": [1, 2]})
+    reference = profile_reference(relation(ref))
+    current = profile(relation(cur), reference.spec)
+    assert current.missing == ("y",)
+    assert current.retyped == (("x", "VARCHAR"),)
+    assert current.names == ("c",)
+
+
+def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "t", {"x": [1.0], "ts": [datetime(2024, 1, 1)], "l": [[1, 2]]})
+    rel = relation(path)
+    with pytest.raises(ProfileError, match="bins"):
+        build_spec(rel, bins=1)
+    with pytest.raises(ProfileError, match="top_k"):
+        build_spec(rel, top_k=0)
+    with pytest.raises(ProfileError, match="unknown column"):
+        build_spec(rel, ["nope"])
+    with pytest.raises(ProfileError, match="cannot be profiled"):
+        build_spec(rel, ["l"])
+    with pytest.raises(ProfileError, match="kind"):
+        build_spec(rel, kinds={"x": "ordinal"})
+    spec = build_spec(rel)
+    assert spec.names == ("x",)  # temporal and nested columns are skipped by default
+    with pytest.raises(ProfileError, match="window"):
+        profile(rel, spec, window="fortnight", timestamp_column="ts")
+    with pytest.raises(ProfileError, match="timestamp_column"):
+        profile(rel, spec, window="day")
+    with pytest.raises(ProfileError, match="not a date"):
+        profile(rel, spec, window="day", timestamp_column="x")
+
+
+def test_forced_kind_profiles_an_integer_code_as_categorical(tmp_path: Path) -> None:
+    path = write(tmp_path, "t", {"zip": pa.array([75001, 75002, 75001], pa.int64())})
+    spec = build_spec(relation(path), kinds={"zip": "categorical"})
+    assert spec.column("zip").categories == ("75001", "75002")
+
+
+def test_merge_refuses_profiles_of_different_specs() -> None:
+    a = ProfileSpec(columns=(ColumnSpec("x", "numeric", "DOUBLE", edges=(0.0, 1.0)),))
+    b = ProfileSpec(columns=(ColumnSpec("x", "numeric", "DOUBLE", edges=(0.0, 2.0)),))
+    with pytest.raises(ProfileError, match="different specs"):
+        Profile(spec=a, rows=0, columns=()).merge(Profile(spec=b, rows=0, columns=()))
+    with pytest.raises(ProfileError, match="no profiles"):
+        merge_profiles([])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "kind"),
+    [("DOUBLE", "numeric"), ("DECIMAL(5,2)", "numeric"), ("UBIGINT", "numeric"), ("VARCHAR", "categorical"),
+     ("BOOLEAN", "categorical"), ("ENUM('a', 'b')", "categorical"), ("TIMESTAMP", None), ("INTEGER[]", None)],
+)
+def test_kind_of_duckdb_types(dtype: str, kind: str | None) -> None:
+    assert kind_of(dtype) == kind
