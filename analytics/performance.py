@@ -461,15 +461,20 @@ def _joined(
 
 
 def _keyed_sql(flags_sql: str) -> str:
-    """Wrap the per-row CTE so every row counts once in its window and once in ``overall``."""
+    """Wrap the per-row CTE so every row counts once in its window and once overall.
+
+    The overall copy has ``window_start = NULL`` (rows without a timestamp are excluded
+    upstream, so NULL marks the overall group). A single partition key matters: DuckDB
+    1.5 runs a window function partitioned by ``(flag, window_start)`` about 7x slower
+    than one partitioned by ``window_start`` alone.
+    """
     return (
         f"flags AS MATERIALIZED ({flags_sql}), "
-        "keyed AS (SELECT false AS overall, * FROM flags "
-        "UNION ALL SELECT true AS overall, * REPLACE (NULL AS window_start) FROM flags)"
+        "keyed AS (SELECT * FROM flags UNION ALL SELECT * REPLACE (NULL AS window_start) FROM flags)"
     )
 
 
-_SAME_KEY = "{a}.overall = {b}.overall AND {a}.window_start IS NOT DISTINCT FROM {b}.window_start"
+_SAME_KEY = "{a}.window_start IS NOT DISTINCT FROM {b}.window_start"
 
 
 def _same_key(a: str, b: str) -> str:
@@ -495,8 +500,8 @@ def _window_end_sql(window: str) -> str:
 
 
 def _split_overall(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    windows = [row for row in rows if not row["overall"]]
-    overall = next((row for row in rows if row["overall"]), None)
+    windows = [row for row in rows if row["window_start"] is not None]
+    overall = next((row for row in rows if row["window_start"] is None), None)
     return windows, overall
 
 
@@ -580,7 +585,7 @@ def classification_metrics(
     sql = f"""
         WITH {_keyed_sql(flags)},
         agg AS (
-            SELECT overall, window_start,
+            SELECT window_start,
                    count(*) AS n,
                    count(*) FILTER (WHERE _labelled) AS n_labelled,
                    count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
@@ -595,42 +600,44 @@ def classification_metrics(
                    sum(CASE WHEN _eval THEN -ln(greatest(least(
                        CASE WHEN _y = 1 THEN _s ELSE CAST(1 AS DOUBLE) - _s END, {one_minus_eps}), {eps}))
                        END) AS log_loss_sum
-            FROM keyed GROUP BY overall, window_start
+            FROM keyed GROUP BY window_start
         ),
         calibration_bins AS (
-            SELECT overall, window_start, least(floor(_s * {ECE_BINS}), {ECE_BINS - 1}) AS bin,
+            SELECT window_start, least(floor(_s * {ECE_BINS}), {ECE_BINS - 1}) AS bin,
                    sum(_y) - sum(_s) AS gap
-            FROM keyed WHERE _eval GROUP BY overall, window_start, bin
+            FROM keyed WHERE _eval GROUP BY window_start, bin
         ),
         calibration AS (
-            SELECT overall, window_start, sum(abs(gap)) AS ece_gap_sum
-            FROM calibration_bins GROUP BY overall, window_start
+            SELECT window_start, sum(abs(gap)) AS ece_gap_sum
+            FROM calibration_bins GROUP BY window_start
         ),
         score_counts AS (
             -- "+ 0.0" folds -0.0 into 0.0 so equal scores always share one group.
-            SELECT overall, window_start, _s + 0.0 AS s, sum(_y) AS pos, count(*) - sum(_y) AS neg
-            FROM keyed WHERE _eval GROUP BY overall, window_start, s
+            SELECT window_start, _s + 0.0 AS s, sum(_y) AS pos, count(*) - sum(_y) AS neg
+            FROM keyed WHERE _eval GROUP BY window_start, s
         ),
         ranked AS (
-            SELECT overall, window_start, pos, neg,
-                   coalesce(sum(neg) OVER (PARTITION BY overall, window_start ORDER BY s
-                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS neg_below
+            -- A running sum up to the current row streams; a frame ending at "1 PRECEDING" does
+            -- not (measured 50x slower), so subtract the row's own negatives instead.
+            SELECT window_start, pos, neg,
+                   sum(neg) OVER (PARTITION BY window_start ORDER BY s
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - neg AS neg_below
             FROM score_counts
         ),
         auc AS (
             -- Twice the Mann-Whitney U: each positive beats the negatives below its score and
             -- ties half of those at its score. Integer arithmetic keeps it exact.
-            SELECT overall, window_start,
+            SELECT window_start,
                    sum(CAST(pos AS HUGEINT) * (2 * CAST(neg_below AS HUGEINT) + CAST(neg AS HUGEINT)))
                        AS auc_twice_u
-            FROM ranked GROUP BY overall, window_start
+            FROM ranked GROUP BY window_start
         )
         SELECT agg.*, {_window_end_sql(window).replace("window_start", "agg.window_start")} AS window_end,
                calibration.ece_gap_sum, auc.auc_twice_u
         FROM agg
         LEFT JOIN calibration ON {_same_key("agg", "calibration")}
         LEFT JOIN auc ON {_same_key("agg", "auc")}
-        ORDER BY agg.overall, agg.window_start
+        ORDER BY agg.window_start NULLS LAST
     """
     rows = _fetch(joined.query("_mms_joined", sql))
     window_rows, overall_row = _split_overall(rows)
@@ -782,21 +789,21 @@ def regression_metrics(
     sql = f"""
         WITH {_keyed_sql(flags)},
         agg AS (
-            SELECT overall, window_start,
+            SELECT window_start,
                    count(*) AS n,
                    count(*) FILTER (WHERE _labelled) AS n_labelled,
                    count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
                    count(*) FILTER (WHERE NOT _pred_ok) AS n_invalid_prediction,
                    count(*) FILTER (WHERE _eval) AS n_evaluated
-            FROM keyed GROUP BY overall, window_start
+            FROM keyed GROUP BY window_start
         ),
         evaluated AS (
-            SELECT overall, window_start, _lab, _pred, _lab - _pred AS _err,
-                   avg(_lab) OVER (PARTITION BY overall, window_start) AS _mean
+            SELECT window_start, _lab, _pred, _lab - _pred AS _err,
+                   avg(_lab) OVER (PARTITION BY window_start) AS _mean
             FROM keyed WHERE _eval
         ),
         errors AS (
-            SELECT overall, window_start,
+            SELECT window_start,
                    sum(abs(_err)) AS abs_sum,
                    sum(_err * _err) AS sq_sum,
                    sum(CASE WHEN _lab <> 0 THEN abs(_err) / greatest(abs(_lab), {mape_eps}) END) AS ape_sum,
@@ -805,12 +812,12 @@ def regression_metrics(
                    -- Two passes (the mean first) keep the total sum of squares accurate.
                    sum((_lab - _mean) * (_lab - _mean)) AS ss_tot,
                    min(_lab) = max(_lab) AS constant_labels
-            FROM evaluated GROUP BY overall, window_start
+            FROM evaluated GROUP BY window_start
         )
         SELECT agg.*, {_window_end_sql(window).replace("window_start", "agg.window_start")} AS window_end,
-               errors.* EXCLUDE (overall, window_start)
+               errors.* EXCLUDE (window_start)
         FROM agg LEFT JOIN errors ON {_same_key("agg", "errors")}
-        ORDER BY agg.overall, agg.window_start
+        ORDER BY agg.window_start NULLS LAST
     """
     rows = _fetch(joined.query("_mms_joined", sql))
     window_rows, overall_row = _split_overall(rows)
@@ -898,15 +905,15 @@ def latency_metrics(logs: duckdb.DuckDBPyRelation, window: str = "day") -> Laten
     """
     sql = f"""
         WITH {_keyed_sql(flags)}
-        SELECT overall, window_start, {_window_end_sql(window)} AS window_end,
+        SELECT window_start, {_window_end_sql(window)} AS window_end,
                epoch({_window_end_sql(window)}) - epoch(window_start) AS window_seconds,
                count(*) AS n,
                count(*) FILTER (WHERE _ok) AS n_latency,
                quantile_cont(_lat, [{quantiles}]) FILTER (WHERE _ok) AS quantiles,
                avg(_lat) FILTER (WHERE _ok) AS mean_ms,
                max(_lat) FILTER (WHERE _ok) AS max_ms
-        FROM keyed GROUP BY overall, window_start
-        ORDER BY overall, window_start
+        FROM keyed GROUP BY window_start
+        ORDER BY window_start NULLS LAST
     """
     rows = _fetch(logs.query("_mms_logs", sql))
     window_rows, overall_row = _split_overall(rows)

@@ -875,7 +875,8 @@ def _sample_quantiles(
 def _with_range_edges(provisional: ColumnProfile) -> ColumnProfile:
     """Add the reference's exact range to quantile edges and move its counts onto the final bins.
 
-    The final edges are ``(nextbefore(min), quantiles..., max)``. Every quantile stays an edge, so
+    The final edges are ``(nextbefore(min), quantiles..., max)`` (``min`` itself when it is
+    ``-DBL_MAX``, which has no finite double below it: then the first bin holds the minimum). Every quantile stays an edge, so
     each provisional bin lies inside exactly one final bin (the one whose upper edge is the smallest
     final edge at or above the provisional upper edge); the last provisional bin ``(q_last, +inf)``
     holds reference values up to ``max``, so it lands in the bin ending at ``max``.
@@ -1093,16 +1094,6 @@ def _categorical_profile(spec: ColumnSpec, rows: int, counts: _CategoricalCounts
     )
 
 
-def _center(spec: ColumnSpec) -> float:
-    """Shift for the second moment: the middle edge, a reference quantile near the median.
-
-    ``m2 = n * (avg((x - c)^2) - (mean - c)^2)`` loses precision only when ``|mean - c|`` is many
-    standard deviations, and unlike DuckDB's ``var_pop`` (which raises "out of range" when an
-    intermediate square overflows) ``avg`` never raises: an overflow gives ``inf``.
-    """
-    return spec.edges[len(spec.edges) // 2] if spec.edges else 0.0
-
-
 def _numeric_profiles(
     rel: duckdb.DuckDBPyRelation,
     specs: Sequence[ColumnSpec],
@@ -1114,9 +1105,41 @@ def _numeric_profiles(
 
     Per column: ``count`` (non-null), ``histogram`` of the non-NaN values on
     ``[-inf, edges..., DBL_MAX]`` (so ``-inf`` and ``+inf`` get buckets of their own and the finite
-    counts are the other buckets), and ``min``/``max``/``avg`` of the finite values with the mean
-    square around :func:`_center`. NaN = non-null minus everything the histogram counted.
+    counts are the other buckets), and ``min``/``max``/``avg``/``var_pop`` of the finite values.
+    NaN = non-null minus everything the histogram counted.
+
+    DuckDB's ``var_pop`` raises "out of range" when a square overflows (finite values beyond about
+    1e154). Then the query runs again with every column scaled by a power of two (exact) that brings
+    its largest magnitude to about 1, and the variance is scaled back (``inf`` if it exceeds the
+    double range).
     """
+    try:
+        return _run_numeric_query(rel, specs, types, distinct, window_sql, None)
+    except duckdb.OutOfRangeException:
+        scales = _power_of_two_scales(rel, specs, types)
+        return _run_numeric_query(rel, specs, types, distinct, window_sql, scales)
+
+
+def _power_of_two_scales(
+    rel: duckdb.DuckDBPyRelation, specs: Sequence[ColumnSpec], types: Mapping[str, str]
+) -> list[int]:
+    inputs, aggregates = [], []
+    for index, spec in enumerate(specs):
+        items, _, _, finite = _numeric_input(spec.name, types[spec.name], index)
+        inputs.extend(items)
+        aggregates.append(f"max(abs({finite}))")
+    row = _query(rel, f"SELECT {', '.join(aggregates)} FROM (SELECT {', '.join(inputs)} FROM __mms_source)")[0]
+    return [math.frexp(value)[1] if value else 0 for value in row]
+
+
+def _run_numeric_query(
+    rel: duckdb.DuckDBPyRelation,
+    specs: Sequence[ColumnSpec],
+    types: Mapping[str, str],
+    distinct: bool,
+    window_sql: str | None,
+    scales: Sequence[int] | None,
+) -> dict[datetime | None, tuple[int, list[ColumnProfile]]]:
     inputs: list[str] = []
     aggregates = ["count(*)"]
     for index, spec in enumerate(specs):
@@ -1124,14 +1147,14 @@ def _numeric_profiles(
         inputs.extend(items)
         upper = [] if spec.edges and spec.edges[-1] >= _DOUBLE_MAX else [_DOUBLE_MAX]
         boundaries = ", ".join(["'-inf'::DOUBLE", *(_double(e) for e in (*spec.edges, *upper))])
-        deviation = f"({finite} - {_double(_center(spec))})"
+        scaled = finite if scales is None else f"({finite} * {_double(math.ldexp(1.0, -scales[index]))})"
         aggregates += [
             f"count({raw})",
             f"histogram({no_nan}, [{boundaries}])",
             f"min({finite})",
             f"max({finite})",
             f"avg({finite})",
-            f"avg({deviation} * {deviation})",
+            f"var_pop({scaled})",
         ]
         if distinct:
             aggregates.append(f"approx_count_distinct({no_nan})")
@@ -1149,25 +1172,31 @@ def _numeric_profiles(
     for row in _query(rel, sql):
         window_start, values = (row[0], row[1:]) if window_sql else (None, row)
         rows = int(values[0])
-        profiles = [
-            _numeric_profile(spec, rows, values[1 + i * per_column : 1 + (i + 1) * per_column], distinct)
-            for i, spec in enumerate(specs)
-        ]
+        profiles = []
+        for i, spec in enumerate(specs):
+            chunk = list(values[1 + i * per_column : 1 + (i + 1) * per_column])
+            if scales is not None and chunk[5] is not None:
+                chunk[5] = _scale_back(chunk[5], scales[i])
+            profiles.append(_numeric_profile(spec, rows, chunk, distinct))
         result[window_start] = (rows, profiles)
     return result
 
 
+def _scale_back(variance: float, exponent: int) -> float:
+    try:
+        return math.ldexp(variance, 2 * exponent)
+    except OverflowError:
+        return math.inf
+
+
 def _numeric_profile(spec: ColumnSpec, rows: int, values: Sequence[Any], distinct: bool) -> ColumnProfile:
-    non_null, histogram, low, high, mean, mean_square = values[:6]
+    non_null, histogram, low, high, mean, variance = values[:6]
     histogram = histogram or {}
     bins = [int(histogram.get(edge, 0)) for edge in spec.edges]
     bins.append(int(histogram.get(_DOUBLE_MAX, 0)) if not spec.edges or spec.edges[-1] < _DOUBLE_MAX else 0)
     neg_inf, pos_inf = int(histogram.get(-math.inf, 0)), int(histogram.get(math.inf, 0))
     finite = sum(bins)
-    m2 = 0.0
-    if finite:
-        offset = mean - _center(spec)
-        m2 = finite * max(mean_square - offset * offset, 0.0) if math.isfinite(mean_square) else math.inf
+    m2 = float(variance) * finite if finite else 0.0
     return ColumnProfile(
         spec=spec,
         rows=rows,

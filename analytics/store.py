@@ -52,7 +52,7 @@ STAGING_DIR = "_staging"
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_NAMES_IN_MESSAGE = 20
-READ_ATTEMPTS = 1
+READ_ATTEMPTS = 5
 """How often :meth:`ParquetStore.read` reads when files change underneath it (see :class:`DataChanged`)."""
 _RETRY_PAUSE_S = 0.05
 # What DuckDB raises while reading: its own errors, and UnicodeDecodeError when its Python binding
@@ -585,6 +585,9 @@ class ParquetStore:
     def _uri(self, fs_path: str) -> str:
         return f"s3://{fs_path}" if self.is_s3 else fs_path
 
+    def _path_of(self, uri: str) -> str:
+        return uri.removeprefix("s3://") if self.is_s3 else uri
+
     def _partition_segments(self, partition: Mapping[str, object]) -> list[str]:
         if not isinstance(partition, Mapping):
             raise InvalidName(f"a partition is a mapping of key to value, not {type(partition).__name__}")
@@ -871,7 +874,9 @@ class ParquetStore:
             columns: Columns to keep, in order; all when ``None``.
 
         Returns:
-            The relation; consume it on the calling thread.
+            The relation; consume it on the calling thread. It reads when consumed: on S3 a
+            concurrent rewrite of one of its files then fails the query (DuckDB checks ETags)
+            rather than mixing versions; query again, or use :meth:`read`, which retries.
 
         Raises:
             NoData: if no file matches.
@@ -961,10 +966,9 @@ class ParquetStore:
         """Explain a DuckDB read error over listed files, telling a vanished file from a corrupt one."""
         failure = _read_error(error, [f.path for f in files], self._footer_problem)
         if type(failure) in (StoreError, NoData):
-            fs_paths = [f.path.removeprefix("s3://") if self.is_s3 else f.path for f in files]
             gone = [
                 self._uri(info.path)
-                for info in self.filesystem().get_file_info(fs_paths)
+                for info in self.filesystem().get_file_info([self._path_of(f.path) for f in files])
                 if info.type == pafs.FileType.NotFound
             ]
             if gone:
@@ -972,9 +976,8 @@ class ParquetStore:
         return failure
 
     def _footer_problem(self, path: str) -> str | None:
-        fs_path = path[len("s3://") :] if self.is_s3 else path
         try:
-            with self.filesystem().open_input_file(fs_path) as handle:
+            with self.filesystem().open_input_file(self._path_of(path)) as handle:
                 pq.ParquetFile(handle).metadata  # noqa: B018 - decoding the footer is the check
         except FileNotFoundError:
             return None  # gone (deleted meanwhile), not corrupt

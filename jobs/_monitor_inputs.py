@@ -208,11 +208,15 @@ def check_log_table(
             if column.name not in names:
                 extra = sorted(names - set(FIXED_LOG_COLUMNS) - {c.name for c in spec.columns})
                 hint = f" (the file has unexpected column(s) {', '.join(map(repr, extra))})" if extra else ""
-                problem(column.name, f"column {column.name!r} of the version {version} reference is missing{hint}")
+                problem(
+                    column.name, f"column {column.name!r} of the version {version} reference is missing{hint}"
+                )
                 continue
             data_type = schema.field(column.name).type
-            fits = _is_number(data_type) if column.kind == "numeric" else (
-                _is_text(data_type) or pa.types.is_boolean(data_type) or pa.types.is_null(data_type)
+            fits = (
+                _is_number(data_type)
+                if column.kind == "numeric"
+                else (_is_text(data_type) or pa.types.is_boolean(data_type) or pa.types.is_null(data_type))
             )
             if not fits:
                 problem(
@@ -267,7 +271,9 @@ def check_label_table(path: str, table: pa.Table) -> tuple[pa.Table | None, list
             problems.append(Problem(path, "schema", name, f"{path}: labels column {name!r} is missing"))
         elif not fits(schema.field(name).type):
             problems.append(
-                Problem(path, "schema", name, f"{path}: labels column {name!r} has type {schema.field(name).type}")
+                Problem(
+                    path, "schema", name, f"{path}: labels column {name!r} has type {schema.field(name).type}"
+                )
             )
     if problems:
         return None, problems
@@ -318,7 +324,9 @@ def read_state(store: ParquetStore, partition: Mapping[str, str]) -> dict[tuple[
     An unreadable state file is treated as absent: every date is then recomputed, which is always safe
     because each write replaces its partition file.
     """
-    files = [f for f in store.list_files(MONITOR_STATE, filters=partition) if f.path.endswith("/" + STATE_FILE)]
+    files = [
+        f for f in store.list_files(MONITOR_STATE, filters=partition) if f.path.endswith("/" + STATE_FILE)
+    ]
     if not files:
         return {}
     table, problem = read_parquet_file(store, files[0])

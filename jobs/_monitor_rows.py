@@ -69,7 +69,12 @@ class Thresholds:
     min_rows: int = 30
 
     def __post_init__(self) -> None:
-        for name in ("missing_share_increase", "out_of_range_share", "new_category_share", "freshness_lag_share"):
+        for name in (
+            "missing_share_increase",
+            "out_of_range_share",
+            "new_category_share",
+            "freshness_lag_share",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 <= value <= 1):
                 raise ValueError(f"{name} must be a share between 0 and 1, got {value!r}")
@@ -148,11 +153,12 @@ def drift_rows(
         if column.method is None:
             explanation = column.reason
         elif column.method in TEST_METHODS:
-            explanation = f"method={column.method}: drift when the {policy.correction}-adjusted p-value < threshold"
-        else:
             explanation = (
-                f"method={column.method}: drift when statistic > threshold"
-                + (f" and the adjusted p-value < {policy.alpha}" if policy.require_significance else "")
+                f"method={column.method}: drift when the {policy.correction}-adjusted p-value < threshold"
+            )
+        else:
+            explanation = f"method={column.method}: drift when statistic > threshold" + (
+                f" and the adjusted p-value < {policy.alpha}" if policy.require_significance else ""
             )
         if column.status != "ok" and column.reason:
             explanation = column.reason
@@ -229,14 +235,22 @@ def quality_rows(
     report: QualityReport,
     thresholds: Thresholds,
 ) -> list[Row]:
-    """``missing_share`` per column, ``out_of_range_share`` (numeric), ``new_category_share`` (categorical)."""
+    """``missing_share`` of every column, ``out_of_range_share`` or ``new_category_share`` by kind."""
     rows: list[Row] = []
     for quality in report.columns:
         name = quality.column
         if quality.status == "error":
             rows.append(
-                row(version, start, end, name, "missing_share", status="error", n_current=quality.rows,
-                    reason=quality.reason)
+                row(
+                    version,
+                    start,
+                    end,
+                    name,
+                    "missing_share",
+                    status="error",
+                    n_current=quality.rows,
+                    reason=quality.reason,
+                )
             )
             continue
         ref = reference[name]
@@ -320,14 +334,22 @@ def window_rows(
     new_columns: Sequence[str],
     thresholds: Thresholds,
 ) -> list[Row]:
-    """``row_count``, ``schema`` (columns the reference does not know) and ``freshness_lag_s``."""
+    """``row_count``, ``schema`` (columns unknown to the reference), ``last_inference_at``, ``freshness_lag_s``."""
     length = (end - start).total_seconds()
     lag = (end - latest).total_seconds() if latest is not None else None
     limit = thresholds.freshness_lag_share * length
     drifted, status = _flag(lag, limit, True)
     return [
-        row(version, start, end, ALL_COLUMNS, "row_count", statistic=rows_in_window,
-            n_reference=reference_rows, n_current=rows_in_window),
+        row(
+            version,
+            start,
+            end,
+            ALL_COLUMNS,
+            "row_count",
+            statistic=rows_in_window,
+            n_reference=reference_rows,
+            n_current=rows_in_window,
+        ),
         row(
             version,
             start,
@@ -345,6 +367,17 @@ def window_rows(
                 if new_columns
                 else "every column matches the contract and the reference"
             ),
+        ),
+        row(
+            version,
+            start,
+            end,
+            TIMESTAMP_COLUMN,
+            "last_inference_at",
+            statistic=latest.timestamp() if latest is not None else None,
+            status="ok" if latest is not None else "insufficient_data",
+            n_current=rows_in_window,
+            reason="Unix time (s) of the window's newest request",
         ),
         row(
             version,
@@ -435,18 +468,44 @@ def latency_rows(
     n = window.n_latency
     defined = window.status == "ok"
     rows = []
-    for name, value in (("latency_p50", window.p50_ms), ("latency_p99", window.p99_ms), ("latency_mean", window.mean_ms)):
+    for name, value in (
+        ("latency_p50", window.p50_ms),
+        ("latency_p99", window.p99_ms),
+        ("latency_mean", window.mean_ms),
+    ):
         rows.append(
-            row(version, start, end, LATENCY_COLUMN, name, statistic=value,
-                status="ok" if defined else "insufficient_data", n_current=n,
-                reason=None if defined else window.reason)
+            row(
+                version,
+                start,
+                end,
+                LATENCY_COLUMN,
+                name,
+                statistic=value,
+                status="ok" if defined else "insufficient_data",
+                n_current=n,
+                reason=None if defined else window.reason,
+            )
         )
     if not defined:
-        p95 = row(version, start, end, LATENCY_COLUMN, "latency_p95", status="insufficient_data",
-                  n_current=n, reason=window.reason)
+        p95 = row(
+            version,
+            start,
+            end,
+            LATENCY_COLUMN,
+            "latency_p95",
+            status="insufficient_data",
+            n_current=n,
+            reason=window.reason,
+        )
     elif len(baseline) < thresholds.latency_min_baseline:
         p95 = row(
-            version, start, end, LATENCY_COLUMN, "latency_p95", statistic=window.p95_ms, n_current=n,
+            version,
+            start,
+            end,
+            LATENCY_COLUMN,
+            "latency_p95",
+            statistic=window.p95_ms,
+            n_current=n,
             reason=(
                 f"no baseline yet: {len(baseline)} earlier window(s), "
                 f"{thresholds.latency_min_baseline} needed"
@@ -471,8 +530,16 @@ def latency_rows(
         )
     rows.insert(1, p95)
     rows.append(
-        row(version, start, end, ALL_COLUMNS, "throughput_rps", statistic=window.throughput_rps,
-            status="ok" if window.throughput_rps is not None else "insufficient_data", n_current=window.n)
+        row(
+            version,
+            start,
+            end,
+            ALL_COLUMNS,
+            "throughput_rps",
+            statistic=window.throughput_rps,
+            status="ok" if window.throughput_rps is not None else "insufficient_data",
+            n_current=window.n,
+        )
     )
     return rows
 
@@ -505,5 +572,7 @@ def error_rows(
 
 def metrics_table(rows: Iterable[Row]) -> pa.Table:
     """The rows as a ``metrics`` table, sorted by (version, window, column, metric)."""
-    ordered = sorted(rows, key=lambda r: (r["version"], r["window_start"], r["window_end"], r["column"], r["metric"]))
+    ordered = sorted(
+        rows, key=lambda r: (r["version"], r["window_start"], r["window_end"], r["column"], r["metric"])
+    )
     return pa.Table.from_pylist(ordered, schema=METRICS_SCHEMA)

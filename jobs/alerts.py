@@ -15,10 +15,10 @@ the audit log. Two kinds exist:
     skipped: they neither breach, nor recover, nor break a streak.
 ``freshness``
     Fires when the newest monitored traffic of an environment is older than
-    ``max_age_hours``. The newest traffic time is the largest ``statistic`` of
-    :data:`FRESHNESS_METRIC` rows (Unix seconds of the newest inference, when the
-    monitor writes them), else the largest ``window_end`` of a window with
-    traffic (``n_current > 0``).
+    ``max_age_hours``. The newest traffic time is read from the metrics: per
+    window with traffic (``n_current > 0``), ``window_end - statistic`` of its
+    :data:`FRESHNESS_LAG_METRIC` row (the monitor's ``freshness_lag_s``: the time
+    of the window's last request), or ``window_end`` when that row is absent.
 
 Lifecycle: ``open`` -> ``acknowledged`` (:func:`acknowledge`, ``ACK_ALERTS``) ->
 ``resolved``. An alert resolves by itself when its series recovers for the
@@ -81,8 +81,8 @@ from jobs.permissions import Actor, Forbidden, Permission, has_permission, requi
 from jobs.users import Conflict, InvalidInput, actor_for
 
 SYSTEM_ACTOR = "system"
-FRESHNESS_METRIC = "last_inference_at"
-"""Optional ``metrics`` rows: ``statistic`` is the Unix time (seconds) of the window's newest inference."""
+FRESHNESS_LAG_METRIC = "freshness_lag_s"
+"""The monitor's per-window row: seconds between the window's last request and its end."""
 FRESHNESS_ALERT_METRIC = "freshness"
 UNEVALUABLE_STATUSES = frozenset({"insufficient_data", "error"})
 MAX_CONSECUTIVE_WINDOWS = 100
@@ -726,7 +726,11 @@ def _read_threshold_rows(
 
 
 def _read_last_traffic(store: ParquetStore, project: str, model: str, now: datetime) -> dict[str, datetime]:
-    """Per environment, the time of the newest monitored traffic up to ``now``."""
+    """Per environment, the time of the newest monitored request up to ``now``.
+
+    A window with traffic counts up to its end, or up to ``end - lag`` when the monitor
+    wrote its :data:`FRESHNESS_LAG_METRIC` row (the time of its last request).
+    """
     try:
         table = store.read(
             METRICS,
@@ -735,21 +739,24 @@ def _read_last_traffic(store: ParquetStore, project: str, model: str, now: datet
         )
     except NoData:
         return {}
-    newest: dict[str, datetime] = {}
+    per_window: dict[tuple[str, datetime], datetime] = {}
+    precise: set[tuple[str, datetime]] = set()
     for row in table.to_pylist():
         start, end = _utc(row["window_start"]), _utc(row["window_end"])
-        if start >= now:
+        if start >= now or not (row["n_current"] or 0) > 0:
             continue
-        if row["metric"] == FRESHNESS_METRIC:
-            if row["statistic"] is None or not math.isfinite(row["statistic"]):
-                continue
-            seen = min(datetime.fromtimestamp(row["statistic"], UTC), now)
-        elif (row["n_current"] or 0) > 0:
-            seen = min(end, now)
-        else:
-            continue
-        if row["environment"] not in newest or seen > newest[row["environment"]]:
-            newest[row["environment"]] = seen
+        key = (row["environment"], start)
+        lag = row["statistic"]
+        if row["metric"] == FRESHNESS_LAG_METRIC and lag is not None and math.isfinite(lag) and lag >= 0:
+            per_window[key] = end - timedelta(seconds=lag)
+            precise.add(key)
+        elif key not in precise:
+            per_window[key] = end
+    newest: dict[str, datetime] = {}
+    for (environment, _start), seen in per_window.items():
+        seen = min(seen, now)
+        if environment not in newest or seen > newest[environment]:
+            newest[environment] = seen
     return newest
 
 

@@ -1038,7 +1038,7 @@ def approval_policy(session: Session, project: str) -> dict[str, int]:
     rows = session.execute(
         select(Environment.name, Environment.required_approvals).where(Environment.project_id == found.id)
     )
-    return {str(name): int(required) for name, required in rows.tuples()}
+    return {str(name): int(required) for name, required in rows}
 
 
 # --------------------------------------------------------------------------- evidence

@@ -311,7 +311,7 @@ def _hashes_at(session: Session, chain: str, seqs: Sequence[int]) -> dict[int, s
                 AuditEntry.chain == chain, AuditEntry.seq.in_(chunk)
             )
         )
-        found.update({int(seq): str(value) for seq, value in rows.tuples()})
+        found.update({int(seq): str(value) for seq, value in rows})
     return found
 
 

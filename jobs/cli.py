@@ -170,6 +170,8 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("audit", register_audit),
     ("train", "jobs.training:register_train"),
     ("demo-data", "jobs.demo_data:register_demo_data"),
+    ("alerts", "jobs.alerts:register_cli"),
+    ("scheduler", "jobs.scheduler:register_cli"),
 ]
 
 

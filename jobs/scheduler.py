@@ -292,9 +292,18 @@ def _run_alerts(context: JobContext) -> Any:
 
 
 def _run_monitor(context: JobContext) -> Any:
-    from jobs.monitor import run_scheduled_monitor  # the monitor job owns its per-model loop
+    """The monitor job, then the alert evaluation over the metrics it wrote."""
+    from jobs.alerts import evaluate_alerts
+    from jobs.monitor import run_monitor
+    from jobs.notify import DeliveryOptions
 
-    return run_scheduled_monitor(context.session_factory, context.store, settings=context.settings)
+    summary = run_monitor(context.store, now=context.now)
+    log.info("monitor:\n%s", summary.to_text())
+    # Evaluated here too (not only on the alerts cron) so an alert follows fresh metrics at once.
+    evaluation = evaluate_alerts(
+        context.session_factory, context.store, delivery=DeliveryOptions.from_environ()
+    )
+    return {"monitor": summary, "alerts": evaluation}
 
 
 DEFAULT_JOBS: Mapping[str, JobFunction] = {MONITOR_JOB: _run_monitor, ALERTS_JOB: _run_alerts}

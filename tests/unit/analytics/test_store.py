@@ -56,13 +56,14 @@ def store(store_config: StoreConfig) -> Iterator[ParquetStore]:
     store.close()
 
 
-def _fs_path(store: ParquetStore, uri: str) -> str:
+def _fs_path(uri: str) -> str:
+    """A store URI as a path on its pyarrow filesystem."""
     return uri.removeprefix("s3://")
 
 
 def _all_files(store: ParquetStore) -> list[str]:
     """Every object under the root, relative to it (staging included)."""
-    base = _fs_path(store, store.root)
+    base = _fs_path(store.root)
     selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
     return sorted(
         info.path[len(base) + 1 :]
@@ -81,19 +82,19 @@ def _outside_uri(store: ParquetStore, tmp_path, name: str) -> str:
 
 def _put_parquet(store: ParquetStore, uri: str, table: pa.Table) -> None:
     fs = store.filesystem()
-    path = _fs_path(store, uri)
+    path = _fs_path(uri)
     if not store.is_s3:
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, path, filesystem=fs)
 
 
 def _overwrite(store: ParquetStore, uri: str, data: bytes) -> None:
-    with store.filesystem().open_output_stream(_fs_path(store, uri)) as out:
+    with store.filesystem().open_output_stream(_fs_path(uri)) as out:
         out.write(data)
 
 
 def _read_bytes(store: ParquetStore, uri: str) -> bytes:
-    with store.filesystem().open_input_stream(_fs_path(store, uri)) as handle:
+    with store.filesystem().open_input_stream(_fs_path(uri)) as handle:
         return handle.read()
 
 
@@ -447,7 +448,7 @@ def test_readers_see_whole_versions_while_a_partition_is_rewritten(store: Parque
 
 
 def test_verification_refuses_a_staged_file_that_differs(store: ParquetStore) -> None:
-    staged = _fs_path(store, store.root) + f"/{STAGING_DIR}/check.parquet"
+    staged = _fs_path(store.root) + f"/{STAGING_DIR}/check.parquet"
     store._write_staged(pa.table({"score": [1.0, 2.0]}), staged)
     store._verify_staged(staged, pa.table({"score": [3.0, 4.0]}))  # same shape passes
     with pytest.raises(StoreError, match="holds 2 rows instead of 3"):

@@ -635,7 +635,7 @@ def _metric_rows(version: str, day: int, rows: list[tuple]) -> list[dict]:
 def _write_metrics(store: ParquetStore, environment: str, day: int, rows: list[dict]) -> None:
     table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
     partition = {"project": PROJECT, "model": MODEL, "environment": environment, "date": f"2026-02-{day:02d}"}
-    require_valid(validate_metrics_table(table, partition={"date": partition["date"]}))
+    require_valid(validate_metrics_table(table, partition=partition))
     store.write_partition(METRICS, partition, table)
 
 
