@@ -14,7 +14,9 @@ What a column profile holds (:class:`ColumnProfile`):
   (eK, +inf)``. ``e0`` is the largest double below the reference minimum and ``eK`` the reference
   maximum, so the first and last bins count exactly the values below / above the reference range;
 * categorical: the count of each spec category, the count of every other non-null value
-  (``other_count``) and the ``top_k`` most frequent of those other values (``unseen``);
+  (``other_count``) and up to ``max_unseen`` of those other values, most frequent first
+  (``unseen``): with them an unbiased chi-square test can use every category (see
+  :mod:`analytics.drift`) unless the column has more distinct values than that;
 * a distinct count: exact for categoricals, ``approx_count_distinct`` (HyperLogLog) for numerics.
 
 Merging (:meth:`Profile.merge`) is exact for every count and histogram and uses Chan's parallel
@@ -50,6 +52,7 @@ WINDOWS: tuple[str, ...] = ("minute", "hour", "day", "week", "month")
 
 DEFAULT_BINS = 64
 DEFAULT_TOP_K = 100
+DEFAULT_MAX_UNSEEN = 1000
 #: Rows sampled (reservoir) per numeric column to place the quantile edges. Edges only decide the
 #: bins; every count is exact whatever the sample.
 EDGE_SAMPLE_ROWS = 16_384
@@ -152,7 +155,8 @@ class ProfileSpec:
     Attributes:
         columns: One :class:`ColumnSpec` per profiled column.
         bins: Number of quantile bins asked for numeric columns.
-        top_k: Categories tracked per categorical column (and unseen values kept per profile).
+        top_k: Categories tracked per categorical column.
+        max_unseen: Values outside the tracked categories listed (with counts) per profile.
         distinct: Whether numeric profiles estimate their distinct count (``approx_count_distinct``
             costs about one extra scan of the numeric columns).
     """
@@ -160,6 +164,7 @@ class ProfileSpec:
     columns: tuple[ColumnSpec, ...]
     bins: int = DEFAULT_BINS
     top_k: int = DEFAULT_TOP_K
+    max_unseen: int = DEFAULT_MAX_UNSEEN
     distinct: bool = True
 
     @property
@@ -416,7 +421,7 @@ class Profile(TabularMixin):
             raise ProfileError("cannot merge profiles built from different specs")
         theirs = {column.name: column for column in other.columns}
         merged = tuple(
-            column.merge(theirs[column.name], keep_unseen=self.spec.top_k)
+            column.merge(theirs[column.name], keep_unseen=self.spec.max_unseen)
             for column in self.columns
             if column.name in theirs
         )
@@ -587,6 +592,7 @@ def profiles_to_arrow(profiles: Iterable[Profile] | Mapping[Any, Profile]):
         "spec": {
             "bins": spec.bins,
             "top_k": spec.top_k,
+            "max_unseen": spec.max_unseen,
             "distinct": spec.distinct,
             "columns": [
                 {
@@ -648,6 +654,7 @@ def profiles_from_arrow(table) -> dict[datetime | None, Profile]:
         ),
         bins=int(spec_meta["bins"]),
         top_k=int(spec_meta["top_k"]),
+        max_unseen=int(spec_meta["max_unseen"]),
         distinct=bool(spec_meta["distinct"]),
     )
     by_window: dict[datetime | None, list[ColumnProfile]] = {}
@@ -760,6 +767,7 @@ def profile_reference(
     *,
     bins: int = DEFAULT_BINS,
     top_k: int = DEFAULT_TOP_K,
+    max_unseen: int = DEFAULT_MAX_UNSEEN,
     kinds: Mapping[str, Kind] | None = None,
     exclude: Iterable[str] = (),
     distinct: bool = True,
@@ -779,6 +787,7 @@ def profile_reference(
         columns: Columns to profile; default every numeric and categorical column.
         bins: Quantile bins per numeric column (2 to 1000; 50-100 resolves skewed features).
         top_k: Categories tracked per categorical column.
+        max_unseen: Other values listed per profile (see :class:`ProfileSpec`).
         kinds: Force a kind per column, e.g. ``{"zip_code": "categorical"}`` for an integer code.
         exclude: Columns left out of the default selection (e.g. the timestamp column).
         distinct: Whether numeric profiles estimate their distinct count.
@@ -793,6 +802,8 @@ def profile_reference(
         raise ProfileError(f"bins must be between 2 and 1000, got {bins}")
     if top_k < 1:
         raise ProfileError(f"top_k must be at least 1, got {top_k}")
+    if max_unseen < 0:
+        raise ProfileError(f"max_unseen must be at least 0, got {max_unseen}")
     schema = relation_schema(rel)
     types = dict(schema)
     plan = _plan(rel, columns, kinds, exclude)
@@ -805,13 +816,18 @@ def profile_reference(
     finished = {p.name: _with_range_edges(p) for p in numeric_profiles}
 
     if categorical:
-        counts = _categorical_counts(rel, categorical, 2 * top_k, None)
+        counts = _categorical_counts(rel, categorical, top_k + max_unseen, None)
         for column_spec in categorical:
+            column_counts = counts.get((None, column_spec.name), _CategoricalCounts())
             finished[column_spec.name] = _reference_categorical(
-                column_spec, rows, counts.get((None, column_spec.name), _CategoricalCounts()), top_k
+                column_spec, rows, column_counts, top_k, max_unseen
             )
     spec = ProfileSpec(
-        columns=tuple(finished[c.name].spec for c in plan), bins=bins, top_k=top_k, distinct=distinct
+        columns=tuple(finished[c.name].spec for c in plan),
+        bins=bins,
+        top_k=top_k,
+        max_unseen=max_unseen,
+        distinct=distinct,
     )
     return Profile(spec=spec, rows=rows, columns=tuple(finished[c.name] for c in plan), schema=schema)
 
@@ -822,6 +838,7 @@ def build_spec(
     *,
     bins: int = DEFAULT_BINS,
     top_k: int = DEFAULT_TOP_K,
+    max_unseen: int = DEFAULT_MAX_UNSEEN,
     kinds: Mapping[str, Kind] | None = None,
     exclude: Iterable[str] = (),
     distinct: bool = True,
@@ -838,6 +855,7 @@ def build_spec(
         columns: Columns to profile; default every numeric and categorical column.
         bins: Quantile bins per numeric column.
         top_k: Categories tracked per categorical column.
+        max_unseen: Other values listed per profile.
         kinds: Force a kind per column.
         exclude: Columns left out of the default selection.
         distinct: Whether numeric profiles estimate their distinct count.
@@ -849,7 +867,14 @@ def build_spec(
         ProfileError: on an unknown column, an unsupported type, or bad ``bins``/``top_k``.
     """
     return profile_reference(
-        rel, columns, bins=bins, top_k=top_k, kinds=kinds, exclude=exclude, distinct=distinct
+        rel,
+        columns,
+        bins=bins,
+        top_k=top_k,
+        max_unseen=max_unseen,
+        kinds=kinds,
+        exclude=exclude,
+        distinct=distinct,
     ).spec
 
 
@@ -899,7 +924,7 @@ def _with_range_edges(provisional: ColumnProfile) -> ColumnProfile:
 
 
 def _reference_categorical(
-    spec: ColumnSpec, rows: int, counts: _CategoricalCounts, top_k: int
+    spec: ColumnSpec, rows: int, counts: _CategoricalCounts, top_k: int, max_unseen: int
 ) -> ColumnProfile:
     """Reference profile of a categorical column whose spec categories are its ``top_k`` values."""
     categories = counts.top[:top_k]
@@ -911,7 +936,7 @@ def _reference_categorical(
         nulls=rows - counts.total,
         category_counts=tuple(n for _, n in categories),
         other_count=counts.total - tracked,
-        unseen=tuple(counts.top[top_k : 2 * top_k]),
+        unseen=tuple(counts.top[top_k : top_k + max_unseen]),
         distinct=counts.distinct,
         distinct_exact=True,
     )
@@ -1058,7 +1083,7 @@ def profile(
     categorical = [c for c in spec.columns if c.kind == "categorical" and c.name not in skipped]
 
     numeric_rows = _numeric_profiles(rel, numeric, types, spec.distinct, window_sql)
-    categorical_counts = _categorical_counts(rel, categorical, spec.top_k, window_sql) if categorical else {}
+    categorical_counts = _categorical_counts(rel, categorical, spec.max_unseen, window_sql) if categorical else {}
 
     profiles: dict[datetime | None, Profile] = {}
     for window_start, (rows, numeric_profiles) in numeric_rows.items():

@@ -334,7 +334,7 @@ def window_rows(
     new_columns: Sequence[str],
     thresholds: Thresholds,
 ) -> list[Row]:
-    """``row_count``, ``schema`` (columns unknown to the reference), ``last_inference_at``, ``freshness_lag_s``."""
+    """Whole-window rows: ``row_count``, ``schema``, ``last_inference_at`` and ``freshness_lag_s``."""
     length = (end - start).total_seconds()
     lag = (end - latest).total_seconds() if latest is not None else None
     limit = thresholds.freshness_lag_share * length

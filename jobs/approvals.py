@@ -12,9 +12,10 @@ called with the deployment after the commit.
 Rules (each enforced inside the transaction that acts on it):
 
 * Only users holding the **Model Sponsor** role on the project decide (approve or
-  reject). The role is checked on the caller's :class:`~jobs.permissions.Actor`
-  *and* on the roles read from the database in the same transaction, so a role
-  revoked a moment ago no longer counts. Admin alone is not a sponsor.
+  reject; any sponsor may reject, since a rejection can only stop a promotion).
+  The role is checked on the caller's :class:`~jobs.permissions.Actor` *and* on
+  the roles read from the database in the same transaction, so a role revoked a
+  moment ago no longer counts. Admin alone is not a sponsor.
 * The requester and the version's creator (the registry's ``mms.created_by`` tag)
   never approve their own promotion; each person approves a request once
   (``UNIQUE (request_id, approver_id)``).
@@ -327,7 +328,7 @@ def _current_actor(session: Session, actor: Actor) -> Actor:
 
 def _authorise_sponsor(session: Session, actor: Actor, project: str) -> Actor:
     """Require APPROVE_PROMOTION *and* the Model Sponsor role, on the caller's and the database's view."""
-    require(actor, Permission.APPROVE_PROMOTION, project)
+    require(actor, Permission.APPROVE_PROMOTION, project)  # refuse before reading anything more
     fresh = _current_actor(session, actor)
     for who in (actor, fresh):
         require(who, Permission.APPROVE_PROMOTION, project)

@@ -172,6 +172,8 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("demo-data", "jobs.demo_data:register_demo_data"),
     ("alerts", "jobs.alerts:register_cli"),
     ("scheduler", "jobs.scheduler:register_cli"),
+    ("monitor", "jobs.monitor:register_monitor"),
+    ("demo", "jobs.demo:register_demo"),
 ]
 
 

@@ -33,6 +33,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -129,6 +130,8 @@ class MonitorRequest:
         batch_days: Dates profiled together in one query per column kind.
         batch_bytes: Upper bound of the log bytes of one batch (memory).
         exclude_projects: Projects left out (e.g. archived ones).
+        workers: Project/model/environments monitored at the same time (threads: DuckDB queries and
+            file writes release the GIL, so a second worker fills the waits of the first).
     """
 
     project: str | None = None
@@ -144,6 +147,7 @@ class MonitorRequest:
     batch_days: int = 7
     batch_bytes: int = 256 * 1024 * 1024
     exclude_projects: frozenset[str] = frozenset()
+    workers: int = 2
 
     def __post_init__(self) -> None:
         for name in ("project", "model", "environment"):
@@ -156,8 +160,8 @@ class MonitorRequest:
             raise MonitorError(f"since ({self.since}) is after until ({self.until})")
         if self.label_horizon_days < 0:
             raise MonitorError("label_horizon_days must be >= 0")
-        if self.batch_days < 1 or self.batch_bytes < 1:
-            raise MonitorError("batch_days and batch_bytes must be positive")
+        if self.batch_days < 1 or self.batch_bytes < 1 or self.workers < 1:
+            raise MonitorError("batch_days, batch_bytes and workers must be positive")
 
     def filters(self) -> dict[str, str]:
         """Partition filters of the logs listing."""
@@ -414,13 +418,22 @@ def run_monitor(
     if actor is not None:
         for project in sorted({key[0] for key in targets}):
             require(actor, Permission.RUN_BACKFILL, project)
-    results = []
-    for index, key in enumerate(sorted(targets)):
+    keys = sorted(targets)
+    done = 0
+
+    def monitor(key: tuple[str, str, str]) -> TargetResult:
+        nonlocal done
+        result = _TargetRun(store, request, key, targets[key], now).run()
+        done += 1
         if progress is not None:
-            progress(f"monitor {'/'.join(key)}", index / max(len(targets), 1))
-        results.append(_TargetRun(store, request, key, targets[key], now).run())
-    if progress is not None:
-        progress("monitor done", 1.0)
+            progress(f"monitored {'/'.join(key)}", done / len(keys))
+        return result
+
+    if request.workers > 1 and len(keys) > 1:
+        with ThreadPoolExecutor(max_workers=request.workers, thread_name_prefix="monitor") as pool:
+            results = list(pool.map(monitor, keys))
+    else:
+        results = [monitor(key) for key in keys]
     return MonitorSummary(
         request=request,
         targets=tuple(results),
@@ -630,7 +643,8 @@ class _TargetRun:
                 if problem is not None:
                     raise ValueError(problem.reason)
                 full = Profile.from_arrow(table)
-            except ValueError as error:
+            except (ValueError, KeyError, TypeError, pa.ArrowException) as error:
+                # Written by another format or damaged: report it like a missing reference.
                 reference = _Reference(
                     None, f"the reference profile of version {version} is unusable: {error}", None
                 )

@@ -69,7 +69,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.settings import SettingsError, parse_bool, parse_int
@@ -96,8 +96,9 @@ EVENT_OPENED = "opened"
 EVENT_RESOLVED = "resolved"
 EVENTS = (EVENT_OPENED, EVENT_RESOLVED)
 
-# Delivery row states; "sending" is a claim, reclaimed after SENDING_CLAIM_TIMEOUT (a crashed sender).
-PENDING, SENDING, DELIVERED, FAILED = "pending", "sending", "delivered", "failed"
+# Delivery row states. "sending" is a claim, reclaimed after SENDING_CLAIM_TIMEOUT (a crashed sender);
+# "failed" is retried by later sweeps; "abandoned" is final (a permanent refusal, or out of attempts/time).
+PENDING, SENDING, DELIVERED, FAILED, ABANDONED = "pending", "sending", "delivered", "failed", "abandoned"
 SENDING_CLAIM_TIMEOUT = timedelta(minutes=15)
 
 RETRYABLE_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -197,8 +198,10 @@ class DeliveryOptions:
         retry: Retry policy of one send.
         webhook: Destination policy of webhooks.
         smtp: SMTP relay; e-mail channels fail (and stay queued) while it is ``None``.
-        max_total_attempts: Attempts over all sweeps after which :func:`deliver_pending`
-            stops retrying a delivery (it stays ``failed`` with its last error).
+        max_total_attempts: Attempts over all sweeps after which a delivery is
+            ``abandoned`` (kept with its last error, never retried again).
+        give_up_after: Age after which :func:`deliver_pending` abandons a delivery
+            instead of retrying it (a stale alert notification helps nobody).
         studio_url: Base URL of the studio, linked from messages when set.
     """
 
@@ -206,6 +209,7 @@ class DeliveryOptions:
     webhook: WebhookPolicy = WebhookPolicy()
     smtp: SmtpConfig | None = None
     max_total_attempts: int = 20
+    give_up_after: timedelta = timedelta(hours=24)
     studio_url: str | None = None
 
     @classmethod
@@ -518,12 +522,15 @@ class DeliveryResult:
         attempts: Attempts made (0 when the destination was refused before connecting).
         error: The last error, ``None`` on success.
         status: Last HTTP status or SMTP reply code, when one was received.
+        permanent: The failure will not go away by retrying (a refused destination, a
+            redirect, HTTP 4xx, SMTP 5xx, a disabled channel).
     """
 
     ok: bool
     attempts: int
     error: str | None = None
     status: int | None = None
+    permanent: bool = False
 
 
 class _AttemptFailed(Exception):
@@ -564,9 +571,11 @@ def _with_retries(
             status, note = attempt()
             return DeliveryResult(ok=True, attempts=number, error=note, status=status)
         except _Refused as error:
-            return DeliveryResult(ok=False, attempts=number - 1, error=str(error))
+            return DeliveryResult(ok=False, attempts=number - 1, error=str(error), permanent=True)
         except _Permanent as error:
-            return DeliveryResult(ok=False, attempts=number, error=str(error), status=error.status)
+            return DeliveryResult(
+                ok=False, attempts=number, error=str(error), status=error.status, permanent=True
+            )
         except _Retryable as error:
             last_error, last_status = str(error), error.status
         except (OSError, http.client.HTTPException, smtplib.SMTPException) as error:
@@ -864,6 +873,7 @@ def send_email(
             ok=False,
             attempts=0,
             error="refusing to send SMTP credentials without STARTTLS (set MMS_SMTP_STARTTLS)",
+            permanent=True,
         )
     message = EmailMessage()
     message["Subject"] = _single_line(subject)[:250]
@@ -1231,7 +1241,7 @@ def _claim(session_factory: sessionmaker[Session], delivery_id: int, now: dateti
 
 def _send(job: _Job, options: DeliveryOptions, sleep: Callable[[float], None]) -> DeliveryResult:
     if not job.channel_enabled:
-        return DeliveryResult(ok=False, attempts=0, error="channel disabled: not sent")
+        return DeliveryResult(ok=False, attempts=0, error="channel disabled: not sent", permanent=True)
     if job.channel_kind == "webhook":
         return send_webhook(
             job.url or "",
@@ -1267,7 +1277,9 @@ def deliver(
     """Send the given deliveries now and record each result on its row.
 
     Each row is claimed first (compare-and-set to ``sending``), so two senders never
-    send the same row at once; the network calls run outside any transaction.
+    send the same row at once; the network calls run outside any transaction. A
+    failure becomes ``failed`` (retried by :func:`deliver_pending`) or, when it is
+    permanent or the row ran out of attempts, ``abandoned``.
 
     Returns:
         One outcome per delivery id, in order.
@@ -1288,17 +1300,22 @@ def deliver(
             assert delivery is not None
             delivery.attempts += result.attempts
             delivery.last_attempt_at = finished
-            delivery.status = DELIVERED if result.ok else FAILED
             delivery.last_error = result.error
             if result.ok:
+                delivery.status = DELIVERED
                 delivery.delivered_at = finished
+            elif result.permanent or delivery.attempts >= options.max_total_attempts:
+                delivery.status = ABANDONED
+            else:
+                delivery.status = FAILED
+            status = delivery.status
         outcomes.append(
             DeliveryOutcome(
                 delivery_id=delivery_id,
                 alert_id=job.alert_id,
                 channel=job.channel_name,
                 event=job.event,
-                status=DELIVERED if result.ok else FAILED,
+                status=status,
                 attempts=result.attempts,
                 error=result.error,
             )
@@ -1313,32 +1330,45 @@ def deliver_pending(
     project: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[DeliveryOutcome]:
-    """Send every delivery still to do: pending, failed with attempts left, or abandoned mid-send.
+    """Send every delivery still to do: pending, failed, or abandoned mid-send by a crashed sender.
+
+    Deliveries older than ``options.give_up_after`` are marked ``abandoned`` instead
+    of being sent.
 
     Args:
         session_factory: Session factory of the metadata database.
-        options: Delivery options (``max_total_attempts`` caps retries over sweeps).
+        options: Delivery options.
         project: Only this project's deliveries.
         sleep: Waits between attempts.
 
     Returns:
-        The outcomes, oldest delivery first.
+        The outcomes of the deliveries sent, oldest first.
     """
-    stale_before = utcnow() - SENDING_CLAIM_TIMEOUT
-    with session_scope(session_factory) as session:
-        query = (
-            select(AlertDelivery.id)
-            .join(Alert, Alert.id == AlertDelivery.alert_id)
-            .where(
-                or_(
-                    AlertDelivery.status == PENDING,
-                    (AlertDelivery.status == FAILED) & (AlertDelivery.attempts < options.max_total_attempts),
-                    (AlertDelivery.status == SENDING) & (AlertDelivery.last_attempt_at < stale_before),
-                )
-            )
-            .order_by(AlertDelivery.id)
+    now = utcnow()
+    retryable = or_(
+        AlertDelivery.status.in_((PENDING, FAILED)),
+        (AlertDelivery.status == SENDING) & (AlertDelivery.last_attempt_at < now - SENDING_CLAIM_TIMEOUT),
+    )
+    in_project = (
+        select(Alert.id).join(Project, Project.id == Alert.project_id).where(Project.slug == project)
+        if project is not None
+        else None
+    )
+    with session_scope(session_factory, write=True) as session:
+        too_old = update(AlertDelivery).where(
+            retryable, AlertDelivery.created_at < now - options.give_up_after
         )
-        if project is not None:
-            query = query.join(Project, Project.id == Alert.project_id).where(Project.slug == project)
+        if in_project is not None:
+            too_old = too_old.where(AlertDelivery.alert_id.in_(in_project))
+        session.execute(
+            too_old.values(
+                status=ABANDONED,
+                last_error=func.coalesce(AlertDelivery.last_error, "never sent")
+                + f" (gave up: not delivered within {options.give_up_after})",
+            ).execution_options(synchronize_session=False)
+        )
+        query = select(AlertDelivery.id).where(retryable).order_by(AlertDelivery.id)
+        if in_project is not None:
+            query = query.where(AlertDelivery.alert_id.in_(in_project))
         ids = list(session.scalars(query))
     return deliver(session_factory, ids, options, sleep=sleep)

@@ -37,7 +37,7 @@ ALERT_SEVERITIES = ("info", "warning", "critical")
 ALERT_STATES = ("open", "acknowledged", "resolved")
 ACTIVE_ALERT_STATES = ("open", "acknowledged")
 CHANNEL_KINDS = ("webhook", "email")
-DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
+DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed", "abandoned")
 
 
 class AlertRule(Base):

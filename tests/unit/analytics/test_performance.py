@@ -215,6 +215,17 @@ def test_string_labels_and_logged_prediction_column(con: duckdb.DuckDBPyConnecti
     assert window.roc_auc == pytest.approx(skm.roc_auc_score(y_binary, scores))
 
 
+def test_boolean_labels_with_true_as_the_positive_class(con: duckdb.DuckDBPyConnection) -> None:
+    scores = [0.9, 0.8, 0.3, 0.6, 0.1]
+    y = [True, False, False, True, None]  # the NULL label is counted as invalid, not as negative
+    logs = _relation(con, {"request_id": list(range(5)), "timestamp": [T0] * 5, "score": scores})
+    labels = _relation(con, {"request_id": list(range(5)), "label": pa.array(y, pa.bool_())})
+    window = classification_metrics(logs, labels, positive_label=True).windows[0]
+    assert (window.n_labelled, window.n_invalid_label, window.n_evaluated) == (4, 1, 4)
+    assert window.roc_auc == pytest.approx(skm.roc_auc_score(y[:4], scores[:4]))
+    assert window.accuracy == pytest.approx(skm.accuracy_score(y[:4], [s >= 0.5 for s in scores[:4]]))
+
+
 def test_positive_label_of_the_wrong_type_is_a_clear_error(con: duckdb.DuckDBPyConnection) -> None:
     logs = _relation(con, {"request_id": [1], "timestamp": [T0], "score": [0.5]})
     labels = _relation(con, {"request_id": [1], "label": ["yes"]})

@@ -1,0 +1,1272 @@
+"""Read layer over the monitoring job's ``metrics`` and ``profiles`` datasets, for pages and notebooks.
+
+The monitoring job (``jobs.monitor``) writes, per project/model/environment and UTC day, one
+``metrics`` file per window unit (``day.parquet``, ``hour.parquet``, plus ``<unit>-errors.parquet``
+when a day's inputs were unusable) and one ``profiles`` file per version
+(``<unit>-version-<version>.parquet``); training writes each version's reference profile under
+``reference_profiles``. This module reads only those datasets, never the raw inference logs, and turns
+them into what a page draws: a feature x window drift matrix, one feature's drift history with its
+reference and current distributions and data-quality findings, performance and latency series, a
+CSV export and a cross-model overview.
+
+Every function takes a *source*: a :class:`analytics.store.ParquetStore` (a notebook reading once) or
+a :class:`MetricsReader` (a web worker reading the same files again and again).
+
+Cost model, and why the reader caches per file. A page shows up to a year of daily windows of one
+model: 365 small files. Opening them costs far more than decoding them (about 1 ms per file locally,
+a round trip per file on S3, measured 0.25-1 s cold for 365 files on the 2-core CI machine, with
+pyarrow or DuckDB alike), while every callback of the page reads the same files. A
+:class:`MetricsReader` therefore keeps each decoded file, keyed by its path, size and modification
+time, in a bounded LRU: a listing (one recursive listing of the model/environment folder, which is
+also the partition pruning by date) tells which files a query needs, only new or rewritten files are
+read (in parallel threads, with pyarrow), and a rerun of the job invalidates exactly the days it
+rewrote. Concurrent callbacks for the same selection wait for one cold read instead of repeating it.
+
+Reading the metrics:
+
+* ``drift`` rows (one per column and window) are the drift decisions; their method comes from the
+  job's ``reason`` (``method=ks: ...``) or, failing that, from the statistics row of the same column
+  and window whose value equals the decision's statistic;
+* the job's verdict statuses ``drift`` and ``warning`` mean "checked"; :mod:`analytics.figures` calls
+  a checked row ``ok`` and reads the verdict from ``drifted``, so rows handed to figures are mapped
+  accordingly (the job's status stays in ``verdict``);
+* when a window was served by several versions, the version with the most rows speaks for it.
+
+Names are validated as key segments before any path is built; dates are ``datetime.date`` values.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from analytics.figures import drift_severity
+from analytics.profile import ColumnProfile, Profile, ProfileError, profiles_from_arrow
+from analytics.store import CorruptParquet, InvalidName, ParquetStore, StoreError, validate_key_segment
+
+# Dataset names and file names of the monitoring job (they mirror jobs.contracts and jobs.monitor,
+# which analytics may not import; a unit test keeps them equal).
+METRICS_DATASET = "metrics"
+PROFILES_DATASET = "profiles"
+REFERENCE_PROFILES_DATASET = "reference_profiles"
+REFERENCE_PROFILE_FILE = "profile.parquet"
+PROFILE_INFIX = "-version-"
+ERRORS_SUFFIX = "-errors"
+
+WINDOW_UNITS: Mapping[str, timedelta] = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
+"""Window units the monitoring job computes."""
+
+ALL_COLUMNS = "*"
+"""``column`` of the rows about a whole window."""
+DRIFT_METRIC = "drift"
+DRIFT_SHARE_METRIC = "drift_share"
+QUALITY_METRICS = ("missing_share", "out_of_range_share", "new_category_share")
+WINDOW_QUALITY_METRICS = ("schema", "freshness_lag_s", "row_count")
+ERROR_METRICS = ("corrupt_file", "schema", "bad_partition", "write_failed")
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "ece")
+REGRESSION_METRICS = ("mae", "rmse", "mape", "r2")
+LABEL_COVERAGE_METRIC = "label_coverage"
+LATENCY_METRICS: Mapping[str, str] = {
+    "latency_p50": "p50_ms",
+    "latency_p95": "p95_ms",
+    "latency_p99": "p99_ms",
+    "latency_mean": "mean_ms",
+}
+THROUGHPUT_METRIC = "throughput_rps"
+SEGMENT_PREFIX = "segment_"
+CHECKED_STATUSES = frozenset({"ok", "drift", "warning"})
+"""Job statuses of a row that was evaluated (the verdict is in ``drifted``)."""
+
+MAX_RANGE_DAYS = 366
+"""Longest date range of a query of daily windows."""
+MAX_HOUR_RANGE_DAYS = 31
+"""Longest date range of a query of hourly windows (744 windows)."""
+MAX_HEATMAP_WINDOWS = 62
+"""Most columns of a drift matrix; longer ranges are shown in coarser periods (see :func:`period_length`)."""
+DEFAULT_CACHED_ROWS = 1_000_000
+READ_THREADS = 8
+
+_METHOD_RE = re.compile(r"^method=([A-Za-z0-9_]+):")
+_DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_PERIOD_LADDER: Mapping[str, tuple[timedelta, ...]] = {
+    "hour": (
+        timedelta(hours=1),
+        timedelta(hours=6),
+        timedelta(days=1),
+        timedelta(days=7),
+        timedelta(days=28),
+    ),
+    "day": (timedelta(days=1), timedelta(days=7), timedelta(days=28)),
+}
+# Periods of a week or more start on a Monday: 1970-01-05 was one.
+_PERIOD_EPOCH = datetime(1970, 1, 5, tzinfo=UTC)
+_CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class InvalidQuery(ValueError):
+    """A metrics query names something that cannot exist (bad name, date range or window unit)."""
+
+
+# --------------------------------------------------------------------------- the query
+
+
+@dataclass(frozen=True)
+class MetricsQuery:
+    """Which metrics to read: one model in one environment, a range of UTC days, one window unit.
+
+    Attributes:
+        project: Project slug.
+        model: Model name.
+        environment: Environment name.
+        start: First day (inclusive, UTC).
+        end: Last day (inclusive, UTC).
+        window: ``day`` or ``hour``.
+
+    Raises:
+        InvalidQuery: for a name that is not a key segment, a non-date bound, an inverted range,
+            a range longer than :data:`MAX_RANGE_DAYS` (:data:`MAX_HOUR_RANGE_DAYS` for hours) or an
+            unknown window unit.
+    """
+
+    project: str
+    model: str
+    environment: str
+    start: date
+    end: date
+    window: str = "day"
+
+    def __post_init__(self) -> None:
+        for what in ("project", "model", "environment"):
+            _check_name(getattr(self, what), what)
+        for what in ("start", "end"):
+            value = getattr(self, what)
+            if not isinstance(value, date) or isinstance(value, datetime):
+                raise InvalidQuery(f"{what} must be a date, not {type(value).__name__}")
+        if self.start > self.end:
+            raise InvalidQuery(f"the range starts ({self.start}) after it ends ({self.end})")
+        if self.window not in WINDOW_UNITS:
+            raise InvalidQuery(f"window must be one of {', '.join(WINDOW_UNITS)}, got {self.window!r}")
+        longest = MAX_HOUR_RANGE_DAYS if self.window == "hour" else MAX_RANGE_DAYS
+        if self.days > longest:
+            raise InvalidQuery(f"a range of {self.window}ly windows may span at most {longest} days")
+
+    @property
+    def days(self) -> int:
+        """Days in the range."""
+        return (self.end - self.start).days + 1
+
+    @property
+    def length(self) -> timedelta:
+        """Length of one window."""
+        return WINDOW_UNITS[self.window]
+
+    @property
+    def first(self) -> datetime:
+        """Start of the range (UTC midnight of ``start``)."""
+        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC)
+
+    @property
+    def last(self) -> datetime:
+        """End of the range, exclusive (UTC midnight after ``end``)."""
+        return datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC) + timedelta(days=1)
+
+    @property
+    def partition(self) -> dict[str, str]:
+        """The project/model/environment partition."""
+        return {"project": self.project, "model": self.model, "environment": self.environment}
+
+
+def _check_name(value: object, what: str) -> str:
+    try:
+        validate_key_segment(value, what)  # type: ignore[arg-type]
+    except InvalidName as error:
+        raise InvalidQuery(str(error)) from None
+    if len(value) > 128:  # type: ignore[arg-type]
+        raise InvalidQuery(f"{what} is longer than 128 characters")
+    return value  # type: ignore[return-value]
+
+
+def _query(project: str, model: str, environment: str, start: date, end: date, window: str) -> MetricsQuery:
+    return MetricsQuery(project, model, environment, start, end, window)
+
+
+def period_length(query: MetricsQuery) -> timedelta:
+    """Length of one column of the drift matrix: the window, or a coarser period for long ranges.
+
+    A drift matrix has at most :data:`MAX_HEATMAP_WINDOWS` columns (a heatmap of a year of days per
+    feature is neither readable nor cheap to send): hours group into 6 hours, days, weeks or 28 days,
+    days into weeks or 28 days, the finest that fits.
+    """
+    span = query.last - query.first
+    for step in _PERIOD_LADDER[query.window]:
+        if math.ceil(span / step) <= MAX_HEATMAP_WINDOWS:
+            return step
+    return _PERIOD_LADDER[query.window][-1]
+
+
+def period_start(moment: datetime, step: timedelta) -> datetime:
+    """Start of the period of length ``step`` holding ``moment`` (weeks and longer start on Mondays)."""
+    return _PERIOD_EPOCH + ((moment - _PERIOD_EPOCH) // step) * step
+
+
+# --------------------------------------------------------------------------- the cached reader
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One data file of a model/environment folder."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    day: date
+    name: str
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.path, self.size, self.mtime_ns)
+
+
+class MetricsReader:
+    """Reads ``metrics``, ``profiles`` and reference profiles, keeping decoded files in a bounded cache.
+
+    Thread-safe; meant to live as long as the process (one per web worker). Entries are keyed by
+    (path, size, modification time), so a rewritten file is read again and nothing needs clearing.
+
+    Args:
+        store: The Parquet store.
+        max_cached_rows: Metrics rows kept in memory (least recently used files are dropped first).
+        max_cached_profiles: Profile files kept in memory.
+
+    Attributes:
+        store: The store.
+    """
+
+    def __init__(
+        self,
+        store: ParquetStore,
+        *,
+        max_cached_rows: int = DEFAULT_CACHED_ROWS,
+        max_cached_profiles: int = 512,
+    ) -> None:
+        self.store = store
+        self._max_rows = max_cached_rows
+        self._max_profiles = max_cached_profiles
+        self._tables: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
+        self._profiles: OrderedDict[tuple[str, int, int], dict[datetime | None, Profile]] = OrderedDict()
+        self._cached_rows = 0
+        self._lock = threading.Lock()
+        # One cold read at a time: concurrent callbacks of one page need the same files, and the
+        # second one then finds them cached instead of reading them again.
+        self._read_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MetricsReader({self.store!r}, cached_rows={self._cached_rows})"
+
+    @property
+    def cached_rows(self) -> int:
+        """Metrics rows currently held in memory."""
+        return self._cached_rows
+
+    # ----------------------------------------------------------------- listing
+
+    def _fs_path(self, uri: str) -> str:
+        return uri[len("s3://") :] if uri.startswith("s3://") else uri
+
+    def _subfolders(self, dataset: str, partition: Mapping[str, str], key: str) -> list[str]:
+        base = self._fs_path(self.store.partition_uri(dataset, partition))
+        selector = pafs.FileSelector(base, recursive=False, allow_not_found=True)
+        values = []
+        for info in self.store.filesystem().get_file_info(selector):
+            name, sep, value = info.base_name.partition("=")
+            if info.type == pafs.FileType.Directory and sep and name == key and value:
+                values.append(value)
+        return sorted(values)
+
+    def models(self, project: str) -> list[str]:
+        """Models of ``project`` that have metrics, sorted."""
+        _check_name(project, "project")
+        return self._subfolders(METRICS_DATASET, {"project": project}, "model")
+
+    def environments(self, project: str, model: str) -> list[str]:
+        """Environments of a model that have metrics, sorted."""
+        _check_name(project, "project")
+        _check_name(model, "model")
+        return self._subfolders(METRICS_DATASET, {"project": project, "model": model}, "environment")
+
+    def _files(self, dataset: str, partition: Mapping[str, str]) -> list[_Entry]:
+        """Every data file under a partition folder, with its ``date`` (one recursive listing)."""
+        base = self._fs_path(self.store.partition_uri(dataset, partition))
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        entries = []
+        for info in self.store.filesystem().get_file_info(selector):
+            if info.type != pafs.FileType.File:
+                continue
+            parts = info.path[len(base) + 1 :].split("/")
+            name = parts[-1]
+            if len(parts) != 2 or not name.endswith(".parquet") or name.startswith((".", "_")):
+                continue
+            match = _DATE_DIR_RE.match(parts[0])
+            day = _parse_day(match.group(1)) if match else None
+            if day is None:
+                continue
+            entries.append(_Entry(info.path, int(info.size or 0), int(info.mtime_ns or 0), day, name))
+        return sorted(entries, key=lambda e: (e.day, e.name))
+
+    def metric_files(self, query: MetricsQuery) -> list[_Entry]:
+        """The ``metrics`` files a query needs: its days, and not the files of another window unit."""
+        other_units = {u for u in WINDOW_UNITS if u != query.window}
+        return [
+            entry
+            for entry in self._files(METRICS_DATASET, query.partition)
+            if query.start <= entry.day <= query.end and _unit_of(entry.name) not in other_units
+        ]
+
+    def dates(self, project: str, model: str, environment: str) -> list[date]:
+        """Days with metrics of a model in an environment, oldest first."""
+        partition = _partition(project, model, environment)
+        return sorted({entry.day for entry in self._files(METRICS_DATASET, partition)})
+
+    def windows(self, project: str, model: str, environment: str) -> list[str]:
+        """Window units with metrics (``day``, ``hour``), from the job's file names.
+
+        Files named otherwise are read and their window lengths looked at.
+        """
+        entries = self._files(METRICS_DATASET, _partition(project, model, environment))
+        units = {_unit_of(e.name) for e in entries}
+        foreign = [e for e in entries if _unit_of(e.name) is None]
+        if foreign:
+            lengths = set()
+            for table in self._load(foreign[-31:]):
+                lengths.update(pc.unique(pc.subtract(table["window_end"], table["window_start"])).to_pylist())
+            units.update(unit for unit, length in WINDOW_UNITS.items() if length in lengths)
+        return [unit for unit in WINDOW_UNITS if unit in units]
+
+    # ----------------------------------------------------------------- reading
+
+    def table(self, query: MetricsQuery) -> pa.Table:
+        """Every metrics row of a query (its days, its window length), in file order.
+
+        Raises:
+            CorruptParquet: naming a file that cannot be decoded.
+            StoreError: if the store cannot be read.
+        """
+        tables = self._load(self.metric_files(query))
+        if not tables:
+            return _EMPTY_METRICS
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        lengths = pc.subtract(table["window_end"], table["window_start"])
+        return table.filter(pc.equal(lengths, pa.scalar(query.length, pa.duration("us"))))
+
+    def _load(self, entries: Sequence[_Entry]) -> list[pa.Table]:
+        tables = self._cached(entries)
+        missing = [e for e in entries if e.key not in tables]
+        if missing:
+            with self._read_lock:
+                tables.update(self._cached(missing))
+                fresh = self._read_files([e for e in missing if e.key not in tables])
+                tables.update(fresh)
+                self._remember(fresh)
+        return [tables[e.key] for e in entries]
+
+    def _cached(self, entries: Iterable[_Entry]) -> dict[tuple[str, int, int], pa.Table]:
+        found = {}
+        with self._lock:
+            for entry in entries:
+                table = self._tables.get(entry.key)
+                if table is not None:
+                    self._tables.move_to_end(entry.key)
+                    found[entry.key] = table
+        return found
+
+    def _remember(self, fresh: Mapping[tuple[str, int, int], pa.Table]) -> None:
+        with self._lock:
+            for key, table in fresh.items():
+                if key not in self._tables:
+                    self._tables[key] = table
+                    self._cached_rows += table.num_rows
+            while self._cached_rows > self._max_rows and len(self._tables) > 1:
+                _key, dropped = self._tables.popitem(last=False)
+                self._cached_rows -= dropped.num_rows
+
+    def _read_one(self, entry: _Entry) -> pa.Table:
+        uri = f"s3://{entry.path}" if self.store.is_s3 else entry.path
+        try:
+            with self.store.filesystem().open_input_file(entry.path) as handle:
+                return pq.ParquetFile(handle).read()
+        except FileNotFoundError as error:
+            raise StoreError(f"{uri} disappeared while it was read; reload the page") from error
+        except (OSError, pa.ArrowException) as error:
+            raise CorruptParquet(
+                uri, str(error).strip().splitlines()[0] if str(error).strip() else ""
+            ) from error
+
+    def _read_files(self, entries: Sequence[_Entry]) -> dict[tuple[str, int, int], pa.Table]:
+        if not entries:
+            return {}
+        if len(entries) == 1:
+            return {entries[0].key: self._read_one(entries[0])}
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(entries))) as pool:
+            return {
+                entry.key: table
+                for entry, table in zip(entries, pool.map(self._read_one, entries), strict=True)
+            }
+
+    # ----------------------------------------------------------------- profiles
+
+    def _profile_file(self, entry: _Entry) -> dict[datetime | None, Profile]:
+        with self._lock:
+            cached = self._profiles.get(entry.key)
+            if cached is not None:
+                self._profiles.move_to_end(entry.key)
+                return cached
+        try:
+            parsed = profiles_from_arrow(self._read_one(entry))
+        except (ProfileError, KeyError, ValueError) as error:
+            raise CorruptParquet(entry.path, f"not a profile table: {error}") from error
+        with self._lock:
+            self._profiles[entry.key] = parsed
+            while len(self._profiles) > self._max_profiles:
+                self._profiles.popitem(last=False)
+        return parsed
+
+    def window_profile(self, query: MetricsQuery, version: str, window_start: datetime) -> Profile | None:
+        """The profile the job wrote for one version and window, ``None`` when there is none.
+
+        Raises:
+            CorruptParquet: if the profile file cannot be decoded.
+        """
+        _check_name(version, "version")
+        day = window_start.astimezone(UTC).date()
+        name = f"{query.window}{PROFILE_INFIX}{version}.parquet"
+        for entry in self._files(PROFILES_DATASET, query.partition):
+            if entry.day == day and entry.name == name:
+                naive = window_start.astimezone(UTC).replace(tzinfo=None)
+                profiles = self._profile_file(entry)
+                return profiles.get(naive) or profiles.get(window_start)
+        return None
+
+    def reference_profile(self, project: str, model: str, version: str) -> Profile | None:
+        """The reference profile training wrote for a version, ``None`` when there is none.
+
+        Raises:
+            CorruptParquet: if the profile file cannot be decoded.
+        """
+        partition = {
+            "project": _check_name(project, "project"),
+            "model": _check_name(model, "model"),
+            "version": _check_name(version, "version"),
+        }
+        base = self._fs_path(self.store.partition_uri(REFERENCE_PROFILES_DATASET, partition))
+        info = self.store.filesystem().get_file_info(f"{base}/{REFERENCE_PROFILE_FILE}")
+        if info.type != pafs.FileType.File:
+            return None
+        entry = _Entry(info.path, int(info.size or 0), int(info.mtime_ns or 0), date.min, info.base_name)
+        profiles = self._profile_file(entry)
+        return next(iter(profiles.values()), None)
+
+
+_EMPTY_METRICS = pa.schema(
+    [
+        ("version", pa.string()),
+        ("window_start", pa.timestamp("us", tz="UTC")),
+        ("window_end", pa.timestamp("us", tz="UTC")),
+        ("column", pa.string()),
+        ("metric", pa.string()),
+        ("statistic", pa.float64()),
+        ("p_value", pa.float64()),
+        ("threshold", pa.float64()),
+        ("drifted", pa.bool_()),
+        ("status", pa.string()),
+        ("n_reference", pa.int64()),
+        ("n_current", pa.int64()),
+        ("reason", pa.string()),
+    ]
+).empty_table()
+
+
+def _unit_of(name: str) -> str | None:
+    stem = name.removesuffix(".parquet").removesuffix(ERRORS_SUFFIX)
+    return stem if stem in WINDOW_UNITS else None
+
+
+def _parse_day(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _partition(project: str, model: str, environment: str) -> dict[str, str]:
+    return {
+        "project": _check_name(project, "project"),
+        "model": _check_name(model, "model"),
+        "environment": _check_name(environment, "environment"),
+    }
+
+
+def reader_of(source: ParquetStore | MetricsReader) -> MetricsReader:
+    """``source`` itself when it is a reader, else a reader (with its own, short-lived cache) over it."""
+    if isinstance(source, MetricsReader):
+        return source
+    if isinstance(source, ParquetStore):
+        return MetricsReader(source)
+    raise TypeError(f"expected a ParquetStore or a MetricsReader, not {type(source).__name__}")
+
+
+def list_models(source: ParquetStore | MetricsReader, project: str) -> list[str]:
+    """Models of ``project`` with metrics."""
+    return reader_of(source).models(project)
+
+
+def list_environments(source: ParquetStore | MetricsReader, project: str, model: str) -> list[str]:
+    """Environments of a model with metrics."""
+    return reader_of(source).environments(project, model)
+
+
+def available_dates(
+    source: ParquetStore | MetricsReader, project: str, model: str, environment: str
+) -> list[date]:
+    """Days with metrics of a model in an environment."""
+    return reader_of(source).dates(project, model, environment)
+
+
+def available_windows(
+    source: ParquetStore | MetricsReader, project: str, model: str, environment: str
+) -> list[str]:
+    """Window units (``day``, ``hour``) with metrics of a model in an environment."""
+    return reader_of(source).windows(project, model, environment)
+
+
+def metrics_rows(
+    source: ParquetStore | MetricsReader,
+    query: MetricsQuery,
+    *,
+    metrics: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Metrics rows of a query as dictionaries, optionally only some metrics and/or columns."""
+    table = reader_of(source).table(query)
+    return _select(table, metrics=metrics, columns=columns).to_pylist()
+
+
+def _select(
+    table: pa.Table, *, metrics: Sequence[str] | None = None, columns: Sequence[str] | None = None
+) -> pa.Table:
+    mask = None
+    if metrics is not None:
+        mask = pc.is_in(table["metric"], pa.array(list(metrics), pa.string()))
+    if columns is not None:
+        by_column = pc.is_in(table["column"], pa.array(list(columns), pa.string()))
+        mask = by_column if mask is None else pc.and_(mask, by_column)
+    return table if mask is None else table.filter(mask)
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def _method(row: Mapping[str, Any], statistics: Mapping[tuple[Any, ...], Mapping[str, float]]) -> str | None:
+    match = _METHOD_RE.match(row.get("reason") or "")
+    if match:
+        return match.group(1)
+    value = row.get("statistic")
+    if value is None:
+        return None
+    candidates = statistics.get((row["version"], row["window_start"], row["column"]), {})
+    for name, statistic in candidates.items():
+        if statistic == value:
+            return name
+    return None
+
+
+def _statistics_index(table: pa.Table) -> dict[tuple[Any, ...], dict[str, float]]:
+    """(version, window, column) -> {statistic metric: value}, to recover a decision's method."""
+    rows = table.filter(
+        pc.invert(pc.is_in(table["metric"], pa.array([DRIFT_METRIC, *QUALITY_METRICS])))
+    ).select(["version", "window_start", "column", "metric", "statistic"])
+    index: dict[tuple[Any, ...], dict[str, float]] = {}
+    for item in rows.to_pylist():
+        index.setdefault((item["version"], item["window_start"], item["column"]), {})[item["metric"]] = item[
+            "statistic"
+        ]
+    return index
+
+
+def drift_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The ``drift`` decision rows of a metrics table, shaped for :mod:`analytics.figures`.
+
+    Each row keeps the job's fields and gains ``method``; ``status`` is ``ok`` for an evaluated row
+    (the job's verdict moves to ``verdict``), ``insufficient_data`` or ``error`` otherwise. Of several
+    versions serving one window, the one with the most rows is kept.
+
+    Args:
+        table: Metrics rows (for example :meth:`MetricsReader.table`).
+    """
+    decisions = _select(table, metrics=[DRIFT_METRIC]).to_pylist()
+    statistics: dict[tuple[Any, ...], dict[str, float]] | None = None
+    chosen: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for raw in decisions:
+        if _METHOD_RE.match(raw.get("reason") or "") is None and statistics is None:
+            statistics = _statistics_index(table)
+        row = dict(raw)
+        row["method"] = _method(raw, statistics or {})
+        row["verdict"] = raw["status"]
+        row["status"] = "ok" if raw["status"] in CHECKED_STATUSES else raw["status"]
+        row["drifted"] = bool(raw["drifted"]) if row["status"] == "ok" else False
+        key = (row["column"], row["window_start"])
+        kept = chosen.get(key)
+        if kept is None or row["n_current"] > kept["n_current"]:
+            chosen[key] = row
+    return sorted(chosen.values(), key=lambda r: (r["column"], r["window_start"]))
+
+
+def _rank(row: Mapping[str, Any]) -> tuple[int, float]:
+    """Order of badness: checked rows by severity above unchecked ones (errors above missing data)."""
+    severity = drift_severity(row)
+    if severity is not None:
+        return (2, severity)
+    return (1 if row.get("status") == "error" else 0, 0.0)
+
+
+@dataclass(frozen=True)
+class DriftMatrix:
+    """Feature x period drift of one model, ready for :func:`analytics.figures.drift_heatmap`.
+
+    Attributes:
+        query: What was read.
+        period: Length of one matrix column (the window, or a coarser period for long ranges).
+        rows: One row per (column, period): the worst window of the period (see :func:`drift_rows`),
+            with ``window_start`` set to the period start and the window itself in ``window``.
+        columns: Columns (features) in the matrix, sorted.
+        windows: Distinct windows with a drift decision.
+        drifted: Every drifted ``(column, window start)``, at window resolution.
+        checked: Windows x columns that were evaluated.
+    """
+
+    query: MetricsQuery
+    period: timedelta
+    rows: tuple[dict[str, Any], ...]
+    columns: tuple[str, ...]
+    windows: int
+    drifted: frozenset[tuple[str, datetime]]
+    checked: int
+
+    @property
+    def empty(self) -> bool:
+        """Whether there is no drift decision in the range."""
+        return not self.rows
+
+    @property
+    def grouped(self) -> bool:
+        """Whether a matrix column spans several windows."""
+        return self.period != self.query.length
+
+    def worst(self) -> tuple[str, datetime] | None:
+        """``(column, period start)`` of the worst cell, newest first among equals; ``None`` when empty."""
+        if not self.rows:
+            return None
+        row = max(self.rows, key=lambda r: (_rank(r), r["window_start"]))
+        return row["column"], row["window_start"]
+
+
+def drift_matrix(
+    source: ParquetStore | MetricsReader,
+    project: str,
+    model: str,
+    environment: str,
+    start: date,
+    end: date,
+    window: str = "day",
+) -> DriftMatrix:
+    """Feature x window drift of a model over a date range (periods of several windows for long ranges).
+
+    Args:
+        source: Store or reader.
+        project: Project slug.
+        model: Model name.
+        environment: Environment.
+        start: First day (inclusive).
+        end: Last day (inclusive).
+        window: ``day`` or ``hour``.
+
+    Returns:
+        The matrix (empty when the range holds no drift decision).
+
+    Raises:
+        InvalidQuery: for bad names or range.
+        CorruptParquet: naming an undecodable metrics file.
+    """
+    query = _query(project, model, environment, start, end, window)
+    rows = drift_rows(reader_of(source).table(query))
+    period = period_length(query)
+    cells: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["column"], period_start(row["window_start"], period))
+        kept = cells.get(key)
+        if kept is None or _rank(row) > _rank(kept):
+            cells[key] = row
+    matrix_rows = tuple(
+        {**row, "window": row["window_start"], "window_start": key[1]} for key, row in sorted(cells.items())
+    )
+    return DriftMatrix(
+        query=query,
+        period=period,
+        rows=matrix_rows,
+        columns=tuple(sorted({row["column"] for row in rows})),
+        windows=len({row["window_start"] for row in rows}),
+        drifted=frozenset((row["column"], row["window_start"]) for row in rows if row["drifted"]),
+        checked=sum(1 for row in rows if row["status"] == "ok"),
+    )
+
+
+# --------------------------------------------------------------------------- one feature
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One data-quality check of a feature (or of its window) as the job recorded it.
+
+    Attributes:
+        check: What was checked: ``missing_share``, ``out_of_range_share``, ``new_category_share``,
+            ``schema``, ``freshness_lag_s``, ``row_count``, ``profile`` or an input error kind.
+        column: The feature, or ``*`` for a check of the whole window.
+        value: The measured value (a share, seconds, a count), ``None`` when not measured.
+        threshold: What the value was compared with, ``None`` when nothing was.
+        status: ``ok``, ``warning``, ``insufficient_data`` or ``error``.
+        detail: The job's explanation (counts, the reference range, the new categories, ...).
+    """
+
+    check: str
+    column: str
+    value: float | None
+    threshold: float | None
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class QualityFindings:
+    """Data quality of one feature in one window.
+
+    Attributes:
+        column: The feature.
+        window_start: The window.
+        findings: The checks, feature checks first, then the window's.
+    """
+
+    column: str
+    window_start: datetime | None
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        """Checks whose status is not ``ok``."""
+        return tuple(f for f in self.findings if f.status != "ok")
+
+
+def _findings(table: pa.Table, column: str, window_start: datetime, version: str | None) -> list[Finding]:
+    rows = table.filter(
+        pc.equal(table["window_start"], pa.scalar(window_start, table.schema.field("window_start").type))
+    )
+    if version is not None:
+        rows = rows.filter(pc.equal(rows["version"], version))
+    order = {name: i for i, name in enumerate((*QUALITY_METRICS, *WINDOW_QUALITY_METRICS))}
+    found = []
+    for row in _select(rows, columns=[column, ALL_COLUMNS, "timestamp"]).to_pylist():
+        metric, status = row["metric"], row["status"]
+        wanted = metric in order and (row["column"] == column) == (metric in QUALITY_METRICS)
+        if not wanted and status != "error":
+            continue
+        found.append(
+            Finding(
+                check=metric,
+                column=row["column"],
+                value=row["statistic"],
+                threshold=row["threshold"],
+                status="warning" if status == "drift" else status,
+                detail=row["reason"] or "",
+            )
+        )
+    found.sort(key=lambda f: (f.column != column, order.get(f.check, len(order)), f.check))
+    return found
+
+
+def quality_for(
+    source: ParquetStore | MetricsReader,
+    project: str,
+    model: str,
+    environment: str,
+    start: date,
+    end: date,
+    window: str,
+    column: str,
+    window_start: datetime,
+) -> QualityFindings:
+    """Data-quality findings of one feature in one window: its checks, the window's and input errors.
+
+    Args:
+        source: Store or reader.
+        project: Project slug.
+        model: Model name.
+        environment: Environment.
+        start: First day of the range the window belongs to.
+        end: Last day of the range.
+        window: ``day`` or ``hour``.
+        column: The feature.
+        window_start: Start of the window (timezone-aware).
+
+    Returns:
+        The findings; empty when the window has no metrics.
+    """
+    query = _query(project, model, environment, start, end, window)
+    table = reader_of(source).table(query)
+    return QualityFindings(column, window_start, tuple(_findings(table, column, window_start, None)))
+
+
+@dataclass(frozen=True)
+class FeatureDetail:
+    """One feature of one model: drift history, the focused window's distributions and data quality.
+
+    Attributes:
+        query: What was read.
+        column: The feature.
+        timeline: The feature's drift rows over the whole range (see :func:`drift_rows`).
+        focus: The drift row of the focused window, ``None`` when the feature has none in the range.
+        reference: The feature's reference profile (from the focused version's reference).
+        current: The feature's profile in the focused window.
+        quality: Data-quality findings of the focused window.
+        notes: Why a distribution is missing, when it is.
+    """
+
+    query: MetricsQuery
+    column: str
+    timeline: tuple[dict[str, Any], ...]
+    focus: dict[str, Any] | None
+    reference: ColumnProfile | None
+    current: ColumnProfile | None
+    quality: QualityFindings
+    notes: tuple[str, ...] = field(default=())
+
+
+def feature_detail(
+    source: ParquetStore | MetricsReader,
+    project: str,
+    model: str,
+    environment: str,
+    start: date,
+    end: date,
+    window: str,
+    column: str,
+    at: datetime | None = None,
+    period: timedelta | None = None,
+) -> FeatureDetail:
+    """Drill-down into one feature: its drift timeline, and for one window distributions and quality.
+
+    The focused window is the worst window of the feature within ``[at, at + period)`` (a cell of the
+    drift matrix), or of the whole range when ``at`` is ``None`` or the period holds none.
+
+    Args:
+        source: Store or reader.
+        project: Project slug.
+        model: Model name.
+        environment: Environment.
+        start: First day (inclusive).
+        end: Last day (inclusive).
+        window: ``day`` or ``hour``.
+        column: The feature (any text: it is only compared with stored values).
+        at: Start of the matrix cell clicked (timezone-aware), or ``None``.
+        period: Length of that cell; the window length when ``None``.
+
+    Returns:
+        The detail; ``focus`` is ``None`` when the feature has no drift decision in the range.
+    """
+    query = _query(project, model, environment, start, end, window)
+    reader = reader_of(source)
+    table = reader.table(query)
+    timeline = tuple(drift_rows(_select(table, columns=[column])))
+    candidates = list(timeline)
+    if at is not None:
+        step = period or query.length
+        inside = [r for r in timeline if at <= r["window_start"] < at + step]
+        candidates = inside or candidates
+    focus = max(candidates, key=lambda r: (_rank(r), r["window_start"])) if candidates else None
+    if focus is None:
+        return FeatureDetail(query, column, timeline, None, None, None, QualityFindings(column, at))
+    notes = []
+    reference_column = current_column = None
+    reference = reader.reference_profile(project, model, focus["version"])
+    if reference is None:
+        notes.append(f"no reference profile for version {focus['version']}")
+    elif column in reference:
+        reference_column = reference[column]
+    current = reader.window_profile(query, focus["version"], focus["window_start"])
+    if current is None:
+        notes.append("no profile of this window")
+    elif column in current:
+        current_column = current[column]
+    else:
+        why = dict(current.retyped).get(column)
+        notes.append(
+            f"{column} changed type to {why} in this window"
+            if why
+            else f"{column} is absent from this window"
+        )
+    findings = _findings(table, column, focus["window_start"], focus["version"])
+    if current is not None and column in current.missing:
+        findings.append(
+            Finding("profile", column, None, None, "error", f"{column} is missing from the window's data")
+        )
+    if current is not None and column in dict(current.retyped):
+        new_type = dict(current.retyped)[column]
+        findings.append(
+            Finding("profile", column, None, None, "error", f"{column} changed type to {new_type}")
+        )
+    if (
+        reference_column is not None
+        and current_column is not None
+        and reference_column.spec != current_column.spec
+    ):
+        # Profiles of different specs (a reference rewritten after the window) cannot be overlaid.
+        notes.append("the window was profiled with an older reference; its distribution is not comparable")
+        current_column = None
+    return FeatureDetail(
+        query=query,
+        column=column,
+        timeline=timeline,
+        focus=focus,
+        reference=reference_column,
+        current=current_column,
+        quality=QualityFindings(column, focus["window_start"], tuple(findings)),
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------- performance and latency
+
+
+def _by_window(rows: Iterable[dict[str, Any]], size_metric: str) -> dict[datetime, str]:
+    """Window -> the version that speaks for it: the one with the most rows in ``size_metric``."""
+    best: dict[datetime, tuple[int, str]] = {}
+    for row in rows:
+        if row["metric"] != size_metric:
+            continue
+        current = best.get(row["window_start"])
+        if current is None or row["n_current"] > current[0]:
+            best[row["window_start"]] = (row["n_current"], row["version"])
+    return {window: version for window, (_n, version) in best.items()}
+
+
+@dataclass(frozen=True)
+class PerformanceSeries:
+    """Model performance per window, ready for :func:`analytics.figures.performance_timeline`.
+
+    Attributes:
+        task: ``classification``, ``regression``, or ``None`` when no performance row exists.
+        rows: One row per window: ``window_start``, ``window_end``, every metric of the task (``None``
+            where undefined), ``label_coverage``, ``n``, ``n_labelled``, ``status`` and ``reason``.
+        metrics: The task's metric names.
+    """
+
+    task: str | None
+    rows: tuple[dict[str, Any], ...]
+    metrics: tuple[str, ...]
+
+    def latest(self, metric: str) -> tuple[datetime, float] | None:
+        """The newest window with a value of ``metric`` and that value."""
+        for row in reversed(self.rows):
+            if row.get(metric) is not None:
+                return row["window_start"], row[metric]
+        return None
+
+
+def _performance(table: pa.Table) -> PerformanceSeries:
+    names = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS, LABEL_COVERAGE_METRIC)
+    raw = _select(table, metrics=names).to_pylist()
+    present = {row["metric"] for row in raw}
+    if present & set(CLASSIFICATION_METRICS):
+        task, metrics = "classification", CLASSIFICATION_METRICS
+    elif present & set(REGRESSION_METRICS):
+        task, metrics = "regression", REGRESSION_METRICS
+    else:
+        return PerformanceSeries(None, (), ())
+    speaker = _by_window(raw, LABEL_COVERAGE_METRIC)
+    windows: dict[datetime, dict[str, Any]] = {}
+    for row in raw:
+        start = row["window_start"]
+        if speaker.get(start, row["version"]) != row["version"]:
+            continue
+        out = windows.setdefault(
+            start,
+            {
+                "window_start": start,
+                "window_end": row["window_end"],
+                "version": row["version"],
+                **dict.fromkeys(metrics),
+                "label_coverage": None,
+                "n": None,
+                "n_labelled": None,
+                "status": "ok",
+                "reason": None,
+            },
+        )
+        value = row["statistic"]
+        if row["metric"] == LABEL_COVERAGE_METRIC:
+            out["label_coverage"] = value
+            out["n"] = row["n_current"]
+            out["n_labelled"] = round(value * row["n_current"]) if value is not None else 0
+        elif row["metric"] in metrics:
+            out[row["metric"]] = value if row["status"] in CHECKED_STATUSES else None
+            if row["status"] not in CHECKED_STATUSES:
+                out["status"] = row["status"]
+                out["reason"] = out["reason"] or row["reason"]
+    return PerformanceSeries(task, tuple(windows[w] for w in sorted(windows)), metrics)
+
+
+def performance_series(
+    source: ParquetStore | MetricsReader,
+    project: str,
+    model: str,
+    environment: str,
+    start: date,
+    end: date,
+    window: str = "day",
+) -> PerformanceSeries:
+    """Performance (accuracy/AUC/... or MAE/RMSE/...) and label coverage per window.
+
+    Raises:
+        InvalidQuery: for bad names or range.
+    """
+    query = _query(project, model, environment, start, end, window)
+    return _performance(reader_of(source).table(query))
+
+
+def _latency(table: pa.Table) -> tuple[dict[str, Any], ...]:
+    raw = _select(table, metrics=[*LATENCY_METRICS, THROUGHPUT_METRIC]).to_pylist()
+    speaker = _by_window(raw, "latency_p50")
+    windows: dict[datetime, dict[str, Any]] = {}
+    for row in raw:
+        start = row["window_start"]
+        if speaker.get(start, row["version"]) != row["version"]:
+            continue
+        out = windows.setdefault(
+            start,
+            {
+                "window_start": start,
+                "window_end": row["window_end"],
+                "version": row["version"],
+                **dict.fromkeys(LATENCY_METRICS.values()),
+                "throughput_rps": None,
+                "n": None,
+                "p95_threshold_ms": None,
+                "p95_flagged": None,
+            },
+        )
+        value = row["statistic"] if row["status"] in CHECKED_STATUSES else None
+        if row["metric"] == THROUGHPUT_METRIC:
+            out["throughput_rps"] = value
+            continue
+        out[LATENCY_METRICS[row["metric"]]] = value
+        if row["metric"] == "latency_p50":
+            out["n"] = row["n_current"]
+        if row["metric"] == "latency_p95":
+            out["p95_threshold_ms"] = row["threshold"]
+            out["p95_flagged"] = row["drifted"]
+    return tuple(windows[w] for w in sorted(windows))
+
+
+def latency_series(
+    source: ParquetStore | MetricsReader,
+    project: str,
+    model: str,
+    environment: str,
+    start: date,
+    end: date,
+    window: str = "day",
+) -> tuple[dict[str, Any], ...]:
+    """Latency p50/p95/p99/mean (ms) and throughput per window, ready for ``latency_timeline``.
+
+    Each row also carries ``p95_threshold_ms`` and ``p95_flagged`` (the job's baseline check).
+
+    Raises:
+        InvalidQuery: for bad names or range.
+    """
+    query = _query(project, model, environment, start, end, window)
+    return _latency(reader_of(source).table(query))
+
+
+def segment_columns(source: ParquetStore | MetricsReader, query: MetricsQuery) -> tuple[str, ...]:
+    """The ``segment_*`` columns the metrics of a query cover (monitored as columns, not as slices)."""
+    table = reader_of(source).table(query)
+    names = pc.unique(table["column"]).to_pylist()
+    return tuple(sorted(n for n in names if isinstance(n, str) and n.startswith(SEGMENT_PREFIX)))
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_table(source: ParquetStore | MetricsReader, query: MetricsQuery) -> pa.Table:
+    """Every metrics row of a query with its project, model and environment, sorted by window."""
+    table = reader_of(source).table(query)
+    keys = query.partition
+    for position, (name, value) in enumerate(keys.items()):
+        table = table.add_column(position, name, pa.array([value] * table.num_rows, pa.string()))
+    if table.num_rows:
+        table = table.sort_by(
+            [
+                ("window_start", "ascending"),
+                ("version", "ascending"),
+                ("column", "ascending"),
+                ("metric", "ascending"),
+            ]
+        )
+    return table
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(_CSV_FORMULA_PREFIXES):
+        # Spreadsheets run cells starting with these as formulas; category values come from traffic.
+        return "'" + value
+    return "" if value is None else value
+
+
+def export_csv(source: ParquetStore | MetricsReader, query: MetricsQuery) -> bytes:
+    """The rows of :func:`export_table` as UTF-8 CSV with a header.
+
+    Text cells that a spreadsheet would run as a formula (starting with ``= + - @``) are prefixed with
+    ``'`` so opening the file cannot execute anything.
+    """
+    table = export_table(source, query)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(table.column_names)
+    for row in table.to_pylist():
+        writer.writerow([_csv_cell(row[name]) for name in table.column_names])
+    return buffer.getvalue().encode("utf-8")
+
+
+# --------------------------------------------------------------------------- overview
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """The latest state of one model in one environment.
+
+    Attributes:
+        project: Project slug.
+        model: Model name.
+        environment: Environment.
+        last_day: Newest day with metrics (``None`` when the model has none in the look-back).
+        drifted_features: Features that drifted in a window of ``last_day``.
+        latency_p95_ms: p95 latency of the newest window that has one.
+        performance_metric: ``accuracy`` (classification) or ``rmse`` (regression), when known.
+        performance: Its value in the newest window that has one.
+        performance_at: That window's start.
+    """
+
+    project: str
+    model: str
+    environment: str
+    last_day: date | None
+    drifted_features: tuple[str, ...] = ()
+    latency_p95_ms: float | None = None
+    performance_metric: str | None = None
+    performance: float | None = None
+    performance_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Latest state and recent history of every model of some projects.
+
+    Attributes:
+        statuses: One per project/model/environment with metrics.
+        latency: ``project, model, environment, window_start, p95_ms`` per daily window.
+        performance: ``project, model, environment, window_start, metric, value`` per daily window.
+    """
+
+    statuses: tuple[ModelStatus, ...]
+    latency: tuple[dict[str, Any], ...]
+    performance: tuple[dict[str, Any], ...]
+
+    def models_per_environment(self) -> dict[str, int]:
+        """Environment -> number of models with metrics there."""
+        counts: dict[str, int] = {}
+        for status in self.statuses:
+            counts[status.environment] = counts.get(status.environment, 0) + 1
+        return dict(sorted(counts.items()))
+
+    @property
+    def drifted_features(self) -> int:
+        """Drifted features summed over every model's latest day."""
+        return sum(len(status.drifted_features) for status in self.statuses)
+
+
+def overview(source: ParquetStore | MetricsReader, projects: Iterable[str], *, days: int = 14) -> Overview:
+    """Latest drift, latency and performance of every model of ``projects`` with daily metrics.
+
+    Each model/environment is read over its own newest ``days`` days (labels arrive late, so the
+    newest performance value may be a few days old).
+
+    Args:
+        source: Store or reader.
+        projects: Project slugs (the caller has checked the user may see them).
+        days: Days of history per model/environment.
+    """
+    if days < 1:
+        raise InvalidQuery("days must be at least 1")
+    reader = reader_of(source)
+    statuses, latency, performance = [], [], []
+    for project in projects:
+        for model in reader.models(project):
+            for environment in reader.environments(project, model):
+                dates = reader.dates(project, model, environment)
+                if not dates:
+                    continue
+                last = dates[-1]
+                query = MetricsQuery(
+                    project, model, environment, max(dates[0], last - timedelta(days=days - 1)), last
+                )
+                table = reader.table(query)
+                key = {"project": project, "model": model, "environment": environment}
+                last_rows = [r for r in drift_rows(table) if r["window_start"].date() == last]
+                series = _performance(table)
+                metric = {"classification": "accuracy", "regression": "rmse"}.get(series.task or "")
+                latest = series.latest(metric) if metric else None
+                lat = _latency(table)
+                newest_p95 = next((r["p95_ms"] for r in reversed(lat) if r["p95_ms"] is not None), None)
+                statuses.append(
+                    ModelStatus(
+                        project,
+                        model,
+                        environment,
+                        last,
+                        tuple(sorted({r["column"] for r in last_rows if r["drifted"]})),
+                        newest_p95,
+                        metric,
+                        latest[1] if latest else None,
+                        latest[0] if latest else None,
+                    )
+                )
+                latency += [{**key, "window_start": r["window_start"], "p95_ms": r["p95_ms"]} for r in lat]
+                if metric:
+                    performance += [
+                        {**key, "window_start": r["window_start"], "metric": metric, "value": r[metric]}
+                        for r in series.rows
+                    ]
+    return Overview(tuple(statuses), tuple(latency), tuple(performance))

@@ -1,0 +1,715 @@
+"""Monitoring page callbacks: selection, drift heatmap and drill-down, performance, latency, alerts, export.
+
+Every callback declares one permission and re-checks the project it is asked about: the project
+slug, model, environment and dates arrive from the browser and are parsed and validated here, and a
+project outside the signed-in user's monitoring roles gets exactly what an empty selection gets (no
+data, and no hint whether the project exists). Data comes from ``analytics.metrics`` (the
+``metrics``/``profiles`` datasets written by the monitoring job), figures from ``analytics.figures``.
+
+The metrics reader, and why it is kept per app. ``analytics.metrics.MetricsReader`` caches decoded
+metrics files (a page re-reads the same year of daily files for every panel) and its
+``ParquetStore`` keeps one DuckDB connection per process. Building them per request would throw the
+cache away each time, so :func:`metrics_reader` creates one lazily per app in
+``server.extensions[READER_KEY]``: one per worker process (after a fork, the store opens its own
+connection and filesystem, see ``ParquetStore``), and tests building several apps get one each.
+``StudioServices`` (app/auth.py) is the natural owner of the store; until it exposes one this module
+keeps it beside the services.
+
+Component ids are the constants of ``pages.monitoring`` (pages may not import callbacks, and
+callbacks do not import pages: a page module registers itself with Dash when imported), repeated here;
+``tests/unit/callbacks/test_monitoring.py`` checks that both agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+import plotly.graph_objects as go
+from dash import ALL, Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+from flask import current_app
+
+from analytics import figures
+from analytics.metrics import (
+    DriftMatrix,
+    Finding,
+    InvalidQuery,
+    MetricsQuery,
+    MetricsReader,
+    drift_matrix,
+    export_csv,
+    feature_detail,
+    latency_series,
+    performance_series,
+    segment_columns,
+)
+from analytics.store import ParquetStore, StoreError
+from app.auth import current_actor, db_session, services
+from app.rbac import requires
+from jobs.alerts import acknowledge, list_alerts
+from jobs.db.alerting import Alert
+from jobs.permissions import Actor, Forbidden, Permission, has_permission
+from jobs.projects import list_projects
+from jobs.users import Conflict, InvalidInput
+
+log = logging.getLogger(__name__)
+
+# Component ids (the same values as in pages/monitoring.py).
+PROJECT = "monitoring-project"
+MODEL = "monitoring-model"
+ENVIRONMENT = "monitoring-environment"
+DATES = "monitoring-dates"
+WINDOW = "monitoring-window"
+SEGMENT = "monitoring-segment"
+SEGMENT_HELP = "monitoring-segment-help"
+STATUS = "monitoring-status"
+EXPORT = "monitoring-export"
+EXPORT_DOWNLOAD = "monitoring-export-download"
+EXPORT_FEEDBACK = "monitoring-export-feedback"
+SUMMARY = "monitoring-summary"
+HEATMAP = "monitoring-drift-heatmap"
+FEATURE_TITLE = "monitoring-feature-title"
+FEATURE_TIMELINE = "monitoring-feature-timeline"
+FEATURE_DISTRIBUTION = "monitoring-feature-distribution"
+FEATURE_QUALITY = "monitoring-feature-quality"
+PERFORMANCE = "monitoring-performance"
+LATENCY = "monitoring-latency"
+ALERTS = "monitoring-alerts"
+ALERT_COMMENT = "monitoring-alert-comment"
+ALERT_FEEDBACK = "monitoring-alert-feedback"
+ALERTS_VERSION = "monitoring-alerts-version"
+ALERT_ACK_TYPE = "monitoring-alert-ack"
+
+READER_KEY = "mms.metrics_reader"
+DEFAULT_RANGE_DAYS = 30
+MAX_ALERTS_SHOWN = 50
+MAX_TEXT_INPUT = 256
+WINDOW_LABELS = {"day": "Daily", "hour": "Hourly"}
+NO_DATA = "no monitoring data for this selection"
+PERFORMANCE_METRICS = {"classification": ("accuracy", "roc_auc"), "regression": ("rmse", "mae")}
+SEVERITY_COLORS = {"critical": "danger", "warning": "warning", "info": "info"}
+STATUS_COLORS = {"ok": "success", "warning": "warning", "drift": "warning", "error": "danger"}
+SHARE_CHECKS = frozenset({"missing_share", "out_of_range_share", "new_category_share"})
+CHECK_LABELS = {
+    "missing_share": "Missing values (null + NaN)",
+    "out_of_range_share": "Outside the reference range",
+    "new_category_share": "Categories the reference never had",
+    "schema": "Schema: columns the reference does not know",
+    "freshness_lag_s": "Freshness: time from the last request to the window end",
+    "row_count": "Requests in the window",
+    "profile": "Profile",
+    "corrupt_file": "Unreadable input file",
+    "bad_partition": "Misplaced input file",
+    "write_failed": "Results not written",
+}
+
+SELECTION_INPUTS = [
+    Input(DATES, "start_date"),
+    Input(DATES, "end_date"),
+    Input(WINDOW, "value"),
+]
+SELECTION_STATES = [State(PROJECT, "value"), State(MODEL, "value"), State(ENVIRONMENT, "value")]
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def metrics_reader() -> MetricsReader:
+    """The metrics reader of the app serving the request (created on first use, see the module doc)."""
+    extensions = current_app.extensions
+    reader = extensions.get(READER_KEY)
+    if reader is None:
+        store = ParquetStore(services().settings.store_config())
+        reader = extensions.setdefault(READER_KEY, MetricsReader(store))
+    return reader
+
+
+def monitoring_projects(actor: Actor | None) -> dict[str, str]:
+    """Slug -> name of the (non-archived) projects ``actor`` may monitor, by slug."""
+    if actor is None:
+        return {}
+    with db_session() as db:
+        projects = list_projects(db, actor)
+        return {p.slug: p.name for p in projects if has_permission(actor, Permission.VIEW_MONITORING, p.slug)}
+
+
+def _allowed_project(actor: Actor | None, project: object) -> str | None:
+    """``project`` when it is a slug ``actor`` may monitor, else ``None`` (forged or stale values)."""
+    if not isinstance(project, str) or len(project) > MAX_TEXT_INPUT:
+        return None
+    return project if project in monitoring_projects(actor) else None
+
+
+def _parse_day(value: object) -> date | None:
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def selection_query(
+    project: object, model: object, environment: object, start: object, end: object, window: object
+) -> MetricsQuery | str:
+    """The validated query of the page's selection, or the message to show instead.
+
+    The project must be one the signed-in user may monitor; any other value (a forged slug, one the
+    user lost access to, an unknown one) gives the same "no monitoring data" message.
+    """
+    if _allowed_project(current_actor(), project) is None:
+        return "Choose a project." if not project else NO_DATA
+    if not model or not environment:
+        return "Choose a model and an environment."
+    start_day, end_day = _parse_day(start), _parse_day(end)
+    if start_day is None or end_day is None:
+        return "Choose a date range."
+    if not isinstance(window, str):
+        return "Choose a window."
+    try:
+        return MetricsQuery(project, model, environment, start_day, end_day, window)  # type: ignore[arg-type]
+    except InvalidQuery as error:
+        return f"Cannot show this selection: {error}."
+
+
+def _read_failed(error: StoreError) -> str:
+    log.warning("monitoring page: metrics could not be read: %s", error)
+    return "The stored metrics of this selection could not be read; the monitoring job's output needs attention."
+
+
+def _describe(query: MetricsQuery) -> str:
+    return f"{query.model} in {query.environment}, {query.start} to {query.end}"
+
+
+def _window_label(moment: datetime, window: str) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if window == "hour" else moment.strftime("%Y-%m-%d")
+
+
+def _period_label(period: timedelta) -> str:
+    if period % timedelta(days=7) == timedelta(0):
+        weeks = period // timedelta(days=7)
+        return "week" if weeks == 1 else f"{weeks}-week period"
+    if period % timedelta(days=1) == timedelta(0):
+        return "day"
+    return f"{int(period.total_seconds() // 3600)}-hour period"
+
+
+# --------------------------------------------------------------------------- the selection bar
+
+
+@dash.callback(
+    Output(PROJECT, "options"),
+    Output(PROJECT, "value"),
+    Output(PROJECT, "placeholder"),
+    Input(PROJECT, "id"),
+)
+@requires(Permission.VIEW_MONITORING)
+def show_projects(_component_id: str) -> tuple[list[dict[str, str]], str | None, str]:
+    """The projects the user may monitor (names shown as text), the first one selected."""
+    projects = monitoring_projects(current_actor())
+    options = [{"label": name, "value": slug} for slug, name in projects.items()]
+    if not options:
+        return [], None, "No project with monitoring access"
+    return options, options[0]["value"], "Choose a project"
+
+
+@dash.callback(
+    Output(MODEL, "options"),
+    Output(MODEL, "value"),
+    Output(EXPORT, "disabled"),
+    Output(EXPORT, "title"),
+    Input(PROJECT, "value"),
+    State(MODEL, "value"),
+)
+@requires(Permission.VIEW_MONITORING)
+def show_models(project: object, current: object) -> tuple[list[dict[str, str]], str | None, bool, str]:
+    """Models with metrics in the project (the current one kept when it is still there), and export rights."""
+    actor = current_actor()
+    slug = _allowed_project(actor, project)
+    if slug is None:
+        return [], None, True, "Choose a project first"
+    try:
+        models = metrics_reader().models(slug)
+    except (StoreError, InvalidQuery) as error:
+        log.warning("monitoring page: cannot list models of %s: %s", slug, error)
+        models = []
+    value = current if current in models else (models[0] if models else None)
+    may_export = has_permission(actor, Permission.EXPORT_DATA, slug)
+    title = "Download the shown metrics as CSV" if may_export else "Your roles on this project do not allow exports"
+    return [{"label": m, "value": m} for m in models], value, not may_export, title
+
+
+@dash.callback(
+    Output(ENVIRONMENT, "options"),
+    Output(ENVIRONMENT, "value"),
+    Input(MODEL, "value"),
+    State(PROJECT, "value"),
+    State(ENVIRONMENT, "value"),
+)
+@requires(Permission.VIEW_MONITORING)
+def show_environments(model: object, project: object, current: object) -> tuple[list[dict[str, str]], str | None]:
+    """Environments with metrics of the model; ``prod`` first when the current one is gone."""
+    slug = _allowed_project(current_actor(), project)
+    if slug is None or not isinstance(model, str):
+        return [], None
+    try:
+        environments = metrics_reader().environments(slug, model)
+    except (StoreError, InvalidQuery):
+        environments = []
+    if current in environments:
+        value = current
+    else:
+        value = "prod" if "prod" in environments else (environments[0] if environments else None)
+    return [{"label": e, "value": e} for e in environments], value
+
+
+@dash.callback(
+    Output(DATES, "min_date_allowed"),
+    Output(DATES, "max_date_allowed"),
+    Output(DATES, "start_date"),
+    Output(DATES, "end_date"),
+    Output(DATES, "initial_visible_month"),
+    Output(WINDOW, "options"),
+    Output(WINDOW, "value"),
+    Output(SEGMENT, "options"),
+    Output(SEGMENT, "placeholder"),
+    Output(SEGMENT_HELP, "children"),
+    Output(STATUS, "children"),
+    Input(ENVIRONMENT, "value"),
+    State(PROJECT, "value"),
+    State(MODEL, "value"),
+    State(WINDOW, "value"),
+)
+@requires(Permission.VIEW_MONITORING)
+def show_range(environment: object, project: object, model: object, window: object) -> tuple:
+    """Date bounds and the default range (the newest 30 days), window units and the segment note."""
+    slug = _allowed_project(current_actor(), project)
+    nothing = (None, None, None, None, None, [], None, [], "All traffic", "", None)
+    if slug is None:
+        message = "You hold no project with monitoring access." if not project else NO_DATA
+        return (*nothing[:-1], dbc.Alert(message, color="secondary", id="monitoring-empty"))
+    if not isinstance(model, str) or not isinstance(environment, str):
+        message = f"No metrics yet for this project. Run the monitoring job (python -m jobs monitor --project {slug})."
+        return (*nothing[:-1], dbc.Alert(message, color="info", id="monitoring-empty"))
+    reader = metrics_reader()
+    try:
+        days = reader.dates(slug, model, environment)
+        units = reader.windows(slug, model, environment)
+    except (StoreError, InvalidQuery) as error:
+        log.warning("monitoring page: cannot list metrics of %s/%s/%s: %s", slug, model, environment, error)
+        days, units = [], []
+    if not days or not units:
+        message = f"No metrics yet for {model} in {environment}."
+        return (*nothing[:-1], dbc.Alert(message, color="info", id="monitoring-empty"))
+    unit = window if window in units else units[0]
+    first, last = days[0], days[-1]
+    span = DEFAULT_RANGE_DAYS if unit == "day" else 7
+    start = max(first, last - timedelta(days=span - 1))
+    options = [
+        {"label": WINDOW_LABELS[u], "value": u, "disabled": u not in units} for u in WINDOW_LABELS
+    ]
+    try:
+        segments = segment_columns(reader, MetricsQuery(slug, model, environment, start, last, unit))
+    except StoreError:
+        segments = ()
+    names = ", ".join(segments)
+    help_text = (
+        "The monitoring job computes metrics per model and window, not per segment"
+        + (f"; {names} {'is' if len(segments) == 1 else 'are'} monitored for drift as a column." if segments else ".")
+    )
+    return (
+        first.isoformat(),
+        last.isoformat(),
+        start.isoformat(),
+        last.isoformat(),
+        last.isoformat(),
+        options,
+        unit,
+        [],
+        "All traffic (no per-segment metrics)",
+        help_text,
+        None,
+    )
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def _matrix(query: MetricsQuery) -> DriftMatrix:
+    return drift_matrix(
+        metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+    )
+
+
+def _summary(matrix: DriftMatrix) -> str:
+    drifted_columns = sorted({column for column, _ in matrix.drifted})
+    text = (
+        f"{len(matrix.columns)} feature(s) over {matrix.windows} {matrix.query.window} window(s); "
+        f"{len(matrix.drifted)} drifted feature-window(s)"
+    )
+    if drifted_columns:
+        text += f" in {', '.join(drifted_columns)}"
+    if matrix.grouped:
+        text += f". Each cell shows the worst {matrix.query.window} of its {_period_label(matrix.period)}."
+    return text + "."
+
+
+@dash.callback(
+    Output(HEATMAP, "figure"),
+    Output(SUMMARY, "children"),
+    Output(HEATMAP, "clickData"),
+    *SELECTION_INPUTS,
+    *SELECTION_STATES,
+)
+@requires(Permission.VIEW_MONITORING)
+def show_drift_heatmap(
+    start: object, end: object, window: object, project: object, model: object, environment: object
+) -> tuple[go.Figure, str, None]:
+    """Feature x window heatmap of the selection; resets the clicked cell (the detail shows the worst one)."""
+    query = selection_query(project, model, environment, start, end, window)
+    if isinstance(query, str):
+        return figures.empty_figure(query), query, None
+    try:
+        matrix = _matrix(query)
+    except StoreError as error:
+        message = _read_failed(error)
+        return figures.empty_figure(message), message, None
+    if matrix.empty:
+        message = f"No drift metrics yet for {_describe(query)}."
+        return figures.empty_figure(message, "Drift"), message, None
+    figure = figures.drift_heatmap(list(matrix.rows))
+    figure.update_layout(height=max(320, 140 + 26 * len(matrix.columns)), margin={"t": 30})
+    return figure, _summary(matrix), None
+
+
+def _clicked_cell(click: object) -> tuple[str, datetime] | None:
+    """``(column, window start)`` of a heatmap click, ``None`` for anything malformed."""
+    try:
+        point = click["points"][0]  # type: ignore[index]
+        column, window = point["customdata"][0], point["customdata"][1]
+    except (TypeError, KeyError, IndexError):
+        return None
+    if not isinstance(column, str) or not column or len(column) > MAX_TEXT_INPUT or not isinstance(window, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(window[:40])
+    except ValueError:
+        return None
+    return column, (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC))
+
+
+def _format_value(finding: Finding) -> str:
+    value = finding.value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if finding.check in SHARE_CHECKS:
+        return f"{value:.2%}"
+    if finding.check == "freshness_lag_s":
+        return f"{value:,.0f} s"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def _format_threshold(finding: Finding) -> str:
+    if finding.threshold is None:
+        return ""
+    shown = Finding(finding.check, finding.column, finding.threshold, None, "", "")
+    return ("≤ " if finding.check != "row_count" else "") + _format_value(shown)
+
+
+def quality_table(findings: Sequence[Finding]) -> html.Div | dbc.Table:
+    """The data-quality findings as a table (every text a plain string)."""
+    if not findings:
+        return html.P("No data-quality metrics for this window.", className="text-body-secondary")
+    header = html.Thead(html.Tr([html.Th(t) for t in ("Check", "Value", "Threshold", "Status", "Detail")]))
+    rows = [
+        html.Tr(
+            [
+                html.Td(CHECK_LABELS.get(f.check, f.check) + ("" if f.column in ("*", "timestamp") else "")),
+                html.Td(_format_value(f)),
+                html.Td(_format_threshold(f)),
+                html.Td(dbc.Badge(f.status.replace("_", " "), color=STATUS_COLORS.get(f.status, "secondary"))),
+                html.Td(f.detail, className="small"),
+            ]
+        )
+        for f in findings
+    ]
+    return dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, class_name="mb-0", id="monitoring-quality-table")
+
+
+@dash.callback(
+    Output(FEATURE_TITLE, "children"),
+    Output(FEATURE_TIMELINE, "figure"),
+    Output(FEATURE_DISTRIBUTION, "figure"),
+    Output(FEATURE_QUALITY, "children"),
+    Input(HEATMAP, "clickData"),
+    State(DATES, "start_date"),
+    State(DATES, "end_date"),
+    State(WINDOW, "value"),
+    *SELECTION_STATES,
+)
+@requires(Permission.VIEW_MONITORING)
+def show_feature_detail(
+    click: object,
+    start: object,
+    end: object,
+    window: object,
+    project: object,
+    model: object,
+    environment: object,
+) -> tuple[str, go.Figure, go.Figure, Any]:
+    """Drill-down into the clicked feature (the worst cell until one is clicked)."""
+    query = selection_query(project, model, environment, start, end, window)
+    if isinstance(query, str):
+        empty = figures.empty_figure(query)
+        return "No feature selected", empty, empty, html.P(query, className="text-body-secondary")
+    try:
+        matrix = _matrix(query)
+        cell = _clicked_cell(click) or matrix.worst()
+        if cell is None:
+            message = f"No drift metrics yet for {_describe(query)}."
+            empty = figures.empty_figure(message)
+            return "No feature selected", empty, empty, html.P(message, className="text-body-secondary")
+        column, at = cell
+        detail = feature_detail(
+            metrics_reader(),
+            query.project,
+            query.model,
+            query.environment,
+            query.start,
+            query.end,
+            query.window,
+            column,
+            at,
+            matrix.period,
+        )
+    except StoreError as error:
+        message = _read_failed(error)
+        empty = figures.empty_figure(message)
+        return "No feature selected", empty, empty, html.P(message)
+    if detail.focus is None:
+        message = f"{column} has no drift metrics between {query.start} and {query.end}."
+        empty = figures.empty_figure(message)
+        return f"Feature {column}", empty, empty, html.P(message, className="text-body-secondary")
+    focus = detail.focus
+    label = _window_label(focus["window_start"], query.window)
+    verdict = "drifted" if focus["drifted"] else focus["verdict"].replace("_", " ")
+    title = f"Feature {column}, {query.window} {label}: {verdict} (version {focus['version']})"
+    timeline = figures.drift_timeline(list(detail.timeline), title=f"Drift of {column}")
+    timeline.update_layout(margin={"t": 50})
+    if detail.reference is None and detail.current is None:
+        distribution = figures.empty_figure("; ".join(detail.notes) or "no profile to draw")
+    else:
+        try:
+            distribution = figures.distribution_overlay(
+                detail.reference,
+                detail.current,
+                title=f"{column}: reference vs {label}",
+                current_name=label,
+            )
+        except ValueError as error:
+            distribution = figures.empty_figure(f"the profiles cannot be overlaid: {error}")
+    notes = [html.P(note, className="small text-body-secondary mb-1") for note in detail.notes]
+    return title, timeline, distribution, html.Div([*notes, quality_table(detail.quality.findings)])
+
+
+# --------------------------------------------------------------------------- performance and latency
+
+
+@dash.callback(Output(PERFORMANCE, "figure"), *SELECTION_INPUTS, *SELECTION_STATES)
+@requires(Permission.VIEW_MONITORING)
+def show_performance(
+    start: object, end: object, window: object, project: object, model: object, environment: object
+) -> go.Figure:
+    """Accuracy and ROC AUC (classification) or RMSE and MAE (regression), with label coverage."""
+    query = selection_query(project, model, environment, start, end, window)
+    if isinstance(query, str):
+        return figures.empty_figure(query)
+    try:
+        series = performance_series(
+            metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+        )
+    except StoreError as error:
+        return figures.empty_figure(_read_failed(error))
+    if series.task is None:
+        return figures.empty_figure(f"no performance metrics yet for {_describe(query)} (labels arrive late)")
+    figure = figures.performance_timeline(
+        list(series.rows), metrics=PERFORMANCE_METRICS[series.task], title=f"{query.model} ({series.task})"
+    )
+    figure.update_layout(margin={"t": 60})
+    return figure
+
+
+@dash.callback(Output(LATENCY, "figure"), *SELECTION_INPUTS, *SELECTION_STATES)
+@requires(Permission.VIEW_MONITORING)
+def show_latency(
+    start: object, end: object, window: object, project: object, model: object, environment: object
+) -> go.Figure:
+    """Latency p50/p95/p99 and throughput of the selection."""
+    query = selection_query(project, model, environment, start, end, window)
+    if isinstance(query, str):
+        return figures.empty_figure(query)
+    try:
+        rows = latency_series(
+            metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+        )
+    except StoreError as error:
+        return figures.empty_figure(_read_failed(error))
+    figure = figures.latency_timeline(list(rows), title=f"{query.model} latency")
+    figure.update_layout(margin={"t": 60})
+    return figure
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+def _alert_row(alert: Alert, may_ack: bool, window: str) -> html.Tr:
+    first = _window_label(alert.window_start, window)
+    last = _window_label(alert.last_window_start, window)
+    where = alert.column_name or "the whole model"
+    statistic = "" if alert.last_statistic is None else f"{alert.last_statistic:.4g}"
+    if alert.state == "open" and may_ack:
+        action: Any = dbc.Button(
+            "Acknowledge",
+            id={"type": ALERT_ACK_TYPE, "alert": alert.id},
+            size="sm",
+            color="primary",
+            outline=True,
+        )
+    elif alert.state == "acknowledged":
+        action = alert.acknowledge_comment or "acknowledged"
+    else:
+        action = alert.resolution or ""
+    return html.Tr(
+        [
+            html.Td(dbc.Badge(alert.severity, color=SEVERITY_COLORS.get(alert.severity, "secondary"))),
+            html.Td(alert.state),
+            html.Td(f"{alert.metric} of {where}"),
+            html.Td(first if first == last else f"{first} → {last}"),
+            html.Td(statistic),
+            html.Td(alert.version),
+            html.Td(action, className="small"),
+        ],
+        id=f"monitoring-alert-{alert.id}",
+    )
+
+
+@dash.callback(
+    Output(ALERTS, "children"),
+    *SELECTION_INPUTS,
+    Input(ALERTS_VERSION, "data"),
+    *SELECTION_STATES,
+)
+@requires(Permission.VIEW_MONITORING)
+def show_alerts(
+    start: object,
+    end: object,
+    window: object,
+    _version: object,
+    project: object,
+    model: object,
+    environment: object,
+) -> Any:
+    """Alerts of the model and environment whose windows overlap the range, newest first."""
+    query = selection_query(project, model, environment, start, end, window)
+    if isinstance(query, str):
+        return html.P(query, className="text-body-secondary")
+    actor = current_actor()
+    with db_session() as db:
+        found = [
+            alert
+            for alert, _slug in list_alerts(db, actor, project=query.project, limit=2000)
+            if alert.model == query.model
+            and alert.environment == query.environment
+            and alert.window_start < query.last
+            and alert.last_window_end > query.first
+        ]
+    if not found:
+        return html.P(f"No alert for {_describe(query)}.", className="text-body-secondary", id="monitoring-no-alerts")
+    may_ack = has_permission(actor, Permission.ACK_ALERTS, query.project)
+    header = html.Thead(
+        html.Tr([html.Th(t) for t in ("Severity", "State", "What", "Windows", "Last value", "Version", "")])
+    )
+    rows = [_alert_row(alert, may_ack, query.window) for alert in found[:MAX_ALERTS_SHOWN]]
+    table = dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, id="monitoring-alerts-table")
+    if len(found) > MAX_ALERTS_SHOWN:
+        return html.Div([table, html.P(f"{len(found) - MAX_ALERTS_SHOWN} older alert(s) not shown.", className="small")])
+    return table
+
+
+@dash.callback(
+    Output(ALERT_FEEDBACK, "children"),
+    Output(ALERTS_VERSION, "data"),
+    Input({"type": ALERT_ACK_TYPE, "alert": ALL}, "n_clicks"),
+    State(ALERT_COMMENT, "value"),
+    State(ALERTS_VERSION, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.ACK_ALERTS)
+def acknowledge_alert(_clicks: list, comment: object, version: object) -> tuple[Any, int]:
+    """Acknowledge the clicked alert (``jobs.alerts.acknowledge`` re-checks the role on its project)."""
+    trigger = dash.ctx.triggered_id
+    clicked = dash.ctx.triggered[0].get("value") if dash.ctx.triggered else None
+    if not isinstance(trigger, dict) or not clicked:
+        raise PreventUpdate  # buttons (re)appearing, not a click
+    alert_id = trigger.get("alert")
+    if not isinstance(alert_id, int) or isinstance(alert_id, bool):
+        raise PreventUpdate
+    text = comment if isinstance(comment, str) else ""
+    counter = version + 1 if isinstance(version, int) else 1
+    try:
+        with db_session(write=True) as db:
+            alert = acknowledge(db, current_actor(), alert_id, text)
+            message = f"Alert {alert.id} acknowledged."
+    except Forbidden:
+        return dbc.Alert("Your roles on this project do not allow acknowledging alerts.", color="danger"), counter
+    except (Conflict, InvalidInput) as error:
+        return dbc.Alert(str(error), color="warning"), counter
+    return dbc.Alert(message, color="success", id="monitoring-ack-done"), counter
+
+
+# --------------------------------------------------------------------------- export
+
+
+@dash.callback(
+    Output(EXPORT_DOWNLOAD, "data"),
+    Output(EXPORT_FEEDBACK, "children"),
+    Input(EXPORT, "n_clicks"),
+    State(DATES, "start_date"),
+    State(DATES, "end_date"),
+    State(WINDOW, "value"),
+    *SELECTION_STATES,
+    prevent_initial_call=True,
+)
+@requires(Permission.EXPORT_DATA)
+def export_metrics(
+    clicks: object,
+    start: object,
+    end: object,
+    window: object,
+    project: object,
+    model: object,
+    environment: object,
+) -> tuple[dict[str, Any] | None, str]:
+    """The selection's metrics rows as CSV; needs ``export_data`` on the selected project itself."""
+    if not clicks:
+        raise PreventUpdate
+    query = selection_query(project, model, environment, start, end, window)
+    if isinstance(query, str):
+        return None, query
+    if not has_permission(current_actor(), Permission.EXPORT_DATA, query.project):
+        return None, "Your roles on this project do not allow exports."
+    try:
+        content = export_csv(metrics_reader(), query)
+    except StoreError as error:
+        return None, _read_failed(error)
+    rows = content.count(b"\n") - 1
+    name = f"metrics-{query.project}-{query.model}-{query.environment}-{query.start}-{query.end}-{query.window}.csv"
+    return dcc.send_bytes(content, name, type="text/csv"), f"{rows} row(s) exported."
