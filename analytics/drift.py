@@ -342,8 +342,11 @@ def _chi_square_cells(reference: ColumnProfile, current: ColumnProfile) -> tuple
 
     * when both profiles list every value, the cells are all categories seen on either side: the
       choice of cells then depends only on the data pooled, and the test is valid;
-    * otherwise the tracked categories whose expected count is below ``CHI2_MIN_EXPECTED`` are pooled
-      with "other": the two opposite biases land in the same cell and cancel.
+    * otherwise tracked categories are pooled with "other" unless they are both frequent enough for the
+      chi-square approximation (expected count ``CHI2_MIN_EXPECTED``) and far from the selection
+      boundary (pooled count at least four times the smallest tracked reference count, where noise
+      can no longer decide whether a category was tracked): the opposite biases of the categories near
+      the cut and of "other" land in the same cell and cancel.
     """
     if _listed_all(reference) and _listed_all(current):
         ref = dict(zip(reference.spec.categories, reference.category_counts, strict=True))
@@ -354,7 +357,12 @@ def _chi_square_cells(reference: ColumnProfile, current: ColumnProfile) -> tuple
         return [ref.get(k, 0) for k in keys], [cur.get(k, 0) for k in keys]
     ref_counts, cur_counts = list(reference.distribution()), list(current.distribution())
     share = min(sum(ref_counts), sum(cur_counts)) / (sum(ref_counts) + sum(cur_counts))
-    keep = [i for i in range(len(ref_counts) - 1) if (ref_counts[i] + cur_counts[i]) * share >= CHI2_MIN_EXPECTED]
+    cut = min(reference.category_counts, default=0)
+    keep = [
+        i
+        for i in range(len(ref_counts) - 1)
+        if (ref_counts[i] + cur_counts[i]) * share >= CHI2_MIN_EXPECTED and ref_counts[i] + cur_counts[i] >= 4 * cut
+    ]
     pooled = [i for i in range(len(ref_counts)) if i not in keep]
     return (
         [ref_counts[i] for i in keep] + [sum(ref_counts[i] for i in pooled)],

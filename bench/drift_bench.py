@@ -66,7 +66,7 @@ DRIFTED = {
     "bimodal_0": "mixture weight 0.5 -> 0.75",
     "count_0": "Poisson rate 3 -> 4",
     "cat_10": "share of category c3 +20 points",
-    "cat_1000": "10% of the mass moves to 50 categories never seen in the reference",
+    "cat_1000": "20% of the mass moves to 50 categories never seen in the reference",
 }
 
 
@@ -108,7 +108,7 @@ def _chunk(rng: np.random.Generator, rows: int, drifted: bool) -> pa.Table:
             shares = shares * 0.8
             shares[3] += 0.2
         if drifted and name == "cat_1000":
-            shares = np.concatenate([shares * 0.9, np.full(50, 0.1 / 50)])
+            shares = np.concatenate([shares * 0.8, np.full(50, 0.2 / 50)])
             labels = np.concatenate([labels, _categories(f"{name}_new", 50)])
         picks = rng.choice(len(labels), size=rows, p=shares)
         columns[name] = pa.array(labels[picks], type=pa.string())

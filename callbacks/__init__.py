@@ -5,6 +5,6 @@ callbacks of one page. Every callback declares its permission with
 ``@app.rbac.requires`` under ``@dash.callback``.
 """
 
-from callbacks import dashboard, projects
+from callbacks import admin, audit, dashboard, integrations, models, monitoring, pipeline, projects
 
-__all__ = ["dashboard", "projects"]
+__all__ = ["admin", "audit", "dashboard", "integrations", "models", "monitoring", "pipeline", "projects"]

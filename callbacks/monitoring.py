@@ -180,7 +180,9 @@ def selection_query(
 
 def _read_failed(error: StoreError) -> str:
     log.warning("monitoring page: metrics could not be read: %s", error)
-    return "The stored metrics of this selection could not be read; the monitoring job's output needs attention."
+    return (
+        "The stored metrics of this selection could not be read; the monitoring job's output needs attention."
+    )
 
 
 def _describe(query: MetricsQuery) -> str:
@@ -241,7 +243,11 @@ def show_models(project: object, current: object) -> tuple[list[dict[str, str]],
         models = []
     value = current if current in models else (models[0] if models else None)
     may_export = has_permission(actor, Permission.EXPORT_DATA, slug)
-    title = "Download the shown metrics as CSV" if may_export else "Your roles on this project do not allow exports"
+    title = (
+        "Download the shown metrics as CSV"
+        if may_export
+        else "Your roles on this project do not allow exports"
+    )
     return [{"label": m, "value": m} for m in models], value, not may_export, title
 
 
@@ -253,7 +259,9 @@ def show_models(project: object, current: object) -> tuple[list[dict[str, str]],
     State(ENVIRONMENT, "value"),
 )
 @requires(Permission.VIEW_MONITORING)
-def show_environments(model: object, project: object, current: object) -> tuple[list[dict[str, str]], str | None]:
+def show_environments(
+    model: object, project: object, current: object
+) -> tuple[list[dict[str, str]], str | None]:
     """Environments with metrics of the model; ``prod`` first when the current one is gone."""
     slug = _allowed_project(current_actor(), project)
     if slug is None or not isinstance(model, str):
@@ -295,7 +303,10 @@ def show_range(environment: object, project: object, model: object, window: obje
         message = "You hold no project with monitoring access." if not project else NO_DATA
         return (*nothing[:-1], dbc.Alert(message, color="secondary", id="monitoring-empty"))
     if not isinstance(model, str) or not isinstance(environment, str):
-        message = f"No metrics yet for this project. Run the monitoring job (python -m jobs monitor --project {slug})."
+        message = (
+            "No metrics yet for this project. "
+            f"Run the monitoring job (python -m jobs monitor --project {slug})."
+        )
         return (*nothing[:-1], dbc.Alert(message, color="info", id="monitoring-empty"))
     reader = metrics_reader()
     try:
@@ -311,17 +322,16 @@ def show_range(environment: object, project: object, model: object, window: obje
     first, last = days[0], days[-1]
     span = DEFAULT_RANGE_DAYS if unit == "day" else 7
     start = max(first, last - timedelta(days=span - 1))
-    options = [
-        {"label": WINDOW_LABELS[u], "value": u, "disabled": u not in units} for u in WINDOW_LABELS
-    ]
+    options = [{"label": WINDOW_LABELS[u], "value": u, "disabled": u not in units} for u in WINDOW_LABELS]
     try:
         segments = segment_columns(reader, MetricsQuery(slug, model, environment, start, last, unit))
     except StoreError:
         segments = ()
     names = ", ".join(segments)
-    help_text = (
-        "The monitoring job computes metrics per model and window, not per segment"
-        + (f"; {names} {'is' if len(segments) == 1 else 'are'} monitored for drift as a column." if segments else ".")
+    help_text = "The monitoring job computes metrics per model and window, not per segment" + (
+        f"; {names} {'is' if len(segments) == 1 else 'are'} monitored for drift as a column."
+        if segments
+        else "."
     )
     return (
         first.isoformat(),
@@ -395,7 +405,12 @@ def _clicked_cell(click: object) -> tuple[str, datetime] | None:
         column, window = point["customdata"][0], point["customdata"][1]
     except (TypeError, KeyError, IndexError):
         return None
-    if not isinstance(column, str) or not column or len(column) > MAX_TEXT_INPUT or not isinstance(window, str):
+    if (
+        not isinstance(column, str)
+        or not column
+        or len(column) > MAX_TEXT_INPUT
+        or not isinstance(window, str)
+    ):
         return None
     try:
         moment = datetime.fromisoformat(window[:40])
@@ -432,16 +447,20 @@ def quality_table(findings: Sequence[Finding]) -> html.Div | dbc.Table:
     rows = [
         html.Tr(
             [
-                html.Td(CHECK_LABELS.get(f.check, f.check) + ("" if f.column in ("*", "timestamp") else "")),
+                html.Td(CHECK_LABELS.get(f.check, f.check)),
                 html.Td(_format_value(f)),
                 html.Td(_format_threshold(f)),
-                html.Td(dbc.Badge(f.status.replace("_", " "), color=STATUS_COLORS.get(f.status, "secondary"))),
+                html.Td(
+                    dbc.Badge(f.status.replace("_", " "), color=STATUS_COLORS.get(f.status, "secondary"))
+                ),
                 html.Td(f.detail, className="small"),
             ]
         )
         for f in findings
     ]
-    return dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, class_name="mb-0", id="monitoring-quality-table")
+    return dbc.Table(
+        [header, html.Tbody(rows)], size="sm", hover=True, class_name="mb-0", id="monitoring-quality-table"
+    )
 
 
 @dash.callback(
@@ -534,7 +553,13 @@ def show_performance(
         return figures.empty_figure(query)
     try:
         series = performance_series(
-            metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+            metrics_reader(),
+            query.project,
+            query.model,
+            query.environment,
+            query.start,
+            query.end,
+            query.window,
         )
     except StoreError as error:
         return figures.empty_figure(_read_failed(error))
@@ -558,7 +583,13 @@ def show_latency(
         return figures.empty_figure(query)
     try:
         rows = latency_series(
-            metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+            metrics_reader(),
+            query.project,
+            query.model,
+            query.environment,
+            query.start,
+            query.end,
+            query.window,
         )
     except StoreError as error:
         return figures.empty_figure(_read_failed(error))
@@ -632,7 +663,9 @@ def show_alerts(
             and alert.last_window_end > query.first
         ]
     if not found:
-        return html.P(f"No alert for {_describe(query)}.", className="text-body-secondary", id="monitoring-no-alerts")
+        return html.P(
+            f"No alert for {_describe(query)}.", className="text-body-secondary", id="monitoring-no-alerts"
+        )
     may_ack = has_permission(actor, Permission.ACK_ALERTS, query.project)
     header = html.Thead(
         html.Tr([html.Th(t) for t in ("Severity", "State", "What", "Windows", "Last value", "Version", "")])
@@ -640,7 +673,9 @@ def show_alerts(
     rows = [_alert_row(alert, may_ack, query.window) for alert in found[:MAX_ALERTS_SHOWN]]
     table = dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, id="monitoring-alerts-table")
     if len(found) > MAX_ALERTS_SHOWN:
-        return html.Div([table, html.P(f"{len(found) - MAX_ALERTS_SHOWN} older alert(s) not shown.", className="small")])
+        return html.Div(
+            [table, html.P(f"{len(found) - MAX_ALERTS_SHOWN} older alert(s) not shown.", className="small")]
+        )
     return table
 
 
@@ -669,7 +704,9 @@ def acknowledge_alert(_clicks: list, comment: object, version: object) -> tuple[
             alert = acknowledge(db, current_actor(), alert_id, text)
             message = f"Alert {alert.id} acknowledged."
     except Forbidden:
-        return dbc.Alert("Your roles on this project do not allow acknowledging alerts.", color="danger"), counter
+        return dbc.Alert(
+            "Your roles on this project do not allow acknowledging alerts.", color="danger"
+        ), counter
     except (Conflict, InvalidInput) as error:
         return dbc.Alert(str(error), color="warning"), counter
     return dbc.Alert(message, color="success", id="monitoring-ack-done"), counter
@@ -711,5 +748,15 @@ def export_metrics(
     except StoreError as error:
         return None, _read_failed(error)
     rows = content.count(b"\n") - 1
-    name = f"metrics-{query.project}-{query.model}-{query.environment}-{query.start}-{query.end}-{query.window}.csv"
-    return dcc.send_bytes(content, name, type="text/csv"), f"{rows} row(s) exported."
+    name = "-".join(
+        [
+            "metrics",
+            query.project,
+            query.model,
+            query.environment,
+            str(query.start),
+            str(query.end),
+            query.window,
+        ]
+    )
+    return dcc.send_bytes(content, f"{name}.csv", type="text/csv"), f"{rows} row(s) exported."

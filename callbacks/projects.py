@@ -1,24 +1,146 @@
-"""Projects page callbacks: list the projects the signed-in user may see."""
+"""Projects page callbacks: list, create, edit and archive projects; environments; members and roles.
+
+Every change goes through the job functions (``jobs.projects``, ``jobs.users``),
+which check the permission again with the acting user and write the audit log.
+A refused change raises :class:`~dash.exceptions.PreventUpdate` (nothing changes,
+nothing is shown); invalid input answers with the job's message.
+
+The helpers at the top (:func:`notice`, :func:`run_change`, :func:`project_options`)
+are shared by the other pages' callbacks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, html
+from dash import Input, Output, State, html
+from dash.exceptions import PreventUpdate
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session
 from app.components import ids
 from app.rbac import requires
-from jobs.db.models import ENVIRONMENT_NAMES, Environment
-from jobs.permissions import Permission
-from jobs.projects import list_projects
+from jobs.db.models import ENVIRONMENT_NAMES, Environment, Membership, Project, User
+from jobs.permissions import ROLE_TITLES, Actor, Forbidden, Permission, Role, has_permission
+from jobs.projects import archive_project, create_project, get_project, list_projects, update_project
+from jobs.users import PROJECT_ROLES, Conflict, InvalidInput, grant_role, revoke_role
+
+# Component ids of the Projects page (the layout in pages/projects.py uses the same constants).
+REFRESH = "projects-refresh"
+TABLE_WRAPPER = "projects-table-wrapper"
+CREATE_SLUG = "project-create-slug"
+CREATE_NAME = "project-create-name"
+CREATE_DESCRIPTION = "project-create-description"
+CREATE_BUTTON = "project-create"
+CREATE_MESSAGE = "project-create-message"
+SELECT = "project-select"
+ENVIRONMENTS = "project-environments"
+MEMBERS = "project-members"
+EDIT_NAME = "project-edit-name"
+EDIT_DESCRIPTION = "project-edit-description"
+SAVE_BUTTON = "project-save"
+ARCHIVE_CONFIRM = "project-archive-confirm"
+EDIT_MESSAGE = "project-edit-message"
+MEMBER_USER = "project-member-user"
+MEMBER_ROLE = "project-member-role"
+GRANT_BUTTON = "project-member-grant"
+REVOKE_BUTTON = "project-member-revoke"
+MEMBER_MESSAGE = "project-member-message"
+
+ROLE_OPTIONS = [{"label": ROLE_TITLES[role], "value": role.value} for role in Role if role in PROJECT_ROLES]
+
+
+# ---------------------------------------------------------------------------- shared helpers
+
+
+def notice(kind: str, text: str, component_id: str | None = None) -> dbc.Alert:
+    """A dismissable message (``success``, ``danger``, ``warning``, ``info``); ``text`` renders as text."""
+    extra = {"id": component_id} if component_id else {}
+    return dbc.Alert(text, color=kind, dismissable=True, class_name="py-2 mb-2", **extra)
+
+
+def run_change(change: Callable[[Session, Actor], str]) -> dbc.Alert:
+    """Run ``change(session, actor)`` in a write transaction and say how it went.
+
+    Returns:
+        A success notice with the text ``change`` returned, or a danger notice with the
+        job's message for invalid input or a conflict (nothing was written then).
+
+    Raises:
+        PreventUpdate: when a job refuses the actor (``Forbidden``): nothing changed.
+    """
+    actor = current_actor()
+    if actor is None:
+        raise PreventUpdate
+    try:
+        with db_session(write=True) as db:
+            text = change(db, actor)
+    except Forbidden:
+        raise PreventUpdate from None
+    except (InvalidInput, Conflict) as error:
+        return notice("danger", str(error))
+    return notice("success", text)
+
+
+def project_options(permission: Permission) -> list[dict[str, str]]:
+    """Select options (label: name, value: slug) of the projects where the user holds ``permission``."""
+    actor = current_actor()
+    with db_session() as db:
+        projects = [(p.slug, p.name) for p in list_projects(db, actor)]
+    return [
+        {"label": f"{name} ({slug})", "value": slug}
+        for slug, name in projects
+        if has_permission(actor, permission, slug)
+    ]
+
+
+def bump(counter: int | None) -> int:
+    """The next value of a page's refresh counter."""
+    return (counter or 0) + 1
+
+
+def refresh_after(outcome: dbc.Alert, counter: int | None) -> int | Any:
+    """The refresh counter after a change: bumped when it succeeded, untouched otherwise.
+
+    Untouched matters: a refresh re-renders forms from the database, which would wipe
+    what the user typed before they could correct it.
+    """
+    return bump(counter) if outcome.color == "success" else dash.no_update
+
+
+def ordered_environments(environments: list[Environment]) -> list[Environment]:
+    """Environments in promotion order (dev, staging, prod), unknown names last."""
+    rank = {name: index for index, name in enumerate(ENVIRONMENT_NAMES)}
+    return sorted(environments, key=lambda env: (rank.get(env.name, len(rank)), env.name))
+
+
+def role_names(roles: frozenset[Role] | set[Role] | list[str]) -> str:
+    """Role titles, comma-separated, sorted."""
+    titles = []
+    for role in roles:
+        try:
+            titles.append(ROLE_TITLES[Role(role)])
+        except ValueError:
+            titles.append(str(role))
+    return ", ".join(sorted(titles))
 
 
 def _environment_names(environments: list[Environment]) -> str:
-    """Environment names in promotion order (dev, staging, prod), unknown names last."""
-    rank = {name: index for index, name in enumerate(ENVIRONMENT_NAMES)}
-    names = sorted((env.name for env in environments), key=lambda name: (rank.get(name, len(rank)), name))
-    return ", ".join(names)
+    return ", ".join(env.name for env in ordered_environments(environments))
+
+
+# ---------------------------------------------------------------------------- listing
+
+
+@dash.callback(Output(TABLE_WRAPPER, "children"), Input(REFRESH, "data"), prevent_initial_call=True)
+@requires(Permission.VIEW_PROJECTS)
+def reload_projects_table(_refresh: int | None) -> html.Div:
+    """After a change, mount a fresh project table: its own callback fills it again."""
+    return html.Div(id=ids.PROJECTS_TABLE)
 
 
 @dash.callback(Output(ids.PROJECTS_TABLE, "children"), Input(ids.PROJECTS_TABLE, "id"))
@@ -51,3 +173,244 @@ def show_projects(_component_id: str) -> html.P | dbc.Table:
         )
     )
     return dbc.Table([header, html.Tbody(rows)], bordered=False, hover=True, size="sm", id="projects-list")
+
+
+@dash.callback(
+    Output(SELECT, "options"),
+    Output(SELECT, "value"),
+    Input(SELECT, "id"),
+    Input(REFRESH, "data"),
+    State(SELECT, "value"),
+)
+@requires(Permission.VIEW_PROJECTS)
+def list_project_options(
+    _component_id: str, _refresh: int | None, selected: str | None
+) -> tuple[list[dict[str, str]], str | None]:
+    """The project selector: visible projects, keeping the current choice while it is still listed."""
+    options = project_options(Permission.VIEW_PROJECTS)
+    values = [option["value"] for option in options]
+    return options, selected if selected in values else (values[0] if values else None)
+
+
+def _members_table(db: Session, project: Project) -> html.P | dbc.Table:
+    rows = db.execute(
+        select(User.username, User.display_name, User.is_active, Membership.role)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.project_id == project.id)
+        .order_by(User.username)
+    ).all()
+    if not rows:
+        return html.P("Nobody holds a role on this project yet.", className="text-body-secondary")
+    grouped: dict[str, tuple[str, bool, list[str]]] = {}
+    for username, display_name, active, role in rows:
+        grouped.setdefault(username, (display_name, active, []))[2].append(role)
+    body = [
+        html.Tr(
+            [
+                html.Td(username),
+                html.Td(display_name),
+                html.Td(role_names(roles)),
+                html.Td("active" if active else "deactivated"),
+            ]
+        )
+        for username, (display_name, active, roles) in grouped.items()
+    ]
+    header = html.Thead(html.Tr([html.Th(t) for t in ("User", "Name", "Roles", "Account")]))
+    return dbc.Table([header, html.Tbody(body)], size="sm", hover=True, id="project-members-table")
+
+
+def _environments_table(project: Project) -> dbc.Table:
+    rows = [
+        html.Tr([html.Td(env.name), html.Td(str(env.required_approvals))])
+        for env in ordered_environments(project.environments)
+    ]
+    header = html.Thead(html.Tr([html.Th("Environment"), html.Th("Approvals required to promote")]))
+    return dbc.Table([header, html.Tbody(rows)], size="sm", id="project-environments-table")
+
+
+@dash.callback(
+    Output(ENVIRONMENTS, "children"),
+    Output(MEMBERS, "children"),
+    Output(EDIT_NAME, "value"),
+    Output(EDIT_DESCRIPTION, "value"),
+    Input(SELECT, "value"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.VIEW_PROJECTS)
+def show_project(slug: str | None, _refresh: int | None = None) -> tuple[object, object, str, str]:
+    """Environments (with the approvals each needs), members and the edit form of one project.
+
+    Raises:
+        PreventUpdate: without a selection, or for a project the user may not view.
+    """
+    if not slug:
+        raise PreventUpdate
+    actor = current_actor()
+    try:
+        with db_session() as db:
+            project = get_project(db, actor, slug)
+            if project.archived and not (actor and actor.is_admin):
+                raise PreventUpdate
+            environments = _environments_table(project)
+            members = _members_table(db, project)
+            name, description = project.name, project.description
+    except (Forbidden, Conflict):
+        raise PreventUpdate from None
+    return environments, members, name, description
+
+
+# ---------------------------------------------------------------------------- changes
+
+
+@dash.callback(
+    Output(CREATE_MESSAGE, "children"),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(CREATE_BUTTON, "n_clicks"),
+    State(CREATE_SLUG, "value"),
+    State(CREATE_NAME, "value"),
+    State(CREATE_DESCRIPTION, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_PROJECTS)
+def create_project_clicked(
+    n_clicks: int | None, slug: str | None, name: str | None, description: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Create a project with its dev/staging/prod environments and default pipeline."""
+    if not n_clicks:
+        raise PreventUpdate
+
+    def change(db: Session, actor: Actor) -> str:
+        project = create_project(db, actor, (slug or "").strip(), name or "", description or "")
+        return f"Project {project.name} ({project.slug}) created with environments dev, staging and prod."
+
+    outcome = run_change(change)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(EDIT_MESSAGE, "children"),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(SAVE_BUTTON, "n_clicks"),
+    State(SELECT, "value"),
+    State(EDIT_NAME, "value"),
+    State(EDIT_DESCRIPTION, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_PROJECTS)
+def save_project_clicked(
+    n_clicks: int | None, slug: str | None, name: str | None, description: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Save the selected project's name and description."""
+    if not n_clicks or not slug:
+        raise PreventUpdate
+
+    def change(db: Session, actor: Actor) -> str:
+        project = update_project(db, actor, slug, name=name or "", description=description or "")
+        return f"Project {project.slug} saved."
+
+    outcome = run_change(change)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(EDIT_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(ARCHIVE_CONFIRM, "submit_n_clicks"),
+    State(SELECT, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_PROJECTS)
+def archive_project_confirmed(
+    submit_n_clicks: int | None, slug: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Archive the selected project (after the browser's confirmation)."""
+    if not submit_n_clicks or not slug:
+        raise PreventUpdate
+
+    def change(db: Session, actor: Actor) -> str:
+        project = archive_project(db, actor, slug)
+        return f"Project {project.slug} archived: hidden from lists, its data and history kept."
+
+    outcome = run_change(change)
+    return outcome, refresh_after(outcome, refresh)
+
+
+def change_membership(grant: bool, slug: str | None, username: str | None, role: str | None) -> dbc.Alert:
+    """Grant or revoke a role through ``jobs.users`` (shared by the Projects and Admin pages).
+
+    Raises:
+        PreventUpdate: when the actor may not manage the project's members.
+    """
+    if not slug or not username or not role:
+        return notice("warning", "Choose a project, a user and a role first.")
+
+    def change(db: Session, actor: Actor) -> str:
+        if grant:
+            grant_role(db, actor, username, slug, role)
+            return f"{username} now holds {role_names([role])} on {slug}."
+        removed = revoke_role(db, actor, username, slug, role)
+        if not removed:
+            return f"{username} did not hold {role_names([role])} on {slug}: nothing to revoke."
+        return f"{username} no longer holds {role_names([role])} on {slug}."
+
+    return run_change(change)
+
+
+@dash.callback(
+    Output(MEMBER_USER, "options"),
+    Input(MEMBER_USER, "id"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.MANAGE_MEMBERS)
+def list_member_candidates(_component_id: str, _refresh: int | None = None) -> list[dict[str, str]]:
+    """Active users who can be given a role."""
+    with db_session() as db:
+        users = db.execute(
+            select(User.username, User.display_name).where(User.is_active.is_(True)).order_by(User.username)
+        ).all()
+    return [{"label": f"{display} ({username})", "value": username} for username, display in users]
+
+
+@dash.callback(
+    Output(MEMBER_MESSAGE, "children"),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(GRANT_BUTTON, "n_clicks"),
+    State(SELECT, "value"),
+    State(MEMBER_USER, "value"),
+    State(MEMBER_ROLE, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_MEMBERS)
+def grant_clicked(
+    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Give the chosen user the chosen role on the selected project."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = change_membership(True, slug, username, role)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(MEMBER_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(REVOKE_BUTTON, "n_clicks"),
+    State(SELECT, "value"),
+    State(MEMBER_USER, "value"),
+    State(MEMBER_ROLE, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_MEMBERS)
+def revoke_clicked(
+    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Take the chosen role on the selected project away from the chosen user."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = change_membership(False, slug, username, role)
+    return outcome, refresh_after(outcome, refresh)

@@ -86,12 +86,20 @@ class Thresholds:
             raise ValueError("latency_min_baseline and min_rows must be at least 1")
 
 
+SIGNIFICANT_DIGITS = 12
+"""Statistics are stored to 12 significant digits: DuckDB sums in parallel, in no fixed order, so the
+last bits of a mean or a loss may differ between two runs over the same data; rounding makes a rerun
+write the same value (short of the rare value that straddles a rounding boundary)."""
+
+
 def _number(value: float | None) -> float | None:
-    """Keep finite and infinite floats; NaN becomes ``None`` (the reason says why it is undefined)."""
+    """Round finite floats to :data:`SIGNIFICANT_DIGITS`; keep infinities; NaN becomes ``None``."""
     if value is None:
         return None
     value = float(value)
-    return None if math.isnan(value) else value
+    if math.isnan(value):
+        return None
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(value) else value
 
 
 def row(

@@ -582,18 +582,15 @@ def list_alerts(
     if actor is None:
         return []
     query = select(Alert, Project.slug).join(Project, Project.id == Alert.project_id)
+    if not actor.is_admin:
+        visible = [slug for slug in actor.roles if has_permission(actor, Permission.VIEW_MONITORING, slug)]
+        query = query.where(Project.slug.in_(visible))
     if project is not None:
         query = query.where(Project.slug == project)
     if states:
         query = query.where(Alert.state.in_(list(states)))
-    rows = session.execute(query.order_by(Alert.opened_at.desc(), Alert.id.desc()))
-    visible = []
-    for alert, slug in rows:
-        if has_permission(actor, Permission.VIEW_MONITORING, slug):
-            visible.append((alert, slug))
-            if len(visible) >= limit:
-                break
-    return visible
+    rows = session.execute(query.order_by(Alert.opened_at.desc(), Alert.id.desc()).limit(limit))
+    return [(alert, slug) for alert, slug in rows]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -760,16 +757,18 @@ def _read_last_traffic(store: ParquetStore, project: str, model: str, now: datet
     return newest
 
 
-def _latest_alerts(session: Session, rule: _Rule, since: datetime) -> dict[tuple[str, str, str], Alert]:
-    """Per series, the alert of ``rule`` with the newest streak (active ones and recent ones only)."""
-    alerts = session.scalars(
-        select(Alert)
-        .where(
-            Alert.rule_id == rule.id,
-            or_(Alert.state.in_(ACTIVE_ALERT_STATES), Alert.last_window_start >= since),
-        )
-        .order_by(Alert.window_start, Alert.id)
-    )
+def _latest_alerts(
+    session: Session, rule: _Rule, since: datetime | None
+) -> dict[tuple[str, str, str], Alert]:
+    """Per series, the alert of ``rule`` with the newest streak.
+
+    With ``since``, only active alerts and those whose streak reached ``since``: an
+    older resolved alert cannot affect windows the evaluation reads.
+    """
+    query = select(Alert).where(Alert.rule_id == rule.id).order_by(Alert.window_start, Alert.id)
+    if since is not None:
+        query = query.where(or_(Alert.state.in_(ACTIVE_ALERT_STATES), Alert.last_window_start >= since))
+    alerts = session.scalars(query)
     latest: dict[tuple[str, str, str], Alert] = {}
     for alert in alerts:
         latest[(alert.environment, alert.version, alert.column_name)] = alert
@@ -970,7 +969,7 @@ def _evaluate_freshness(
             f"rule {rule.name!r} ({rule.project}/{rule.model}): no monitored traffic yet, freshness unknown"
         )
         return
-    latest = _latest_alerts(session, rule, now - timedelta(days=3660))
+    latest = _latest_alerts(session, rule, None)
     for environment in environments:
         seen = last_traffic.get(environment)
         if seen is None:
@@ -1143,6 +1142,73 @@ def evaluate_alerts(
         insufficient_data=tuple(tally.insufficient),
         errors=tuple(tally.errors),
         deliveries=tuple(outcomes),
+    )
+
+
+# --------------------------------------------------------------------------- the demo workspace
+
+DEMO_RULE_AUTHOR = "monitoring"
+"""The seeded Monitoring Team account the demo rules are created as (``jobs.seed``)."""
+
+DEMO_RULES = (
+    RuleSpec(name="Feature drift", model="", metric="drift", operator="drifted", consecutive_windows=2),
+    RuleSpec(
+        name="Missing values", model="", metric="missing_share", operator="drifted", severity="critical"
+    ),
+    RuleSpec(name="Latency p95", model="", metric="latency_p95", column="latency_ms", operator="drifted"),
+    RuleSpec(name="Traffic freshness", model="", kind="freshness", max_age_hours=48, severity="critical"),
+)
+"""The rules the demo installs on every demo model (``model`` filled in per model)."""
+
+
+def install_demo_alerts(workspace: Any, context: Any) -> EvaluationSummary | None:
+    """``after_monitor`` hook of :mod:`jobs.demo`: the demo's alert rules, then their first evaluation.
+
+    For every demo model, creates the :data:`DEMO_RULES` it does not have yet (by
+    name, so a rerun adds nothing), as the seeded Monitoring Team account, then
+    evaluates every rule over the whole demo period at the demo's ``now``: the
+    injected incidents open alerts, and those that ended resolve. Nothing is sent
+    (the demo configures no notification channel).
+
+    Args:
+        workspace: The :class:`jobs.demo.DemoWorkspace` built so far (its ``scenario``).
+        context: The :class:`jobs.demo.DemoContext` (``session_factory``, ``store``, ``now``).
+
+    Returns:
+        The evaluation, or ``None`` when there is nothing to do (no scenario, or no
+        active Monitoring Team account to author the rules).
+    """
+    from jobs.users import get_user
+
+    scenario = getattr(workspace, "scenario", None)
+    if scenario is None:
+        return None
+    with session_scope(context.session_factory, write=True) as session:
+        user = get_user(session, DEMO_RULE_AUTHOR)
+        author = actor_for(session, user.id) if user is not None else None
+        if author is None:
+            return None
+        for demo_model in scenario.models:
+            if not has_permission(author, Permission.MANAGE_ALERT_RULES, demo_model.project):
+                continue
+            existing = {rule.name for rule in list_rules(session, demo_model.project, model=demo_model.model)}
+            for template in DEMO_RULES:
+                name = f"{template.name} ({demo_model.model})"
+                if name not in existing:
+                    create_rule(
+                        session,
+                        author,
+                        demo_model.project,
+                        replace(template, name=name, model=demo_model.model),
+                    )
+    now = context.now if context.now.tzinfo is not None else context.now.replace(tzinfo=UTC)
+    first_day = datetime.combine(scenario.start_date, datetime.min.time(), UTC)
+    return evaluate_alerts(
+        context.session_factory,
+        context.store,
+        now=now,
+        deliver_now=False,
+        lookback=max(DEFAULT_LOOKBACK, now - first_day + timedelta(days=1)),
     )
 
 

@@ -174,6 +174,8 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("scheduler", "jobs.scheduler:register_cli"),
     ("monitor", "jobs.monitor:register_monitor"),
     ("demo", "jobs.demo:register_demo"),
+    ("serve", "jobs.gateway.cli:register_serve"),
+    ("batch-predict", "jobs.batch_predict:register_batch_predict"),
 ]
 
 

@@ -9,9 +9,11 @@ Delivery is at-least-once and never loses an alert: :func:`queue_deliveries`
 records one ``pending`` :class:`~jobs.db.alerting.AlertDelivery` per channel in
 the transaction that opens or resolves the alert; :func:`deliver` sends after
 that commit and records the attempts and the last error on the delivery row;
-:func:`deliver_pending` (run by the scheduler) retries what failed or was
-interrupted. A receiver deduplicates with the ``X-MMS-Delivery`` header, which
-stays the same across retries of one delivery.
+:func:`deliver_pending` (run by the scheduler's ``alerts`` job) retries what failed
+or was interrupted. A permanent refusal (see Retries), a disabled channel, or a
+delivery out of attempts (``max_total_attempts``) or older than ``give_up_after``
+ends ``abandoned``, with its last error kept. A receiver deduplicates with the
+``X-MMS-Delivery`` header, which stays the same across retries of one delivery.
 
 Webhooks
     The body is Slack-compatible JSON (``{"text": ..., "blocks": [...]}``) plus a

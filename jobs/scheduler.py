@@ -4,7 +4,10 @@
 cron jobs from the settings: ``monitor`` (``MMS_SCHEDULER_MONITOR_CRON``, default
 ``15 * * * *``) and ``alerts`` (``MMS_SCHEDULER_ALERTS_CRON``, default
 ``*/5 * * * *``), both in UTC. ``python -m jobs scheduler --once JOB`` runs one
-job once (:func:`run_once`) and exits.
+job once (:func:`run_once`) and exits. The ``monitor`` job runs
+:func:`jobs.monitor.run_monitor` over every model, then evaluates the alert rules
+on the metrics it wrote; the ``alerts`` job evaluates the rules and retries the
+notifications still to deliver (:func:`jobs.notify.deliver_pending`).
 
 Leases instead of "run exactly one scheduler"
     Several scheduler processes may run (a rolling deploy, two replicas, a

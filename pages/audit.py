@@ -1,19 +1,78 @@
-"""Audit log: the append-only record of sign-ins and changes."""
+"""Audit log: the append-only record of sign-ins and changes, filterable, paged, and its verification."""
 
 from __future__ import annotations
 
 import dash
-from dash import html
+import dash_bootstrap_components as dbc
+from dash import dcc, html
 
+from app.auth import current_actor
 from app.components import page_header
+from callbacks import audit as cb
+from jobs.permissions import Permission, has_permission
 
 NAME = "Audit log"
 DESCRIPTION = "The append-only, hash-chained record of every sign-in and change, and its verification."
 
 
+def _filters() -> dbc.Row:
+    def column(label: str, component_id: str, **options: object) -> dbc.Col:
+        return dbc.Col(
+            [
+                dbc.Label(label, html_for=component_id, class_name="small mb-0"),
+                dbc.Input(id=component_id, size="sm", **options),
+            ],
+            md=3,
+        )
+
+    return dbc.Row(
+        [
+            column("Actor (username)", cb.ACTOR, placeholder="e.g. admin", maxLength=64),
+            column("Action starts with", cb.ACTION, placeholder="e.g. pipeline.", maxLength=64),
+            column("From (UTC day)", cb.DATE_FROM, type="date"),
+            column("To (UTC day)", cb.DATE_TO, type="date"),
+            dbc.Col(
+                dbc.Button("Apply filters", id=cb.APPLY, color="primary", size="sm"),
+                width="auto",
+                class_name="mt-2",
+            ),
+        ],
+        class_name="g-2 mb-2 align-items-end",
+    )
+
+
 def layout() -> html.Div:
-    """Heading and what the page holds."""
-    return html.Div(page_header(NAME, DESCRIPTION))
+    """Filters, the paged entries and, for administrators, the chain verification."""
+    may_verify = has_permission(current_actor(), Permission.VERIFY_AUDIT)
+    verification = (
+        html.Div(
+            [
+                dbc.Button("Verify chain", id=cb.VERIFY_BUTTON, color="outline-primary", size="sm"),
+                html.Div(id=cb.VERIFY_RESULT, className="mt-2"),
+            ],
+            className="mb-3",
+        )
+        if may_verify
+        else None
+    )
+    return html.Div(
+        [
+            page_header(NAME, DESCRIPTION),
+            verification,
+            dcc.Store(id=cb.PAGE, data=1),
+            _filters(),
+            html.Div(id=cb.FILTER_MESSAGE),
+            html.Div(
+                [
+                    dbc.Button("Newer", id=cb.PREVIOUS, color="outline-secondary", size="sm", disabled=True),
+                    html.Span(id=cb.PAGE_INFO, className="small text-body-secondary"),
+                    dbc.Button("Older", id=cb.NEXT, color="outline-secondary", size="sm", disabled=True),
+                ],
+                className="d-flex gap-3 align-items-center mb-2",
+            ),
+            html.Div(id=cb.ENTRIES),
+        ]
+    )
 
 
 dash.register_page(

@@ -1,22 +1,54 @@
-"""Dashboard: the landing page, greeting the user with their roles per project."""
+"""Dashboard: the landing page: greeting and roles, monitoring KPIs, latency and accuracy, recent alerts.
+
+``callbacks.dashboard`` fills every part; the ids of the monitoring parts below are repeated there
+(pages may not import callbacks) and a unit test checks both agree.
+"""
 
 from __future__ import annotations
 
 import dash
-from dash import html
+import dash_bootstrap_components as dbc
+from dash import dcc, html
 
 from app.components import ids, page_header
 
 NAME = "Dashboard"
 
+KPIS = "dashboard-kpis"
+LATENCY = "dashboard-latency"
+ACCURACY = "dashboard-accuracy"
+ALERTS = "dashboard-alerts"
+
+GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def _card(title: str, body: object) -> dbc.Card:
+    return dbc.Card(
+        [dbc.CardHeader(title, class_name="fw-semibold"), dbc.CardBody(body)], class_name="mb-3 shadow-sm"
+    )
+
+
+def _graph(component_id: str) -> dcc.Loading:
+    return dcc.Loading(
+        dcc.Graph(id=component_id, config=GRAPH_CONFIG, style={"height": "340px"}), delay_show=250
+    )
+
 
 def layout() -> html.Div:
-    """Greeting and roles (filled in by ``callbacks.dashboard``)."""
+    """Greeting and roles, KPI cards, latency and accuracy timelines and recent alerts."""
     return html.Div(
         [
-            page_header(NAME, "Your projects and the roles you hold on each."),
+            page_header(NAME, "Your projects and roles, and how the models you monitor are doing."),
             html.Div(id=ids.DASHBOARD_GREETING),
-            html.Div(id=ids.DASHBOARD_ROLES, className="mt-3"),
+            dcc.Loading(html.Div(id=KPIS, className="mt-3"), delay_show=250),
+            dbc.Row(
+                [
+                    dbc.Col(_card("p95 latency per model", _graph(LATENCY)), lg=6),
+                    dbc.Col(_card("Accuracy of classification models", _graph(ACCURACY)), lg=6),
+                ]
+            ),
+            _card("Recent alerts", html.Div(id=ALERTS)),
+            _card("Your projects and roles", html.Div(id=ids.DASHBOARD_ROLES)),
         ]
     )
 

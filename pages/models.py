@@ -1,19 +1,34 @@
-"""Models: registered models and their versions."""
+"""Models: registered models and their versions per environment, from the MLflow registry."""
 
 from __future__ import annotations
 
 import dash
-from dash import html
+import dash_bootstrap_components as dbc
+from dash import dcc, html
 
 from app.components import page_header
+from callbacks import models as cb
 
 NAME = "Models"
 DESCRIPTION = "Registered models and their versions per environment, with the training runs behind them."
 
 
 def layout() -> html.Div:
-    """Heading and what the page holds."""
-    return html.Div(page_header(NAME, DESCRIPTION))
+    """Project selector and the registry view of that project."""
+    return html.Div(
+        [
+            page_header(NAME, DESCRIPTION),
+            dbc.Row(
+                [
+                    dbc.Col(dbc.Label("Project", html_for=cb.PROJECT, class_name="mb-0"), width="auto"),
+                    dbc.Col(dbc.Select(id=cb.PROJECT, options=[]), md=5),
+                ],
+                align="center",
+                class_name="g-2 mb-3",
+            ),
+            dcc.Loading(html.Div(id=cb.REGISTRY), type="default"),
+        ]
+    )
 
 
 dash.register_page(

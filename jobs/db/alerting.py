@@ -156,8 +156,10 @@ class AlertDelivery(Base):
     """The notification of one alert event (``opened`` or ``resolved``) to one channel.
 
     Created in the transaction that opens or resolves the alert, so a crash before
-    sending leaves a ``pending`` row that the next delivery sweep picks up; a failed
-    send leaves ``failed`` with the attempts made and the last error.
+    sending leaves a ``pending`` row that the next delivery sweep picks up. ``status``:
+    ``pending``, ``sending`` (claimed by a sender), ``delivered``, ``failed`` (retried
+    by later sweeps) or ``abandoned`` (final: a permanent refusal, or out of attempts
+    or time); ``attempts`` adds up every attempt, ``last_error`` keeps the last error.
     """
 
     __tablename__ = "alert_deliveries"

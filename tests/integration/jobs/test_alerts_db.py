@@ -18,17 +18,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from analytics.store import ParquetStore, StoreConfig
 from jobs import audit
 from jobs.alerts import (
+    DEMO_RULES,
     RuleSpec,
     acknowledge,
     create_rule,
     disable_rule,
     evaluate_alerts,
+    install_demo_alerts,
     list_alerts,
     resolve_alert,
     update_rule,
 )
 from jobs.contracts import METRICS_SCHEMA, require_valid, validate_metrics_table
-from jobs.db.alerting import Alert, AlertDelivery
+from jobs.db.alerting import Alert, AlertDelivery, AlertRule
 from jobs.db.models import AuditEntry, Membership, Project, User
 from jobs.notify import (
     SIGNATURE_HEADER,
@@ -866,3 +868,55 @@ def test_channel_management_checks_permissions_and_input(
         )
     session.rollback()
     assert session.scalar(select(func.count()).select_from(AlertDelivery)) == 0
+
+
+# --------------------------------------------------------------------------- the demo workspace hook
+
+
+def test_demo_hook_installs_the_demo_rules_once_and_evaluates_them(
+    tmp_path: Path, store: ParquetStore, request: pytest.FixtureRequest
+) -> None:
+    """The glue of the demo (seeded accounts, demo data, the monitor's metrics) on SQLite only.
+
+    Every database behaviour the hook relies on is covered on both backends above; this
+    test builds a small demo workspace, which is what costs time.
+    """
+    from jobs.db import make_engine, make_session_factory
+    from jobs.db.migrate import upgrade
+    from jobs.demo import DemoContext, DemoWorkspace
+    from jobs.demo_data import generate_demo_data
+    from jobs.monitor import MonitorRequest, run_monitor
+    from jobs.seed import seed_demo_accounts
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    request.addfinalizer(engine.dispose)
+    factory = make_session_factory(engine)
+    with factory() as session:
+        seed_demo_accounts(session)
+        session.commit()
+    scenario = generate_demo_data(store, T0.date(), 4, 7, volume=0.03)
+    now = T0 + timedelta(days=7)  # the traffic ended three days ago: stale for the 48 h freshness rules
+    monitor = run_monitor(store, MonitorRequest(), now=now)
+    workspace = DemoWorkspace(data_uri=store.root, scenario=scenario, monitor=monitor)
+    context = DemoContext(store, factory, "unused", None, None, now)  # type: ignore[arg-type]
+
+    first = install_demo_alerts(workspace, context)
+    again = install_demo_alerts(workspace, context)
+
+    with factory() as reader:
+        rules = reader.execute(select(AlertRule.name, AlertRule.created_by_id)).all()
+        author = reader.scalars(select(User.id).where(User.username == "monitoring")).one()
+    models = sorted({m.model for m in scenario.models})
+    assert sorted(name for name, _ in rules) == sorted(
+        f"{template.name} ({model})" for template in DEMO_RULES for model in models
+    )
+    assert {created_by for _, created_by in rules} == {author}
+    assert first is not None and again is not None
+    assert first.rules_evaluated == again.rules_evaluated == len(DEMO_RULES) * len(models)
+    stale = alerts_of(factory)
+    assert sorted((a.metric, a.environment) for a in stale) == sorted(
+        ("freshness", environment) for _ in models for environment in scenario.environments
+    )
+    assert set(first.opened) == {a.id for a in stale} and again.opened == ()

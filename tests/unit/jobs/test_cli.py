@@ -17,7 +17,12 @@ def register_echo(subparsers) -> None:
 
 def test_every_command_is_registered() -> None:
     parser = build_parser()
-    assert [name for name, _register in COMMANDS] == ["migrate", "seed", "create-user", "audit"]
+    names = [name for name, _register in COMMANDS]
+    assert len(names) == len(set(names))
+    assert {"migrate", "seed", "create-user", "audit"} <= set(names)
+    for name in names:
+        assert parser._subparsers is not None
+        assert name in parser._subparsers._group_actions[0].choices
     assert parser.parse_args(["audit", "verify", "--chain", "ops"]).chain == "ops"
     assert parser.parse_args(["create-user", "bob", "--admin"]).admin is True
 

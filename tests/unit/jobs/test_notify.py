@@ -318,13 +318,15 @@ class Receiver:
 
     responses: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     delay: float = 0.0
+    tls: ssl.SSLContext | None = None
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
 
     def start(self) -> Receiver:
         receiver = self
@@ -351,6 +353,8 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
@@ -374,7 +378,14 @@ def second_receiver() -> Iterator[Receiver]:
     started.stop()
 
 
-def _send(url: str, *, policy: WebhookPolicy = LOOPBACK_OK, retry: RetryPolicy = FAST_RETRY, sleeps=None):
+def _send(
+    url: str,
+    *,
+    policy: WebhookPolicy = LOOPBACK_OK,
+    retry: RetryPolicy = FAST_RETRY,
+    sleeps=None,
+    tls_context: ssl.SSLContext | None = None,
+):
     message = _message()
     return send_webhook(
         url,
@@ -384,6 +395,7 @@ def _send(url: str, *, policy: WebhookPolicy = LOOPBACK_OK, retry: RetryPolicy =
         retry=retry,
         delivery_id="delivery-42",
         sleep=(lambda seconds: sleeps.append(seconds)) if sleeps is not None else time.sleep,
+        tls_context=tls_context,
     )
 
 
@@ -486,6 +498,27 @@ def test_an_unreachable_receiver_is_a_recorded_failure() -> None:
     result = _send(f"http://127.0.0.1:{port}/x", retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
     assert (result.ok, result.attempts) == (False, 2)
     assert "ConnectionRefusedError" in result.error
+
+
+@integration
+def test_https_delivery_verifies_the_receivers_certificate(tmp_path: Path) -> None:
+    cert, key = _self_signed_certificate(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    receiver = Receiver(tls=server_context).start()
+    try:
+        assert receiver.url.startswith("https://127.0.0.1:")
+        trusted = _send(receiver.url, tls_context=ssl.create_default_context(cafile=str(cert)))
+        assert (trusted.ok, trusted.attempts, trusted.status) == (True, 1, 200)
+        [request] = receiver.requests
+        assert verify_signature(request.body, SECRET, request.headers[SIGNATURE_HEADER])
+        # Without the receiver's CA the handshake fails, and that is not retried.
+        untrusted = _send(receiver.url)
+        assert (untrusted.ok, untrusted.attempts) == (False, 1)
+        assert "TLS certificate of 127.0.0.1 refused" in untrusted.error
+        assert len(receiver.requests) == 1
+    finally:
+        receiver.stop()
 
 
 # --------------------------------------------------------------------------- a real SMTP relay

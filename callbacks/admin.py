@@ -1,0 +1,592 @@
+"""Admin page callbacks: user accounts, roles per project, alert rules and the settings view.
+
+* Users (``ADMIN_USERS``): list, create (optionally as administrator), activate and
+  deactivate through :mod:`jobs.users`.
+* Roles per project (``MANAGE_MEMBERS`` on the project): grant and revoke, shared
+  with the Projects page (:func:`callbacks.projects.change_membership`).
+* Alert rules (``MANAGE_ALERT_RULES`` on the project): list, create, change the
+  threshold, enable and disable through :mod:`jobs.alerts`.
+* Settings (``ADMIN_SETTINGS``): read-only; secrets show as "set (hidden)" and URLs
+  with their password masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, html
+from dash.exceptions import PreventUpdate
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.auth import current_actor, db_session, services
+from app.rbac import requires
+from callbacks.projects import (
+    change_membership,
+    notice,
+    project_options,
+    refresh_after,
+    role_names,
+    run_change,
+)
+from jobs.alerts import RuleSpec, create_rule, list_rules, update_rule
+from jobs.db.models import Membership, Project, User
+from jobs.integrations import MASK, github_config, redact_url
+from jobs.permissions import Actor, Permission, has_permission
+from jobs.users import InvalidInput, create_user, set_user_active
+
+# Component ids of the Admin page (pages/admin.py uses the same constants).
+REFRESH = "admin-refresh"
+USERS_TABLE = "admin-users"
+NEW_USERNAME = "admin-new-username"
+NEW_DISPLAY_NAME = "admin-new-display-name"
+NEW_PASSWORD = "admin-new-password"  # noqa: S105 - a component id, not a password
+NEW_IS_ADMIN = "admin-new-is-admin"
+CREATE_USER = "admin-create-user"
+USER_MESSAGE = "admin-user-message"
+ACCOUNT_USER = "admin-account-user"
+ACTIVATE = "admin-activate"
+DEACTIVATE = "admin-deactivate"
+ROLES_TABLE = "admin-roles"
+ROLE_USER = "admin-role-user"
+ROLE_PROJECT = "admin-role-project"
+ROLE_ROLE = "admin-role-role"
+GRANT = "admin-role-grant"
+REVOKE = "admin-role-revoke"
+ROLE_MESSAGE = "admin-role-message"
+RULES_PROJECT = "admin-rules-project"
+RULES_TABLE = "admin-rules"
+RULE_NAME = "admin-rule-name"
+RULE_MODEL = "admin-rule-model"
+RULE_KIND = "admin-rule-kind"
+RULE_METRIC = "admin-rule-metric"
+RULE_COLUMN = "admin-rule-column"
+RULE_OPERATOR = "admin-rule-operator"
+RULE_THRESHOLD = "admin-rule-threshold"
+RULE_WINDOWS = "admin-rule-windows"
+RULE_MAX_AGE = "admin-rule-max-age"
+RULE_SEVERITY = "admin-rule-severity"
+RULE_ENVIRONMENT = "admin-rule-environment"
+CREATE_RULE = "admin-rule-create"
+RULE_SELECT = "admin-rule-select"
+RULE_NEW_THRESHOLD = "admin-rule-new-threshold"
+UPDATE_THRESHOLD = "admin-rule-update-threshold"
+ENABLE_RULE = "admin-rule-enable"
+DISABLE_RULE = "admin-rule-disable"
+RULE_MESSAGE = "admin-rule-message"
+SETTINGS_TABLE = "admin-settings"
+
+SECRET_SETTINGS = frozenset({"secret_key", "s3_secret_access_key", "s3_session_token"})
+URL_SETTINGS = frozenset(
+    {"database_url", "mlflow_tracking_uri", "mlflow_registry_uri", "redis_url", "s3_endpoint_url", "data_uri"}
+)
+PARTLY_SHOWN_SETTINGS = frozenset({"s3_access_key_id"})
+
+
+# ---------------------------------------------------------------------------- users
+
+
+def _user_rows(db: Session) -> list[tuple[User, dict[str, list[str]]]]:
+    users = list(db.scalars(select(User).order_by(User.username)))
+    roles: dict[int, dict[str, list[str]]] = {}
+    for user_id, slug, role in db.execute(
+        select(Membership.user_id, Project.slug, Membership.role)
+        .join(Project, Project.id == Membership.project_id)
+        .order_by(Project.slug, Membership.role)
+    ):
+        roles.setdefault(user_id, {}).setdefault(slug, []).append(role)
+    return [(user, roles.get(user.id, {})) for user in users]
+
+
+@dash.callback(
+    Output(USERS_TABLE, "children"),
+    Output(ACCOUNT_USER, "options"),
+    Output(ROLE_USER, "options"),
+    Input(USERS_TABLE, "id"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.ADMIN_USERS)
+def show_users(
+    _component_id: str, _refresh: int | None = None
+) -> tuple[Any, list[dict[str, str]], list[dict[str, str]]]:
+    """Every account: name, state, administrator flag, last sign-in and roles per project."""
+    with db_session() as db:
+        rows = _user_rows(db)
+        body = [
+            html.Tr(
+                [
+                    html.Td(user.username),
+                    html.Td(user.display_name),
+                    html.Td("active" if user.is_active else "deactivated"),
+                    html.Td("yes" if user.is_admin else "no"),
+                    html.Td(
+                        user.last_login_at.strftime("%Y-%m-%d %H:%M UTC") if user.last_login_at else "never"
+                    ),
+                ],
+                id=f"admin-user-row-{user.username}",
+            )
+            for user, _roles in rows
+        ]
+        options = [
+            {"label": f"{user.display_name} ({user.username})", "value": user.username} for user, _ in rows
+        ]
+    header = html.Thead(
+        html.Tr([html.Th(t) for t in ("Username", "Name", "Account", "Administrator", "Last sign-in")])
+    )
+    table = dbc.Table([header, html.Tbody(body)], size="sm", hover=True, id="admin-users-table")
+    return table, options, options
+
+
+@dash.callback(
+    Output(USER_MESSAGE, "children"),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(CREATE_USER, "n_clicks"),
+    State(NEW_USERNAME, "value"),
+    State(NEW_DISPLAY_NAME, "value"),
+    State(NEW_PASSWORD, "value"),
+    State(NEW_IS_ADMIN, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.ADMIN_USERS)
+def create_user_clicked(
+    n_clicks: int | None,
+    username: str | None,
+    display_name: str | None,
+    password: str | None,
+    is_admin: bool | None,
+    refresh: int | None,
+) -> tuple[dbc.Alert, int]:
+    """Create an account (an administrator when the box is ticked)."""
+    if not n_clicks:
+        raise PreventUpdate
+
+    def change(db: Session, actor: Actor) -> str:
+        user = create_user(
+            db,
+            actor,
+            (username or "").strip(),
+            password or "",
+            display_name=(display_name or "").strip(),
+            is_admin=bool(is_admin),
+        )
+        return f"Account {user.username} created{' as an administrator' if user.is_admin else ''}."
+
+    outcome = run_change(change)
+    return outcome, refresh_after(outcome, refresh)
+
+
+def _set_active(username: str | None, active: bool) -> dbc.Alert:
+    if not username:
+        return notice("warning", "Choose an account first.")
+
+    def change(db: Session, actor: Actor) -> str:
+        user = set_user_active(db, actor, username, active)
+        return f"Account {user.username} is {'active' if user.is_active else 'deactivated'}."
+
+    return run_change(change)
+
+
+@dash.callback(
+    Output(USER_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(ACTIVATE, "n_clicks"),
+    State(ACCOUNT_USER, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.ADMIN_USERS)
+def activate_clicked(
+    n_clicks: int | None, username: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Let the chosen account sign in again."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = _set_active(username, True)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(USER_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(DEACTIVATE, "n_clicks"),
+    State(ACCOUNT_USER, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.ADMIN_USERS)
+def deactivate_clicked(
+    n_clicks: int | None, username: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Stop the chosen account from signing in (its next request is refused too)."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = _set_active(username, False)
+    return outcome, refresh_after(outcome, refresh)
+
+
+# ---------------------------------------------------------------------------- roles per project
+
+
+@dash.callback(
+    Output(ROLES_TABLE, "children"),
+    Output(ROLE_PROJECT, "options"),
+    Input(ROLES_TABLE, "id"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.MANAGE_MEMBERS)
+def show_roles(_component_id: str, _refresh: int | None = None) -> tuple[Any, list[dict[str, str]]]:
+    """Users x projects: the roles each user holds on each project the viewer manages."""
+    options = project_options(Permission.MANAGE_MEMBERS)
+    slugs = [option["value"] for option in options]
+    with db_session() as db:
+        rows = _user_rows(db)
+    header = html.Thead(html.Tr([html.Th("User"), *(html.Th(slug) for slug in slugs)]))
+    body = [
+        html.Tr(
+            [html.Td(user.username), *(html.Td(role_names(roles.get(slug, [])) or "—") for slug in slugs)]
+        )
+        for user, roles in rows
+        if not user.is_admin or roles
+    ]
+    table = dbc.Table(
+        [header, html.Tbody(body)], size="sm", hover=True, responsive=True, id="admin-roles-table"
+    )
+    return table, options
+
+
+@dash.callback(
+    Output(ROLE_MESSAGE, "children"),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(GRANT, "n_clicks"),
+    State(ROLE_PROJECT, "value"),
+    State(ROLE_USER, "value"),
+    State(ROLE_ROLE, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_MEMBERS)
+def grant_clicked(
+    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Give a user a role on a project."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = change_membership(True, slug, username, role)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(ROLE_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(REVOKE, "n_clicks"),
+    State(ROLE_PROJECT, "value"),
+    State(ROLE_USER, "value"),
+    State(ROLE_ROLE, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_MEMBERS)
+def revoke_clicked(
+    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Take a role on a project away from a user."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = change_membership(False, slug, username, role)
+    return outcome, refresh_after(outcome, refresh)
+
+
+# ---------------------------------------------------------------------------- alert rules
+
+
+def _number(text: Any, what: str, *, integer: bool = False) -> float | int | None:
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    try:
+        value = int(str(text).strip(), 10) if integer else float(str(text).strip())
+    except ValueError:
+        raise InvalidInput(f"{what} must be a {'whole number' if integer else 'number'}") from None
+    if not integer and not math.isfinite(value):
+        raise InvalidInput(f"{what} must be a finite number")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return str(value).strip() or None if value is not None else None
+
+
+def _rule_text(rule: Any) -> tuple[str, str]:
+    if rule.kind == "freshness":
+        return "freshness", f"no traffic for {rule.max_age_hours:g} h"
+    column = rule.column_name or "every column"
+    if rule.operator == "drifted":
+        return rule.metric or "", f"{column} drifted"
+    return rule.metric or "", f"{column} {rule.operator} {rule.threshold:g}"
+
+
+@dash.callback(
+    Output(RULES_PROJECT, "options"),
+    Output(RULES_PROJECT, "value"),
+    Input(RULES_PROJECT, "id"),
+    State(RULES_PROJECT, "value"),
+)
+@requires(Permission.MANAGE_ALERT_RULES)
+def list_rule_projects(_component_id: str, selected: str | None) -> tuple[list[dict[str, str]], str | None]:
+    """Projects whose alert rules the user manages."""
+    options = project_options(Permission.MANAGE_ALERT_RULES)
+    values = [option["value"] for option in options]
+    return options, selected if selected in values else (values[0] if values else None)
+
+
+@dash.callback(
+    Output(RULES_TABLE, "children"),
+    Output(RULE_SELECT, "options"),
+    Input(RULES_PROJECT, "value"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.MANAGE_ALERT_RULES)
+def show_rules(project: str | None, _refresh: int | None = None) -> tuple[Any, list[dict[str, str]]]:
+    """The alert rules of the project and their thresholds.
+
+    Raises:
+        PreventUpdate: without a project, or for one the user does not manage rules of.
+    """
+    if not project or not has_permission(current_actor(), Permission.MANAGE_ALERT_RULES, project):
+        raise PreventUpdate
+    with db_session() as db:
+        if db.scalar(select(Project.id).where(Project.slug == project)) is None:
+            raise PreventUpdate
+        rules = list_rules(db, project)
+        rows = []
+        options = []
+        for rule in rules:
+            metric, condition = _rule_text(rule)
+            rows.append(
+                html.Tr(
+                    [
+                        html.Td(rule.name),
+                        html.Td(rule.model),
+                        html.Td(rule.environment or "all"),
+                        html.Td(metric),
+                        html.Td(condition),
+                        html.Td(str(rule.consecutive_windows)),
+                        html.Td(rule.severity),
+                        html.Td("enabled" if rule.enabled else "disabled"),
+                    ]
+                )
+            )
+            options.append({"label": f"{rule.name} ({rule.model})", "value": str(rule.id)})
+    if not rows:
+        return html.P(
+            "This project has no alert rule yet.", className="text-body-secondary", id="admin-rules-empty"
+        ), options
+    header = html.Thead(
+        html.Tr(
+            [
+                html.Th(t)
+                for t in (
+                    "Rule",
+                    "Model",
+                    "Environment",
+                    "Metric",
+                    "Fires when",
+                    "Windows",
+                    "Severity",
+                    "State",
+                )
+            ]
+        )
+    )
+    return dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, id="admin-rules-table"), options
+
+
+@dash.callback(
+    Output(RULE_MESSAGE, "children"),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(CREATE_RULE, "n_clicks"),
+    State(RULES_PROJECT, "value"),
+    State(RULE_NAME, "value"),
+    State(RULE_MODEL, "value"),
+    State(RULE_KIND, "value"),
+    State(RULE_METRIC, "value"),
+    State(RULE_COLUMN, "value"),
+    State(RULE_OPERATOR, "value"),
+    State(RULE_THRESHOLD, "value"),
+    State(RULE_WINDOWS, "value"),
+    State(RULE_MAX_AGE, "value"),
+    State(RULE_SEVERITY, "value"),
+    State(RULE_ENVIRONMENT, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_ALERT_RULES)
+def create_rule_clicked(
+    n_clicks: int | None,
+    project: str | None,
+    name: str | None,
+    model: str | None,
+    kind: str | None,
+    metric: str | None,
+    column: str | None,
+    operator: str | None,
+    threshold: Any,
+    windows: Any,
+    max_age_hours: Any,
+    severity: str | None,
+    environment: str | None,
+    refresh: int | None,
+) -> tuple[dbc.Alert, int]:
+    """Create an alert rule (threshold or freshness) on the chosen project."""
+    if not n_clicks:
+        raise PreventUpdate
+    if not project:
+        return notice("warning", "Choose a project first."), dash.no_update
+    kind = kind or "threshold"
+
+    def change(db: Session, actor: Actor) -> str:
+        freshness = kind == "freshness"
+        spec = RuleSpec(
+            name=name or "",
+            model=(model or "").strip(),
+            kind=kind,
+            metric=None if freshness else _text(metric),
+            column=None if freshness else _text(column),
+            operator=None if freshness else _text(operator),
+            threshold=None if freshness else _number(threshold, "threshold"),
+            consecutive_windows=1
+            if freshness
+            else (_number(windows, "consecutive windows", integer=True) or 1),
+            max_age_hours=_number(max_age_hours, "max age hours") if freshness else None,
+            severity=severity or "warning",
+            environment=_text(environment),
+        )
+        rule = create_rule(db, actor, project, spec)
+        return f"Alert rule {rule.name} created."
+
+    outcome = run_change(change)
+    return outcome, refresh_after(outcome, refresh)
+
+
+def _change_rule(rule_id: str | None, **changes: Any) -> dbc.Alert:
+    if not rule_id:
+        return notice("warning", "Choose a rule first.")
+    try:
+        identifier = int(rule_id)
+    except ValueError:
+        raise PreventUpdate from None
+
+    def change(db: Session, actor: Actor) -> str:
+        rule = update_rule(db, actor, identifier, **changes)
+        state = "enabled" if rule.enabled else "disabled"
+        threshold = f", threshold {rule.threshold:g}" if rule.threshold is not None else ""
+        return f"Alert rule {rule.name}: {state}{threshold}."
+
+    return run_change(change)
+
+
+@dash.callback(
+    Output(RULE_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(UPDATE_THRESHOLD, "n_clicks"),
+    State(RULE_SELECT, "value"),
+    State(RULE_NEW_THRESHOLD, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_ALERT_RULES)
+def update_threshold_clicked(
+    n_clicks: int | None, rule_id: str | None, threshold: Any, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Change the chosen rule's threshold."""
+    if not n_clicks:
+        raise PreventUpdate
+    try:
+        value = _number(threshold, "threshold")
+    except InvalidInput as error:
+        return notice("danger", str(error)), dash.no_update
+    outcome = _change_rule(rule_id, threshold=value)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(RULE_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(ENABLE_RULE, "n_clicks"),
+    State(RULE_SELECT, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_ALERT_RULES)
+def enable_rule_clicked(
+    n_clicks: int | None, rule_id: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Enable the chosen rule."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = _change_rule(rule_id, enabled=True)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(RULE_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(DISABLE_RULE, "n_clicks"),
+    State(RULE_SELECT, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_ALERT_RULES)
+def disable_rule_clicked(
+    n_clicks: int | None, rule_id: str | None, refresh: int | None
+) -> tuple[dbc.Alert, int]:
+    """Disable the chosen rule (its active alerts are resolved)."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = _change_rule(rule_id, enabled=False)
+    return outcome, refresh_after(outcome, refresh)
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def setting_rows(settings: Any, environ: Any = None) -> list[tuple[str, str]]:
+    """``(name, shown value)`` of every setting, secrets masked, plus the GitHub integration's."""
+    rows: list[tuple[str, str]] = []
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        if item.name in SECRET_SETTINGS:
+            shown = "set (hidden)" if value else "not set"
+        elif item.name in PARTLY_SHOWN_SETTINGS:
+            shown = f"{MASK}{str(value)[-4:]}" if value else "not set"
+        elif item.name in URL_SETTINGS:
+            shown = redact_url(value) or "not set"
+        else:
+            shown = "not set" if value is None else str(value)
+        rows.append((item.name, shown))
+    try:
+        github = github_config(environ)
+        rows += [
+            ("github_repository", github.repository or "not set"),
+            ("github_api_url", redact_url(github.api_url) or ""),
+            ("github_token", "set (hidden)" if github.token_configured else "not set"),
+        ]
+    except InvalidInput as error:
+        rows.append(("github", str(error)))
+    return rows
+
+
+@dash.callback(Output(SETTINGS_TABLE, "children"), Input(SETTINGS_TABLE, "id"))
+@requires(Permission.ADMIN_SETTINGS)
+def show_settings(_component_id: str) -> dbc.Table:
+    """The studio's settings, read-only, secrets masked."""
+    rows = [
+        html.Tr([html.Td(html.Code(name)), html.Td(value, className="text-break")])
+        for name, value in setting_rows(services().settings)
+    ]
+    header = html.Thead(html.Tr([html.Th("Setting"), html.Th("Value")]))
+    return dbc.Table([header, html.Tbody(rows)], size="sm", id="admin-settings-table")

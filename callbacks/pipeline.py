@@ -1,0 +1,419 @@
+"""Pipeline page callbacks: the stage DAG, one stage's configuration form, edits and locks.
+
+The DAG is a dash-cytoscape graph (served locally by Dash; it runs under the
+studio's CSP without ``unsafe-eval``, checked in Chromium by the e2e tests). Node
+colours follow the last run's status; a locked node gets a thick dark border.
+A table lists the same stages for keyboard and screen-reader users.
+
+Changes go through :mod:`jobs.pipelines`, which re-checks ``EDIT_PIPELINE`` /
+``LOCK_PIPELINE`` on the project with the acting user and writes the audit log.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from typing import Any
+
+import dash
+import dash_bootstrap_components as dbc
+from dash import ALL, Input, Output, State, html
+from dash.exceptions import PreventUpdate
+from sqlalchemy.orm import Session
+
+from app.auth import current_actor, db_session
+from app.rbac import requires
+from callbacks.projects import project_options, refresh_after, run_change
+from jobs.db.models import PIPELINE_STAGES
+from jobs.permissions import Actor, Forbidden, Permission, has_permission
+from jobs.pipelines import (
+    STAGE_TITLES,
+    FieldSpec,
+    NodeView,
+    config_as_text,
+    lock_node,
+    node_view,
+    parse_form,
+    pipeline_view,
+    stage_fields,
+    unlock_node,
+    update_node_config,
+)
+from jobs.users import Conflict
+
+# Component ids of the Pipeline page (pages/pipeline.py uses the same constants).
+PROJECT = "pipeline-project"
+REFRESH = "pipeline-refresh"
+DAG = "pipeline-dag"
+STAGE_TABLE = "pipeline-stage-table"
+STAGE = "pipeline-stage"
+NODE_INFO = "pipeline-node-info"
+NODE_FORM = "pipeline-node-form"
+NODE_VERSION = "pipeline-node-version"
+SAVE_BUTTON = "pipeline-node-save"
+LOCK_BUTTON = "pipeline-node-lock"
+UNLOCK_BUTTON = "pipeline-node-unlock"
+LOCK_REASON = "pipeline-node-lock-reason"
+NODE_MESSAGE = "pipeline-node-message"
+FIELD_TYPE = "pipeline-field"
+
+STATUS_COLOURS = {
+    "never_run": "#adb5bd",
+    "running": "#0d6efd",
+    "succeeded": "#198754",
+    "failed": "#dc3545",
+    "skipped": "#ffc107",
+}
+STATUS_LABELS = {
+    "never_run": "never run",
+    "running": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "skipped": "skipped",
+}
+_NODE_SPACING = 170
+
+DAG_STYLESHEET: list[dict[str, Any]] = [
+    {
+        "selector": "node",
+        "style": {
+            "label": "data(label)",
+            "text-wrap": "wrap",
+            "text-valign": "bottom",
+            "text-margin-y": 8,
+            "font-size": 13,
+            "width": 46,
+            "height": 46,
+            "background-color": STATUS_COLOURS["never_run"],
+            "border-width": 2,
+            "border-color": "#ffffff",
+        },
+    },
+    *(
+        {"selector": f".status-{status}", "style": {"background-color": colour}}
+        for status, colour in STATUS_COLOURS.items()
+    ),
+    {
+        "selector": ".locked",
+        "style": {"border-width": 6, "border-color": "#212529", "shape": "round-rectangle"},
+    },
+    {
+        "selector": ".incomplete",
+        "style": {"border-style": "dashed", "border-color": "#6c757d", "border-width": 3},
+    },
+    {"selector": "node:selected", "style": {"overlay-color": "#0d6efd", "overlay-opacity": 0.25}},
+    {
+        "selector": "edge",
+        "style": {
+            "width": 2,
+            "line-color": "#6c757d",
+            "target-arrow-color": "#6c757d",
+            "target-arrow-shape": "triangle",
+            "curve-style": "bezier",
+        },
+    },
+]
+
+
+def dag_elements(nodes: list[NodeView]) -> list[dict[str, Any]]:
+    """Cytoscape elements: one node per stage in canonical order, an edge between consecutive stages."""
+    elements: list[dict[str, Any]] = []
+    for index, node in enumerate(nodes):
+        classes = [f"status-{node.last_status}" if node.last_status in STATUS_COLOURS else "status-never_run"]
+        if node.locked:
+            classes.append("locked")
+        if not node.configured:
+            classes.append("incomplete")
+        label = f"{node.title}\n{STATUS_LABELS.get(node.last_status, node.last_status)}"
+        if node.locked:
+            label += " · locked"
+        elements.append(
+            {
+                "data": {"id": node.stage, "label": label, "status": node.last_status, "locked": node.locked},
+                "position": {"x": index * _NODE_SPACING, "y": 0},
+                "classes": " ".join(classes),
+            }
+        )
+    for source, target in itertools.pairwise(nodes):
+        elements.append(
+            {
+                "data": {
+                    "id": f"{source.stage}->{target.stage}",
+                    "source": source.stage,
+                    "target": target.stage,
+                }
+            }
+        )
+    return elements
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "never"
+
+
+def _stage_table(nodes: list[NodeView]) -> dbc.Table:
+    rows = [
+        html.Tr(
+            [
+                html.Td(node.title),
+                html.Td(
+                    dbc.Badge(
+                        STATUS_LABELS.get(node.last_status, node.last_status),
+                        style={"backgroundColor": STATUS_COLOURS.get(node.last_status, "#adb5bd")},
+                        class_name="text-dark" if node.last_status in ("never_run", "skipped") else "",
+                    )
+                ),
+                html.Td(_when(node.last_run_at)),
+                html.Td(f"locked by {node.locked_by or 'someone'}" if node.locked else "unlocked"),
+                html.Td("configured" if node.configured else f"incomplete: {', '.join(node.problems)}"),
+            ],
+            id=f"pipeline-row-{node.stage}",
+        )
+        for node in nodes
+    ]
+    header = html.Thead(html.Tr([html.Th(t) for t in ("Stage", "Last run", "When", "Lock", "Configuration")]))
+    return dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, id="pipeline-stages")
+
+
+@dash.callback(
+    Output(PROJECT, "options"),
+    Output(PROJECT, "value"),
+    Input(PROJECT, "id"),
+    State(PROJECT, "value"),
+)
+@requires(Permission.VIEW_PIPELINE)
+def list_pipeline_projects(
+    _component_id: str, selected: str | None
+) -> tuple[list[dict[str, str]], str | None]:
+    """Projects whose pipeline the user may view."""
+    options = project_options(Permission.VIEW_PIPELINE)
+    values = [option["value"] for option in options]
+    return options, selected if selected in values else (values[0] if values else None)
+
+
+@dash.callback(
+    Output(DAG, "elements"),
+    Output(STAGE_TABLE, "children"),
+    Input(PROJECT, "value"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.VIEW_PIPELINE)
+def show_pipeline(project: str | None, _refresh: int | None = None) -> tuple[list[dict[str, Any]], Any]:
+    """The DAG and the stage table of one project's pipeline.
+
+    Raises:
+        PreventUpdate: without a project, or for one the user may not view.
+    """
+    if not project:
+        raise PreventUpdate
+    try:
+        with db_session() as db:
+            nodes = pipeline_view(db, current_actor(), project)
+    except (Forbidden, Conflict):
+        raise PreventUpdate from None
+    if not nodes:
+        return [], html.P("This project has no pipeline stages.", className="text-body-secondary")
+    return dag_elements(nodes), _stage_table(nodes)
+
+
+@dash.callback(Output(STAGE, "value"), Input(DAG, "tapNodeData"), prevent_initial_call=True)
+@requires(Permission.VIEW_PIPELINE)
+def select_tapped_stage(node_data: dict[str, Any] | None) -> str:
+    """Clicking a node of the DAG selects its stage."""
+    stage = (node_data or {}).get("id")
+    if stage not in PIPELINE_STAGES:
+        raise PreventUpdate
+    return stage
+
+
+def _field_control(spec: FieldSpec, text: str, disabled: bool, problem: str | None) -> Any:
+    control_id = {"type": FIELD_TYPE, "name": spec.name}
+    if spec.kind == "choice":
+        options = [{"label": "(not set)", "value": ""}] if not spec.required else []
+        options += [{"label": choice, "value": choice} for choice in spec.choices]
+        control = dbc.Select(
+            id=control_id,
+            options=options,
+            value=text if text in spec.choices else ("" if not spec.required else None),
+            disabled=disabled,
+            invalid=problem is not None,
+            placeholder="Choose..." if spec.required else None,
+        )
+    else:
+        control = dbc.Input(
+            id=control_id,
+            value=text,
+            disabled=disabled,
+            invalid=problem is not None,
+            maxLength=4096,
+            debounce=False,
+        )
+    label = f"{spec.label}{' *' if spec.required else ''}"
+    return html.Div(
+        [
+            dbc.Label(label, class_name="mb-0 small fw-semibold"),
+            control,
+            dbc.FormFeedback(problem or "", type="invalid"),
+            dbc.FormText(spec.help),
+        ],
+        className="mb-2",
+    )
+
+
+def _node_form(node: NodeView, disabled: bool, problems: dict[str, str]) -> list[Any]:
+    texts = config_as_text(node.stage, node.config)
+    return [
+        _field_control(spec, texts[spec.name], disabled, problems.get(spec.name))
+        for spec in stage_fields(node.stage)
+    ]
+
+
+def _node_info(node: NodeView) -> Any:
+    facts = [
+        ("Stage", node.title),
+        ("Last run", f"{STATUS_LABELS.get(node.last_status, node.last_status)} ({_when(node.last_run_at)})"),
+        ("Lock", f"locked by {node.locked_by or 'someone'}" if node.locked else "unlocked"),
+        ("Last change", _when(node.updated_at)),
+    ]
+    items = []
+    for term, value in facts:
+        items += [html.Dt(term, className="col-sm-4"), html.Dd(value, className="col-sm-8 mb-1")]
+    return html.Dl(items, className="row mb-2", id="pipeline-node-facts")
+
+
+@dash.callback(
+    Output(NODE_INFO, "children"),
+    Output(NODE_FORM, "children"),
+    Output(NODE_VERSION, "data"),
+    Output(SAVE_BUTTON, "disabled"),
+    Output(LOCK_BUTTON, "disabled"),
+    Output(UNLOCK_BUTTON, "disabled"),
+    Input(PROJECT, "value"),
+    Input(STAGE, "value"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.VIEW_PIPELINE)
+def show_node(
+    project: str | None, stage: str | None, _refresh: int | None = None
+) -> tuple[Any, list[Any], str | None, bool, bool, bool]:
+    """Facts and configuration form of the selected stage; buttons enabled by permission and lock state.
+
+    Raises:
+        PreventUpdate: without a selection, or for a project the user may not view.
+    """
+    if not project or stage not in PIPELINE_STAGES:
+        raise PreventUpdate
+    actor = current_actor()
+    try:
+        with db_session() as db:
+            node = node_view(db, actor, project, stage)
+    except (Forbidden, Conflict):
+        raise PreventUpdate from None
+    may_edit = has_permission(actor, Permission.EDIT_PIPELINE, project) and not node.locked
+    may_lock = has_permission(actor, Permission.LOCK_PIPELINE, project)
+    # An empty configuration is the state of a new project: no field is marked wrong until someone saves.
+    problems = node.problems if node.config else {}
+    return (
+        _node_info(node),
+        _node_form(node, not may_edit, problems),
+        node.updated_at.isoformat() if node.updated_at else None,
+        not may_edit,
+        not may_lock or node.locked,
+        not may_lock or not node.locked,
+    )
+
+
+@dash.callback(
+    Output(NODE_MESSAGE, "children"),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(SAVE_BUTTON, "n_clicks"),
+    State(PROJECT, "value"),
+    State(STAGE, "value"),
+    State({"type": FIELD_TYPE, "name": ALL}, "value"),
+    State({"type": FIELD_TYPE, "name": ALL}, "id"),
+    State(NODE_VERSION, "data"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.EDIT_PIPELINE)
+def save_node_clicked(
+    n_clicks: int | None,
+    project: str | None,
+    stage: str | None,
+    values: list[Any],
+    field_ids: list[dict[str, str]],
+    version: str | None,
+    refresh: int | None,
+) -> tuple[Any, int]:
+    """Validate the form and save the stage's configuration (refused while the stage is locked)."""
+    if not n_clicks or not project or stage not in PIPELINE_STAGES:
+        raise PreventUpdate
+    raw = {field_id["name"]: value for field_id, value in zip(field_ids or [], values or [], strict=False)}
+    try:
+        expected = datetime.fromisoformat(version) if version else None
+    except ValueError:
+        expected = None
+
+    def change(db: Session, actor: Actor) -> str:
+        config = parse_form(stage, raw)
+        update_node_config(db, actor, project, stage, config, expected_updated_at=expected)
+        return f"{STAGE_TITLES[stage]} configuration saved."
+
+    outcome = run_change(change)  # invalid fields, a lock or a stale form come back as a danger notice
+    return outcome, refresh_after(outcome, refresh)
+
+
+def _lock_change(locking: bool, project: str | None, stage: str | None, reason: str | None) -> Any:
+    if not project or stage not in PIPELINE_STAGES:
+        raise PreventUpdate
+
+    def change(db: Session, actor: Actor) -> str:
+        if locking:
+            lock_node(db, actor, project, stage, reason=reason or "")
+            return f"{STAGE_TITLES[stage]} locked: its configuration cannot change until it is unlocked."
+        unlock_node(db, actor, project, stage, reason=reason or "")
+        return f"{STAGE_TITLES[stage]} unlocked."
+
+    return run_change(change)
+
+
+@dash.callback(
+    Output(NODE_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(LOCK_BUTTON, "n_clicks"),
+    State(PROJECT, "value"),
+    State(STAGE, "value"),
+    State(LOCK_REASON, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.LOCK_PIPELINE)
+def lock_clicked(
+    n_clicks: int | None, project: str | None, stage: str | None, reason: str | None, refresh: int | None
+) -> tuple[Any, int]:
+    """Lock the selected stage."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = _lock_change(True, project, stage, reason)
+    return outcome, refresh_after(outcome, refresh)
+
+
+@dash.callback(
+    Output(NODE_MESSAGE, "children", allow_duplicate=True),
+    Output(REFRESH, "data", allow_duplicate=True),
+    Input(UNLOCK_BUTTON, "n_clicks"),
+    State(PROJECT, "value"),
+    State(STAGE, "value"),
+    State(LOCK_REASON, "value"),
+    State(REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.LOCK_PIPELINE)
+def unlock_clicked(
+    n_clicks: int | None, project: str | None, stage: str | None, reason: str | None, refresh: int | None
+) -> tuple[Any, int]:
+    """Unlock the selected stage."""
+    if not n_clicks:
+        raise PreventUpdate
+    outcome = _lock_change(False, project, stage, reason)
+    return outcome, refresh_after(outcome, refresh)

@@ -1,0 +1,314 @@
+"""The map step: profile one work unit and publish its partial profile.
+
+A task receives a :class:`~jobs.scaleout.units.WorkUnit` (an explicit file list and the specs to
+profile with), never a connection: it opens its own DuckDB connection with the unit's ``threads`` and
+``memory_limit`` and closes it before returning. Files are read and normalised by the monitoring
+job's own input functions (``jobs._monitor_inputs``), so a unit's rows are exactly the rows the
+single-process job profiles, and each version's rows are profiled with
+``analytics.profile.profile`` on the version's reference spec, per window.
+
+The partial is one Parquet file: the long-format profile rows of every version (a ``version`` column
+in front of :func:`analytics.profile.profiles_to_arrow`'s columns) and, in the schema metadata
+``mms.scaleout.partial``, the unit's identity (run, index, unit id, target, date, window, file
+digest), each version's ``mms.profile`` metadata and the problems found. It is written to a
+deterministic key (``units/<index>.parquet``) in one atomic step, so a retried task replaces its own
+earlier output and the merge, which deduplicates by unit id, counts a unit once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
+from analytics.store import ParquetStore, StoreConfig, StoredFile, connect_duckdb
+from jobs import _monitor_inputs as inputs
+from jobs.scaleout.units import (
+    FORMAT,
+    RunLayout,
+    ScaleoutError,
+    WorkUnit,
+    files_digest,
+    read_json,
+    read_spec,
+    table_bytes,
+    write_bytes_atomically,
+)
+
+PARTIAL_METADATA = b"mms.scaleout.partial"
+PROFILE_METADATA = b"mms.profile"
+VERSION_COLUMN = "version"
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What one task did.
+
+    Attributes:
+        index: Unit index.
+        unit_id: Unit id.
+        out: URI of the partial written.
+        rows: Inference rows read.
+        windows: (version, window) profiles in the partial.
+        problems: Input problems found (the monitoring job reports them for the date).
+        seconds: Wall time of the task.
+    """
+
+    index: int
+    unit_id: str
+    out: str
+    rows: int
+    windows: int
+    problems: int
+    seconds: float
+
+
+def unit_store_config(config: StoreConfig, unit: WorkUnit) -> StoreConfig:
+    """The store configuration of a task: ``config`` with the unit's DuckDB threads and memory limit."""
+    return replace(
+        config,
+        threads=unit.duckdb_threads or config.threads,
+        memory_limit=unit.duckdb_memory_limit or config.memory_limit,
+    )
+
+
+def _check_inside(store: ParquetStore, uri: str, what: str) -> None:
+    root = store.root.rstrip("/") + "/"
+    if not uri.startswith(root) or ".." in uri[len(root) :].split("/"):
+        raise ScaleoutError(f"{what} {uri} lies outside the data root {store.root}")
+
+
+def _empty_partial_schema() -> pa.Schema:
+    base = profiles_to_arrow([Profile(spec=ProfileSpec(columns=()), rows=0, columns=())]).schema
+    return pa.schema([pa.field(VERSION_COLUMN, pa.string()), *base]).remove_metadata()
+
+
+def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: StoreConfig) -> pa.Table:
+    """Profile a unit's files per version and window; return the partial profile table.
+
+    Args:
+        unit: The unit.
+        specs: Version -> spec to profile it with (versions without one are counted, not profiled).
+        config: Store configuration (the unit's DuckDB threads and memory limit apply on top).
+
+    Returns:
+        The partial: a ``version`` column plus the ``profiles_to_arrow`` columns, with the
+        ``mms.scaleout.partial`` metadata (see the module doc).
+
+    Raises:
+        ScaleoutError: if a file lies outside the data root.
+        analytics.store.StoreError: if DuckDB cannot be opened with the unit's limits.
+    """
+    started = time.monotonic()
+    task_config = unit_store_config(config, unit)
+    store = ParquetStore(task_config)
+    day = unit.day
+    tables: list[pa.Table] = []
+    problems: list[inputs.Problem] = []
+    versions: set[str] = set()
+    for item in unit.files:
+        _check_inside(store, item.path, "log file")
+        table, problem = inputs.read_parquet_file(store, StoredFile(item.path, item.size, {}))
+        if problem is not None:
+            problems.append(problem)
+            continue
+        checked, file_problems, file_versions, _new = inputs.check_log_table(item.path, table, day, specs.get)
+        problems.extend(file_problems)
+        versions.update(file_versions)
+        if checked is not None:
+            tables.append(checked)
+    rows = sum(t.num_rows for t in tables)
+    by_version: dict[str, dict[datetime, Profile]] = {}
+    # A date with an unusable file is not computed by the monitoring job: nothing to profile.
+    if tables and not problems:
+        logs = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        con = connect_duckdb(task_config)
+        try:
+            relation = con.from_arrow(logs)
+            for version in sorted(versions):
+                spec = specs.get(version)
+                if spec is None:
+                    continue
+                version_rows = relation.filter(
+                    duckdb.ColumnExpression(VERSION_COLUMN) == duckdb.ConstantExpression(version)
+                )
+                windows = profile(version_rows, spec, window=unit.window, timestamp_column="timestamp")
+                if windows:
+                    by_version[version] = windows
+        finally:
+            con.close()
+    parts, profile_meta = [], {}
+    for version, windows in sorted(by_version.items()):
+        table = profiles_to_arrow(windows)
+        profile_meta[version] = table.schema.metadata[PROFILE_METADATA].decode()
+        table = table.replace_schema_metadata(None)
+        parts.append(table.add_column(0, VERSION_COLUMN, pa.array([version] * table.num_rows, pa.string())))
+    partial = pa.concat_tables(parts) if parts else _empty_partial_schema().empty_table()
+    meta = {
+        "format": FORMAT,
+        "run_id": unit.run_id,
+        "index": unit.index,
+        "unit_id": unit.unit_id,
+        "project": unit.project,
+        "model": unit.model,
+        "environment": unit.environment,
+        "date": unit.date,
+        "window": unit.window,
+        "files_sha256": files_digest(unit.files, store.root),
+        "rows": rows,
+        "versions": sorted(versions),
+        "specs": {v: ref.sha256 for v, ref in sorted(unit.specs.items())},
+        "profiles": profile_meta,
+        "problems": [
+            {"path": p.path, "kind": p.kind, "column": p.column, "reason": p.reason} for p in problems
+        ],
+        "seconds": round(time.monotonic() - started, 6),
+    }
+    return partial.replace_schema_metadata({PARTIAL_METADATA: json.dumps(meta, allow_nan=False)})
+
+
+def partial_info(table: pa.Table) -> dict[str, Any]:
+    """The ``mms.scaleout.partial`` metadata of a partial.
+
+    Raises:
+        ScaleoutError: if the table is not a partial of this format.
+    """
+    raw = (table.schema.metadata or {}).get(PARTIAL_METADATA)
+    if raw is None:
+        raise ScaleoutError("not a partial profile: the mms.scaleout.partial metadata is missing")
+    info = json.loads(raw)
+    if info.get("format") != FORMAT:
+        raise ScaleoutError(f"unsupported partial format {info.get('format')!r} (expected {FORMAT})")
+    return info
+
+
+def partial_profiles(table: pa.Table) -> dict[str, dict[datetime | None, Profile]]:
+    """The profiles of a partial: version -> window start -> profile.
+
+    Raises:
+        ScaleoutError: if the table is not a partial.
+    """
+    info = partial_info(table)
+    versions = table.column(VERSION_COLUMN).to_pylist() if table.num_rows else []
+    result = {}
+    for version, profile_meta in sorted(info["profiles"].items()):
+        rows = [i for i, v in enumerate(versions) if v == version]
+        part = table.take(pa.array(rows, pa.int64())).drop_columns([VERSION_COLUMN])
+        part = part.replace_schema_metadata({PROFILE_METADATA: profile_meta.encode()})
+        result[version] = profiles_from_arrow(part)
+    return result
+
+
+def load_specs(store: ParquetStore, unit: WorkUnit) -> dict[str, ProfileSpec]:
+    """Read the unit's spec files (each must lie in its run's ``specs/`` folder).
+
+    Raises:
+        ScaleoutError: if a spec is outside the run, missing or not the one referenced.
+    """
+    layout = RunLayout(store.root, unit.run_id)
+    specs = {}
+    for version, ref in unit.specs.items():
+        if not layout.contains(ref.uri, f"{layout.run_dir}/specs"):
+            raise ScaleoutError(f"spec {ref.uri} of version {version} is not inside run {unit.run_id}")
+        specs[version] = read_spec(store, ref)
+    return specs
+
+
+def run_unit(unit: WorkUnit, config: StoreConfig, *, out: str | None = None) -> UnitResult:
+    """Profile a unit and publish its partial atomically (the task every engine runs).
+
+    Args:
+        unit: The unit.
+        config: Store configuration of the task.
+        out: URI of the partial; default the run's ``units/<index>.parquet``. It must lie directly
+            inside the run's ``units/`` folder.
+
+    Returns:
+        What the task did.
+
+    Raises:
+        ScaleoutError: for an ``out`` outside the run's ``units/`` folder, a missing spec or a
+            failed write.
+    """
+    started = time.monotonic()
+    store = ParquetStore(unit_store_config(config, unit))
+    layout = RunLayout(store.root, unit.run_id)
+    target = out or layout.partial(unit.index)
+    if not layout.contains(target, layout.units_dir) or not target.endswith(".parquet"):
+        raise ScaleoutError(f"--out {target} must be a .parquet file directly inside {layout.units_dir}")
+    try:
+        table = profile_unit(unit, load_specs(store, unit), config)
+        write_bytes_atomically(store, target, table_bytes(table))
+    finally:
+        store.close()
+    info = partial_info(table)
+    return UnitResult(
+        index=unit.index,
+        unit_id=unit.unit_id,
+        out=target,
+        rows=int(info["rows"]),
+        windows=sum(len(json.loads(m)["windows"]) for m in info["profiles"].values()),
+        problems=len(info["problems"]),
+        seconds=time.monotonic() - started,
+    )
+
+
+def run_manifest(manifest: str, config: StoreConfig, *, out: str | None = None) -> UnitResult:
+    """Run the unit a manifest describes (the ``profile-unit`` command and the Step Functions task).
+
+    Raises:
+        ScaleoutError: if the manifest is outside a run's ``manifests/`` folder, missing or malformed.
+    """
+    store = ParquetStore(config)
+    try:
+        _check_inside(store, manifest, "manifest")
+        try:
+            unit = WorkUnit.from_json(read_json(store, manifest))
+        except FileNotFoundError:
+            raise ScaleoutError(f"manifest {manifest} does not exist") from None
+    finally:
+        store.close()
+    layout = RunLayout(store.root, unit.run_id)
+    if not layout.contains(manifest, layout.manifests_dir):
+        raise ScaleoutError(f"manifest {manifest} is not inside {layout.manifests_dir}")
+    return run_unit(unit, config, out=out)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _profile_unit_command(args: argparse.Namespace, settings: Any) -> int:
+    from jobs.cli import EXIT_FAILURE, EXIT_OK
+
+    try:
+        result = run_manifest(args.manifest, settings.store_config(), out=args.out)
+    except ScaleoutError as error:
+        print(f"error: {error}")
+        return EXIT_FAILURE
+    print(
+        f"unit {result.index} ({result.unit_id[:12]}): {result.rows} rows, {result.windows} window "
+        f"profile(s), {result.problems} problem(s) -> {result.out} in {result.seconds:.1f} s"
+    )
+    return EXIT_OK
+
+
+def register_profile_unit(subparsers: Any) -> None:
+    """``profile-unit``: profile the unit of one manifest (a task of a scaled-out monitoring run)."""
+    parser = subparsers.add_parser(
+        "profile-unit",
+        help="profile one work unit of a scaled-out monitoring run",
+        description="Exit 0 when the partial profile was written, 1 otherwise (the engine retries).",
+    )
+    parser.add_argument("--manifest", required=True, help="URI of the unit manifest (under the data root)")
+    parser.add_argument(
+        "--out", help="URI of the partial profile (default <run>/units/<index>.parquet)", default=None
+    )
+    parser.set_defaults(func=_profile_unit_command)
