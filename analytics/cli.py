@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     drift_cmd.add_argument("--reference", required=True, help="Parquet file, folder or glob (local or s3://)")
     drift_cmd.add_argument("--current", required=True, help="Parquet file, folder or glob (local or s3://)")
-    drift_cmd.add_argument("--columns", help="comma-separated columns (default: every numeric/categorical one)")
+    drift_cmd.add_argument(
+        "--columns", help="comma-separated columns (default: every numeric/categorical one)"
+    )
     drift_cmd.add_argument("--format", choices=("json", "table"), default="json")
     drift_cmd.add_argument(
         "--exact", action="store_true", help="numeric KS and Wasserstein on the raw values (SciPy)"
@@ -85,9 +87,8 @@ def _load_policy(path: Path | None) -> Policy | None:
 
 
 def _connect(sources: Sequence[str]) -> duckdb.DuckDBPyConnection:
-    from app.settings import SettingsError, load_settings
-
     from analytics.store import StoreError, connect_duckdb
+    from app.settings import SettingsError, load_settings
 
     try:
         config = load_settings().store_config()
@@ -121,12 +122,16 @@ def run_drift(args: argparse.Namespace) -> DriftReport:
         reference_rel = _read(con, args.reference, "reference")
         current_rel = _read(con, args.current, "current data")
         try:
-            reference = profile_reference(reference_rel, columns, bins=args.bins, top_k=args.top_k, distinct=False)
+            reference = profile_reference(
+                reference_rel, columns, bins=args.bins, top_k=args.top_k, distinct=False
+            )
         except duckdb.Error as error:
             raise CliError(f"cannot read the reference {args.reference}: {_first_line(error)}") from error
         try:
             current = profile(current_rel, reference.spec)
-            return drift(reference, current, policy, exact=(reference_rel, current_rel) if args.exact else None)
+            return drift(
+                reference, current, policy, exact=(reference_rel, current_rel) if args.exact else None
+            )
         except duckdb.Error as error:
             raise CliError(f"cannot read the current data {args.current}: {_first_line(error)}") from error
     except ProfileError as error:
@@ -167,7 +172,10 @@ def render_table(report: DriftReport) -> str:
         for c in report.columns
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    ]
     s = report.summary
     share = "-" if s.drift_share is None else f"{s.drift_share:.0%}"
     lines.append("")
@@ -180,7 +188,9 @@ def render_table(report: DriftReport) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
     """Entry point of ``python -m analytics``.
 
     Args:

@@ -3,12 +3,13 @@
 For every column both profiles share, :func:`drift` computes all statistics of its kind from the two
 profiles (no data is read):
 
-* numeric: Kolmogorov–Smirnov on the binned CDFs (statistic, asymptotic p-value and the bound on how
-  far the exact statistic can lie above it), Wasserstein-1 (bins spread uniformly) raw and divided by
-  the reference standard deviation, PSI, Jensen–Shannon distance (base 2), Hellinger, total
+* numeric: Kolmogorov-Smirnov on the binned CDFs (statistic, asymptotic p-value and the bound on how
+  far the exact statistic can lie above it), Wasserstein-1 (each bin's mass spread uniformly over it,
+  the open outer bins closed where an exponential tail fitted to the last bins puts their mean, see
+  :func:`analytics.stats.tail_extents`) raw and divided by the reference standard deviation, PSI, Jensen-Shannon distance (base 2), Hellinger, total
   variation, and the mean shift in reference standard deviations;
 * categorical: chi-square test of homogeneity (sparse cells pooled to an expected count of 5), PSI,
-  Jensen–Shannon, Hellinger, total variation over the spec categories plus one "other" cell, and the
+  Jensen-Shannon, Hellinger, total variation over the spec categories plus one "other" cell, and the
   categories that are new in the current data or vanished from it.
 
 ``-inf``/``+inf`` lie in the outer bins of the numeric distribution (they are outside any finite
@@ -262,10 +263,16 @@ def _numeric_evidence(reference: ColumnProfile, current: ColumnProfile, policy: 
     undefined: dict[str, str] = {}
     values.update(_moment_statistics(reference, current, undefined))
     if reference.finite and current.finite:
-        low = min(reference.min, current.min)
-        high = max(reference.max, current.max)
+        edges = reference.spec.edges
+        extents = [
+            stats.tail_extents(edges, side.bin_counts, low=side.min, high=side.max) for side in (reference, current)
+        ]
         distance = stats.wasserstein_binned(
-            reference.spec.edges, reference.bin_counts, current.bin_counts, low=low, high=high
+            edges,
+            reference.bin_counts,
+            current.bin_counts,
+            low=min(lower for lower, _ in extents),
+            high=max(upper for _, upper in extents),
         )
         values["wasserstein"] = distance
         values["wasserstein_normed"] = _normed(distance, reference.std)
@@ -308,7 +315,9 @@ def _categorical_evidence(reference: ColumnProfile, current: ColumnProfile, poli
     n_ref, n_cur = reference.valid, current.valid
     reason = _insufficient(reference, current, policy)
     if reason:
-        return Evidence(reference.name, "categorical", n_ref, n_cur, status="insufficient_data", reason=reason)
+        return Evidence(
+            reference.name, "categorical", n_ref, n_cur, status="insufficient_data", reason=reason
+        )
     ref_counts, cur_counts = reference.distribution(), current.distribution()
     chi2 = stats.chi_square(*_chi_square_cells(reference, current), min_expected=CHI2_MIN_EXPECTED)
     values: dict[str, float | None] = {
@@ -361,7 +370,8 @@ def _chi_square_cells(reference: ColumnProfile, current: ColumnProfile) -> tuple
     keep = [
         i
         for i in range(len(ref_counts) - 1)
-        if (ref_counts[i] + cur_counts[i]) * share >= CHI2_MIN_EXPECTED and ref_counts[i] + cur_counts[i] >= 4 * cut
+        if (ref_counts[i] + cur_counts[i]) * share >= CHI2_MIN_EXPECTED
+        and ref_counts[i] + cur_counts[i] >= 4 * cut
     ]
     pooled = [i for i in range(len(ref_counts)) if i not in keep]
     return (
@@ -476,14 +486,21 @@ def drift(
             evidence.append(_error(name, kind, f"column {name!r} was not profiled in the reference"))
         elif name in retyped_current:
             evidence.append(
-                _error(name, kind, f"column {name!r} changed type from {column_spec.dtype} to {retyped_current[name]}")
+                _error(
+                    name,
+                    kind,
+                    f"column {name!r} changed type from {column_spec.dtype} to {retyped_current[name]}",
+                )
             )
         elif name not in current:
             evidence.append(_error(name, kind, f"column {name!r} is missing from the current data"))
         else:
             evidence.append(_column_evidence(reference[name], current[name], kind, policy, exact))
     verdicts = decide(policy, evidence)
-    columns = tuple(_column_drift(e, v, reference, current, exact is not None) for e, v in zip(evidence, verdicts, strict=True))
+    columns = tuple(
+        _column_drift(e, v, reference, current, exact is not None)
+        for e, v in zip(evidence, verdicts, strict=True)
+    )
     return DriftReport(columns, _summary(columns, policy, reference, current), current.window)
 
 
@@ -534,7 +551,9 @@ def _column_drift(
     )
 
 
-def _summary(columns: Sequence[ColumnDrift], policy: Policy, reference: Profile, current: Profile) -> DriftSummary:
+def _summary(
+    columns: Sequence[ColumnDrift], policy: Policy, reference: Profile, current: Profile
+) -> DriftSummary:
     checked = [c for c in columns if c.status == "ok"]
     drifted = [c for c in checked if c.drifted]
     share = len(drifted) / len(checked) if checked else None
@@ -558,7 +577,9 @@ def drift_windows(
     reference: Profile, windows: Mapping[datetime, Profile], policy: Policy | None = None
 ) -> DriftTimeline:
     """Drift of each window profile (from ``profile(rel, spec, window=...)``) against one reference."""
-    return DriftTimeline({window: drift(reference, current, policy) for window, current in sorted(windows.items())})
+    return DriftTimeline(
+        {window: drift(reference, current, policy) for window, current in sorted(windows.items())}
+    )
 
 
 def drift_relations(

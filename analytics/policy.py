@@ -4,11 +4,11 @@ The default policy (:data:`DEFAULT_POLICY`) follows sample size, so that small w
 a hypothesis test and large ones by how large the shift is:
 
 * **Small samples** (``min(n_reference, n_current) < large_sample``, default 10,000): a hypothesis test
-  per column — Kolmogorov–Smirnov for numeric, Pearson's chi-square for categorical — with the
-  p-values of all checked columns adjusted for multiple testing (Benjamini–Hochberg by default). A
+  per column — Kolmogorov-Smirnov for numeric, Pearson's chi-square for categorical — with the
+  p-values of all checked columns adjusted for multiple testing (Benjamini-Hochberg by default). A
   column drifts when its adjusted p-value is below ``alpha`` (default 0.01).
 * **Large samples**: an effect size — the Wasserstein-1 distance divided by the reference standard
-  deviation for numeric columns (threshold 0.1), the Jensen–Shannon distance (base 2) for categorical
+  deviation for numeric columns (threshold 0.1), the Jensen-Shannon distance (base 2) for categorical
   ones (threshold 0.1). On millions of rows every test rejects, so a p-value alone would alarm on
   practically irrelevant shifts (0.02 sigma); the effect size does not. With ``require_significance``
   (default) the adjusted test must also reject, which stops sampling noise in the effect size of a
@@ -22,7 +22,7 @@ mean gives a ratio of ``d`` for any location family). A constant reference has n
 0 when the current data has the same constant and ``inf`` (drift) otherwise.
 
 What the thresholds mean: 0.1 normed W1 is a tenth of a standard deviation of mass moved (a 0.5 sigma
-mean shift gives 0.5); a Jensen–Shannon distance of 0.1 corresponds to moving roughly 12 points of
+mean shift gives 0.5); a Jensen-Shannon distance of 0.1 corresponds to moving roughly 12 points of
 share between two categories (a 20-point move gives at least 0.17, half a point about 0.005).
 
 Per-column overrides (:class:`Rule`) pick any method and threshold for a column at every sample size.
@@ -100,7 +100,7 @@ class Policy:
 
     Attributes:
         alpha: Significance level of the tests (after correction).
-        correction: ``bh`` (Benjamini–Hochberg), ``bonferroni`` or ``none`` across the checked columns.
+        correction: ``bh`` (Benjamini-Hochberg), ``bonferroni`` or ``none`` across the checked columns.
         large_sample: From this many values on both sides, effect sizes decide.
         min_samples: Fewer values than this on either side gives ``insufficient_data``.
         numeric_effect: Large-sample rule for numeric columns.
@@ -130,7 +130,9 @@ class Policy:
         if not 0 < self.drift_share <= 1:
             raise PolicyError(f"drift_share must lie in (0, 1], got {self.drift_share}")
         if not self.numeric_effect.applies_to("numeric"):
-            raise PolicyError(f"numeric_effect: {self.numeric_effect.method} does not apply to numeric columns")
+            raise PolicyError(
+                f"numeric_effect: {self.numeric_effect.method} does not apply to numeric columns"
+            )
         if not self.categorical_effect.applies_to("categorical"):
             raise PolicyError(
                 f"categorical_effect: {self.categorical_effect.method} does not apply to categorical columns"
@@ -155,14 +157,19 @@ class Policy:
             "correction": self.correction,
             "large_sample": self.large_sample,
             "min_samples": self.min_samples,
-            "numeric_effect": {"method": self.numeric_effect.method, "threshold": self.numeric_effect.threshold},
+            "numeric_effect": {
+                "method": self.numeric_effect.method,
+                "threshold": self.numeric_effect.threshold,
+            },
             "categorical_effect": {
                 "method": self.categorical_effect.method,
                 "threshold": self.categorical_effect.threshold,
             },
             "require_significance": self.require_significance,
             "drift_share": self.drift_share,
-            "columns": {name: {"method": r.method, "threshold": r.threshold} for name, r in self.columns.items()},
+            "columns": {
+                name: {"method": r.method, "threshold": r.threshold} for name, r in self.columns.items()
+            },
         }
 
     @classmethod
@@ -189,7 +196,9 @@ class Policy:
             if key in values:
                 values[key] = rule(values[key], key)
         if "columns" in values:
-            values["columns"] = {name: rule(raw, f"columns.{name}") for name, raw in values["columns"].items()}
+            values["columns"] = {
+                name: rule(raw, f"columns.{name}") for name, raw in values["columns"].items()
+            }
         return cls(**values)
 
 
@@ -271,7 +280,9 @@ def decide(policy: Policy, evidence: Sequence[Evidence]) -> list[Verdict]:
     """
     family = [i for i, e in enumerate(evidence) if e.status == "ok" and _is_number(e.test_p_value)]
     adjusted = dict(
-        zip(family, adjust_pvalues([evidence[i].test_p_value for i in family], policy.correction), strict=True)
+        zip(
+            family, adjust_pvalues([evidence[i].test_p_value for i in family], policy.correction), strict=True
+        )
     )
     verdicts = []
     for index, item in enumerate(evidence):
@@ -294,11 +305,17 @@ def decide(policy: Policy, evidence: Sequence[Evidence]) -> list[Verdict]:
         elif needs_p and not _is_number(p_adjusted):
             problem = item.undefined.get("p_value", "the test p-value is undefined (NaN)")
         if problem is not None:
-            verdicts.append(Verdict(rule.method, statistic, p_value, p_adjusted, rule.threshold, False, "error", problem))
+            verdicts.append(
+                Verdict(rule.method, statistic, p_value, p_adjusted, rule.threshold, False, "error", problem)
+            )
             continue
         if rule.is_test:
             drifted = p_adjusted < rule.threshold
         else:
-            drifted = statistic > rule.threshold and (not policy.require_significance or p_adjusted < policy.alpha)
-        verdicts.append(Verdict(rule.method, statistic, p_value, p_adjusted, rule.threshold, bool(drifted), "ok", None))
+            drifted = statistic > rule.threshold and (
+                not policy.require_significance or p_adjusted < policy.alpha
+            )
+        verdicts.append(
+            Verdict(rule.method, statistic, p_value, p_adjusted, rule.threshold, bool(drifted), "ok", None)
+        )
     return verdicts

@@ -73,7 +73,14 @@ _INTEGER_TYPES = {
 }
 _FLOAT_TYPES = {"float", "double"}
 _CATEGORICAL_TYPES = {"varchar", "boolean", "enum"}
-_TEMPORAL_TYPES = {"date", "timestamp", "timestamp with time zone", "timestamp_ns", "timestamp_ms", "timestamp_s"}
+_TEMPORAL_TYPES = {
+    "date",
+    "timestamp",
+    "timestamp with time zone",
+    "timestamp_ns",
+    "timestamp_ms",
+    "timestamp_s",
+}
 
 
 class ProfileError(ValueError):
@@ -114,6 +121,11 @@ def kind_of(dtype: str) -> Kind | None:
     if family in _CATEGORICAL_TYPES:
         return "categorical"
     return None
+
+
+def is_temporal(dtype: str) -> bool:
+    """Whether a DuckDB type is a date or timestamp (usable as a window or freshness column)."""
+    return _type_family(dtype) in _TEMPORAL_TYPES
 
 
 def _fits(kind: Kind, dtype: str) -> bool:
@@ -554,13 +566,6 @@ def _arrow_schema():
     )
 
 
-_ARROW_FIELDS = (
-    "window column kind dtype rows nulls nan neg_inf pos_inf finite min max mean m2 distinct "
-    "distinct_exact edges bin_counts categories category_counts other_count unseen_values "
-    "unseen_counts complete"
-).split()
-
-
 def profiles_to_arrow(profiles: Iterable[Profile] | Mapping[Any, Profile]):
     """Write profiles (e.g. the per-window dict of :func:`profile`) as one long-format Arrow table.
 
@@ -586,7 +591,8 @@ def profiles_to_arrow(profiles: Iterable[Profile] | Mapping[Any, Profile]):
     if any(item.spec != spec for item in items):
         raise ProfileError("profiles written together must share one spec")
     rows = [_column_record(item, column) for item in items for column in item.columns]
-    columns = {name: [row[name] for row in rows] for name in _ARROW_FIELDS}
+    schema = _arrow_schema()
+    columns = {name: [row[name] for row in rows] for name in schema.names}
     meta = {
         "version": FORMAT_VERSION,
         "spec": {
@@ -617,8 +623,9 @@ def profiles_to_arrow(profiles: Iterable[Profile] | Mapping[Any, Profile]):
             for item in items
         ],
     }
-    schema = _arrow_schema().with_metadata({"mms.profile": json.dumps(meta, allow_nan=True)})
-    return pa.Table.from_pydict(columns, schema=schema)
+    return pa.Table.from_pydict(
+        columns, schema=schema.with_metadata({"mms.profile": json.dumps(meta, allow_nan=True)})
+    )
 
 
 def profiles_from_arrow(table) -> dict[datetime | None, Profile]:
@@ -749,7 +756,9 @@ def _plan(
     else:
         unknown = [n for n in columns if n not in schema]
         if unknown:
-            raise ProfileError(f"unknown column(s) {', '.join(unknown)}; the relation has {', '.join(schema)}")
+            raise ProfileError(
+                f"unknown column(s) {', '.join(unknown)}; the relation has {', '.join(schema)}"
+            )
         selected = list(dict.fromkeys(columns))
     plan = []
     for name in selected:
@@ -774,8 +783,10 @@ def profile_reference(
 ) -> Profile:
     """Build the spec from a reference relation and profile it, in three scans.
 
-    1. ``reservoir_quantile`` of every numeric column at ``i / bins`` over a reservoir of
-       :data:`EDGE_SAMPLE_ROWS` values (the edges only choose the bins; the counts are exact);
+    1. ``reservoir_quantile`` of every numeric column at :func:`quantile_levels` over a reservoir of
+       :data:`EDGE_SAMPLE_ROWS` values (the edges only choose the bins; the counts are exact). With
+       several threads DuckDB's reservoir can differ between runs, and so can the edges: persist the
+       reference profile (:meth:`Profile.to_arrow`) to compare every window on the same bins;
     2. the numeric profile query on those quantile edges, which also yields the exact finite minimum
        and maximum: they become the outer edges, so the reference's own counts need no second pass
        (no reference value lies outside its own range);
@@ -785,7 +796,8 @@ def profile_reference(
     Args:
         rel: The reference relation (e.g. ``analytics.store.read_source(con, path)``).
         columns: Columns to profile; default every numeric and categorical column.
-        bins: Quantile bins per numeric column (2 to 1000; 50-100 resolves skewed features).
+        bins: Quantile bins per numeric column (2 to 1000; 50-100 resolves skewed features), before
+            the tail levels of :func:`quantile_levels`.
         top_k: Categories tracked per categorical column.
         max_unseen: Other values listed per profile (see :class:`ProfileSpec`).
         kinds: Force a kind per column, e.g. ``{"zip_code": "categorical"}`` for an integer code.
@@ -812,7 +824,7 @@ def profile_reference(
 
     quantiles = _sample_quantiles(rel, numeric, bins)
     provisional = [replace(c, edges=quantiles[c.name]) for c in numeric]
-    (rows, numeric_profiles), = _numeric_profiles(rel, provisional, types, distinct, None).values()
+    ((rows, numeric_profiles),) = _numeric_profiles(rel, provisional, types, distinct, None).values()
     finished = {p.name: _with_range_edges(p) for p in numeric_profiles}
 
     if categorical:
@@ -846,7 +858,7 @@ def build_spec(
     """Compute the profile spec of a reference relation.
 
     Numeric edges: the exact finite minimum (plus the largest double below it) and maximum, and the
-    reference's quantiles at ``i / bins`` in between, deduplicated. Categorical: the ``top_k`` most
+    reference's quantiles at :func:`quantile_levels` in between, deduplicated. Categorical: the ``top_k`` most
     frequent values. This profiles the reference on the way (see :func:`profile_reference`, which
     returns that profile too, so call it instead when you also need the reference profile).
 
@@ -878,13 +890,30 @@ def build_spec(
     ).spec
 
 
+def quantile_levels(bins: int) -> list[float]:
+    """Quantile levels of the numeric edges: ``i / bins`` plus geometric tail levels.
+
+    The tails get ``1 / (2 bins), 1 / (4 bins), ...`` down to one sampled value (and the mirror levels
+    near 1), so the outermost bins hold a handful of reference values instead of ``1 / bins`` of them
+    stretched to the extremes: the binned Kolmogorov-Smirnov bound and Wasserstein distance of
+    heavy-tailed features depend on those bins. Combined with the exact minimum and maximum (which
+    :func:`profile_reference` adds), a discrete feature also gets a bin per frequent value.
+    """
+    levels = [i / bins for i in range(1, bins)]
+    tail = 1 / (2 * bins)
+    while tail >= 1 / EDGE_SAMPLE_ROWS:
+        levels += [tail, 1 - tail]
+        tail /= 2
+    return sorted(levels)
+
+
 def _sample_quantiles(
     rel: duckdb.DuckDBPyRelation, numeric: Sequence[ColumnSpec], bins: int
 ) -> dict[str, tuple[float, ...]]:
-    """Finite quantiles ``0, 1/bins, ..., 1`` of a reservoir sample of each numeric column."""
+    """Finite quantiles of a reservoir sample of each numeric column at :func:`quantile_levels`."""
     if not numeric:
         return {}
-    levels = "[" + ", ".join(repr(i / bins) for i in range(bins + 1)) + "]"
+    levels = "[" + ", ".join(repr(level) for level in quantile_levels(bins)) + "]"
     # NaN and infinities may land in the sample; they are dropped from the edges below, which is
     # cheaper than filtering every value.
     aggregates = [
@@ -901,10 +930,11 @@ def _with_range_edges(provisional: ColumnProfile) -> ColumnProfile:
     """Add the reference's exact range to quantile edges and move its counts onto the final bins.
 
     The final edges are ``(nextbefore(min), quantiles..., max)`` (``min`` itself when it is
-    ``-DBL_MAX``, which has no finite double below it: then the first bin holds the minimum). Every quantile stays an edge, so
-    each provisional bin lies inside exactly one final bin (the one whose upper edge is the smallest
-    final edge at or above the provisional upper edge); the last provisional bin ``(q_last, +inf)``
-    holds reference values up to ``max``, so it lands in the bin ending at ``max``.
+    ``-DBL_MAX``, which has no finite double below it: then the first bin holds the minimum).
+    Every quantile stays an edge, so each provisional bin lies inside exactly one final bin (the one
+    whose upper edge is the smallest final edge at or above the provisional upper edge); the last
+    provisional bin ``(q_last, +inf)`` holds reference values up to ``max``, so it lands in the bin
+    ending at ``max``.
     """
     quantiles = provisional.spec.edges
     if provisional.finite == 0:
@@ -1033,7 +1063,7 @@ def _window_sql(rel: duckdb.DuckDBPyRelation, window: str, timestamp_column: str
     if dtype == "timestamp with time zone":
         # Windows are UTC calendar periods whatever the session time zone.
         column = f"timezone('UTC', {column})"
-    elif _type_family(dtype) not in _TEMPORAL_TYPES:
+    elif not is_temporal(dtype):
         raise ProfileError(f"timestamp column {timestamp_column!r} has type {dtype}, not a date or timestamp")
     return f"CAST(date_trunc('{window}', {column}) AS TIMESTAMP)"
 
@@ -1083,7 +1113,9 @@ def profile(
     categorical = [c for c in spec.columns if c.kind == "categorical" and c.name not in skipped]
 
     numeric_rows = _numeric_profiles(rel, numeric, types, spec.distinct, window_sql)
-    categorical_counts = _categorical_counts(rel, categorical, spec.max_unseen, window_sql) if categorical else {}
+    categorical_counts = (
+        _categorical_counts(rel, categorical, spec.max_unseen, window_sql) if categorical else {}
+    )
 
     profiles: dict[datetime | None, Profile] = {}
     for window_start, (rows, numeric_profiles) in numeric_rows.items():
@@ -1153,7 +1185,9 @@ def _power_of_two_scales(
         items, _, _, finite = _numeric_input(spec.name, types[spec.name], index)
         inputs.extend(items)
         aggregates.append(f"max(abs({finite}))")
-    row = _query(rel, f"SELECT {', '.join(aggregates)} FROM (SELECT {', '.join(inputs)} FROM __mms_source)")[0]
+    row = _query(rel, f"SELECT {', '.join(aggregates)} FROM (SELECT {', '.join(inputs)} FROM __mms_source)")[
+        0
+    ]
     return [math.frexp(value)[1] if value else 0 for value in row]
 
 

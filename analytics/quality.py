@@ -19,7 +19,7 @@ import duckdb
 
 from analytics._tabular import TabularMixin, json_safe
 from analytics.drift import new_categories
-from analytics.profile import ColumnProfile, Profile, ProfileError, quote, relation_schema
+from analytics.profile import ColumnProfile, Profile, ProfileError, is_temporal, quote, relation_schema
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,17 @@ def freshness(rel: duckdb.DuckDBPyRelation, timestamp_column: str, now: datetime
     if timestamp_column not in schema:
         raise ProfileError(f"timestamp column {timestamp_column!r} is not in the relation")
     dtype = schema[timestamp_column].lower()
-    if not (dtype == "date" or dtype.startswith("timestamp")):
+    if not is_temporal(dtype):
         raise ProfileError(f"timestamp column {timestamp_column!r} has type {dtype}, not a date or timestamp")
     column = quote(timestamp_column)
-    value = f"timezone('UTC', {column})" if dtype == "timestamp with time zone" else f"CAST({column} AS TIMESTAMP)"
-    latest, rows = rel.query("__mms_source", f"SELECT max({value}), count({column}) FROM __mms_source").fetchone()
+    value = (
+        f"timezone('UTC', {column})"
+        if dtype == "timestamp with time zone"
+        else f"CAST({column} AS TIMESTAMP)"
+    )
+    latest, rows = rel.query(
+        "__mms_source", f"SELECT max({value}), count({column}) FROM __mms_source"
+    ).fetchone()
     checked_at = _as_utc(now or datetime.now(UTC))
     if latest is None:
         return Freshness(timestamp_column, None, None, int(rows), checked_at)

@@ -3,8 +3,8 @@
 Everything here is a pure function of NumPy arrays; nothing reads data. Two families:
 
 * **Binned** statistics compare two count vectors over the same bins (numeric histograms from a
-  :class:`~analytics.profile.Profile`, or category counts): PSI, Jensen–Shannon distance, Hellinger
-  distance, total variation, the Kolmogorov–Smirnov statistic of the binned CDFs (with its error
+  :class:`~analytics.profile.Profile`, or category counts): PSI, Jensen-Shannon distance, Hellinger
+  distance, total variation, the Kolmogorov-Smirnov statistic of the binned CDFs (with its error
   bound) and a piecewise-uniform Wasserstein-1 distance; Pearson's chi-square test of homogeneity.
 * **Exact** statistics on raw samples (``ks_exact``, ``wasserstein_exact``) delegate to SciPy and are
   only used on request (they need the raw values).
@@ -63,7 +63,7 @@ def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.n
 
 
 def jensen_shannon(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
-    """Jensen–Shannon *distance* (square root of the divergence), base 2, in ``[0, 1]``.
+    """Jensen-Shannon *distance* (square root of the divergence), base 2, in ``[0, 1]``.
 
     Equals ``scipy.spatial.distance.jensenshannon(reference, current, base=2)``.
     """
@@ -90,7 +90,7 @@ def total_variation(reference: Sequence[float] | np.ndarray, current: Sequence[f
 
 @dataclass(frozen=True)
 class BinnedKS:
-    """Kolmogorov–Smirnov statistic of two binned CDFs.
+    """Kolmogorov-Smirnov statistic of two binned CDFs.
 
     Attributes:
         statistic: ``max |F_ref - F_cur|`` over the bin edges. The CDFs are exact at the edges, so this
@@ -107,7 +107,7 @@ class BinnedKS:
 
 
 def ks_binned(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> BinnedKS:
-    """Kolmogorov–Smirnov statistic from two histograms on the same (ordered) bins.
+    """Kolmogorov-Smirnov statistic from two histograms on the same (ordered) bins.
 
     Args:
         reference: Reference counts per bin, bins in increasing order.
@@ -267,6 +267,47 @@ def wasserstein_binned(
     return float(np.sum(area))
 
 
+def tail_extents(
+    edges: Sequence[float] | np.ndarray, counts: Sequence[float] | np.ndarray, *, low: float, high: float
+) -> tuple[float, float]:
+    """Where to close the two open outer bins of one histogram for :func:`wasserstein_binned`.
+
+    A histogram knows how much mass lies beyond its outer edges, not how far: spreading it uniformly up
+    to the most extreme value lets one outlier decide the distance. Instead the tail beyond the last
+    edge is taken as exponential, its mean excess ``beta`` read off the decay between the last two
+    bins (``beta = width / ln(S_prev / S_last)`` with ``S`` the mass beyond each edge), and the bin
+    closed at ``edge + 2 * beta`` so that the uniform spread has the exponential tail's mean; never
+    beyond the observed extreme. A tail that does not decay (all of it beyond the edge, e.g. a large
+    shift) keeps the observed extreme. An empty outer bin does not constrain anything and returns its
+    edge.
+
+    Args:
+        edges: Increasing finite bin edges.
+        counts: Finite-value counts per bin, ``len(edges) + 1``.
+        low: Smallest finite value.
+        high: Largest finite value.
+
+    Returns:
+        ``(lower extent, upper extent)``.
+    """
+    values = np.asarray(counts, dtype=float)
+    edges = np.asarray(edges, dtype=float)
+    if edges.size < 2:
+        return low, high
+
+    def extent(beyond: float, beyond_previous: float, width: float, edge: float, extreme: float) -> float:
+        if beyond <= 0:
+            return edge
+        if beyond_previous > beyond and width > 0:
+            beta = width / math.log(beyond_previous / beyond)
+            return edge + math.copysign(min(2 * beta, abs(extreme - edge)), extreme - edge)
+        return extreme
+
+    upper = extent(values[-1], values[-1] + values[-2], edges[-1] - edges[-2], edges[-1], high)
+    lower = extent(values[0], values[0] + values[1], edges[1] - edges[0], edges[0], low)
+    return lower, upper
+
+
 def wasserstein_exact(reference: np.ndarray, current: np.ndarray) -> float:
     """Exact Wasserstein-1 distance of two samples (``scipy.stats.wasserstein_distance``)."""
     from scipy.stats import wasserstein_distance
@@ -283,7 +324,7 @@ class ExactKS:
 
 
 def ks_exact(reference: np.ndarray, current: np.ndarray) -> ExactKS:
-    """Two-sample Kolmogorov–Smirnov test on raw values (``scipy.stats.ks_2samp``, method ``auto``)."""
+    """Two-sample Kolmogorov-Smirnov test on raw values (``scipy.stats.ks_2samp``, method ``auto``)."""
     from scipy.stats import ks_2samp
 
     result = ks_2samp(reference, current)
@@ -295,7 +336,7 @@ def adjust_pvalues(p_values: Sequence[float], method: str) -> list[float]:
 
     Args:
         p_values: Raw p-values.
-        method: ``"bh"`` (Benjamini–Hochberg step-up, controls the false discovery rate),
+        method: ``"bh"`` (Benjamini-Hochberg step-up, controls the false discovery rate),
             ``"bonferroni"`` (family-wise error rate) or ``"none"``.
 
     Returns:

@@ -148,13 +148,14 @@ def generate(folder: Path, rows: int, *, drifted: bool, seed: int) -> Path:
 
 FLOOR_SCRIPT = """
 import sys, duckdb
-columns = sys.argv[3].split(',')
+numeric = sys.argv[3].split(',')
+text = sys.argv[4].split(',')
 con = duckdb.connect()
 for source in sys.argv[1:3]:
-    # min() of every column forces DuckDB to read and decode every value (there is no filter to push
-    # down and min() of strings/doubles is not answered from Parquet statistics).
-    select = ', '.join(f'min("{c}")' for c in columns)
-    con.execute(f"SELECT count(*), {select} FROM read_parquet('{source}')").fetchall()
+    # Every value must be read and decoded: min()/max() of numbers would be answered from the Parquet
+    # statistics without reading the column, sum() cannot; length() forces the strings to be decoded.
+    select = [f'sum("{c}")' for c in numeric] + [f'sum(length("{c}"))' for c in text]
+    con.execute(f"SELECT count(*), {', '.join(select)} FROM read_parquet('{source}')").fetchall()
 """
 
 
@@ -204,7 +205,9 @@ def bench_size(rows: int, workdir: Path, seed: int) -> dict[str, object]:
     current = generate(workdir / f"n{rows}" / "current", rows, drifted=True, seed=seed + 1)
     columns = [*NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
     env = {**os.environ, "MMS_VAR_DIR": str(workdir / "var")}
-    floor = run_measured([sys.executable, "-c", FLOOR_SCRIPT, str(reference), str(current), ",".join(columns)])
+    floor = run_measured(
+        [sys.executable, "-c", FLOOR_SCRIPT, str(reference), str(current), ",".join(columns)]
+    )
     if floor.returncode != 0:
         raise RuntimeError(f"floor query failed: {floor.stderr}")
     report = run_measured(
@@ -244,7 +247,9 @@ def bench_size(rows: int, workdir: Path, seed: int) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark for every size and print a table of the figures."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="100000,1000000,5000000", help="comma-separated row counts")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write the data (default: temp)")
     parser.add_argument("--seed", type=int, default=20240601)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dash
 import dash_bootstrap_components as dbc
@@ -30,7 +31,7 @@ from callbacks.projects import notice, project_options
 from jobs import registry
 from jobs.db.governance import Deployment
 from jobs.db.models import ENVIRONMENT_NAMES, Project
-from jobs.integrations import first_line
+from jobs.integrations import check_mlflow, first_line
 from jobs.permissions import Permission, has_permission
 
 # Component ids of the Models page (pages/models.py uses the same constants).
@@ -115,6 +116,12 @@ def registry_entries(project: str, settings: Any) -> list[ModelEntry]:
     registry_uri = settings.mlflow_registry_uri
     if not _registry_exists(registry_uri or tracking_uri):
         return []
+    for uri in {tracking_uri, registry_uri or tracking_uri}:
+        if urlsplit(uri).scheme in ("http", "https"):
+            # MLflow's client retries an unreachable server for minutes; one quick probe answers first.
+            probe = check_mlflow(uri)
+            if not probe.ok:
+                raise ConnectionError(probe.error or probe.summary)
     client = registry.client(tracking_uri, registry_uri)
     # LIKE treats '_' as a wildcard: the prefix check below keeps exactly this project's models.
     registered = client.search_registered_models(filter_string=f"name LIKE '{project}.%'")

@@ -94,12 +94,13 @@ DAG_STYLESHEET: list[dict[str, Any]] = [
         for status, colour in STATUS_COLOURS.items()
     ),
     {
-        "selector": ".locked",
-        "style": {"border-width": 6, "border-color": "#212529", "shape": "round-rectangle"},
-    },
-    {
         "selector": ".incomplete",
         "style": {"border-style": "dashed", "border-color": "#6c757d", "border-width": 3},
+    },
+    # After .incomplete so a locked node always shows its lock border (solid, thick, dark).
+    {
+        "selector": ".locked",
+        "style": {"border-width": 6, "border-style": "solid", "border-color": "#212529", "shape": "round-rectangle"},
     },
     {"selector": "node:selected", "style": {"overlay-color": "#0d6efd", "overlay-opacity": 0.25}},
     {
@@ -159,7 +160,7 @@ def _stage_table(nodes: list[NodeView]) -> dbc.Table:
                 html.Td(
                     dbc.Badge(
                         STATUS_LABELS.get(node.last_status, node.last_status),
-                        style={"backgroundColor": STATUS_COLOURS.get(node.last_status, "#adb5bd")},
+                        color=STATUS_COLOURS.get(node.last_status, "#adb5bd"),
                         class_name="text-dark" if node.last_status in ("never_run", "skipped") else "",
                     )
                 ),

@@ -176,6 +176,8 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("demo", "jobs.demo:register_demo"),
     ("serve", "jobs.gateway.cli:register_serve"),
     ("batch-predict", "jobs.batch_predict:register_batch_predict"),
+    ("profile-unit", "jobs.scaleout.profile_unit:register_profile_unit"),
+    ("merge", "jobs.scaleout.merge:register_merge"),
 ]
 
 

@@ -124,6 +124,7 @@ def build_demo_workspace(
     seed: int = 7,
     start_date: date | None = None,
     volume: float = 1.0,
+    training_rows: int = 20_000,
     training: Mapping[str, Any] | None = None,
     if_empty: bool = False,
     now: datetime | None = None,
@@ -146,6 +147,7 @@ def build_demo_workspace(
         start_date: First day of traffic; by default ``days`` days before ``now``, so the traffic ends
             yesterday and the newest days are still waiting for labels.
         volume: Multiplier of the daily request counts.
+        training_rows: Rows of each model's training set.
         training: Training options (:class:`jobs.training.TrainConfig` fields); :data:`DEMO_TRAINING`
             by default.
         if_empty: Do nothing when the store already holds inference logs.
@@ -182,6 +184,7 @@ def build_demo_workspace(
             seed=seed,
             start_date=start_date or (now.date() - timedelta(days=days)),
             volume=volume,
+            training_rows=training_rows,
             training=dict(DEMO_TRAINING if training is None else training),
             if_empty=if_empty,
             now=now,
@@ -207,6 +210,7 @@ def _build(
     seed: int,
     start_date: date,
     volume: float,
+    training_rows: int,
     training: Mapping[str, Any],
     if_empty: bool,
     now: datetime,
@@ -236,7 +240,9 @@ def _build(
 
         clock = time.monotonic()
         report("writing the demo training sets, traffic and labels", 0.05)
-        scenario = generate_demo_data(store, start_date, days, seed, volume=volume)
+        scenario = generate_demo_data(
+            store, start_date, days, seed, volume=volume, training_rows=training_rows
+        )
         timings["data"] = time.monotonic() - clock
 
         clock = time.monotonic()

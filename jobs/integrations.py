@@ -26,6 +26,7 @@ by :func:`github_config`.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.orm import Session
 
@@ -184,11 +185,24 @@ def check_data_store(config: Any) -> CheckResult:
 
 
 def _mlflow_rest_search(tracking_uri: str, timeout: float) -> list[str]:
-    url = tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+    parts = urlsplit(tracking_uri)
+    # urllib does not read credentials from a URL: they travel as Basic auth, the host without them.
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    url = base + "/api/2.0/mlflow/experiments/search"
     body = json.dumps({"max_results": MAX_LISTED}).encode()
     headers = {"Content-Type": "application/json"}
+    username = unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = unquote(parts.password) if parts.password else os.environ.get("MLFLOW_TRACKING_PASSWORD")
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if token:
+    if username and password is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode(
+            "ascii"
+        )
+    elif token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) only
     try:

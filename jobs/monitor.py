@@ -127,8 +127,10 @@ class MonitorRequest:
         label_horizon_days: Labels arriving this many days after a date still trigger its recomputation.
         policy: Drift policy (:data:`MONITOR_POLICY` by default).
         thresholds: Data-quality, latency and freshness thresholds.
-        batch_days: Dates profiled together in one query per column kind.
-        batch_bytes: Upper bound of the log bytes of one batch (memory).
+        batch_days: Dates profiled together in one query per column kind (each query has a fixed cost
+            of tens of milliseconds, so a month of small days costs little more than one day).
+        batch_bytes: Upper bound of the Parquet bytes of one batch (the batch is held in memory,
+            decoded: a few times this); a larger single date forms a batch of its own.
         exclude_projects: Projects left out (e.g. archived ones).
         workers: Project/model/environments monitored at the same time (threads: DuckDB queries and
             file writes release the GIL, so a second worker fills the waits of the first).
@@ -144,8 +146,8 @@ class MonitorRequest:
     label_horizon_days: int = 7
     policy: Policy = MONITOR_POLICY
     thresholds: Thresholds = field(default_factory=Thresholds)
-    batch_days: int = 7
-    batch_bytes: int = 256 * 1024 * 1024
+    batch_days: int = 31
+    batch_bytes: int = 64 * 1024 * 1024
     exclude_projects: frozenset[str] = frozenset()
     workers: int = 2
 

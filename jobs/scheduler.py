@@ -5,9 +5,10 @@ cron jobs from the settings: ``monitor`` (``MMS_SCHEDULER_MONITOR_CRON``, defaul
 ``15 * * * *``) and ``alerts`` (``MMS_SCHEDULER_ALERTS_CRON``, default
 ``*/5 * * * *``), both in UTC. ``python -m jobs scheduler --once JOB`` runs one
 job once (:func:`run_once`) and exits. The ``monitor`` job runs
-:func:`jobs.monitor.run_monitor` over every model, then evaluates the alert rules
-on the metrics it wrote; the ``alerts`` job evaluates the rules and retries the
-notifications still to deliver (:func:`jobs.notify.deliver_pending`).
+:func:`jobs.monitor.run_scheduled_monitor` (every project not archived), then
+evaluates the alert rules on the metrics it wrote; the ``alerts`` job evaluates
+the rules (freshness needs no new metrics to fire) and retries the notifications
+still to deliver (:func:`jobs.notify.deliver_pending`).
 
 Leases instead of "run exactly one scheduler"
     Several scheduler processes may run (a rolling deploy, two replicas, a
@@ -294,19 +295,31 @@ def _run_alerts(context: JobContext) -> Any:
     return summary
 
 
-def _run_monitor(context: JobContext) -> Any:
-    """The monitor job, then the alert evaluation over the metrics it wrote."""
+def _evaluate_after_monitor(context: JobContext) -> Any:
     from jobs.alerts import evaluate_alerts
-    from jobs.monitor import run_monitor
     from jobs.notify import DeliveryOptions
 
-    summary = run_monitor(context.store, now=context.now)
+    return evaluate_alerts(context.session_factory, context.store, delivery=DeliveryOptions.from_environ())
+
+
+def _run_monitor(context: JobContext) -> Any:
+    """The scheduled monitor run, then the alert evaluation over the metrics it wrote.
+
+    Alerts are evaluated here too (not only on the ``alerts`` cron) so an alert follows
+    fresh metrics at once, and also when some monitor input was unusable: the other
+    models' metrics were written. The job still fails in that case.
+    """
+    from jobs.monitor import MonitorInputError, run_scheduled_monitor
+
+    try:
+        summary = run_scheduled_monitor(
+            context.session_factory, context.store, settings=context.settings, now=context.now
+        )
+    except MonitorInputError:
+        _evaluate_after_monitor(context)
+        raise
     log.info("monitor:\n%s", summary.to_text())
-    # Evaluated here too (not only on the alerts cron) so an alert follows fresh metrics at once.
-    evaluation = evaluate_alerts(
-        context.session_factory, context.store, delivery=DeliveryOptions.from_environ()
-    )
-    return {"monitor": summary, "alerts": evaluation}
+    return {"monitor": summary, "alerts": _evaluate_after_monitor(context)}
 
 
 DEFAULT_JOBS: Mapping[str, JobFunction] = {MONITOR_JOB: _run_monitor, ALERTS_JOB: _run_alerts}

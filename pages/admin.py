@@ -30,7 +30,7 @@ def _users_section() -> html.Section:
     create = dbc.Row(
         [
             _field("Username", dbc.Input(id=cb.NEW_USERNAME, size="sm", maxLength=64, autoComplete="off")),
-            _field("Display name", dbc.Input(id=cb.NEW_DISPLAY_NAME, size="sm", maxLength=128)),
+            _field("Display name", dbc.Input(id=cb.NEW_DISPLAY_NAME, size="sm", maxLength=128), width=2),
             _field(
                 "Password (10+ characters)",
                 dbc.Input(
@@ -54,7 +54,7 @@ def _users_section() -> html.Section:
     )
     account = dbc.Row(
         [
-            _field("Account", dbc.Select(id=cb.ACCOUNT_USER, options=[], size="sm"), width=4),
+            _field("Account", dbc.Select(id=cb.ACCOUNT_USER, options=[], size="sm", placeholder="Choose an account"), width=4),
             dbc.Col(
                 html.Div(
                     [
@@ -84,9 +84,9 @@ def _users_section() -> html.Section:
 def _roles_section() -> html.Section:
     form = dbc.Row(
         [
-            _field("User", dbc.Select(id=cb.ROLE_USER, options=[], size="sm")),
-            _field("Project", dbc.Select(id=cb.ROLE_PROJECT, options=[], size="sm")),
-            _field("Role", dbc.Select(id=cb.ROLE_ROLE, options=ROLE_OPTIONS, size="sm")),
+            _field("User", dbc.Select(id=cb.ROLE_USER, options=[], size="sm", placeholder="Choose a user")),
+            _field("Project", dbc.Select(id=cb.ROLE_PROJECT, options=[], size="sm", placeholder="Choose a project")),
+            _field("Role", dbc.Select(id=cb.ROLE_ROLE, options=ROLE_OPTIONS, size="sm", placeholder="Choose a role")),
             dbc.Col(
                 html.Div(
                     [
@@ -165,7 +165,7 @@ def _rules_section() -> html.Section:
     )
     change = dbc.Row(
         [
-            _field("Rule", dbc.Select(id=cb.RULE_SELECT, options=[], size="sm"), 4),
+            _field("Rule", dbc.Select(id=cb.RULE_SELECT, options=[], size="sm", placeholder="Choose a rule"), 4),
             _field("New threshold", dbc.Input(id=cb.RULE_NEW_THRESHOLD, size="sm", inputMode="decimal"), 2),
             dbc.Col(
                 html.Div(

@@ -58,7 +58,7 @@ resource "aws_iam_role_policy" "scheduler" {
 resource "aws_scheduler_schedule" "monitor" {
   name                         = "${local.name}-monitor"
   group_name                   = aws_scheduler_schedule_group.main.name
-  description                  = "Runs python -m jobs monitor on the job task definition"
+  description                  = "Runs the monitor job then alert evaluation (python -m jobs scheduler --once monitor) under the DB lease"
   schedule_expression          = var.monitor_schedule_expression
   schedule_expression_timezone = var.monitor_schedule_timezone
   kms_key_arn                  = aws_kms_key.main.arn
@@ -72,7 +72,7 @@ resource "aws_scheduler_schedule" "monitor" {
     role_arn = aws_iam_role.scheduler.arn
     input = jsonencode({
       containerOverrides = [
-        { name = "job", command = ["python", "-m", "jobs", "monitor"] },
+        { name = "job", command = ["python", "-m", "jobs", "scheduler", "--once", "monitor"] },
       ]
     })
 

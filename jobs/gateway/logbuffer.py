@@ -220,7 +220,7 @@ def spill_files(directory: Path) -> list[Path]:
             for entry in os.scandir(directory)
             if entry.is_file() and entry.name.endswith(SPILL_SUFFIX) and not entry.name.startswith(".")
         )
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     return [directory / name for name in names]
 
@@ -234,7 +234,7 @@ def release_stale_claims(directory: Path) -> int:
     released = 0
     try:
         entries = list(os.scandir(directory))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return 0
     for entry in entries:
         name, mark, pid = entry.name.rpartition(_CLAIM_MARK)
@@ -479,8 +479,17 @@ class LogBuffer:
         return result
 
     def spill_file_count(self) -> int:
-        """Spill files waiting for replay (all processes sharing the folder)."""
-        return len(spill_files(self.spill_dir))
+        """Spill files waiting for replay or being replayed (all processes sharing the folder)."""
+        try:
+            return sum(
+                1
+                for entry in os.scandir(self.spill_dir)
+                if entry.is_file()
+                and not entry.name.startswith(".")
+                and (entry.name.endswith(SPILL_SUFFIX) or f"{SPILL_SUFFIX}{_CLAIM_MARK}" in entry.name)
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
 
     # ----------------------------------------------------------------- flusher
 

@@ -193,9 +193,11 @@ class LoadedModel:
 
         columns: dict[str, Any] = {}
         for name in self.numeric:
-            columns[name] = np.array([r[name] for r in records], dtype=np.float64)
+            columns[name] = pd.Series(np.array([r[name] for r in records], dtype=np.float64), copy=False)
         for name in self.categorical:
-            columns[name] = np.array([r[name] for r in records], dtype=object)
+            # Plain object columns with None, as in training: pandas would otherwise infer its
+            # Arrow-backed string dtype, which costs a conversion inside every transformer.
+            columns[name] = pd.Series([r[name] for r in records], dtype=object)
         labels, predictions, scores = self.predict_frame(pd.DataFrame(columns, columns=list(self.features)))
         size = len(records)
         return (
@@ -496,6 +498,7 @@ class DeploymentCache:
                 if loaded is None:
                     started = time.monotonic()
                     loaded = self.loader(project, model, route.version)
+                    warm_up(loaded)
                     self._loaded[cache_key] = loaded
                     log.info(
                         "loaded %s.%s version %s in %.2f s",
@@ -582,6 +585,14 @@ class DeploymentCache:
                 problems.append(f"{project}.{model}: {error}")
                 log.error("cannot preload %s.%s: %s", project, model, error)
         return problems
+
+
+def warm_up(loaded: LoadedModel) -> None:
+    """Score one all-missing record so the first request does not pay for lazy initialisation."""
+    try:
+        loaded.predict([dict.fromkeys(loaded.features)])
+    except Exception as error:  # noqa: BLE001 - a model that refuses nulls still serves complete records
+        log.info("warm-up of %s.%s v%s skipped: %s", loaded.project, loaded.model, loaded.version, error)
 
 
 def _describe(routes: Iterable[Route]) -> str:

@@ -24,6 +24,7 @@ Every file is written atomically: to ``<root>/_staging/<uuid>`` first, then move
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -31,7 +32,7 @@ import re
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -103,7 +104,9 @@ def parse_bytes(value: str | int) -> int:
         match = _SIZE_RE.fullmatch(str(value))
         unit = match.group(2).upper() if match else None
         if match is None or unit not in _SIZE_UNITS:
-            raise ScaleoutError(f"invalid byte size {value!r}: use a number with KB, MB, GB (or KiB, MiB, GiB)")
+            raise ScaleoutError(
+                f"invalid byte size {value!r}: use a number with KB, MB, GB (or KiB, MiB, GiB)"
+            )
         amount = int(float(match.group(1)) * _SIZE_UNITS[unit])
     if amount < 1:
         raise ScaleoutError(f"a byte size must be at least 1 byte, got {value!r}")
@@ -124,7 +127,7 @@ def check_run_id(run_id: str) -> str:
     """
     if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
         raise ScaleoutError(
-            f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+            f"invalid run id {run_id!r}: use 1-64 letters, digits, '_' or '-' (first a letter or digit)"
         )
     return run_id
 
@@ -145,7 +148,9 @@ def files_digest(files: Iterable[UnitFile | StoredFile], root: str) -> str:
 
 def spec_digest(spec: ProfileSpec) -> str:
     """SHA-256 of a profile spec in the library's own serialisation (``profiles_to_arrow`` metadata)."""
-    meta = json.loads(profiles_to_arrow([Profile(spec=spec, rows=0, columns=())]).schema.metadata[b"mms.profile"])
+    meta = json.loads(
+        profiles_to_arrow([Profile(spec=spec, rows=0, columns=())]).schema.metadata[b"mms.profile"]
+    )
     return hashlib.sha256(json.dumps(meta["spec"], sort_keys=True).encode()).hexdigest()
 
 
@@ -239,10 +244,9 @@ def write_bytes_atomically(store: ParquetStore, uri: str, data: bytes) -> str:
             handle.write(data)
         fs.move(staged, final)
     except (OSError, pa.ArrowException) as error:
-        try:
+        # Never written or already moved: the original error is what matters.
+        with contextlib.suppress(OSError, pa.ArrowException):
             fs.delete_file(staged)
-        except (OSError, pa.ArrowException):
-            pass  # never written or already moved: the original error is what matters
         raise ScaleoutError(f"cannot write {uri}: {error}") from error
     return uri
 
@@ -449,7 +453,7 @@ def pack_files(files: Sequence[StoredFile | UnitFile], unit_bytes: int) -> list[
     groups: list[list[StoredFile | UnitFile]] = []
     size = 0
     for stored in sorted(files, key=lambda f: f.path):
-        if groups and size + stored.size <= unit_bytes:
+        if groups and (stored.size == 0 or size + stored.size <= unit_bytes):
             groups[-1].append(stored)
             size += stored.size
         else:
@@ -552,7 +556,9 @@ def load_plan(store: ParquetStore, run_id: str) -> RunPlan:
         except FileNotFoundError:
             raise ScaleoutError(f"run {run_id}: the manifest of unit {entry['index']} is missing") from None
         if unit.unit_id != entry["unit_id"] or unit.index != entry["index"]:
-            raise ScaleoutError(f"run {run_id}: manifest {layout.manifest(unit.index)} does not match run.json")
+            raise ScaleoutError(
+                f"run {run_id}: manifest {layout.manifest(unit.index)} does not match run.json"
+            )
         units.append(unit)
     specs = {
         key: {v: SpecRef(s["uri"], s["sha256"]) for v, s in by_version.items()}
@@ -613,7 +619,9 @@ def _load_specs(
         spec = reference_spec(reference)
         digest = spec_digest(spec)
         uri = layout.spec(digest)
-        write_bytes_atomically(store, uri, table_bytes(profiles_to_arrow([Profile(spec=spec, rows=0, columns=())])))
+        write_bytes_atomically(
+            store, uri, table_bytes(profiles_to_arrow([Profile(spec=spec, rows=0, columns=())]))
+        )
         refs[version] = SpecRef(uri, digest)
     return refs, notes
 
@@ -629,11 +637,11 @@ def plan_run(
     store: ParquetStore,
     request: Any,
     *,
-    unit_bytes: int = DEFAULT_UNIT_BYTES,
+    unit_bytes: int | str = DEFAULT_UNIT_BYTES,
     run_id: str | None = None,
     duckdb_threads: int | None = None,
     duckdb_memory_limit: str | None = None,
-    now: datetime | None = None,
+    authorize: Callable[[Sequence[str]], None] | None = None,
 ) -> RunPlan:
     """List the request's log files once, pack them into units and write the run's files.
 
@@ -643,11 +651,12 @@ def plan_run(
     Args:
         store: The Parquet store.
         request: A :class:`jobs.monitor.MonitorRequest` (filters, date range, window).
-        unit_bytes: Packing limit per unit.
+        unit_bytes: Packing limit per unit (bytes, or text such as ``512MB``).
         run_id: The run id (default: :func:`new_run_id`).
         duckdb_threads: DuckDB threads of each task (``None``: each task's settings).
         duckdb_memory_limit: DuckDB memory limit of each task (``None``: each task's settings).
-        now: Planning time (UTC).
+        authorize: Called with the projects of the listed files before anything is written; raises
+            to refuse the run (e.g. ``jobs.permissions.require`` for the acting user).
 
     Returns:
         The plan.
@@ -656,7 +665,9 @@ def plan_run(
         ScaleoutError: for a bad run id, an existing run of that id, or more than
             :data:`MAX_UNITS` units.
     """
-    run_id = check_run_id(run_id or new_run_id(now))
+    created = datetime.now(UTC)
+    unit_bytes = parse_bytes(unit_bytes)
+    run_id = check_run_id(run_id or new_run_id(created))
     layout = RunLayout(store.root, run_id)
     if list_folder(store, layout.run_dir) or list_folder(store, layout.manifests_dir):
         raise ScaleoutError(f"run {run_id} exists already under {layout.run_dir}; pick another run id")
@@ -671,6 +682,8 @@ def plan_run(
             continue
         if request.in_range(day) and key[0] not in request.exclude_projects:
             by_date[(*key, day.isoformat())].append(stored)  # type: ignore[arg-type]
+    if authorize is not None:
+        authorize(sorted({key[0] for key in by_date}))
     specs: dict[str, dict[str, SpecRef]] = {}
     for project, model in sorted({(k[0], k[1]) for k in by_date}):
         refs, notes = _load_specs(store, layout, project, model)
@@ -708,7 +721,7 @@ def plan_run(
         units=tuple(units),
         specs=specs,
         problems=tuple(problems),
-        created_at=(now or datetime.now(UTC)).astimezone(UTC).isoformat(),
+        created_at=created.isoformat(),
     )
     for unit in units:
         write_json(store, layout.manifest(unit.index), unit.to_json())

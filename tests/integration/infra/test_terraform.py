@@ -469,7 +469,8 @@ def test_monitor_job_is_an_eventbridge_scheduler_ecs_run_task() -> None:
     ecs = block(target, "ecs_parameters")
     assert ecs["task_definition_arn"] == "${aws_ecs_task_definition.job.arn}"
     assert ecs["launch_type"] == "FARGATE"
-    assert '["python", "-m", "jobs", "monitor"]' in target["input"]
+    # --once takes the scheduler's DB lease, so a duplicate task run is harmless.
+    assert '["python", "-m", "jobs", "scheduler", "--once", "monitor"]' in target["input"]
     assert "dead_letter_config" in target
     assert schedule["schedule_expression"] == "${var.monitor_schedule_expression}"
 

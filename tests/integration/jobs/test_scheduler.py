@@ -389,3 +389,32 @@ def test_cron_expressions_come_from_the_settings(tmp_path: Path) -> None:
     assert jobs[ALERTS_JOB].trigger.get_next_fire_time(None, after) == datetime(
         2026, 3, 1, 10, 20, tzinfo=UTC
     )
+
+
+def test_run_once_runs_the_real_monitor_job_then_evaluates_the_alerts(
+    factory: sessionmaker[Session], session: Session, admin: Actor, store: ParquetStore
+) -> None:
+    from jobs.demo_data import generate_demo_data
+
+    create_project(session, admin, "credit-risk", "Credit risk")
+    create_rule(
+        session,
+        admin,
+        "credit-risk",
+        RuleSpec(name="fresh", model="credit-default", kind="freshness", max_age_hours=24),
+    )
+    session.commit()
+    # Three days of traffic that ended two days ago: the monitor writes metrics, the rule finds them stale.
+    generate_demo_data(store, datetime.now(UTC).date() - timedelta(days=5), 3, 7, volume=0.02)
+
+    result = run_once(MONITOR_JOB, session_factory=factory, store=store)
+
+    assert result.ran and result.ok, result.error
+    monitor, alerts = result.result["monitor"], result.result["alerts"]
+    assert monitor.ok and monitor.computed_dates > 0
+    assert store.list_files("metrics")
+    with factory() as reader:
+        stale = reader.scalars(select(Alert)).all()
+    assert alerts.opened == tuple(a.id for a in stale)
+    assert sorted(a.environment for a in stale) == ["prod", "staging"]
+    assert {a.metric for a in stale} == {"freshness"}

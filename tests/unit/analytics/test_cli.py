@@ -87,7 +87,16 @@ def test_module_entry_point_prints_json_and_exits_zero_on_drift(
 ) -> None:
     reference, current = datasets
     result = subprocess.run(
-        [sys.executable, "-m", "analytics", "drift", "--reference", str(reference), "--current", str(current)],
+        [
+            sys.executable,
+            "-m",
+            "analytics",
+            "drift",
+            "--reference",
+            str(reference),
+            "--current",
+            str(current),
+        ],
         cwd=ROOT,
         env={**os.environ, **studio_env},
         capture_output=True,
@@ -116,24 +125,58 @@ def test_table_format_and_column_selection(
     studio_env: dict[str, str], datasets: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     reference, current = datasets
-    code = main(["drift", "--reference", str(reference), "--current", str(current), "--columns", "y, c", "--format", "table"])
+    code = main(
+        [
+            "drift",
+            "--reference",
+            str(reference),
+            "--current",
+            str(current),
+            "--columns",
+            "y, c",
+            "--format",
+            "table",
+        ]
+    )
     output = capsys.readouterr().out
     assert code == 0
     lines = output.splitlines()
-    assert lines[0].split() == ["column", "kind", "method", "statistic", "p_adj", "threshold", "drifted", "status", "reason"]
+    assert lines[0].split() == [
+        "column",
+        "kind",
+        "method",
+        "statistic",
+        "p_adj",
+        "threshold",
+        "drifted",
+        "status",
+        "reason",
+    ]
     assert lines[1].split()[:3] == ["y", "numeric", "ks"] and "no" in lines[1].split()
     assert lines[2].split()[:3] == ["c", "categorical", "chi2"] and "yes" in lines[2].split()
     assert "1 of 2 checked columns drifted (50%)" in output
 
 
 def test_exact_mode_and_a_policy_file(
-    studio_env: dict[str, str], datasets: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    studio_env: dict[str, str],
+    datasets: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     reference, current = datasets
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"columns": {"y": {"method": "psi", "threshold": 0.5}}}))
     code = main(
-        ["drift", "--reference", str(reference), "--current", str(current), "--exact", "--policy", str(policy)]
+        [
+            "drift",
+            "--reference",
+            str(reference),
+            "--current",
+            str(current),
+            "--exact",
+            "--policy",
+            str(policy),
+        ]
     )
     payload = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -145,13 +188,38 @@ def test_exact_mode_and_a_policy_file(
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
-        (lambda ref, cur, tmp: ["--reference", str(tmp / "missing.parquet"), "--current", str(cur)], "cannot read the reference"),
-        (lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(tmp / "empty_dir")], "cannot read the current data"),
-        (lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(tmp / "corrupt.parquet")], "cannot read the current data"),
-        (lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(cur), "--columns", "nope"], "unknown column"),
+        (
+            lambda ref, cur, tmp: ["--reference", str(tmp / "missing.parquet"), "--current", str(cur)],
+            "cannot read the reference",
+        ),
+        (
+            lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(tmp / "empty_dir")],
+            "cannot read the current data",
+        ),
+        (
+            lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(tmp / "corrupt.parquet")],
+            "cannot read the current data",
+        ),
+        (
+            lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(cur), "--columns", "nope"],
+            "unknown column",
+        ),
         (lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(cur), "--bins", "1"], "bins"),
-        (lambda ref, cur, tmp: ["--reference", str(ref), "--current", str(cur), "--policy", str(tmp / "bad.json")], "invalid policy"),
-        (lambda ref, cur, tmp: ["--reference", "http://example.com/x.parquet", "--current", str(cur)], "only local paths and s3://"),
+        (
+            lambda ref, cur, tmp: [
+                "--reference",
+                str(ref),
+                "--current",
+                str(cur),
+                "--policy",
+                str(tmp / "bad.json"),
+            ],
+            "invalid policy",
+        ),
+        (
+            lambda ref, cur, tmp: ["--reference", "http://example.com/x.parquet", "--current", str(cur)],
+            "only local paths and s3://",
+        ),
     ],
 )
 def test_unreadable_input_exits_two_with_a_message(
@@ -174,7 +242,10 @@ def test_unreadable_input_exits_two_with_a_message(
 
 
 def test_bad_settings_exit_two(
-    studio_env: dict[str, str], datasets: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    studio_env: dict[str, str],
+    datasets: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("MMS_DUCKDB_THREADS", "many")
     reference, current = datasets

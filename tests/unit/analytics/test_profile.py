@@ -66,7 +66,9 @@ floats = st.one_of(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(reference=st.lists(floats, max_size=40), current=st.lists(floats, max_size=40), bins=st.integers(2, 12))
+@given(
+    reference=st.lists(floats, max_size=40), current=st.lists(floats, max_size=40), bins=st.integers(2, 12)
+)
 def test_numeric_profile_matches_numpy(tmp_path: Path, reference: list, current: list, bins: int) -> None:
     ref_path = write(tmp_path, "ref", {"x": float_column(reference)})
     cur_path = write(tmp_path, "cur", {"x": float_column(current)})
@@ -139,14 +141,19 @@ def test_categorical_profile_counts_top_k_other_and_unseen(tmp_path: Path) -> No
     assert spec.complete is False
     assert reference["c"].category_counts == tuple(n for _, n in top[:5])
     assert reference["c"].other_count == sum(n for _, n in top[5:])
-    assert reference["c"].unseen == tuple(top[5:10])
+    assert reference["c"].unseen == tuple(top[5:])  # every other value is listed (max_unseen=1000)
     assert reference["c"].nulls == 7 and reference["c"].distinct == len(ref_counts)
     current = profile(relation(cur_path), reference.spec)["c"]
     cur_counts = Counter(v for v in current_values if v is not None)
     assert current.category_counts == tuple(cur_counts.get(v, 0) for v in spec.categories)
     assert current.other_count == sum(n for v, n in cur_counts.items() if v not in spec.categories)
-    others = sorted(((v, n) for v, n in cur_counts.items() if v not in spec.categories), key=lambda i: (-i[1], i[0]))
-    assert current.unseen == tuple(others[:5])
+    others = sorted(
+        ((v, n) for v, n in cur_counts.items() if v not in spec.categories), key=lambda i: (-i[1], i[0])
+    )
+    assert current.unseen == tuple(others)
+    capped = profile_reference(relation(ref_path), top_k=5, max_unseen=3)
+    assert capped["c"].unseen == tuple(top[5:8])
+    assert capped["c"].other_count == sum(n for _, n in top[5:])
     assert current.distinct == len(cur_counts) and current.distinct_exact
 
 
@@ -244,8 +251,9 @@ def test_windowed_profile_equals_profiles_of_each_window(tmp_path: Path) -> None
     windows = profile(rel, spec, window="day", timestamp_column="ts")
     assert list(windows) == [datetime(2024, 3, d) for d in (1, 2, 3)]
     for day, result in windows.items():
+        end = day + timedelta(days=1)
         part = rel.filter(
-            f"ts >= TIMESTAMPTZ '{day.isoformat()}+00:00' AND ts < TIMESTAMPTZ '{(day + timedelta(days=1)).isoformat()}+00:00'"
+            f"ts >= TIMESTAMPTZ '{day.isoformat()}+00:00' AND ts < TIMESTAMPTZ '{end.isoformat()}+00:00'"
         )
         alone = profile(part, spec)
         assert result.rows == alone.rows
@@ -342,8 +350,16 @@ def test_merge_refuses_profiles_of_different_specs() -> None:
 
 @pytest.mark.parametrize(
     ("dtype", "kind"),
-    [("DOUBLE", "numeric"), ("DECIMAL(5,2)", "numeric"), ("UBIGINT", "numeric"), ("VARCHAR", "categorical"),
-     ("BOOLEAN", "categorical"), ("ENUM('a', 'b')", "categorical"), ("TIMESTAMP", None), ("INTEGER[]", None)],
+    [
+        ("DOUBLE", "numeric"),
+        ("DECIMAL(5,2)", "numeric"),
+        ("UBIGINT", "numeric"),
+        ("VARCHAR", "categorical"),
+        ("BOOLEAN", "categorical"),
+        ("ENUM('a', 'b')", "categorical"),
+        ("TIMESTAMP", None),
+        ("INTEGER[]", None),
+    ],
 )
 def test_kind_of_duckdb_types(dtype: str, kind: str | None) -> None:
     assert kind_of(dtype) == kind

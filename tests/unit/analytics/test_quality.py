@@ -70,7 +70,9 @@ def test_schema_drift_lists_missing_new_and_retyped_columns(tmp_path: Path) -> N
 
 def test_empty_and_all_null_current_data_is_insufficient(tmp_path: Path) -> None:
     ref = write(tmp_path, "ref", {"x": [1.0, 2.0], "c": ["a", "b"]})
-    cur = write(tmp_path, "cur", {"x": pa.array([None, None], pa.float64()), "c": pa.array([None, None], pa.string())})
+    cur = write(
+        tmp_path, "cur", {"x": pa.array([None, None], pa.float64()), "c": pa.array([None, None], pa.string())}
+    )
     reference = profile_reference(relation(ref))
     report = quality(reference, profile(relation(cur), reference.spec))
     assert report["x"].status == "insufficient_data" and report["x"].missing_share == 1.0
@@ -90,7 +92,9 @@ def test_freshness_of_naive_and_zoned_timestamps(tmp_path: Path) -> None:
     assert result.rows == 2
     paris = timezone(timedelta(hours=2))
     zoned = write(
-        tmp_path, "zoned", {"ts": pa.array([datetime(2024, 6, 1, 16, 0, tzinfo=paris)], pa.timestamp("us", tz="UTC"))}
+        tmp_path,
+        "zoned",
+        {"ts": pa.array([datetime(2024, 6, 1, 16, 0, tzinfo=paris)], pa.timestamp("us", tz="UTC"))},
     )
     con = duckdb.connect()
     con.execute("SET TimeZone = 'Asia/Tokyo'")  # the session zone does not matter

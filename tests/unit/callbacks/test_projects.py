@@ -64,9 +64,11 @@ def test_admin_creates_a_project_with_environments_pipeline_and_audit(studio: St
     with studio.db() as session:
         project = session.scalars(select(Project).where(Project.slug == "fraud-watch")).one()
         assert sorted(env.name for env in project.environments) == ["dev", "prod", "staging"]
-        stages = session.scalars(select(PipelineNode.stage).join(PipelineNode.pipeline).where(
-            PipelineNode.pipeline.has(project_id=project.id)
-        )).all()
+        stages = session.scalars(
+            select(PipelineNode.stage)
+            .join(PipelineNode.pipeline)
+            .where(PipelineNode.pipeline.has(project_id=project.id))
+        ).all()
         assert len(stages) == 8
     assert audit_count(studio, "project.create") == before + 1
 
@@ -95,7 +97,10 @@ def test_roles_without_manage_projects_change_nothing(studio: Studio, username: 
     with studio.db() as session:
         project = session.scalars(select(Project).where(Project.slug == "credit-risk")).one()
         assert (project.name, project.archived) == ("Credit risk", False)
-        assert session.scalar(select(func.count()).select_from(Project).where(Project.slug == f"by-{username}")) == 0
+        assert (
+            session.scalar(select(func.count()).select_from(Project).where(Project.slug == f"by-{username}"))
+            == 0
+        )
     assert audit_count(studio, "project.create") == before
 
 
@@ -111,7 +116,11 @@ def test_admin_edits_then_archives_a_project(studio: Studio) -> None:
     assert archived.color == "success"
     with studio.db() as session:
         project = session.scalars(select(Project).where(Project.slug == "short-lived")).one()
-        assert (project.name, project.description, project.archived) == ("Short lived (v2)", "Now described.", True)
+        assert (project.name, project.description, project.archived) == (
+            "Short lived (v2)",
+            "Now described.",
+            True,
+        )
     assert "short-lived" not in [option["value"] for option in options]
 
 

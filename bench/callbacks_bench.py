@@ -1,0 +1,647 @@
+"""Monitoring-page callback benchmark: the real studio over HTTP on the demo and on a 50-model year.
+
+The workspace (kept between runs under ``--workdir``, rebuilt with ``--rebuild``) holds
+
+* the demo workspace, built by ``python -m jobs demo`` (seeded accounts, 90 days of traffic of three
+  models in prod and staging, trained models, the monitoring job's metrics and profiles), and
+* project ``bench``: ``--models`` models x ``--days`` days of daily ``metrics`` rows for ``--columns``
+  feature columns (a drift decision, its KS and PSI statistics, missing and out-of-range shares per
+  column, plus window, performance and latency rows: the monitoring job's vocabulary), validated
+  against the contract and written through ``ParquetStore`` (one file per model and day, as the job
+  writes them), with each model's reference profile and one window profile per day.
+
+It then starts the real server (``python -m app`` with ``MMS_*`` pointing at the workspace), signs in
+as ``admin`` through the login form (CSRF token of the form, then the ``mms_csrf`` cookie copied into
+``X-CSRFToken`` as dash-renderer does) and times ``POST /_dash-update-component`` for each monitoring
+callback, against ``GET /login`` measured in the same run:
+
+* ``demo``: credit-default in prod over the newest 30 days (the page's default selection), the same
+  request repeated (the server's metrics reader serves it from memory after the first call);
+* ``bench-year warm``: one bench model over 365 days, the same request repeated;
+* ``bench-year cold``: every request asks for a model no earlier request of that callback touched, so
+  each reads its 365 metrics files from disk (the first visit of a model).
+
+Targets: < 300 ms p95 per callback on the demo, < 1 s on the 50 models x 365 days workspace.
+
+Usage::
+
+    .venv/bin/python bench/callbacks_bench.py [--workdir var/bench-callbacks] [--repeat 30] [--rebuild]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analytics.profile import build_spec, profile, profiles_to_arrow  # noqa: E402
+from analytics.store import ParquetStore, StoreConfig  # noqa: E402
+from jobs.contracts import (  # noqa: E402
+    METRICS,
+    METRICS_SCHEMA,
+    PROFILES,
+    REFERENCE_PROFILES,
+    require_valid,
+    validate_metrics_table,
+)
+
+BENCH_PROJECT = "bench"
+BENCH_START = date(2024, 1, 1)
+WRITE_THREADS = 8
+SERVER_START_TIMEOUT = 120.0
+REQUEST_TIMEOUT = 60.0
+TARGET_DEMO_MS = 300.0
+TARGET_BENCH_MS = 1000.0
+_TOKEN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+P = {
+    "project": "monitoring-project",
+    "model": "monitoring-model",
+    "environment": "monitoring-environment",
+    "dates": "monitoring-dates",
+    "window": "monitoring-window",
+}
+
+
+# --------------------------------------------------------------------------- the synthetic year
+
+
+def _columns(count: int) -> list[str]:
+    return [f"feature_{i:02d}" for i in range(count)]
+
+
+def _drifting(model: int, column: int, day: int) -> bool:
+    """Where the synthetic year drifts: a few columns of every model for a few weeks."""
+    return (column == model % 7 and 200 <= day < 230) or (column == 3 and day >= 300)
+
+
+def metrics_day(model: int, day: int, columns: list[str], rng: np.random.Generator) -> pa.Table:
+    """One model's metrics of one day, in the monitoring job's vocabulary."""
+    start = datetime.combine(BENCH_START + timedelta(days=day), datetime.min.time(), UTC)
+    end = start + timedelta(days=1)
+    n = int(rng.integers(2000, 4000))
+    rows: list[dict[str, Any]] = []
+
+    def add(column: str, metric: str, statistic: float | None, **extra: Any) -> None:
+        rows.append(
+            {
+                "version": "1",
+                "window_start": start,
+                "window_end": end,
+                "column": column,
+                "metric": metric,
+                "statistic": statistic,
+                "p_value": extra.get("p_value"),
+                "threshold": extra.get("threshold"),
+                "drifted": extra.get("drifted"),
+                "status": extra.get("status", "ok"),
+                "n_reference": 20_000,
+                "n_current": n,
+                "reason": extra.get("reason"),
+            }
+        )
+
+    drifted_count = 0
+    for index, column in enumerate(columns):
+        drifted = _drifting(model, index, day)
+        drifted_count += drifted
+        ks = float(rng.uniform(0.2, 0.4) if drifted else rng.uniform(0.005, 0.03))
+        p_value = float(10 ** -rng.uniform(20, 40) if drifted else rng.uniform(0.05, 1.0))
+        add(
+            column,
+            "drift",
+            ks,
+            p_value=p_value,
+            threshold=1e-4,
+            drifted=drifted,
+            status="drift" if drifted else "ok",
+            reason="method=ks: drift when the bh-adjusted p-value < threshold",
+        )
+        add(column, "ks", ks, p_value=p_value)
+        add(column, "psi", float(rng.uniform(0.3, 1.5) if drifted else rng.uniform(0.0, 0.05)))
+        missing = float(rng.uniform(0.0, 0.01))
+        add(column, "missing_share", missing, threshold=0.05, drifted=False, reason="0 null, 0 NaN")
+        add(column, "out_of_range_share", 0.0, threshold=0.05, drifted=False, reason="0 value(s) outside")
+    add("*", "drift_share", drifted_count / len(columns), threshold=0.5, drifted=False)
+    add("*", "row_count", float(n))
+    add("*", "schema", 0.0, threshold=0.0, drifted=False, reason="every column matches the contract")
+    add("*", "throughput_rps", n / 86_400)
+    add("timestamp", "freshness_lag_s", float(rng.uniform(1, 600)), threshold=21_600.0, drifted=False)
+    add("label", "label_coverage", 0.9 if day < 358 else 0.0)
+    for metric, value in (("accuracy", 0.85), ("roc_auc", 0.9), ("f1", 0.6)):
+        add("prediction", metric, value + float(rng.normal(0, 0.01)) if day < 358 else None)
+    p50 = float(rng.normal(28, 1))
+    add("latency_ms", "latency_p50", p50)
+    add("latency_ms", "latency_p95", p50 * 1.8, threshold=p50 * 2.7, drifted=False)
+    add("latency_ms", "latency_p99", p50 * 2.4)
+    add("latency_ms", "latency_mean", p50 * 1.1)
+    table = pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
+    partition = {"project": BENCH_PROJECT, "model": f"model-{model:02d}", "environment": "prod", "date": ""}
+    partition["date"] = start.date().isoformat()
+    require_valid(validate_metrics_table(table, partition=partition))
+    return table
+
+
+def build_bench_year(store: ParquetStore, models: int, days: int, columns: int) -> None:
+    """Write the synthetic metrics, reference profiles and window profiles of project ``bench``."""
+    names = _columns(columns)
+    rng = np.random.default_rng(11)
+    reference = pa.table({name: rng.normal(0, 1, 5000) for name in names})
+    full = profile(
+        store.cursor().from_arrow(reference), build_spec(store.cursor().from_arrow(reference), names)
+    )
+    window = profile(
+        store.cursor().from_arrow(pa.table({n: rng.normal(0.1, 1, 2000) for n in names})), full.spec
+    )
+
+    def write_model_day(item: tuple[int, int]) -> None:
+        model, day = item
+        generator = np.random.default_rng([model, day])
+        partition = {
+            "project": BENCH_PROJECT,
+            "model": f"model-{model:02d}",
+            "environment": "prod",
+            "date": (BENCH_START + timedelta(days=day)).isoformat(),
+        }
+        store.write_partition(
+            METRICS, partition, metrics_day(model, day, names, generator), file_name="day.parquet"
+        )
+        start = datetime.combine(BENCH_START + timedelta(days=day), datetime.min.time())
+        table = profiles_to_arrow([replace(window, window=start)])
+        store.write_partition(PROFILES, partition, table, file_name="day-version-1.parquet")
+
+    for model in range(models):
+        store.write_partition(
+            REFERENCE_PROFILES,
+            {"project": BENCH_PROJECT, "model": f"model-{model:02d}", "version": "1"},
+            full.to_arrow(),
+            file_name="profile.parquet",
+        )
+    work = [(model, day) for model in range(models) for day in range(days)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(WRITE_THREADS) as pool:
+        for done, _ in enumerate(pool.map(write_model_day, work), start=1):
+            if done % 2000 == 0 or done == len(work):
+                print(f"  bench metrics: {done}/{len(work)} model-days ({time.monotonic() - started:.0f} s)")
+
+
+# --------------------------------------------------------------------------- the workspace and server
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where the bench keeps its studio."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def var(self) -> Path:
+        return self.root / "var"
+
+    def env(self, port: int = 8050) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("MMS_")}
+        env.update(
+            {
+                "MMS_ENV": "development",
+                "MMS_VAR_DIR": str(self.var),
+                "MMS_DATA_URI": str(self.data),
+                "MMS_DATABASE_URL": f"sqlite:///{self.var / 'studio.db'}",
+                "MMS_HOST": "127.0.0.1",
+                "MMS_PORT": str(port),
+                "MMS_DEBUG": "false",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "NO_PROXY": "127.0.0.1,localhost",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+
+def build_workspace(workspace: Workspace, models: int, days: int, columns: int, rebuild: bool) -> None:
+    """Build the demo and the synthetic year unless the marker says this exact workspace exists."""
+    marker = workspace.root / "built.json"
+    wanted = {"models": models, "days": days, "columns": columns, "format": 1}
+    if not rebuild and marker.exists() and json.loads(marker.read_text()) == wanted:
+        print(f"reusing the workspace in {workspace.root}")
+        return
+    shutil.rmtree(workspace.root, ignore_errors=True)
+    workspace.root.mkdir(parents=True)
+    started = time.monotonic()
+    print("building the demo workspace (python -m jobs demo) ...")
+    subprocess.run(
+        [sys.executable, "-m", "jobs", "demo"],
+        cwd=ROOT,
+        env=workspace.env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    print(f"  demo built in {time.monotonic() - started:.0f} s")
+    from jobs.db import make_engine, make_session_factory, session_scope
+    from jobs.projects import create_project
+    from jobs.users import actor_for, get_user
+
+    engine = make_engine(workspace.env()["MMS_DATABASE_URL"])
+    try:
+        with session_scope(make_session_factory(engine), write=True) as session:
+            admin = actor_for(session, get_user(session, "admin").id)
+            create_project(session, admin, BENCH_PROJECT, "Bench: 50 models over a year")
+    finally:
+        engine.dispose()
+    store = ParquetStore(StoreConfig(data_uri=str(workspace.data)))
+    started = time.monotonic()
+    print(f"writing {models} models x {days} days x {columns} columns of metrics ...")
+    try:
+        build_bench_year(store, models, days, columns)
+    finally:
+        store.close()
+    print(f"  written in {time.monotonic() - started:.0f} s")
+    marker.write_text(json.dumps(wanted))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running ``python -m app``."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_server(workspace: Workspace, log_path: Path) -> Server:
+    """Start the studio and wait until ``/login`` answers."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=workspace.env(port), stdout=log, stderr=log
+        )
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"python -m app exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if requests.get(f"{url}/login", timeout=2).status_code == 200:
+                return Server(url, process)
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(
+        f"the studio did not start within {SERVER_START_TIMEOUT:.0f} s:\n{log_path.read_text()}"
+    )
+
+
+def stop_server(server: Server) -> None:
+    """Terminate the server this bench started."""
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=10)
+
+
+def sign_in(url: str, username: str, password: str) -> requests.Session:
+    """A session signed in through the login form."""
+    session = requests.Session()
+    page = session.get(f"{url}/login", timeout=REQUEST_TIMEOUT)
+    token = _TOKEN_FIELD.search(page.text)
+    if token is None:
+        raise RuntimeError("no CSRF token in the login form")
+    response = session.post(
+        f"{url}/login",
+        data={"username": username, "password": password, "csrf_token": token.group(1), "next": "/"},
+        allow_redirects=False,
+        timeout=REQUEST_TIMEOUT,
+    )
+    if response.status_code != 302 or "mms_csrf" not in session.cookies:
+        raise RuntimeError(f"sign-in as {username} failed: {response.status_code}")
+    return session
+
+
+# --------------------------------------------------------------------------- callback requests
+
+
+def _value(component: str, prop: str, value: Any) -> dict[str, Any]:
+    return {"id": component, "property": prop, "value": value}
+
+
+def _outputs(*pairs: tuple[str, str]) -> tuple[str, list[dict[str, str]]]:
+    if len(pairs) == 1:
+        component, prop = pairs[0]
+        return f"{component}.{prop}", [{"id": component, "property": prop}]
+    key = "...".join(f"{c}.{p}" for c, p in pairs)
+    return f"..{key}..", [{"id": c, "property": p} for c, p in pairs]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A monitoring page selection."""
+
+    project: str
+    model: str
+    environment: str
+    start: date
+    end: date
+    window: str = "day"
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def ranges(self) -> list[dict[str, Any]]:
+        return [
+            _value(P["dates"], "start_date", self.start.isoformat()),
+            _value(P["dates"], "end_date", self.end.isoformat()),
+            _value(P["window"], "value", self.window),
+        ]
+
+    def names(self) -> list[dict[str, Any]]:
+        return [
+            _value(P["project"], "value", self.project),
+            _value(P["model"], "value", self.model),
+            _value(P["environment"], "value", self.environment),
+        ]
+
+
+def callback_bodies(selection: Selection, click: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The ``/_dash-update-component`` body of every data callback of the page, as dash-renderer sends it."""
+    bodies = {}
+
+    def add(name: str, outputs: tuple, inputs: list, state: list) -> None:
+        output, spec = _outputs(*outputs)
+        bodies[name] = {
+            "output": output,
+            "outputs": spec,
+            "inputs": inputs,
+            "state": state,
+            "changedPropIds": [],
+        }
+
+    add(
+        "models",
+        (
+            ("monitoring-model", "options"),
+            ("monitoring-model", "value"),
+            ("monitoring-export", "disabled"),
+            ("monitoring-export", "title"),
+        ),
+        [_value(P["project"], "value", selection.project)],
+        [_value(P["model"], "value", selection.model)],
+    )
+    add(
+        "range",
+        tuple(
+            [
+                (P["dates"], p)
+                for p in (
+                    "min_date_allowed",
+                    "max_date_allowed",
+                    "start_date",
+                    "end_date",
+                    "initial_visible_month",
+                )
+            ]
+            + [
+                (P["window"], "options"),
+                (P["window"], "value"),
+                ("monitoring-segment", "options"),
+                ("monitoring-segment", "placeholder"),
+                ("monitoring-segment-help", "children"),
+                ("monitoring-status", "children"),
+            ]
+        ),
+        [_value(P["environment"], "value", selection.environment)],
+        [
+            _value(P["project"], "value", selection.project),
+            _value(P["model"], "value", selection.model),
+            _value(P["window"], "value", selection.window),
+        ],
+    )
+    add(
+        "heatmap",
+        (
+            ("monitoring-drift-heatmap", "figure"),
+            ("monitoring-summary", "children"),
+            ("monitoring-drift-heatmap", "clickData"),
+        ),
+        selection.ranges(),
+        selection.names(),
+    )
+    add(
+        "feature detail",
+        (
+            ("monitoring-feature-title", "children"),
+            ("monitoring-feature-timeline", "figure"),
+            ("monitoring-feature-distribution", "figure"),
+            ("monitoring-feature-quality", "children"),
+        ),
+        [_value("monitoring-drift-heatmap", "clickData", click)],
+        [*selection.ranges(), *selection.names()],
+    )
+    add("performance", (("monitoring-performance", "figure"),), selection.ranges(), selection.names())
+    add("latency", (("monitoring-latency", "figure"),), selection.ranges(), selection.names())
+    add(
+        "alerts",
+        (("monitoring-alerts", "children"),),
+        [*selection.ranges(), _value("monitoring-alerts-version", "data", 0)],
+        selection.names(),
+    )
+    add(
+        "export CSV",
+        (("monitoring-export-download", "data"), ("monitoring-export-feedback", "children")),
+        [_value("monitoring-export", "n_clicks", 1)],
+        [*selection.ranges(), *selection.names()],
+    )
+    return bodies
+
+
+@dataclass
+class Timing:
+    """Latencies of one callback in one scenario."""
+
+    name: str
+    samples: list[float]
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p95(self) -> float:
+        return self.quantile(0.95)
+
+
+def post(session: requests.Session, url: str, body: dict[str, Any]) -> float:
+    """Time one callback POST (ms); fails on anything but a 200 with a response."""
+    headers = {"X-CSRFToken": session.cookies["mms_csrf"], "Content-Type": "application/json"}
+    started = time.perf_counter()
+    response = session.post(
+        f"{url}/_dash-update-component", data=json.dumps(body), headers=headers, timeout=REQUEST_TIMEOUT
+    )
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200 or "response" not in response.json():
+        raise RuntimeError(f"{body['output']}: HTTP {response.status_code}: {response.text[:300]}")
+    return elapsed
+
+
+def baseline(session: requests.Session, url: str, repeat: int) -> Timing:
+    """GET /login of a signed-in user (a redirect): the server's floor for one request."""
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        session.get(f"{url}/login", allow_redirects=False, timeout=REQUEST_TIMEOUT)
+        samples.append((time.perf_counter() - started) * 1000)
+    return Timing("GET /login (baseline)", samples)
+
+
+def warm(
+    session: requests.Session, url: str, selection: Selection, click: dict | None, repeat: int
+) -> list[Timing]:
+    """Every callback, the same selection ``repeat`` times (plus one untimed call to fill the cache)."""
+    bodies = callback_bodies(selection, click)
+    timings = []
+    for name, body in bodies.items():
+        post(session, url, body)
+        timings.append(Timing(name, [post(session, url, body) for _ in range(repeat)]))
+    return timings
+
+
+def cold(
+    session: requests.Session, url: str, selections: Iterator[Selection], per_callback: int
+) -> list[Timing]:
+    """Every callback on models no earlier request touched: each request reads its files from disk."""
+    timings = []
+    names = list(callback_bodies(Selection("x", "x", "x", BENCH_START, BENCH_START), None))
+    for name in names:
+        samples = []
+        for _ in range(per_callback):
+            selection = next(selections)
+            samples.append(post(session, url, callback_bodies(selection, None)[name]))
+        timings.append(Timing(name, samples))
+    return timings
+
+
+def print_table(title: str, timings: list[Timing], floor: Timing, target: float) -> bool:
+    print(f"\n{title}")
+    print(
+        f"  {'request':<24} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}  target p95 < {target:.0f} ms"
+    )
+    ok = True
+    for timing in [floor, *timings]:
+        verdict = "" if timing is floor else ("ok" if timing.p95 < target else "MISSED")
+        ok &= timing is floor or timing.p95 < target
+        print(
+            f"  {timing.name:<24} {len(timing.samples):>4} {timing.p50:>9.1f} {timing.p95:>9.1f} "
+            f"{max(timing.samples):>9.1f}  {verdict}"
+        )
+    return ok
+
+
+def _demo_selection(workspace: Workspace) -> Selection:
+    store = ParquetStore(StoreConfig(data_uri=str(workspace.data)))
+    try:
+        from analytics.metrics import MetricsReader
+
+        days = MetricsReader(store).dates("credit-risk", "credit-default", "prod")
+    finally:
+        store.close()
+    return Selection(
+        "credit-risk", "credit-default", "prod", max(days[0], days[-1] - timedelta(days=29)), days[-1]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    workspace = Workspace(Path(args.workdir).resolve())
+    build_workspace(workspace, args.models, args.days, args.columns, args.rebuild)
+    server = start_server(workspace, workspace.root / "server.log")
+    all_ok = True
+    try:
+        session = sign_in(server.url, "admin", "admin-demo-pass")
+        post(session, server.url, callback_bodies(_demo_selection(workspace), None)["models"])  # warm imports
+        floor = baseline(session, server.url, args.repeat)
+        demo = _demo_selection(workspace)
+        all_ok &= print_table(
+            f"demo: {demo.model}/{demo.environment} {demo.start}..{demo.end} ({args.repeat} requests each)",
+            warm(session, server.url, demo, None, args.repeat),
+            floor,
+            TARGET_DEMO_MS,
+        )
+        year_end = BENCH_START + timedelta(days=args.days - 1)
+        year_start = max(BENCH_START, year_end - timedelta(days=364))
+        year = Selection(BENCH_PROJECT, "model-00", "prod", year_start, year_end)
+        click = {
+            "points": [{"customdata": ["feature_03", f"{year_end - timedelta(days=20)}T00:00:00+00:00"]}]
+        }
+        all_ok &= print_table(
+            f"bench-year warm: model-00 {year.start}..{year.end}, {args.columns} columns "
+            f"({args.repeat} requests each)",
+            warm(session, server.url, year, click, args.repeat),
+            floor,
+            TARGET_BENCH_MS,
+        )
+        per_callback = max(1, (args.models - 1) // len(callback_bodies(year, None)))
+        models = iter([replace(year, model=f"model-{m:02d}") for m in range(1, args.models)])
+        all_ok &= print_table(
+            f"bench-year cold: first visit of a model, {year.days} files read per request "
+            f"({per_callback} requests each)",
+            cold(session, server.url, models, per_callback),
+            floor,
+            TARGET_BENCH_MS,
+        )
+    finally:
+        stop_server(server)
+    log = (workspace.root / "server.log").read_text(errors="replace")
+    if "Traceback (most recent call last)" in log:
+        print("\nthe server logged an exception:\n" + log[-3000:])
+        return 1
+    print("\nall targets met" if all_ok else "\nsome targets missed")
+    return 0 if all_ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default=str(ROOT / "var" / "bench-callbacks"))
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--columns", type=int, default=25)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the workspace even if it exists")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Integrations: connection checks of the data store (local and SeaweedFS S3), MLflow and GitHub.
+
+GitHub cannot be reached from here (and must not be): its API is played by a small
+HTTP server on the loopback that answers ``GET /repos/<owner>/<name>`` the way
+GitHub does, including the 401/404 bodies, so the real HTTP client code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dash.exceptions import PreventUpdate
+from flask_login import login_user
+from plotly.utils import PlotlyJSONEncoder
+from sqlalchemy import select
+
+import callbacks.integrations as cb
+from analytics.store import StoreConfig
+from app.auth import StudioUser
+from jobs import integrations
+from jobs.db.models import AuditEntry
+from jobs.integrations import GitHubConfig, check_data_store, check_github, check_mlflow, github_config
+from jobs.registry import client
+from jobs.users import InvalidInput
+from tests.unit.app.studio import Studio, build_studio, texts
+
+pytestmark = pytest.mark.unit
+
+TOKEN = "ghp_test_token_never_shown"
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    built = build_studio(tmp_path_factory.mktemp("integrations-callbacks"))
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@contextmanager
+def signed_in(studio: Studio, username: str) -> Iterator[None]:
+    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
+        login_user(StudioUser(studio.actor(username)))
+        yield
+
+
+def shown(component: Any) -> list[str]:
+    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _GitHubApi(BaseHTTPRequestHandler):
+    """``GET /repos/org/studio``: 200 with the right token, 401 with another, 404 for other repositories."""
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        if auth != f"Bearer {TOKEN}":
+            status, body = 401, {"message": "Bad credentials"}
+        elif self.path == "/repos/org/studio":
+            status, body = 200, {"full_name": "org/studio", "private": True, "default_branch": "main"}
+        else:
+            status, body = 404, {"message": "Not Found"}
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def github_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GitHubApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def test_local_data_store_is_listed_and_probed(tmp_path: Path) -> None:
+    (tmp_path / "data" / "inference_logs").mkdir(parents=True)
+    result = check_data_store(StoreConfig(data_uri=str(tmp_path / "data")))
+    assert result.ok, result.error
+    assert "1 dataset folder(s)" in result.summary
+    assert result.details[0] == "datasets: inference_logs"
+    assert list((tmp_path / "data" / "_staging").iterdir()) == []  # the probe was deleted
+
+
+def test_unwritable_data_store_fails_with_the_first_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    result = check_data_store(StoreConfig(data_uri=str(tmp_path / "file" / "data")))
+    assert not result.ok
+    assert "is not reachable" in result.summary
+    assert result.error and "\n" not in result.error
+
+
+@pytest.mark.integration
+def test_s3_data_store_on_seaweedfs_and_a_wrong_endpoint(s3_store_config: StoreConfig) -> None:
+    result = check_data_store(s3_store_config)
+    assert result.ok, result.error
+    assert result.summary.startswith(s3_store_config.data_uri)
+    wrong = StoreConfig(
+        data_uri=s3_store_config.data_uri,
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        s3_access_key_id=s3_store_config.s3_access_key_id,
+        s3_secret_access_key=s3_store_config.s3_secret_access_key,
+    )
+    failed = check_data_store(wrong)
+    assert not failed.ok and failed.error
+    assert s3_store_config.s3_secret_access_key not in json.dumps(failed.__dict__)
+
+
+def test_mlflow_store_missing_existing_and_unreachable(tmp_path: Path) -> None:
+    database = tmp_path / "mlflow.db"
+    missing = check_mlflow(f"sqlite:///{database}")
+    assert not missing.ok and "does not exist yet" in missing.summary
+    assert not database.exists()  # checking never creates a store
+    client(f"sqlite:///{database}").create_experiment("credit-risk", artifact_location=str(tmp_path / "art"))
+    found = check_mlflow(f"sqlite:///{database}")
+    assert found.ok and "credit-risk" in found.details[0]
+    refused = check_mlflow(f"http://user:pw@127.0.0.1:{free_port()}", timeout=2)
+    assert not refused.ok
+    assert "Connection refused" in refused.error and "pw" not in refused.error
+    assert refused.duration_s < 3
+
+
+def test_github_check_reads_the_repository_and_never_shows_the_token(github_api: str) -> None:
+    ok = check_github(GitHubConfig("org/studio", github_api, TOKEN))
+    assert ok.ok and ok.summary == "repository org/studio is reachable"
+    assert ok.details == ("default branch: main", "visibility: private")
+    bad_token = check_github(GitHubConfig("org/studio", github_api, "wrong"))
+    assert not bad_token.ok and bad_token.error == "HTTP 401 Bad credentials: the token was refused"
+    unknown = check_github(GitHubConfig("org/elsewhere", github_api, TOKEN))
+    assert "HTTP 404 Not Found: repository org/elsewhere not found" in unknown.error
+    unreachable = check_github(
+        GitHubConfig("org/studio", f"http://127.0.0.1:{free_port()}", TOKEN), timeout=2
+    )
+    assert not unreachable.ok and "unreachable" in unreachable.error
+    for result in (ok, bad_token, unknown, unreachable):
+        assert TOKEN not in json.dumps(result.__dict__) and TOKEN not in repr(result)
+    assert TOKEN not in repr(GitHubConfig("org/studio", github_api, TOKEN))
+    assert check_github(GitHubConfig(None)).summary == "no repository configured"
+
+
+def test_github_settings_are_validated() -> None:
+    config = github_config({"MMS_GITHUB_REPOSITORY": "org/studio", "MMS_GITHUB_TOKEN": " t "})
+    assert (config.repository, config.api_url, config.token) == ("org/studio", "https://api.github.com", "t")
+    with pytest.raises(InvalidInput, match="owner/name"):
+        github_config({"MMS_GITHUB_REPOSITORY": "not a repo"})
+    with pytest.raises(InvalidInput, match="http"):
+        github_config({"MMS_GITHUB_API_URL": "ftp://example"})
+
+
+def test_redact_url_masks_passwords_and_queries() -> None:
+    assert integrations.redact_url("postgresql://u:p@h/db") == "postgresql://u:••••••@h/db"
+    assert integrations.redact_url("https://h/x?token=abc") == "https://h/x?••••••"
+    assert integrations.redact_url("/local/path") == "/local/path"
+
+
+# --------------------------------------------------------------------------- the page's callbacks
+
+
+def test_page_shows_configuration_with_secrets_masked(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch, github_api: str
+) -> None:
+    monkeypatch.setenv("MMS_GITHUB_REPOSITORY", "org/studio")
+    monkeypatch.setenv("MMS_GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("MMS_GITHUB_API_URL", github_api)
+    with signed_in(studio, "production"):
+        store, mlflow, github = cb.show_integrations("integration-config-data-store")
+    assert str(studio.settings.data_uri) in shown(store)
+    assert "org/studio" in shown(github) and "configured" in shown(github)
+    assert TOKEN not in json.dumps([shown(store), shown(mlflow), shown(github)])
+    with signed_in(studio, "mlengineer"), pytest.raises(PreventUpdate):
+        cb.show_integrations("integration-config-data-store")
+
+
+def test_checks_run_for_manage_integrations_and_are_audited(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch, github_api: str
+) -> None:
+    monkeypatch.setenv("MMS_GITHUB_REPOSITORY", "org/studio")
+    monkeypatch.setenv("MMS_GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("MMS_GITHUB_API_URL", github_api)
+    with signed_in(studio, "production"):
+        store = cb.check_data_store_clicked(1)
+        mlflow = cb.check_mlflow_clicked(1)
+        github = cb.check_github_clicked(1)
+    assert store.color == "success" and "Connected" in shown(store)[0]
+    assert mlflow.color == "danger" and "does not exist yet" in shown(mlflow)[0]
+    assert github.color == "success" and "org/studio" in shown(github)[0]
+    with studio.db() as session:
+        entries = session.execute(
+            select(AuditEntry.actor, AuditEntry.target, AuditEntry.details).where(
+                AuditEntry.action == "integration.check"
+            )
+        ).all()
+    assert [(actor, target) for actor, target, _ in entries] == [
+        ("production", "integration:data_store"),
+        ("production", "integration:mlflow"),
+        ("production", "integration:github"),
+    ]
+    assert TOKEN not in json.dumps([details for *_, details in entries])
+
+
+@pytest.mark.parametrize("username", ["mlengineer", "monitoring", "sponsor1"])
+def test_roles_without_manage_integrations_cannot_check(studio: Studio, username: str) -> None:
+    with studio.db() as session:
+        before = len(
+            session.scalars(select(AuditEntry.id).where(AuditEntry.action == "integration.check")).all()
+        )
+    with signed_in(studio, username):
+        for call in (cb.check_data_store_clicked, cb.check_mlflow_clicked, cb.check_github_clicked):
+            with pytest.raises(PreventUpdate):
+                call(1)
+    with studio.db() as session:
+        after = len(
+            session.scalars(select(AuditEntry.id).where(AuditEntry.action == "integration.check")).all()
+        )
+    assert after == before

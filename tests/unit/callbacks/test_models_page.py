@@ -1,0 +1,148 @@
+"""Models page callbacks on a real MLflow registry (SQLite store) filled by the training job."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from dash.exceptions import PreventUpdate
+from flask_login import login_user
+from plotly.utils import PlotlyJSONEncoder
+
+import callbacks.models as cb
+from analytics.store import ParquetStore
+from app.auth import StudioUser
+from jobs import registry
+from jobs.contracts import TRAINING_DATA
+from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.projects import create_project
+from jobs.training import TrainConfig, train_model
+from tests.unit.app.studio import Studio, build_studio, texts
+
+pytestmark = pytest.mark.unit
+
+ROWS = 1_200
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Studio, Any]]:
+    """A seeded studio whose MLflow store holds two versions of credit-risk.credit-default."""
+    built = build_studio(tmp_path_factory.mktemp("models-callbacks"))
+    with built.db(write=True) as session:
+        create_project(session, built.actor("admin"), "hidden-project", "Hidden project")
+    store = ParquetStore(built.settings.store_config())
+    try:
+        store.write_partition(
+            TRAINING_DATA,
+            {"project": "credit-risk", "model": "credit-default"},
+            training_table(CREDIT_DEFAULT, rows=ROWS),
+        )
+        config = TrainConfig(max_iter=20, max_leaf_nodes=15)
+        results = [
+            train_model(
+                built.actor("mlengineer"),
+                project="credit-risk",
+                model="credit-default",
+                store=store,
+                tracking_uri=built.settings.mlflow_tracking_uri,
+                config=config,
+            )
+            for _ in range(2)
+        ]
+        registry.set_alias(
+            "credit-risk.credit-default", "staging", "2", tracking_uri=built.settings.mlflow_tracking_uri
+        )
+        registry.set_alias(
+            "credit-risk.credit-default", "champion", "1", tracking_uri=built.settings.mlflow_tracking_uri
+        )
+        yield built, results
+    finally:
+        store.close()
+        built.close()
+
+
+@contextmanager
+def signed_in(studio: Studio, username: str) -> Iterator[None]:
+    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
+        login_user(StudioUser(studio.actor(username)))
+        yield
+
+
+def shown(component: Any) -> list[str]:
+    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
+
+
+def test_registry_view_lists_versions_with_run_metrics_creator_digest_and_profile(studio) -> None:
+    built, results = studio
+    with signed_in(built, "sponsor1"):
+        cards = cb.show_registry("credit-risk")
+    assert len(cards) == 1
+    cells = shown(cards[0])
+    assert "credit-default" in cells and "  registered as credit-risk.credit-default" in cells
+    newest, oldest = results[1], results[0]
+    version_column = [cells[i] for i in range(len(cells)) if cells[i] in ("1", "2")]
+    assert version_column[:2] == ["2", "1"]  # newest first
+    assert newest.run_id in cells and oldest.run_id in cells
+    assert "staging" in cells and "champion" in cells
+    assert cells.count("mlengineer") == 2
+    assert newest.artifact_digest[: cb.DIGEST_SHOWN] + "…" in cells
+    metrics = next(cell for cell in cells if cell.startswith("accuracy "))
+    assert "roc_auc" in metrics
+    profile = next(cell for cell in cells if "rows ·" in cell)
+    assert profile.startswith(f"{ROWS} rows") and "numeric" in profile
+    assert "No deployment recorded yet." in cells
+
+
+def test_registry_entries_map_environment_aliases(studio) -> None:
+    built, _results = studio
+    entries = cb.registry_entries("credit-risk", built.settings)
+    (entry,) = entries
+    by_version = {row.version: row for row in entry.versions}
+    assert by_version["2"].aliases == ("staging",) and by_version["2"].environments == ("staging",)
+    assert by_version["1"].aliases == ("champion",) and by_version["1"].environments == ()
+    assert by_version["1"].created_by == "mlengineer" and by_version["1"].metrics
+
+
+def test_project_without_models_says_so(studio) -> None:
+    built, _results = studio
+    with signed_in(built, "production"):
+        empty = cb.show_registry("demand-forecast")
+    assert "No model of this project is registered yet" in shown(empty)[0]
+
+
+def test_forged_or_unviewable_project_gets_nothing(studio) -> None:
+    built, _results = studio
+    with signed_in(built, "sponsor1"):
+        with pytest.raises(PreventUpdate):
+            cb.show_registry("hidden-project")
+        with pytest.raises(PreventUpdate):
+            cb.show_registry("no-such-project")
+        options, value = cb.list_model_projects("models-project", "hidden-project")
+    assert "hidden-project" not in [option["value"] for option in options] and value == "credit-risk"
+    with signed_in(built, "admin"):
+        assert "No model" in shown(cb.show_registry("hidden-project"))[0]
+
+
+def test_unreachable_registry_fails_fast_with_the_first_line(studio) -> None:
+    built, _results = studio
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    unreachable = replace(built.settings, mlflow_tracking_uri=f"http://127.0.0.1:{port}")
+    with pytest.raises(ConnectionError, match="Connection refused"):
+        cb.registry_entries("credit-risk", unreachable)
+
+
+def test_missing_sqlite_registry_is_not_created_by_looking(studio, tmp_path) -> None:
+    built, _results = studio
+    absent = tmp_path / "absent" / "mlflow.db"
+    assert (
+        cb.registry_entries("credit-risk", replace(built.settings, mlflow_tracking_uri=f"sqlite:///{absent}"))
+        == []
+    )
+    assert not absent.exists()
