@@ -6,11 +6,13 @@ profiles (no data is read):
 * numeric: Kolmogorov-Smirnov on the binned CDFs (statistic, asymptotic p-value and the bound on how
   far the exact statistic can lie above it), Wasserstein-1 (each bin's mass spread uniformly over it,
   the open outer bins closed where an exponential tail fitted to the last bins puts their mean, see
-  :func:`analytics.stats.tail_extents`) raw and divided by the reference standard deviation, PSI, Jensen-Shannon distance (base 2), Hellinger, total
-  variation, and the mean shift in reference standard deviations;
-* categorical: chi-square test of homogeneity (sparse cells pooled to an expected count of 5), PSI,
-  Jensen-Shannon, Hellinger, total variation over the spec categories plus one "other" cell, and the
-  categories that are new in the current data or vanished from it.
+  :func:`analytics.stats.tail_extents`) raw and divided by the reference standard deviation, PSI,
+  Jensen-Shannon distance (base 2), Hellinger, total variation, and the mean shift in reference
+  standard deviations;
+* categorical: chi-square test of homogeneity (over every category when both profiles list them all,
+  see :func:`_chi_square_cells`; sparse cells pooled to an expected count of 5), PSI, Jensen-Shannon,
+  Hellinger and total variation over the spec categories plus one "other" cell, and the categories
+  that are new in the current data or vanished from it.
 
 ``-inf``/``+inf`` lie in the outer bins of the numeric distribution (they are outside any finite
 reference range); Wasserstein and the moments use the finite values only. NaN and NULL are not part of
@@ -265,7 +267,8 @@ def _numeric_evidence(reference: ColumnProfile, current: ColumnProfile, policy: 
     if reference.finite and current.finite:
         edges = reference.spec.edges
         extents = [
-            stats.tail_extents(edges, side.bin_counts, low=side.min, high=side.max) for side in (reference, current)
+            stats.tail_extents(edges, side.bin_counts, low=side.min, high=side.max)
+            for side in (reference, current)
         ]
         distance = stats.wasserstein_binned(
             edges,
@@ -329,15 +332,9 @@ def _categorical_evidence(reference: ColumnProfile, current: ColumnProfile, poli
     new, _ = new_categories(reference, current)
     vanished = vanished_categories(reference, current)
     values["new_category_share"] = sum(dict(current.unseen)[v] for v in new) / n_cur
-    reference_counts = dict(zip(reference.spec.categories, reference.category_counts, strict=True))
-    reference_counts.update(reference.unseen)
-    values["vanished_category_share"] = sum(reference_counts.get(v, 0) for v in vanished) / n_ref
+    reference_counts = reference.category_table()
+    values["vanished_category_share"] = sum(reference_counts[v] for v in vanished) / n_ref
     return Evidence(reference.name, "categorical", n_ref, n_cur, values)
-
-
-def _listed_all(column: ColumnProfile) -> bool:
-    """Whether the profile lists every value outside its spec categories (so it has every count)."""
-    return column.other_count == sum(n for _, n in column.unseen)
 
 
 def _chi_square_cells(reference: ColumnProfile, current: ColumnProfile) -> tuple[list[int], list[int]]:
@@ -357,11 +354,8 @@ def _chi_square_cells(reference: ColumnProfile, current: ColumnProfile) -> tuple
       can no longer decide whether a category was tracked): the opposite biases of the categories near
       the cut and of "other" land in the same cell and cancel.
     """
-    if _listed_all(reference) and _listed_all(current):
-        ref = dict(zip(reference.spec.categories, reference.category_counts, strict=True))
-        cur = dict(zip(current.spec.categories, current.category_counts, strict=True))
-        ref.update(reference.unseen)
-        cur.update(current.unseen)
+    if reference.listed_all and current.listed_all:
+        ref, cur = reference.category_table(), current.category_table()
         keys = list(dict.fromkeys([*ref, *cur]))
         return [ref.get(k, 0) for k in keys], [cur.get(k, 0) for k in keys]
     ref_counts, cur_counts = list(reference.distribution()), list(current.distribution())
@@ -373,7 +367,7 @@ def _chi_square_cells(reference: ColumnProfile, current: ColumnProfile) -> tuple
         if (ref_counts[i] + cur_counts[i]) * share >= CHI2_MIN_EXPECTED
         and ref_counts[i] + cur_counts[i] >= 4 * cut
     ]
-    pooled = [i for i in range(len(ref_counts)) if i not in keep]
+    pooled = set(range(len(ref_counts))) - set(keep)
     return (
         [ref_counts[i] for i in keep] + [sum(ref_counts[i] for i in pooled)],
         [cur_counts[i] for i in keep] + [sum(cur_counts[i] for i in pooled)],
@@ -388,19 +382,20 @@ def new_categories(reference: ColumnProfile, current: ColumnProfile) -> tuple[tu
         (more distinct values than ``max_unseen`` outside the spec categories), so a listed "new" value
         may be a rare reference value, or when the current side did not list all of its other values.
     """
-    known = set(reference.spec.categories) | {value for value, _ in reference.unseen}
+    known = reference.category_table()
     values = tuple(value for value, _ in current.unseen if value not in known)
-    return values, _listed_all(reference) and _listed_all(current)
+    return values, reference.listed_all and current.listed_all
 
 
 def vanished_categories(reference: ColumnProfile, current: ColumnProfile) -> tuple[str, ...]:
     """Reference values (spec categories and listed others) with no occurrence in the current data."""
-    current_seen = {v for v, n in zip(current.spec.categories, current.category_counts, strict=True) if n > 0}
-    current_seen |= {value for value, _ in current.unseen}
-    vanished = [v for v, n in zip(reference.spec.categories, reference.category_counts, strict=True) if n > 0]
-    if _listed_all(current):
-        vanished += [value for value, _ in reference.unseen]
-    return tuple(v for v in vanished if v not in current_seen)
+    current_seen = {value for value, count in current.category_table().items() if count > 0}
+    candidates = (
+        reference.category_table()
+        if current.listed_all
+        else dict(zip(reference.spec.categories, reference.category_counts, strict=True))
+    )
+    return tuple(v for v, count in candidates.items() if count > 0 and v not in current_seen)
 
 
 def _exact_numeric(

@@ -37,20 +37,19 @@ Names are validated as key segments before any path is built; dates are ``dateti
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -100,7 +99,9 @@ MAX_HEATMAP_WINDOWS = 62
 DEFAULT_CACHED_ROWS = 1_000_000
 READ_THREADS = 8
 
-_METHOD_RE = re.compile(r"^method=([A-Za-z0-9_]+):")
+T = TypeVar("T")
+
+_METHOD_PATTERN = r"^method=(?P<method>[A-Za-z0-9_]+):"
 _DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _PERIOD_LADDER: Mapping[str, tuple[timedelta, ...]] = {
     "hour": (
@@ -114,7 +115,8 @@ _PERIOD_LADDER: Mapping[str, tuple[timedelta, ...]] = {
 }
 # Periods of a week or more start on a Monday: 1970-01-05 was one.
 _PERIOD_EPOCH = datetime(1970, 1, 5, tzinfo=UTC)
-_CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CSV_FORMULA_PATTERN = r"^[=+\-@\t\r]"
 
 
 class InvalidQuery(ValueError):
@@ -251,6 +253,7 @@ class MetricsReader:
         store: The Parquet store.
         max_cached_rows: Metrics rows kept in memory (least recently used files are dropped first).
         max_cached_profiles: Profile files kept in memory.
+        max_memoized: Derived results kept by :meth:`memoized` (drift matrices, figures).
 
     Attributes:
         store: The store.
@@ -262,6 +265,7 @@ class MetricsReader:
         *,
         max_cached_rows: int = DEFAULT_CACHED_ROWS,
         max_cached_profiles: int = 512,
+        max_memoized: int = 64,
     ) -> None:
         self.store = store
         self._max_rows = max_cached_rows
@@ -269,6 +273,9 @@ class MetricsReader:
         self._tables: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()
         self._profiles: OrderedDict[tuple[str, int, int], dict[datetime | None, Profile]] = OrderedDict()
         self._cached_rows = 0
+        self._memo: OrderedDict[Hashable, Any] = OrderedDict()
+        self._computing: dict[Hashable, threading.Event] = {}
+        self._max_memo = max_memoized
         self._lock = threading.Lock()
         # One cold read at a time: concurrent callbacks of one page need the same files, and the
         # second one then finds them cached instead of reading them again.
@@ -358,14 +365,54 @@ class MetricsReader:
 
     # ----------------------------------------------------------------- reading
 
-    def table(self, query: MetricsQuery) -> pa.Table:
+    def signature(self, query: MetricsQuery) -> tuple[tuple[str, int, int], ...]:
+        """What a query reads: (path, size, modification time) of each file; it changes with any file."""
+        return tuple(entry.key for entry in self.metric_files(query))
+
+    def memoized(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, remembered under ``key`` in a small LRU (results derived from the metrics).
+
+        Put :meth:`signature` in the key so a rewritten file gives a new key. Callers asking for a
+        key that is being computed wait for that computation instead of repeating it (the panels of
+        one page ask for the same drift matrix at the same moment); if it fails, each computes.
+        """
+        while True:
+            with self._lock:
+                if key in self._memo:
+                    self._memo.move_to_end(key)
+                    return self._memo[key]
+                running = self._computing.get(key)
+                if running is None:
+                    running = self._computing[key] = threading.Event()
+                    break
+            running.wait()
+            with self._lock:
+                if key not in self._memo:  # the computation failed: compute here
+                    return compute()
+        try:
+            value = compute()
+            with self._lock:
+                self._memo[key] = value
+                while len(self._memo) > self._max_memo:
+                    self._memo.popitem(last=False)
+            return value
+        finally:
+            with self._lock:
+                self._computing.pop(key, None)
+            running.set()
+
+    def table(self, query: MetricsQuery, files: Sequence[_Entry] | None = None) -> pa.Table:
         """Every metrics row of a query (its days, its window length), in file order.
+
+        Args:
+            query: What to read.
+            files: The query's files when already listed (:meth:`metric_files`).
 
         Raises:
             CorruptParquet: naming a file that cannot be decoded.
             StoreError: if the store cannot be read.
         """
-        tables = self._load(self.metric_files(query))
+        tables = self._load(self.metric_files(query) if files is None else files)
         if not tables:
             return _EMPTY_METRICS
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
@@ -561,7 +608,28 @@ def metrics_rows(
 ) -> list[dict[str, Any]]:
     """Metrics rows of a query as dictionaries, optionally only some metrics and/or columns."""
     table = reader_of(source).table(query)
-    return _select(table, metrics=metrics, columns=columns).to_pylist()
+    return _rows(_select(table, metrics=metrics, columns=columns))
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    """``table.to_pylist()``, building each distinct timestamp once.
+
+    A year of daily metrics repeats 365 window starts over tens of thousands of rows, and making a
+    timezone-aware ``datetime`` is the costliest part of the conversion.
+    """
+    times = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+    rows = table.drop_columns(times).to_pylist() if times else table.to_pylist()
+    for name in times:
+        built: dict[int, datetime] = {}
+        for row, micros in zip(rows, pc.cast(table[name], pa.int64()).to_pylist(), strict=True):
+            if micros is None:
+                row[name] = None
+                continue
+            moment = built.get(micros)
+            if moment is None:
+                moment = built[micros] = _EPOCH + timedelta(microseconds=micros)
+            row[name] = moment
+    return rows
 
 
 def _select(
@@ -580,9 +648,7 @@ def _select(
 
 
 def _method(row: Mapping[str, Any], statistics: Mapping[tuple[Any, ...], Mapping[str, float]]) -> str | None:
-    match = _METHOD_RE.match(row.get("reason") or "")
-    if match:
-        return match.group(1)
+    """The method of a decision whose reason does not name it: the statistic row of equal value."""
     value = row.get("statistic")
     if value is None:
         return None
@@ -599,7 +665,7 @@ def _statistics_index(table: pa.Table) -> dict[tuple[Any, ...], dict[str, float]
         pc.invert(pc.is_in(table["metric"], pa.array([DRIFT_METRIC, *QUALITY_METRICS])))
     ).select(["version", "window_start", "column", "metric", "statistic"])
     index: dict[tuple[Any, ...], dict[str, float]] = {}
-    for item in rows.to_pylist():
+    for item in _rows(rows):
         index.setdefault((item["version"], item["window_start"], item["column"]), {})[item["metric"]] = item[
             "statistic"
         ]
@@ -609,34 +675,55 @@ def _statistics_index(table: pa.Table) -> dict[tuple[Any, ...], dict[str, float]
 def drift_rows(table: pa.Table) -> list[dict[str, Any]]:
     """The ``drift`` decision rows of a metrics table, shaped for :mod:`analytics.figures`.
 
-    Each row keeps the job's fields and gains ``method``; ``status`` is ``ok`` for an evaluated row
-    (the job's verdict moves to ``verdict``), ``insufficient_data`` or ``error`` otherwise. Of several
-    versions serving one window, the one with the most rows is kept.
+    Each row keeps the job's fields and gains ``method``, ``verdict`` (the job's status) and
+    ``severity`` (:func:`analytics.figures.drift_severity`: 1 at the threshold); ``status`` is ``ok``
+    for an evaluated row, ``insufficient_data`` or ``error`` otherwise, and ``drifted`` is false for a
+    row that was not evaluated. Of several versions serving one window, the one with the most rows is
+    kept. Rows come sorted by column and window.
 
     Args:
         table: Metrics rows (for example :meth:`MetricsReader.table`).
     """
-    decisions = _select(table, metrics=[DRIFT_METRIC]).to_pylist()
+    decisions = _select(table, metrics=[DRIFT_METRIC])
+    if decisions.num_rows == 0:
+        return []
+    # Columnar first (a year of a wide model is ten thousand decisions), Python dicts once at the end.
+    status = decisions["status"]
+    checked = pc.fill_null(pc.is_in(status, pa.array(sorted(CHECKED_STATUSES))), False)
+    named = pc.extract_regex(pc.fill_null(decisions["reason"], ""), _METHOD_PATTERN)
+    decisions = (
+        decisions.set_column(
+            decisions.schema.get_field_index("status"), "status", pc.if_else(checked, "ok", status)
+        )
+        .set_column(
+            decisions.schema.get_field_index("drifted"),
+            "drifted",
+            pc.and_(pc.fill_null(decisions["drifted"], False), checked),
+        )
+        .append_column("method", pc.struct_field(named, "method"))
+        .append_column("verdict", status)
+        .sort_by([("column", "ascending"), ("window_start", "ascending"), ("n_current", "descending")])
+    )
     statistics: dict[tuple[Any, ...], dict[str, float]] | None = None
-    chosen: dict[tuple[str, datetime], dict[str, Any]] = {}
-    for raw in decisions:
-        if _METHOD_RE.match(raw.get("reason") or "") is None and statistics is None:
-            statistics = _statistics_index(table)
-        row = dict(raw)
-        row["method"] = _method(raw, statistics or {})
-        row["verdict"] = raw["status"]
-        row["status"] = "ok" if raw["status"] in CHECKED_STATUSES else raw["status"]
-        row["drifted"] = bool(raw["drifted"]) if row["status"] == "ok" else False
+    rows: list[dict[str, Any]] = []
+    previous: tuple[str, datetime] | None = None
+    for row in _rows(decisions):
         key = (row["column"], row["window_start"])
-        kept = chosen.get(key)
-        if kept is None or row["n_current"] > kept["n_current"]:
-            chosen[key] = row
-    return sorted(chosen.values(), key=lambda r: (r["column"], r["window_start"]))
+        if key == previous:
+            continue  # another version of the same window, serving fewer rows
+        previous = key
+        if row["method"] is None and row["statistic"] is not None:
+            if statistics is None:
+                statistics = _statistics_index(table)
+            row["method"] = _method(row, statistics)
+        row["severity"] = drift_severity(row)
+        rows.append(row)
+    return rows
 
 
 def _rank(row: Mapping[str, Any]) -> tuple[int, float]:
     """Order of badness: checked rows by severity above unchecked ones (errors above missing data)."""
-    severity = drift_severity(row)
+    severity = row["severity"] if "severity" in row else drift_severity(row)
     if severity is not None:
         return (2, severity)
     return (1 if row.get("status") == "error" else 0, 0.0)
@@ -669,6 +756,11 @@ class DriftMatrix:
     def empty(self) -> bool:
         """Whether there is no drift decision in the range."""
         return not self.rows
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """The ``segment_*`` columns in the matrix (monitored for drift as columns, not as slices)."""
+        return tuple(c for c in self.columns if c.startswith(SEGMENT_PREFIX))
 
     @property
     def grouped(self) -> bool:
@@ -711,7 +803,14 @@ def drift_matrix(
         CorruptParquet: naming an undecodable metrics file.
     """
     query = _query(project, model, environment, start, end, window)
-    rows = drift_rows(reader_of(source).table(query))
+    reader = reader_of(source)
+    files = reader.metric_files(query)
+    key = ("drift_matrix", query, tuple(entry.key for entry in files))
+    return reader.memoized(key, lambda: _drift_matrix(query, reader.table(query, files)))
+
+
+def _drift_matrix(query: MetricsQuery, table: pa.Table) -> DriftMatrix:
+    rows = drift_rows(table)
     period = period_length(query)
     cells: dict[tuple[str, datetime], dict[str, Any]] = {}
     for row in rows:
@@ -995,7 +1094,7 @@ class PerformanceSeries:
 
 def _performance(table: pa.Table) -> PerformanceSeries:
     names = (*CLASSIFICATION_METRICS, *REGRESSION_METRICS, LABEL_COVERAGE_METRIC)
-    raw = _select(table, metrics=names).to_pylist()
+    raw = _rows(_select(table, metrics=names))
     present = {row["metric"] for row in raw}
     if present & set(CLASSIFICATION_METRICS):
         task, metrics = "classification", CLASSIFICATION_METRICS
@@ -1055,7 +1154,7 @@ def performance_series(
 
 
 def _latency(table: pa.Table) -> tuple[dict[str, Any], ...]:
-    raw = _select(table, metrics=[*LATENCY_METRICS, THROUGHPUT_METRIC]).to_pylist()
+    raw = _rows(_select(table, metrics=[*LATENCY_METRICS, THROUGHPUT_METRIC]))
     speaker = _by_window(raw, "latency_p50")
     windows: dict[datetime, dict[str, Any]] = {}
     for row in raw:
@@ -1108,13 +1207,6 @@ def latency_series(
     return _latency(reader_of(source).table(query))
 
 
-def segment_columns(source: ParquetStore | MetricsReader, query: MetricsQuery) -> tuple[str, ...]:
-    """The ``segment_*`` columns the metrics of a query cover (monitored as columns, not as slices)."""
-    table = reader_of(source).table(query)
-    names = pc.unique(table["column"]).to_pylist()
-    return tuple(sorted(n for n in names if isinstance(n, str) and n.startswith(SEGMENT_PREFIX)))
-
-
 # --------------------------------------------------------------------------- export
 
 
@@ -1136,28 +1228,30 @@ def export_table(source: ParquetStore | MetricsReader, query: MetricsQuery) -> p
     return table
 
 
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str) and value.startswith(_CSV_FORMULA_PREFIXES):
-        # Spreadsheets run cells starting with these as formulas; category values come from traffic.
-        return "'" + value
-    return "" if value is None else value
+def _csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as the export writes it: UTC times as ISO 8601, text defused (see :func:`export_csv`)."""
+    if pa.types.is_timestamp(column.type):
+        seconds = pc.cast(column, pa.timestamp("s", tz="UTC"), safe=False)
+        return pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
+    if pa.types.is_string(column.type):
+        risky = pc.fill_null(pc.match_substring_regex(column, _CSV_FORMULA_PATTERN), False)
+        return pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+    return column
 
 
 def export_csv(source: ParquetStore | MetricsReader, query: MetricsQuery) -> bytes:
-    """The rows of :func:`export_table` as UTF-8 CSV with a header.
+    """The rows of :func:`export_table` as UTF-8 CSV with a header (written by pyarrow).
 
-    Text cells that a spreadsheet would run as a formula (starting with ``= + - @``) are prefixed with
-    ``'`` so opening the file cannot execute anything.
+    Times are ISO 8601 UTC (``2024-03-01T00:00:00Z``), booleans ``true``/``false``, missing values
+    empty. Text cells that a spreadsheet would run as a formula (starting with ``= + - @``, a tab or a
+    carriage return; category values in the reasons come from live traffic) are prefixed with ``'`` so
+    opening the file cannot execute anything.
     """
     table = export_table(source, query)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table.column_names)
-    for row in table.to_pylist():
-        writer.writerow([_csv_cell(row[name]) for name in table.column_names])
-    return buffer.getvalue().encode("utf-8")
+    table = pa.table([_csv_column(c) for c in table.columns], names=table.column_names)
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    return sink.getvalue().to_pybytes()
 
 
 # --------------------------------------------------------------------------- overview

@@ -26,7 +26,7 @@ from typing import Any
 import dash
 from flask import Flask
 
-from app import auth, rbac, security
+from app import api, auth, rbac, security
 from app.auth import EXTENSION_KEY, StudioServices
 from app.components import shell_layout
 from app.settings import Settings, SettingsError, load_settings
@@ -161,5 +161,6 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     auth.init_app(server)
     security.init_app(server, production=settings.is_production, script_hashes=app.csp_hashes)
     rbac.init_app(app)
+    api.mount(server)  # /api/v1: bearer-token REST API, dispatched before the studio's session guards
     app.layout = shell_layout
     return app

@@ -351,16 +351,38 @@ def sign_in(url: str, username: str, password: str) -> requests.Session:
 # --------------------------------------------------------------------------- callback requests
 
 
-def _value(component: str, prop: str, value: Any) -> dict[str, Any]:
-    return {"id": component, "property": prop, "value": value}
+DASHBOARD_OVERVIEW = "dashboard-kpis.children"
+"""The dashboard's KPI callback, timed as well (it reads the newest 14 days of every model)."""
+
+CALLBACKS = {
+    "selection bar": "monitoring-project.options",
+    "heatmap": "monitoring-drift-heatmap.figure",
+    "feature detail": "monitoring-feature-title.children",
+    "performance": "monitoring-performance.figure",
+    "latency": "monitoring-latency.figure",
+    "alerts": "monitoring-alerts.children",
+    "export CSV": "monitoring-export-download.data",
+}
+"""The timed callbacks, each found in ``/_dash-dependencies`` by one of its outputs."""
 
 
-def _outputs(*pairs: tuple[str, str]) -> tuple[str, list[dict[str, str]]]:
-    if len(pairs) == 1:
-        component, prop = pairs[0]
-        return f"{component}.{prop}", [{"id": component, "property": prop}]
-    key = "...".join(f"{c}.{p}" for c, p in pairs)
-    return f"..{key}..", [{"id": c, "property": p} for c, p in pairs]
+def dependencies(
+    session: requests.Session, url: str, callbacks: dict[str, str] = CALLBACKS
+) -> dict[str, dict[str, Any]]:
+    """Callbacks as the server declares them (outputs, inputs and states in order), by name."""
+    declared = session.get(f"{url}/_dash-dependencies", timeout=REQUEST_TIMEOUT).json()
+    found = {}
+    for name, output in callbacks.items():
+        matches = [d for d in declared if output in d["output"].strip(".").split("...")]
+        if len(matches) != 1:
+            raise RuntimeError(f"callback {name!r} ({output}) not found once in /_dash-dependencies")
+        found[name] = matches[0]
+    return found
+
+
+def _spec(item: str) -> dict[str, str]:
+    component, prop = item.rsplit(".", 1)
+    return {"id": component, "property": prop}
 
 
 @dataclass(frozen=True)
@@ -378,110 +400,39 @@ class Selection:
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
-    def ranges(self) -> list[dict[str, Any]]:
-        return [
-            _value(P["dates"], "start_date", self.start.isoformat()),
-            _value(P["dates"], "end_date", self.end.isoformat()),
-            _value(P["window"], "value", self.window),
-        ]
-
-    def names(self) -> list[dict[str, Any]]:
-        return [
-            _value(P["project"], "value", self.project),
-            _value(P["model"], "value", self.model),
-            _value(P["environment"], "value", self.environment),
-        ]
-
-
-def callback_bodies(selection: Selection, click: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The ``/_dash-update-component`` body of every data callback of the page, as dash-renderer sends it."""
-    bodies = {}
-
-    def add(name: str, outputs: tuple, inputs: list, state: list) -> None:
-        output, spec = _outputs(*outputs)
-        bodies[name] = {
-            "output": output,
-            "outputs": spec,
-            "inputs": inputs,
-            "state": state,
-            "changedPropIds": [],
+    def values(self, click: dict[str, Any] | None) -> dict[tuple[str, str], Any]:
+        """(component, property) -> value as the browser holds them for this selection."""
+        return {
+            (P["project"], "value"): self.project,
+            (P["model"], "value"): self.model,
+            (P["environment"], "value"): self.environment,
+            (P["dates"], "start_date"): self.start.isoformat(),
+            (P["dates"], "end_date"): self.end.isoformat(),
+            (P["window"], "value"): self.window,
+            ("monitoring-drift-heatmap", "clickData"): click,
+            ("monitoring-alerts-version", "data"): 0,
+            ("monitoring-export", "n_clicks"): 1,
+            ("dashboard-kpis", "id"): "dashboard-kpis",
         }
 
-    add(
-        "models",
-        (
-            ("monitoring-model", "options"),
-            ("monitoring-model", "value"),
-            ("monitoring-export", "disabled"),
-            ("monitoring-export", "title"),
-        ),
-        [_value(P["project"], "value", selection.project)],
-        [_value(P["model"], "value", selection.model)],
-    )
-    add(
-        "range",
-        tuple(
-            [
-                (P["dates"], p)
-                for p in (
-                    "min_date_allowed",
-                    "max_date_allowed",
-                    "start_date",
-                    "end_date",
-                    "initial_visible_month",
-                )
-            ]
-            + [
-                (P["window"], "options"),
-                (P["window"], "value"),
-                ("monitoring-segment", "options"),
-                ("monitoring-segment", "placeholder"),
-                ("monitoring-segment-help", "children"),
-                ("monitoring-status", "children"),
-            ]
-        ),
-        [_value(P["environment"], "value", selection.environment)],
-        [
-            _value(P["project"], "value", selection.project),
-            _value(P["model"], "value", selection.model),
-            _value(P["window"], "value", selection.window),
-        ],
-    )
-    add(
-        "heatmap",
-        (
-            ("monitoring-drift-heatmap", "figure"),
-            ("monitoring-summary", "children"),
-            ("monitoring-drift-heatmap", "clickData"),
-        ),
-        selection.ranges(),
-        selection.names(),
-    )
-    add(
-        "feature detail",
-        (
-            ("monitoring-feature-title", "children"),
-            ("monitoring-feature-timeline", "figure"),
-            ("monitoring-feature-distribution", "figure"),
-            ("monitoring-feature-quality", "children"),
-        ),
-        [_value("monitoring-drift-heatmap", "clickData", click)],
-        [*selection.ranges(), *selection.names()],
-    )
-    add("performance", (("monitoring-performance", "figure"),), selection.ranges(), selection.names())
-    add("latency", (("monitoring-latency", "figure"),), selection.ranges(), selection.names())
-    add(
-        "alerts",
-        (("monitoring-alerts", "children"),),
-        [*selection.ranges(), _value("monitoring-alerts-version", "data", 0)],
-        selection.names(),
-    )
-    add(
-        "export CSV",
-        (("monitoring-export-download", "data"), ("monitoring-export-feedback", "children")),
-        [_value("monitoring-export", "n_clicks", 1)],
-        [*selection.ranges(), *selection.names()],
-    )
+
+def callback_bodies(
+    declared: dict[str, dict[str, Any]], selection: Selection, click: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """The ``/_dash-update-component`` body of every timed callback, as dash-renderer sends it."""
+    values = selection.values(click)
+    bodies = {}
+    for name, dependency in declared.items():
+        output = dependency["output"]
+        multi = output.startswith("..")
+        outputs = [_spec(item) for item in output.strip(".").split("...")] if multi else _spec(output)
+        bodies[name] = {
+            "output": output,
+            "outputs": outputs,
+            "inputs": [{**i, "value": values.get((i["id"], i["property"]))} for i in dependency["inputs"]],
+            "state": [{**i, "value": values.get((i["id"], i["property"]))} for i in dependency["state"]],
+            "changedPropIds": [],
+        }
     return bodies
 
 
@@ -491,6 +442,8 @@ class Timing:
 
     name: str
     samples: list[float]
+    first: float | None = None
+    """The untimed first call of a warm scenario (it fills the caches)."""
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.samples)
@@ -529,44 +482,52 @@ def baseline(session: requests.Session, url: str, repeat: int) -> Timing:
 
 
 def warm(
-    session: requests.Session, url: str, selection: Selection, click: dict | None, repeat: int
+    session: requests.Session,
+    url: str,
+    declared: dict[str, dict[str, Any]],
+    selection: Selection,
+    click: dict | None,
+    repeat: int,
 ) -> list[Timing]:
     """Every callback, the same selection ``repeat`` times (plus one untimed call to fill the cache)."""
-    bodies = callback_bodies(selection, click)
     timings = []
-    for name, body in bodies.items():
-        post(session, url, body)
-        timings.append(Timing(name, [post(session, url, body) for _ in range(repeat)]))
+    for name, body in callback_bodies(declared, selection, click).items():
+        first = post(session, url, body)
+        timings.append(Timing(name, [post(session, url, body) for _ in range(repeat)], first))
     return timings
 
 
 def cold(
-    session: requests.Session, url: str, selections: Iterator[Selection], per_callback: int
+    session: requests.Session,
+    url: str,
+    declared: dict[str, dict[str, Any]],
+    selections: Iterator[Selection],
+    per_callback: int,
 ) -> list[Timing]:
     """Every callback on models no earlier request touched: each request reads its files from disk."""
     timings = []
-    names = list(callback_bodies(Selection("x", "x", "x", BENCH_START, BENCH_START), None))
-    for name in names:
+    for name in declared:
         samples = []
         for _ in range(per_callback):
-            selection = next(selections)
-            samples.append(post(session, url, callback_bodies(selection, None)[name]))
+            body = callback_bodies(declared, next(selections), None)[name]
+            samples.append(post(session, url, body))
         timings.append(Timing(name, samples))
     return timings
 
 
 def print_table(title: str, timings: list[Timing], floor: Timing, target: float) -> bool:
+    """Print p50/p95/max (and the first, cache-filling call) per request; whether every p95 met ``target``."""
     print(f"\n{title}")
-    print(
-        f"  {'request':<24} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}  target p95 < {target:.0f} ms"
-    )
+    header = f"{'request':<24} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9} {'first ms':>9}"
+    print(f"  {header}  target p95 < {target:.0f} ms")
     ok = True
     for timing in [floor, *timings]:
         verdict = "" if timing is floor else ("ok" if timing.p95 < target else "MISSED")
         ok &= timing is floor or timing.p95 < target
+        first = f"{timing.first:>9.1f}" if timing.first is not None else f"{'':>9}"
         print(
             f"  {timing.name:<24} {len(timing.samples):>4} {timing.p50:>9.1f} {timing.p95:>9.1f} "
-            f"{max(timing.samples):>9.1f}  {verdict}"
+            f"{max(timing.samples):>9.1f} {first}  {verdict}"
         )
     return ok
 
@@ -591,34 +552,41 @@ def run(args: argparse.Namespace) -> int:
     all_ok = True
     try:
         session = sign_in(server.url, "admin", "admin-demo-pass")
-        post(session, server.url, callback_bodies(_demo_selection(workspace), None)["models"])  # warm imports
-        floor = baseline(session, server.url, args.repeat)
+        declared = dependencies(session, server.url)
         demo = _demo_selection(workspace)
+        post(session, server.url, callback_bodies(declared, demo, None)["selection bar"])  # first request
+        floor = baseline(session, server.url, args.repeat)
         all_ok &= print_table(
             f"demo: {demo.model}/{demo.environment} {demo.start}..{demo.end} ({args.repeat} requests each)",
-            warm(session, server.url, demo, None, args.repeat),
+            warm(session, server.url, declared, demo, None, args.repeat),
             floor,
             TARGET_DEMO_MS,
         )
         year_end = BENCH_START + timedelta(days=args.days - 1)
         year_start = max(BENCH_START, year_end - timedelta(days=364))
         year = Selection(BENCH_PROJECT, "model-00", "prod", year_start, year_end)
-        click = {
-            "points": [{"customdata": ["feature_03", f"{year_end - timedelta(days=20)}T00:00:00+00:00"]}]
-        }
+        # What dcc.Graph sends for a heatmap cell: its axis labels (a week of the grouped year).
+        click = {"points": [{"curveNumber": 0, "x": "2024-12-16", "y": "feature_03", "z": 1.0}]}
         all_ok &= print_table(
             f"bench-year warm: model-00 {year.start}..{year.end}, {args.columns} columns "
             f"({args.repeat} requests each)",
-            warm(session, server.url, year, click, args.repeat),
+            warm(session, server.url, declared, year, click, args.repeat),
             floor,
             TARGET_BENCH_MS,
         )
-        per_callback = max(1, (args.models - 1) // len(callback_bodies(year, None)))
+        per_callback = max(1, (args.models - 1) // len(declared))
         models = iter([replace(year, model=f"model-{m:02d}") for m in range(1, args.models)])
         all_ok &= print_table(
             f"bench-year cold: first visit of a model, {year.days} files read per request "
             f"({per_callback} requests each)",
-            cold(session, server.url, models, per_callback),
+            cold(session, server.url, declared, models, per_callback),
+            floor,
+            TARGET_BENCH_MS,
+        )
+        overview = dependencies(session, server.url, {"dashboard overview": DASHBOARD_OVERVIEW})
+        all_ok &= print_table(
+            f"dashboard: KPIs of {args.models + 3} models, newest 14 days each ({args.repeat} requests)",
+            warm(session, server.url, overview, demo, None, args.repeat),
             floor,
             TARGET_BENCH_MS,
         )

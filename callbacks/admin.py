@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.auth import current_actor, db_session, services
 from app.rbac import requires
 from callbacks.projects import (
+    ROLE_OPTIONS,
     change_membership,
     notice,
     project_options,
@@ -34,7 +35,8 @@ from callbacks.projects import (
     run_change,
 )
 from jobs.alerts import RuleSpec, create_rule, list_rules, update_rule
-from jobs.db.models import Membership, Project, User
+from jobs.db.alerting import ALERT_SEVERITIES, RULE_KINDS, RULE_OPERATORS
+from jobs.db.models import ENVIRONMENT_NAMES, Membership, Project, User
 from jobs.integrations import MASK, github_config, redact_url
 from jobs.permissions import Actor, Permission, has_permission
 from jobs.users import InvalidInput, create_user, set_user_active
@@ -79,12 +81,49 @@ ENABLE_RULE = "admin-rule-enable"
 DISABLE_RULE = "admin-rule-disable"
 RULE_MESSAGE = "admin-rule-message"
 SETTINGS_TABLE = "admin-settings"
+ROLES_SECTION = "admin-roles-section"
+RULES_SECTION = "admin-rules-section"
+SETTINGS_SECTION = "admin-settings-section"
 
 SECRET_SETTINGS = frozenset({"secret_key", "s3_secret_access_key", "s3_session_token"})
 URL_SETTINGS = frozenset(
     {"database_url", "mlflow_tracking_uri", "mlflow_registry_uri", "redis_url", "s3_endpoint_url", "data_uri"}
 )
 PARTLY_SHOWN_SETTINGS = frozenset({"s3_access_key_id"})
+
+
+# ---------------------------------------------------------------------------- the page's frame
+
+
+def _options(values: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
+    return [{"label": value, "value": value} for value in values]
+
+
+@dash.callback(
+    Output(ROLES_SECTION, "hidden"),
+    Output(RULES_SECTION, "hidden"),
+    Output(SETTINGS_SECTION, "hidden"),
+    Output(ROLE_ROLE, "options"),
+    Output(RULE_KIND, "options"),
+    Output(RULE_OPERATOR, "options"),
+    Output(RULE_SEVERITY, "options"),
+    Output(RULE_ENVIRONMENT, "options"),
+    Input(ROLES_SECTION, "id"),
+)
+@requires(Permission.ADMIN_USERS)
+def page_sections(_component_id: str) -> tuple[Any, ...]:
+    """Reveal the sections the user's permissions open, and fill the fixed choices of the forms."""
+    actor = current_actor()
+    return (
+        not has_permission(actor, Permission.MANAGE_MEMBERS),
+        not has_permission(actor, Permission.MANAGE_ALERT_RULES),
+        not has_permission(actor, Permission.ADMIN_SETTINGS),
+        ROLE_OPTIONS,
+        _options(RULE_KINDS),
+        _options(RULE_OPERATORS),
+        _options(ALERT_SEVERITIES),
+        [{"label": "all", "value": ""}, *_options(ENVIRONMENT_NAMES)],
+    )
 
 
 # ---------------------------------------------------------------------------- users

@@ -44,6 +44,7 @@ NEXT = "audit-page-next"
 PAGE_INFO = "audit-page-info"
 ENTRIES = "audit-entries"
 FILTER_MESSAGE = "audit-filter-message"
+VERIFY_SECTION = "audit-verify-section"
 VERIFY_BUTTON = "audit-verify"
 VERIFY_RESULT = "audit-verify-result"
 
@@ -259,6 +260,13 @@ def first_page_on_filter(n_clicks: int | None) -> int:
     if not n_clicks:
         raise PreventUpdate
     return 1
+
+
+@dash.callback(Output(VERIFY_SECTION, "hidden"), Input(VERIFY_SECTION, "id"))
+@requires(Permission.VIEW_AUDIT)
+def verification_hidden(_component_id: str) -> bool:
+    """Reveal the verification for those who may verify (the verify callback checks again)."""
+    return not has_permission(current_actor(), Permission.VERIFY_AUDIT)
 
 
 @dash.callback(Output(VERIFY_RESULT, "children"), Input(VERIFY_BUTTON, "n_clicks"), prevent_initial_call=True)

@@ -86,7 +86,7 @@ def _kpi(key: str, title: str, value: str, caption: str) -> dbc.Col:
         dbc.CardBody(
             [
                 html.Div(title, className="small text-body-secondary"),
-                html.Div(value, className="fs-4 fw-semibold", id=f"dashboard-kpi-{key}-value"),
+                html.Div(value, className="fs-5 fw-semibold", id=f"dashboard-kpi-{key}-value"),
                 html.Div(caption, className="small text-body-secondary"),
             ]
         ),
@@ -168,9 +168,8 @@ def _lines(rows: Iterable[Mapping[str, Any]], value: str, title: str, y_title: s
     figure.update_layout(
         title={"text": figures.escape_text(title)},
         template="plotly_white",
-        xaxis={"title": {"text": "day (UTC)"}},
         yaxis={"title": {"text": y_title}},
-        legend={"orientation": "h", "y": -0.2},
+        legend={"orientation": "h", "y": -0.15, "yanchor": "top"},
         margin={"t": 50},
     )
     return figure

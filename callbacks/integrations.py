@@ -29,13 +29,18 @@ from jobs.integrations import (
     redact_url,
     run_check,
 )
-from jobs.permissions import Forbidden, Permission
+from jobs.permissions import Forbidden, Permission, has_permission
 from jobs.users import InvalidInput
 
 
 def config_view(integration: str) -> str:
     """Id of the element showing what one integration points at."""
     return f"integration-config-{integration.replace('_', '-')}"
+
+
+def checking_section(integration: str) -> str:
+    """Id of the wrapper of one integration's check button (shown to those who may check)."""
+    return f"integration-checking-{integration.replace('_', '-')}"
 
 
 def check_button(integration: str) -> str:
@@ -103,6 +108,19 @@ def show_integrations(_component_id: str) -> tuple[Any, Any, Any]:
         github, problem = None, str(error)
     described = describe(settings, github, problem)
     return tuple(_facts(described[name], name) for name in (DATA_STORE, MLFLOW, GITHUB))  # type: ignore[return-value]
+
+
+@dash.callback(
+    Output(checking_section(DATA_STORE), "hidden"),
+    Output(checking_section(MLFLOW), "hidden"),
+    Output(checking_section(GITHUB), "hidden"),
+    Input(checking_section(DATA_STORE), "id"),
+)
+@requires(Permission.VIEW_INTEGRATIONS)
+def checks_hidden(_component_id: str) -> tuple[bool, bool, bool]:
+    """Reveal the check buttons to those who may run checks (each check verifies again)."""
+    hidden = not has_permission(current_actor(), Permission.MANAGE_INTEGRATIONS)
+    return hidden, hidden, hidden
 
 
 def result_view(result: CheckResult) -> dbc.Alert:

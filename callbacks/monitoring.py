@@ -22,11 +22,13 @@ callbacks do not import pages: a page module registers itself with Dash when imp
 
 from __future__ import annotations
 
+import html as html_text
 import logging
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import dash
 import dash_bootstrap_components as dbc
@@ -47,7 +49,6 @@ from analytics.metrics import (
     feature_detail,
     latency_series,
     performance_series,
-    segment_columns,
 )
 from analytics.store import ParquetStore, StoreError
 from app.auth import current_actor, db_session, services
@@ -59,6 +60,7 @@ from jobs.projects import list_projects
 from jobs.users import Conflict, InvalidInput
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Component ids (the same values as in pages/monitoring.py).
 PROJECT = "monitoring-project"
@@ -204,157 +206,175 @@ def _period_label(period: timedelta) -> str:
 
 # --------------------------------------------------------------------------- the selection bar
 
+SELECTION_BAR = {
+    "projects": Output(PROJECT, "options"),
+    "project": Output(PROJECT, "value"),
+    "project_placeholder": Output(PROJECT, "placeholder"),
+    "models": Output(MODEL, "options"),
+    "model": Output(MODEL, "value"),
+    "environments": Output(ENVIRONMENT, "options"),
+    "environment": Output(ENVIRONMENT, "value"),
+    "first_day": Output(DATES, "min_date_allowed"),
+    "last_day": Output(DATES, "max_date_allowed"),
+    "start": Output(DATES, "start_date"),
+    "end": Output(DATES, "end_date"),
+    "month": Output(DATES, "initial_visible_month"),
+    "windows": Output(WINDOW, "options"),
+    "window": Output(WINDOW, "value"),
+    "export_disabled": Output(EXPORT, "disabled"),
+    "export_title": Output(EXPORT, "title"),
+    "status": Output(STATUS, "children"),
+}
 
-@dash.callback(
-    Output(PROJECT, "options"),
-    Output(PROJECT, "value"),
-    Output(PROJECT, "placeholder"),
-    Input(PROJECT, "id"),
-)
-@requires(Permission.VIEW_MONITORING)
-def show_projects(_component_id: str) -> tuple[list[dict[str, str]], str | None, str]:
-    """The projects the user may monitor (names shown as text), the first one selected."""
-    projects = monitoring_projects(current_actor())
-    options = [{"label": name, "value": slug} for slug, name in projects.items()]
-    if not options:
-        return [], None, "No project with monitoring access"
-    return options, options[0]["value"], "Choose a project"
 
-
-@dash.callback(
-    Output(MODEL, "options"),
-    Output(MODEL, "value"),
-    Output(EXPORT, "disabled"),
-    Output(EXPORT, "title"),
-    Input(PROJECT, "value"),
-    State(MODEL, "value"),
-)
-@requires(Permission.VIEW_MONITORING)
-def show_models(project: object, current: object) -> tuple[list[dict[str, str]], str | None, bool, str]:
-    """Models with metrics in the project (the current one kept when it is still there), and export rights."""
-    actor = current_actor()
-    slug = _allowed_project(actor, project)
-    if slug is None:
-        return [], None, True, "Choose a project first"
-    try:
-        models = metrics_reader().models(slug)
-    except (StoreError, InvalidQuery) as error:
-        log.warning("monitoring page: cannot list models of %s: %s", slug, error)
-        models = []
-    value = current if current in models else (models[0] if models else None)
-    may_export = has_permission(actor, Permission.EXPORT_DATA, slug)
-    title = (
-        "Download the shown metrics as CSV"
-        if may_export
-        else "Your roles on this project do not allow exports"
+def _empty_bar(projects: dict[str, str], project: str | None, message: str, color: str) -> dict[str, Any]:
+    bar: dict[str, Any] = dict.fromkeys(SELECTION_BAR)
+    bar.update(
+        projects=[{"label": name, "value": slug} for slug, name in projects.items()],
+        project=project,
+        project_placeholder="Choose a project" if projects else "No project with monitoring access",
+        models=[],
+        environments=[],
+        windows=[{"label": label, "value": unit, "disabled": True} for unit, label in WINDOW_LABELS.items()],
+        export_disabled=True,
+        export_title="Choose a model first",
+        status=dbc.Alert(message, color=color, id="monitoring-empty"),
     )
-    return [{"label": m, "value": m} for m in models], value, not may_export, title
+    return bar
+
+
+def _segment_help(segments: Sequence[str]) -> str:
+    text = "The monitoring job computes metrics per model and window, not per segment"
+    if not segments:
+        return text + "."
+    verb = "is" if len(segments) == 1 else "are"
+    return f"{text}; {', '.join(segments)} {verb} monitored for drift as a column."
 
 
 @dash.callback(
-    Output(ENVIRONMENT, "options"),
-    Output(ENVIRONMENT, "value"),
-    Input(MODEL, "value"),
-    State(PROJECT, "value"),
-    State(ENVIRONMENT, "value"),
+    output=SELECTION_BAR,
+    inputs={
+        "project": Input(PROJECT, "value"),
+        "model": Input(MODEL, "value"),
+        "environment": Input(ENVIRONMENT, "value"),
+    },
+    state={"window": State(WINDOW, "value")},
 )
 @requires(Permission.VIEW_MONITORING)
-def show_environments(
-    model: object, project: object, current: object
-) -> tuple[list[dict[str, str]], str | None]:
-    """Environments with metrics of the model; ``prod`` first when the current one is gone."""
-    slug = _allowed_project(current_actor(), project)
-    if slug is None or not isinstance(model, str):
-        return [], None
-    try:
-        environments = metrics_reader().environments(slug, model)
-    except (StoreError, InvalidQuery):
-        environments = []
-    if current in environments:
-        value = current
-    else:
-        value = "prod" if "prod" in environments else (environments[0] if environments else None)
-    return [{"label": e, "value": e} for e in environments], value
+def show_selection(project: object, model: object, environment: object, window: object) -> dict[str, Any]:
+    """The whole selection bar in one answer (one round trip from a choice to the figures).
 
-
-@dash.callback(
-    Output(DATES, "min_date_allowed"),
-    Output(DATES, "max_date_allowed"),
-    Output(DATES, "start_date"),
-    Output(DATES, "end_date"),
-    Output(DATES, "initial_visible_month"),
-    Output(WINDOW, "options"),
-    Output(WINDOW, "value"),
-    Output(SEGMENT, "options"),
-    Output(SEGMENT, "placeholder"),
-    Output(SEGMENT_HELP, "children"),
-    Output(STATUS, "children"),
-    Input(ENVIRONMENT, "value"),
-    State(PROJECT, "value"),
-    State(MODEL, "value"),
-    State(WINDOW, "value"),
-)
-@requires(Permission.VIEW_MONITORING)
-def show_range(environment: object, project: object, model: object, window: object) -> tuple:
-    """Date bounds and the default range (the newest 30 days), window units and the segment note."""
-    slug = _allowed_project(current_actor(), project)
-    nothing = (None, None, None, None, None, [], None, [], "All traffic", "", None)
-    if slug is None:
-        message = "You hold no project with monitoring access." if not project else NO_DATA
-        return (*nothing[:-1], dbc.Alert(message, color="secondary", id="monitoring-empty"))
-    if not isinstance(model, str) or not isinstance(environment, str):
-        message = (
-            "No metrics yet for this project. "
-            f"Run the monitoring job (python -m jobs monitor --project {slug})."
-        )
-        return (*nothing[:-1], dbc.Alert(message, color="info", id="monitoring-empty"))
+    Projects are those the user may monitor (first one when none is chosen yet); a model and an
+    environment are kept when the newly chosen project or model still has them, else the first model
+    and ``prod`` (or the first environment) are taken. The range is reset to the newest 30 days
+    (7 for hourly windows) of the chosen model; the window unit is kept when it has metrics.
+    """
+    actor = current_actor()
+    projects = monitoring_projects(actor)
+    if project is None and projects:
+        project = next(iter(projects))
+    if not isinstance(project, str) or project not in projects:
+        message = "You hold no project with monitoring access." if not projects else NO_DATA
+        return _empty_bar(projects, None, message, "secondary")
     reader = metrics_reader()
     try:
-        days = reader.dates(slug, model, environment)
-        units = reader.windows(slug, model, environment)
+        models = reader.models(project)
+        model = model if model in models else (models[0] if models else None)
+        environments = reader.environments(project, model) if isinstance(model, str) else []
+        if environment not in environments:
+            environment = "prod" if "prod" in environments else (environments[0] if environments else None)
+        if not isinstance(model, str) or not isinstance(environment, str):
+            days, units = [], []
+        else:
+            days, units = (
+                reader.dates(project, model, environment),
+                reader.windows(project, model, environment),
+            )
     except (StoreError, InvalidQuery) as error:
-        log.warning("monitoring page: cannot list metrics of %s/%s/%s: %s", slug, model, environment, error)
-        days, units = [], []
+        log.warning("monitoring page: cannot list the metrics of %s: %s", project, error)
+        return _empty_bar(projects, project, _read_failed(error), "warning")
+    bar = _empty_bar(projects, project, "", "info")
+    bar.update(
+        models=[{"label": m, "value": m} for m in models],
+        model=model,
+        environments=[{"label": e, "value": e} for e in environments],
+        environment=environment,
+    )
     if not days or not units:
-        message = f"No metrics yet for {model} in {environment}."
-        return (*nothing[:-1], dbc.Alert(message, color="info", id="monitoring-empty"))
+        where = f"{model} in {environment}" if model and environment else "this project"
+        bar["status"] = dbc.Alert(
+            f"No metrics yet for {where}. "
+            f"Run the monitoring job (python -m jobs monitor --project {project}).",
+            color="info",
+            id="monitoring-empty",
+        )
+        return bar
     unit = window if window in units else units[0]
     first, last = days[0], days[-1]
-    span = DEFAULT_RANGE_DAYS if unit == "day" else 7
-    start = max(first, last - timedelta(days=span - 1))
-    options = [{"label": WINDOW_LABELS[u], "value": u, "disabled": u not in units} for u in WINDOW_LABELS]
-    try:
-        segments = segment_columns(reader, MetricsQuery(slug, model, environment, start, last, unit))
-    except StoreError:
-        segments = ()
-    names = ", ".join(segments)
-    help_text = "The monitoring job computes metrics per model and window, not per segment" + (
-        f"; {names} {'is' if len(segments) == 1 else 'are'} monitored for drift as a column."
-        if segments
-        else "."
+    start = max(first, last - timedelta(days=(DEFAULT_RANGE_DAYS if unit == "day" else 7) - 1))
+    _prefetch(MetricsQuery(project, model, environment, start, last, unit))
+    may_export = has_permission(actor, Permission.EXPORT_DATA, project)
+    bar.update(
+        first_day=first.isoformat(),
+        last_day=last.isoformat(),
+        start=start.isoformat(),
+        end=last.isoformat(),
+        month=last.isoformat(),
+        windows=[{"label": WINDOW_LABELS[u], "value": u, "disabled": u not in units} for u in WINDOW_LABELS],
+        window=unit,
+        export_disabled=not may_export,
+        export_title=(
+            "Download the shown metrics as CSV"
+            if may_export
+            else "Your roles on this project do not allow exports"
+        ),
+        status=None,
     )
-    return (
-        first.isoformat(),
-        last.isoformat(),
-        start.isoformat(),
-        last.isoformat(),
-        last.isoformat(),
-        options,
-        unit,
-        [],
-        "All traffic (no per-segment metrics)",
-        help_text,
-        None,
-    )
+    return bar
 
 
 # --------------------------------------------------------------------------- drift
 
 
-def _matrix(query: MetricsQuery) -> DriftMatrix:
+def _matrix(query: MetricsQuery, reader: MetricsReader | None = None) -> DriftMatrix:
     return drift_matrix(
-        metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+        reader or metrics_reader(),
+        query.project,
+        query.model,
+        query.environment,
+        query.start,
+        query.end,
+        query.window,
     )
+
+
+def _prefetch(query: MetricsQuery) -> None:
+    """Start reading the drift matrix of the range the page is about to ask for.
+
+    The figures' requests arrive one round trip (and a render of the selection bar) after this
+    answer; reading meanwhile, in a thread, overlaps the two. The panels then find the matrix
+    computed or wait for this computation (``MetricsReader.memoized``) instead of starting their own.
+    """
+
+    def read() -> None:
+        try:
+            _matrix(query, reader)
+        except (StoreError, InvalidQuery) as error:
+            log.warning("monitoring page: prefetch of %s/%s failed: %s", query.project, query.model, error)
+
+    reader = metrics_reader()
+    threading.Thread(target=read, name=f"prefetch-{query.model}", daemon=True).start()
+
+
+def _memoized(query: MetricsQuery, name: Hashable, compute: Callable[[], T]) -> T:
+    """A figure of the selection, built once per version of its metrics files.
+
+    Building the figures (plotly validates every cell) costs more than reading the cached metrics, and
+    every visit of a page asks for the same default selection. The result holds no user data (the
+    caller has checked the project), so one copy serves every user.
+    """
+    reader = metrics_reader()
+    return reader.memoized((name, query, reader.signature(query)), compute)
 
 
 def _summary(matrix: DriftMatrix) -> str:
@@ -373,49 +393,57 @@ def _summary(matrix: DriftMatrix) -> str:
 @dash.callback(
     Output(HEATMAP, "figure"),
     Output(SUMMARY, "children"),
-    Output(HEATMAP, "clickData"),
+    Output(SEGMENT_HELP, "children"),
     *SELECTION_INPUTS,
     *SELECTION_STATES,
 )
 @requires(Permission.VIEW_MONITORING)
 def show_drift_heatmap(
     start: object, end: object, window: object, project: object, model: object, environment: object
-) -> tuple[go.Figure, str, None]:
-    """Feature x window heatmap of the selection; resets the clicked cell (the detail shows the worst one)."""
+) -> tuple[go.Figure, str, str]:
+    """Feature x window drift heatmap of the selection, a one-line summary and the segment note."""
     query = selection_query(project, model, environment, start, end, window)
     if isinstance(query, str):
-        return figures.empty_figure(query), query, None
+        return figures.empty_figure(query), query, ""
     try:
-        matrix = _matrix(query)
+        return _memoized(query, "heatmap", lambda: _heatmap(query))
     except StoreError as error:
         message = _read_failed(error)
-        return figures.empty_figure(message), message, None
+        return figures.empty_figure(message), message, ""
+
+
+def _heatmap(query: MetricsQuery) -> tuple[go.Figure, str, str]:
+    matrix = _matrix(query)
     if matrix.empty:
         message = f"No drift metrics yet for {_describe(query)}."
-        return figures.empty_figure(message, "Drift"), message, None
+        return figures.empty_figure(message, "Drift"), message, _segment_help(())
     figure = figures.drift_heatmap(list(matrix.rows))
     figure.update_layout(height=max(320, 140 + 26 * len(matrix.columns)), margin={"t": 30})
-    return figure, _summary(matrix), None
+    return figure, _summary(matrix), _segment_help(matrix.segments)
 
 
 def _clicked_cell(click: object) -> tuple[str, datetime] | None:
-    """``(column, window start)`` of a heatmap click, ``None`` for anything malformed."""
+    """``(column, window start)`` of a heatmap click, ``None`` for anything malformed.
+
+    ``dcc.Graph`` reports a heatmap cell by its axis labels (``x``, ``y``; it drops the cell's
+    ``customdata`` because a heatmap point number is a pair): the feature label is the column name
+    HTML-escaped by ``analytics.figures``, the window label an ISO day or ``YYYY-MM-DD HH:MM``, UTC.
+    The raw ``customdata`` pair, when a client sends it, is read first.
+    """
     try:
         point = click["points"][0]  # type: ignore[index]
-        column, window = point["customdata"][0], point["customdata"][1]
-    except (TypeError, KeyError, IndexError):
+        raw = point.get("customdata")
+        labelled = not (isinstance(raw, list) and len(raw) >= 2)
+        column, window = (point["y"], point["x"]) if labelled else (raw[0], raw[1])
+    except (TypeError, KeyError, IndexError, AttributeError):
         return None
-    if (
-        not isinstance(column, str)
-        or not column
-        or len(column) > MAX_TEXT_INPUT
-        or not isinstance(window, str)
-    ):
+    if not isinstance(column, str) or not isinstance(window, str) or not 0 < len(column) <= MAX_TEXT_INPUT:
         return None
     try:
         moment = datetime.fromisoformat(window[:40])
     except ValueError:
         return None
+    column = html_text.unescape(column) if labelled else column
     return column, (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC))
 
 
@@ -468,51 +496,58 @@ def quality_table(findings: Sequence[Finding]) -> html.Div | dbc.Table:
     Output(FEATURE_TIMELINE, "figure"),
     Output(FEATURE_DISTRIBUTION, "figure"),
     Output(FEATURE_QUALITY, "children"),
+    *SELECTION_INPUTS,
     Input(HEATMAP, "clickData"),
-    State(DATES, "start_date"),
-    State(DATES, "end_date"),
-    State(WINDOW, "value"),
     *SELECTION_STATES,
 )
 @requires(Permission.VIEW_MONITORING)
 def show_feature_detail(
-    click: object,
     start: object,
     end: object,
     window: object,
+    click: object,
     project: object,
     model: object,
     environment: object,
 ) -> tuple[str, go.Figure, go.Figure, Any]:
-    """Drill-down into the clicked feature (the worst cell until one is clicked)."""
+    """Drill-down into the clicked feature, computed alongside the heatmap.
+
+    The clicked feature stays in focus when the range or window changes (its worst window of the new
+    range when the clicked one is outside it); until a cell is clicked, or when the selection has no
+    such feature, the worst cell of the heatmap is shown.
+    """
     query = selection_query(project, model, environment, start, end, window)
     if isinstance(query, str):
         empty = figures.empty_figure(query)
         return "No feature selected", empty, empty, html.P(query, className="text-body-secondary")
     try:
         matrix = _matrix(query)
-        cell = _clicked_cell(click) or matrix.worst()
+        clicked = _clicked_cell(click)
+        cell = clicked if clicked is not None and clicked[0] in matrix.columns else matrix.worst()
         if cell is None:
             message = f"No drift metrics yet for {_describe(query)}."
             empty = figures.empty_figure(message)
             return "No feature selected", empty, empty, html.P(message, className="text-body-secondary")
-        column, at = cell
-        detail = feature_detail(
-            metrics_reader(),
-            query.project,
-            query.model,
-            query.environment,
-            query.start,
-            query.end,
-            query.window,
-            column,
-            at,
-            matrix.period,
-        )
+        return _memoized(query, ("detail", *cell), lambda: _detail(query, matrix.period, *cell))
     except StoreError as error:
         message = _read_failed(error)
         empty = figures.empty_figure(message)
         return "No feature selected", empty, empty, html.P(message)
+
+
+def _detail(query: MetricsQuery, period: timedelta, column: str, at: datetime) -> tuple:
+    detail = feature_detail(
+        metrics_reader(),
+        query.project,
+        query.model,
+        query.environment,
+        query.start,
+        query.end,
+        query.window,
+        column,
+        at,
+        period,
+    )
     if detail.focus is None:
         message = f"{column} has no drift metrics between {query.start} and {query.end}."
         empty = figures.empty_figure(message)
@@ -552,17 +587,15 @@ def show_performance(
     if isinstance(query, str):
         return figures.empty_figure(query)
     try:
-        series = performance_series(
-            metrics_reader(),
-            query.project,
-            query.model,
-            query.environment,
-            query.start,
-            query.end,
-            query.window,
-        )
+        return _memoized(query, "performance", lambda: _performance(query))
     except StoreError as error:
         return figures.empty_figure(_read_failed(error))
+
+
+def _performance(query: MetricsQuery) -> go.Figure:
+    series = performance_series(
+        metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+    )
     if series.task is None:
         return figures.empty_figure(f"no performance metrics yet for {_describe(query)} (labels arrive late)")
     figure = figures.performance_timeline(
@@ -582,17 +615,15 @@ def show_latency(
     if isinstance(query, str):
         return figures.empty_figure(query)
     try:
-        rows = latency_series(
-            metrics_reader(),
-            query.project,
-            query.model,
-            query.environment,
-            query.start,
-            query.end,
-            query.window,
-        )
+        return _memoized(query, "latency", lambda: _latency(query))
     except StoreError as error:
         return figures.empty_figure(_read_failed(error))
+
+
+def _latency(query: MetricsQuery) -> go.Figure:
+    rows = latency_series(
+        metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+    )
     figure = figures.latency_timeline(list(rows), title=f"{query.model} latency")
     figure.update_layout(margin={"t": 60})
     return figure

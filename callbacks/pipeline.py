@@ -17,6 +17,7 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
+import dash_cytoscape as cyto
 from dash import ALL, Input, Output, State, html
 from dash.exceptions import PreventUpdate
 from sqlalchemy.orm import Session
@@ -44,7 +45,9 @@ from jobs.users import Conflict
 # Component ids of the Pipeline page (pages/pipeline.py uses the same constants).
 PROJECT = "pipeline-project"
 REFRESH = "pipeline-refresh"
+LEGEND = "pipeline-legend"
 DAG = "pipeline-dag"
+DAG_CONTAINER = "pipeline-dag-container"
 STAGE_TABLE = "pipeline-stage-table"
 STAGE = "pipeline-stage"
 NODE_INFO = "pipeline-node-info"
@@ -100,7 +103,12 @@ DAG_STYLESHEET: list[dict[str, Any]] = [
     # After .incomplete so a locked node always shows its lock border (solid, thick, dark).
     {
         "selector": ".locked",
-        "style": {"border-width": 6, "border-style": "solid", "border-color": "#212529", "shape": "round-rectangle"},
+        "style": {
+            "border-width": 6,
+            "border-style": "solid",
+            "border-color": "#212529",
+            "shape": "round-rectangle",
+        },
     },
     {"selector": "node:selected", "style": {"overlay-color": "#0d6efd", "overlay-opacity": 0.25}},
     {
@@ -160,7 +168,7 @@ def _stage_table(nodes: list[NodeView]) -> dbc.Table:
                 html.Td(
                     dbc.Badge(
                         STATUS_LABELS.get(node.last_status, node.last_status),
-                        color=STATUS_COLOURS.get(node.last_status, "#adb5bd"),
+                        color=STATUS_COLOURS.get(node.last_status, STATUS_COLOURS["never_run"]),
                         class_name="text-dark" if node.last_status in ("never_run", "skipped") else "",
                     )
                 ),
@@ -176,30 +184,74 @@ def _stage_table(nodes: list[NodeView]) -> dbc.Table:
     return dbc.Table([header, html.Tbody(rows)], size="sm", hover=True, id="pipeline-stages")
 
 
+def legend() -> list[Any]:
+    """The colour key of the DAG."""
+    swatches: list[Any] = [
+        html.Span(
+            [
+                html.Span(
+                    className="d-inline-block rounded-circle me-1",
+                    style={"width": "0.8rem", "height": "0.8rem", "backgroundColor": colour},
+                ),
+                STATUS_LABELS[status],
+            ],
+            className="me-3",
+        )
+        for status, colour in STATUS_COLOURS.items()
+    ]
+    swatches.append(html.Span("square with a dark border: locked · dashed border: incomplete configuration"))
+    return swatches
+
+
 @dash.callback(
     Output(PROJECT, "options"),
     Output(PROJECT, "value"),
+    Output(STAGE, "options"),
+    Output(LEGEND, "children"),
     Input(PROJECT, "id"),
     State(PROJECT, "value"),
 )
 @requires(Permission.VIEW_PIPELINE)
 def list_pipeline_projects(
     _component_id: str, selected: str | None
-) -> tuple[list[dict[str, str]], str | None]:
-    """Projects whose pipeline the user may view."""
+) -> tuple[list[dict[str, str]], str | None, list[dict[str, str]], list[Any]]:
+    """Projects whose pipeline the user may view, the stages, and the DAG's colour key."""
     options = project_options(Permission.VIEW_PIPELINE)
     values = [option["value"] for option in options]
-    return options, selected if selected in values else (values[0] if values else None)
+    stages = [{"label": STAGE_TITLES[stage], "value": stage} for stage in PIPELINE_STAGES]
+    value = selected if selected in values else (values[0] if values else None)
+    return options, value, stages, legend()
+
+
+def dag(nodes: list[NodeView]) -> cyto.Cytoscape:
+    """The DAG as a freshly mounted graph with its elements and styles.
+
+    Mounted whole rather than updated in place: a graph whose props change while the
+    page is being left can run a redraw on a destroyed instance (a JavaScript error).
+    """
+    return cyto.Cytoscape(
+        id=DAG,
+        elements=dag_elements(nodes),
+        layout={"name": "preset", "fit": True, "padding": 40},
+        stylesheet=DAG_STYLESHEET,
+        style={"width": "100%", "height": "220px"},
+        className="border rounded mb-3 bg-body",
+        userZoomingEnabled=False,
+        userPanningEnabled=False,
+        boxSelectionEnabled=False,
+        autoungrabify=True,
+        wheelSensitivity=1,
+    )
 
 
 @dash.callback(
-    Output(DAG, "elements"),
+    Output(DAG_CONTAINER, "children"),
     Output(STAGE_TABLE, "children"),
     Input(PROJECT, "value"),
     Input(REFRESH, "data"),
 )
 @requires(Permission.VIEW_PIPELINE)
-def show_pipeline(project: str | None, _refresh: int | None = None) -> tuple[list[dict[str, Any]], Any]:
+def show_pipeline(project: str | None, _refresh: int | None = None) -> tuple[Any, Any]:
     """The DAG and the stage table of one project's pipeline.
 
     Raises:
@@ -213,8 +265,8 @@ def show_pipeline(project: str | None, _refresh: int | None = None) -> tuple[lis
     except (Forbidden, Conflict):
         raise PreventUpdate from None
     if not nodes:
-        return [], html.P("This project has no pipeline stages.", className="text-body-secondary")
-    return dag_elements(nodes), _stage_table(nodes)
+        return None, html.P("This project has no pipeline stages.", className="text-body-secondary")
+    return dag(nodes), _stage_table(nodes)
 
 
 @dash.callback(Output(STAGE, "value"), Input(DAG, "tapNodeData"), prevent_initial_call=True)

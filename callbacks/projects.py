@@ -32,6 +32,9 @@ from jobs.users import PROJECT_ROLES, Conflict, InvalidInput, grant_role, revoke
 # Component ids of the Projects page (the layout in pages/projects.py uses the same constants).
 REFRESH = "projects-refresh"
 TABLE_WRAPPER = "projects-table-wrapper"
+CREATE_CARD = "project-create-card"
+EDIT_CARD = "project-edit-card"
+MEMBERS_CARD = "project-members-card"
 CREATE_SLUG = "project-create-slug"
 CREATE_NAME = "project-create-name"
 CREATE_DESCRIPTION = "project-create-description"
@@ -259,6 +262,44 @@ def show_project(slug: str | None, _refresh: int | None = None) -> tuple[object,
     return environments, members, name, description
 
 
+def member_candidates() -> list[dict[str, str]]:
+    """Active users who can be given a role (label: display name and username)."""
+    with db_session() as db:
+        users = db.execute(
+            select(User.username, User.display_name).where(User.is_active.is_(True)).order_by(User.username)
+        ).all()
+    return [{"label": f"{display} ({username})", "value": username} for username, display in users]
+
+
+@dash.callback(
+    Output(CREATE_CARD, "hidden"),
+    Output(EDIT_CARD, "hidden"),
+    Output(MEMBERS_CARD, "hidden"),
+    Output(MEMBER_ROLE, "options"),
+    Output(MEMBER_USER, "options"),
+    Input(SELECT, "value"),
+    Input(REFRESH, "data"),
+)
+@requires(Permission.VIEW_PROJECTS)
+def management_controls(
+    slug: str | None, _refresh: int | None = None
+) -> tuple[bool, bool, bool, list[dict[str, str]], list[dict[str, str]]]:
+    """Reveal the forms the user may use (a courtesy: every change is checked again on the server).
+
+    The list of accounts is only sent to those who may grant roles.
+    """
+    actor = current_actor()
+    may_manage = has_permission(actor, Permission.MANAGE_PROJECTS)
+    may_grant = has_permission(actor, Permission.MANAGE_MEMBERS, slug or None)
+    return (
+        not may_manage,
+        not may_manage,
+        not may_grant,
+        ROLE_OPTIONS,
+        member_candidates() if may_grant else [],
+    )
+
+
 # ---------------------------------------------------------------------------- changes
 
 
@@ -357,21 +398,6 @@ def change_membership(grant: bool, slug: str | None, username: str | None, role:
         return f"{username} no longer holds {role_names([role])} on {slug}."
 
     return run_change(change)
-
-
-@dash.callback(
-    Output(MEMBER_USER, "options"),
-    Input(MEMBER_USER, "id"),
-    Input(REFRESH, "data"),
-)
-@requires(Permission.MANAGE_MEMBERS)
-def list_member_candidates(_component_id: str, _refresh: int | None = None) -> list[dict[str, str]]:
-    """Active users who can be given a role."""
-    with db_session() as db:
-        users = db.execute(
-            select(User.username, User.display_name).where(User.is_active.is_(True)).order_by(User.username)
-        ).all()
-    return [{"label": f"{display} ({username})", "value": username} for username, display in users]
 
 
 @dash.callback(

@@ -146,7 +146,8 @@ def _is_number(data_type: pa.DataType) -> bool:
 
 
 def _as_float(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return column if pa.types.is_float64(column.type) else pc.cast(column, pa.float64())
+    # Unsafe: an int64 above 2**53 or a decimal rounds to the nearest double instead of failing.
+    return column if pa.types.is_float64(column.type) else pc.cast(column, pa.float64(), safe=False)
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -224,7 +225,8 @@ def check_log_table(
                     f"column {column.name!r} is {data_type}; the version {version} reference has it "
                     f"{column.kind} ({column.dtype})",
                 )
-    timestamps = pc.cast(table.column("timestamp"), pa.timestamp("us"))
+    # Naive UTC microseconds (nanoseconds are truncated, time zones dropped: storage is UTC).
+    timestamps = pc.cast(table.column("timestamp"), pa.timestamp("us"), safe=False)
     low, high = day_bounds(day)
     outside = pc.sum(pc.or_(pc.less(timestamps, low), pc.greater_equal(timestamps, high))).as_py() or 0
     if outside:
@@ -282,7 +284,7 @@ def check_label_table(path: str, table: pa.Table) -> tuple[pa.Table | None, list
             {
                 "request_id": _as_text(table.column("request_id")),
                 "label": _as_float(table.column("label")),
-                "label_timestamp": pc.cast(table.column("label_timestamp"), pa.timestamp("us")),
+                "label_timestamp": pc.cast(table.column("label_timestamp"), pa.timestamp("us"), safe=False),
             }
         ),
         [],

@@ -178,6 +178,8 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("batch-predict", "jobs.batch_predict:register_batch_predict"),
     ("profile-unit", "jobs.scaleout.profile_unit:register_profile_unit"),
     ("merge", "jobs.scaleout.merge:register_merge"),
+    ("pipeline", "jobs.pipelines:register_cli"),
+    ("integrations", "jobs.integrations:register_cli"),
 ]
 
 

@@ -249,18 +249,21 @@ def _build(
         versions: dict[str, str] = {}
         trained: list[str] = []
         aliases: dict[str, dict[str, str]] = {}
+        client = registry.client(tracking_uri, registry_uri)
         for index, model in enumerate(scenario.models):
             report(f"training {model.project}/{model.model}", 0.3 + 0.3 * index / len(scenario.models))
             name = registry.registered_model_name(model.project, model.model)
-            if _train_if_needed(store, model, actor, tracking_uri, registry_uri, training, scenario.seed):
+            held = _train_if_needed(store, model, actor, tracking_uri, registry_uri, training)
+            if held is None:
                 trained.append(name)
+                held = ()
             versions[name] = DEMO_VERSION
-            aliases[name] = {}
             for environment in scenario.environments:
-                registry.set_alias(
-                    name, environment, DEMO_VERSION, tracking_uri=tracking_uri, registry_uri=registry_uri
-                )
-                aliases[name][environment] = DEMO_VERSION
+                if environment not in held:  # one alias per environment, on the version serving it
+                    client.set_registered_model_alias(
+                        name, registry.validate_alias(environment), DEMO_VERSION
+                    )
+            aliases[name] = dict.fromkeys(scenario.environments, DEMO_VERSION)
         timings["train"] = time.monotonic() - clock
 
         clock = time.monotonic()
@@ -315,9 +318,12 @@ def _train_if_needed(
     tracking_uri: str,
     registry_uri: str | None,
     training: Mapping[str, Any],
-    seed: int,
-) -> bool:
-    """Make sure version :data:`DEMO_VERSION` exists with its reference profile; ``True`` if trained."""
+) -> tuple[str, ...] | None:
+    """Make sure version :data:`DEMO_VERSION` exists with its reference profile.
+
+    Returns:
+        ``None`` when the version was trained now, else the aliases it already holds.
+    """
     from jobs.training import train_model
 
     name = registry.registered_model_name(model.project, model.model)
@@ -334,21 +340,20 @@ def _train_if_needed(
         )
         if result.version != DEMO_VERSION:  # pragma: no cover - a fresh registered model starts at 1
             raise DemoError(f"{name} was registered as version {result.version}, not {DEMO_VERSION}")
-        return True
-    if not any(v.version == DEMO_VERSION for v in existing):
+        return None
+    serving = next((v for v in existing if v.version == DEMO_VERSION), None)
+    if serving is None:
         raise DemoError(
             f"{name} exists in MLflow without version {DEMO_VERSION}, which serves the demo traffic; "
             "use an empty MLflow store for the demo"
         )
     partition = {"project": model.project, "model": model.model, "version": DEMO_VERSION}
     if not store.exists(REFERENCE_PROFILES, partition):
-        _rewrite_reference(store, model, partition, seed)
-    return False
+        _rewrite_reference(store, model, partition)
+    return serving.aliases
 
 
-def _rewrite_reference(
-    store: ParquetStore, model: DemoModel, partition: Mapping[str, str], seed: int
-) -> None:
+def _rewrite_reference(store: ParquetStore, model: DemoModel, partition: Mapping[str, str]) -> None:
     """Rebuild a version's reference profile from its (deterministic) training set."""
     from jobs.training import PROFILE_FILE_NAME, read_training_table, reference_profile
 
@@ -372,6 +377,8 @@ def _demo_command(args: argparse.Namespace, settings: Any) -> int:
 
     if args.days < 1:
         raise UsageError(f"--days must be at least 1, got {args.days}")
+    if not args.volume > 0 or args.training_rows < 100:
+        raise UsageError("--volume must be positive and --training-rows at least 100")
 
     def show(stage: str, fraction: float) -> None:
         print(f"[{fraction:4.0%}] {stage}", flush=True)
@@ -380,6 +387,8 @@ def _demo_command(args: argparse.Namespace, settings: Any) -> int:
         settings,
         days=args.days,
         seed=args.seed,
+        volume=args.volume,
+        training_rows=args.training_rows,
         if_empty=args.if_empty,
         after_monitor=default_after_monitor(),
         progress=show,
@@ -410,4 +419,6 @@ def register_demo(subparsers: Any) -> None:
     )
     parser.add_argument("--days", type=int, default=90, help="days of demo traffic (ending yesterday)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--volume", type=float, default=1.0, help="multiplier of the daily request counts")
+    parser.add_argument("--training-rows", type=int, default=20_000, help="rows of each training set")
     parser.set_defaults(func=_demo_command)

@@ -47,6 +47,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -81,6 +82,7 @@ REPLAY_WINDOW = timedelta(days=30)
 MAX_PAYLOAD_BYTES = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
 MIN_SECRET_LENGTH = 16
 MAX_SECRET_LENGTH = 1024
+LOOKUP_TIMEOUT_S = 5.0
 TAG_GIT_SHA = "mms.git_sha"
 MLFLOW_GIT_COMMIT_TAG = "mlflow.source.git.commit"
 HKDF_INFO = b"mms github webhook secret v1"
@@ -221,7 +223,9 @@ def configure_github(
     current = require(_current_actor(session, actor), Permission.MANAGE_INTEGRATIONS, project)
     repository = validate_repository(repository)
     if not isinstance(secret, str) or not MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH:
-        raise InvalidInput(f"the webhook secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters")
+        raise InvalidInput(
+            f"the webhook secret must be {MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters"
+        )
     box = SecretBox(secret_key)
     found = project_by_slug(session, project)
     now = utcnow()
@@ -376,7 +380,7 @@ def versions_for_commit(
     *,
     find_versions: VersionFinder | None = None,
 ) -> list[ModelVersionRef]:
-    """Model versions of ``project`` produced from commit ``sha``: the registry's answer, else the stored runs'.
+    """Model versions of ``project`` built from commit ``sha``: the registry's answer, else the stored runs'.
 
     Args:
         session: Session to read stored workflow runs with.
@@ -427,6 +431,30 @@ class WebhookResult:
     project: str
     workflow_run_id: int | None = None
     model_versions: list[ModelVersionRef] = field(default_factory=list)
+
+
+def _find_in_time(
+    find_versions: VersionFinder, project: str, sha: str, timeout: float
+) -> list[ModelVersionRef]:
+    """``find_versions(project, sha)``, or ``[]`` if it fails or takes longer than ``timeout`` seconds."""
+    found: list[list[ModelVersionRef]] = []
+
+    def look() -> None:
+        try:
+            found.append(find_versions(project, sha))
+        except Exception:
+            logger.exception("model versions of %s@%s: lookup failed, run stored without", project, sha)
+
+    # A daemon thread: a registry that hangs (MLflow retries for minutes) holds neither request nor process.
+    worker = threading.Thread(target=look, name="mms-github-version-lookup", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        logger.warning(
+            "model versions of %s@%s: no answer in %.0f s, run stored without", project, sha, timeout
+        )
+        return []
+    return found[0] if found else []
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -539,7 +567,11 @@ def _newer(run: _Run, stored: WorkflowRun) -> bool:
 
 
 def _store_run(
-    session: Session, integration: GithubIntegration, run: _Run, versions: list[ModelVersionRef], now: datetime
+    session: Session,
+    integration: GithubIntegration,
+    run: _Run,
+    versions: list[ModelVersionRef],
+    now: datetime,
 ) -> WorkflowRun:
     stored = session.scalars(
         select(WorkflowRun).where(
@@ -579,6 +611,7 @@ def receive_webhook(
     body: bytes,
     secret_key: str,
     find_versions: VersionFinder | None = None,
+    lookup_timeout: float = LOOKUP_TIMEOUT_S,
     now: datetime | None = None,
 ) -> WebhookResult:
     """Verify and record one webhook delivery (see the module docstring for the rules).
@@ -589,6 +622,8 @@ def receive_webhook(
         body: The raw request body, exactly as received (the signature covers these bytes).
         secret_key: The studio's secret key (decrypts the stored webhook secret).
         find_versions: Finds the model versions a successful run produced; ``None`` links none.
+        lookup_timeout: Seconds to wait for ``find_versions``; past that the run is stored without
+            versions (the API's deploy-by-commit asks the registry again later).
         now: The current time.
 
     Returns:
@@ -638,17 +673,16 @@ def receive_webhook(
     run = _workflow_run(payload) if event == WORKFLOW_RUN else None
     versions: list[ModelVersionRef] = []
     if run is not None and run.succeeded and find_versions is not None:
-        # Asked before the write transaction, so no database lock waits on the registry.
-        try:
-            versions = find_versions(project, run.head_sha)
-        except Exception:
-            logger.exception("looking up the model versions of %s@%s failed; run stored without", project, run.head_sha)
-            versions = []
+        # Asked before the write transaction (no database lock waits on the registry), and only for
+        # lookup_timeout seconds: GitHub gives up on a delivery after 10 s.
+        versions = _find_in_time(find_versions, project, run.head_sha, lookup_timeout)
     outcome = STORED if run is not None else ACCEPTED if event in HANDLED_EVENTS else IGNORED
 
     with session_scope(sessions, write=True) as session:
         session.execute(delete(GithubDelivery).where(GithubDelivery.received_at < now - REPLAY_WINDOW))
-        if session.scalars(select(GithubDelivery.id).where(GithubDelivery.delivery_id == delivery_id)).first():
+        if session.scalars(
+            select(GithubDelivery.id).where(GithubDelivery.delivery_id == delivery_id)
+        ).first():
             raise ReplayedDelivery(f"delivery {delivery_id} was already received")
         integration = session.scalars(
             select(GithubIntegration).where(GithubIntegration.repository == full_name)

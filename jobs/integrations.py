@@ -94,17 +94,19 @@ def first_line(error: BaseException) -> str:
 
 
 def redact_url(url: str | None) -> str | None:
-    """``url`` with any password (and query string, which may carry tokens) masked."""
+    """``url`` with any password (and query string, which may carry tokens) masked; the rest untouched."""
     if not url or "://" not in url:
         return url
     parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
+    redacted = url
+    if "@" in parts.netloc:
+        credentials, host = parts.netloc.rsplit("@", 1)
         user = credentials.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{host}" if ":" in credentials else f"{user}@{host}"
-    query = MASK if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        masked = f"{user}:{MASK}@{host}" if ":" in credentials else f"{user}@{host}"
+        redacted = redacted.replace(parts.netloc, masked, 1)
+    if parts.query or parts.fragment:
+        redacted = redacted.split("?", 1)[0].split("#", 1)[0] + f"?{MASK}"
+    return redacted
 
 
 def _timed(integration: str, check: Callable[[], CheckResult], failure: str) -> CheckResult:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +52,7 @@ from analytics.quality import quality
 from analytics.store import ParquetStore, StoredFile, StoreError
 from jobs import _monitor_inputs as inputs
 from jobs import _monitor_rows as rows_of
-from jobs._monitor_inputs import MONITOR_STATE, DayInput, StateEntry
+from jobs._monitor_inputs import MONITOR_STATE, DayInput, Problem, StateEntry
 from jobs._monitor_rows import Thresholds
 from jobs.contracts import (
     INFERENCE_LOGS,
@@ -105,6 +106,8 @@ sizes, the Benjamini-Hochberg correction across columns) is the default policy's
 """
 
 _ERRORS_SUFFIX = "-errors.parquet"
+_COMPUTE_ERRORS = (ValueError, ArithmeticError, duckdb.Error, pa.ArrowException)
+"""What the analytics raise on data they cannot handle (ProfileError is a ValueError)."""
 _PROFILE_INFIX = "-version-"
 
 
@@ -421,14 +424,15 @@ def run_monitor(
         for project in sorted({key[0] for key in targets}):
             require(actor, Permission.RUN_BACKFILL, project)
     keys = sorted(targets)
-    done = 0
+    finished: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
 
     def monitor(key: tuple[str, str, str]) -> TargetResult:
-        nonlocal done
         result = _TargetRun(store, request, key, targets[key], now).run()
-        done += 1
-        if progress is not None:
-            progress(f"monitored {'/'.join(key)}", done / len(keys))
+        with lock:
+            finished.append(key)
+            if progress is not None:
+                progress(f"monitored {'/'.join(key)}", len(finished) / len(keys))
         return result
 
     if request.workers > 1 and len(keys) > 1:
@@ -545,7 +549,7 @@ class _TargetRun:
             for batch in self._batches([day for day, _ in plan]):
                 days = [self._read_day(day) for day in batch]
                 good = [d for d in days if not d.problems]
-                outputs = self._compute(good) if good else {}
+                outputs = self._compute_isolated(good) if good else {}
                 for day_input in days:
                     if day_input.problems:
                         self._write_errors(day_input)
@@ -563,6 +567,7 @@ class _TargetRun:
         except StoreError as error:
             # A failed write ends this target; what was published stays, the state says what to redo.
             self._problem(None, "", "write_failed", "*", f"writing the results failed: {error}")
+        computed_set = set(computed)
         return TargetResult(
             project=self.project,
             model=self.model,
@@ -570,7 +575,7 @@ class _TargetRun:
             computed=tuple(computed),
             skipped=tuple(skipped),
             failed=tuple(failed),
-            reasons={day: why for day, why in plan if day in set(computed)},
+            reasons={day: why for day, why in plan if day in computed_set},
             versions=tuple(sorted(versions)),
             rows_read=rows_read,
             metric_rows=metric_rows,
@@ -705,6 +710,31 @@ class _TargetRun:
 
     # ----------------------------------------------------------------- computing
 
+    def _compute_isolated(self, days: Sequence[DayInput]) -> dict[date, _DayOutput]:
+        """Compute a batch; if it fails, each date alone, so one bad date cannot sink the others.
+
+        A date that fails alone gets a ``compute_failed`` problem (and error rows) like a bad file.
+        """
+        try:
+            return self._compute(days)
+        except _COMPUTE_ERRORS as error:
+            if len(days) == 1:
+                self._compute_failed(days[0], error)
+                return {}
+        outputs: dict[date, _DayOutput] = {}
+        for day_input in days:
+            try:
+                outputs.update(self._compute([day_input]))
+            except _COMPUTE_ERRORS as error:
+                self._compute_failed(day_input, error)
+        return outputs
+
+    def _compute_failed(self, day_input: DayInput, error: Exception) -> None:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        reason = f"computing the metrics failed: {type(error).__name__}: {first_line}"
+        day_input.problems.append(Problem("", "compute_failed", "*", reason))
+        self._problem(day_input.day, "", "compute_failed", "*", reason)
+
     def _compute(self, days: Sequence[DayInput]) -> dict[date, _DayOutput]:
         """Profiles and metrics rows of a batch of readable dates, one scan of each date's rows."""
         logs = pa.concat_tables([d.logs for d in days], promote_options="permissive")
@@ -716,12 +746,14 @@ class _TargetRun:
         versions = sorted({v for d in days for v in d.versions})
         outputs: dict[date, _DayOutput] = defaultdict(_DayOutput)
         latency_by_version = {}
+        keep_alive: list[pa.Table] = []  # the Arrow tables behind the relations
         for version in versions:
             version_relation = relation
             if len(versions) > 1:
-                version_relation = relation.filter(
-                    duckdb.ColumnExpression("version") == duckdb.ConstantExpression(version)
-                )
+                # Filtered in Arrow: a DuckDB ConstantExpression would import pandas (half a second).
+                version_logs = logs.filter(pc.equal(logs.column("version"), version))
+                version_relation = cursor.from_arrow(version_logs)
+                keep_alive.append(version_logs)
             latency_by_version[version] = (version_relation, latency_metrics(version_relation, self.unit))
         # Baselines see every window of the batch that precedes theirs, whatever the version.
         for _version, (_rel, report) in sorted(latency_by_version.items()):
@@ -810,20 +842,24 @@ class _TargetRun:
             for key in self.output_files[METRICS]
             if key not in computing and _parse_date(key) is not None and first <= _parse_date(key) <= last
         ]
-        if not dates:
-            return
-        filters = {**self.partition, "date": dates, "metric": "latency_p95"}
-        try:
-            table = self.store.read(
-                METRICS, filters=filters, columns=["window_start", "window_end", "statistic", "n_current"]
-            )
-        except StoreError:
-            return  # no baseline from unreadable history: the rows say "no baseline yet"
-        for item in table.to_pylist():
-            start, end = item["window_start"], item["window_end"]
-            if start is None or end is None or item["statistic"] is None or end - start != self.length:
-                continue
-            self._keep_largest(_utc(start), int(item["n_current"]), float(item["statistic"]))
+        # A few small files, read with pyarrow: cheaper than a DuckDB query for this.
+        columns = ["metric", "window_start", "window_end", "statistic", "n_current"]
+        for key in sorted(dates):
+            for stored in self.output_files[METRICS][key]:
+                table, problem = inputs.read_parquet_file(self.store, stored)
+                if problem is not None or not set(columns) <= set(table.column_names):
+                    continue  # no baseline from unreadable history: the rows say "no baseline yet"
+                table = table.select(columns).filter(pc.equal(table.column("metric"), "latency_p95"))
+                for item in table.to_pylist():
+                    start, end = item["window_start"], item["window_end"]
+                    if (
+                        start is None
+                        or end is None
+                        or item["statistic"] is None
+                        or end - start != self.length
+                    ):
+                        continue
+                    self._keep_largest(_utc(start), int(item["n_current"]), float(item["statistic"]))
 
     def _remember_latency(self, start: datetime, window: Any) -> None:
         if window.p95_ms is None:

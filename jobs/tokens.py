@@ -22,8 +22,8 @@ Kinds:
 Every token expires (default 90 days, at most :data:`MAX_LIFETIME`). Creation and
 revocation re-check permissions against the database and write ``token.create`` /
 ``token.revoke`` (``service_account.create``) audit entries naming the token by
-prefix. :func:`authenticate` stamps ``last_used_at`` at most once a minute so a busy
-CI job does not write on every request.
+prefix. :func:`authenticate` only reads; :func:`mark_used` stamps ``last_used_at`` at most
+once a minute, so a busy CI job does not write on every request.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, lazyload
 
 from jobs import audit
 from jobs.db.api_models import ApiToken
@@ -48,7 +48,7 @@ from jobs.db.session import serialize
 from jobs.permissions import Actor, Forbidden, Permission, Role, require
 from jobs.users import PROJECT_ROLES, Conflict, InvalidInput, actor_for, get_user, validate_username
 
-TOKEN_PREFIX = "mms_"
+TOKEN_PREFIX = "mms_"  # noqa: S105 - the visible marker of studio tokens, not a secret
 SECRET_BYTES = 32
 PREFIX_LENGTH = 12  # "mms_" + 8 characters of the secret
 PERSONAL = "personal"
@@ -58,7 +58,7 @@ MAX_LIFETIME = timedelta(days=366)
 MAX_NAME_LENGTH = 128
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # A password hash no password matches (jobs.users.verify_password refuses malformed hashes).
-SERVICE_ACCOUNT_PASSWORD_HASH = "!service-account"
+SERVICE_ACCOUNT_PASSWORD_HASH = "!service-account"  # noqa: S105 - matches no password
 _TOKEN_RE = re.compile(r"mms_[A-Za-z0-9_-]{43}")
 
 
@@ -90,7 +90,9 @@ class TokenScope:
         """The JSON form stored in ``api_tokens.scope`` (sorted, so equal scopes store equal text)."""
         return {
             "admin": self.admin,
-            "projects": {slug: sorted(r.value for r in roles) for slug, roles in sorted(self.projects.items())},
+            "projects": {
+                slug: sorted(r.value for r in roles) for slug, roles in sorted(self.projects.items())
+            },
         }
 
     @classmethod
@@ -169,12 +171,14 @@ class TokenIdentity:
         token_id: Database id of the token.
         prefix: Its prefix (safe to log).
         kind: ``personal`` or ``service``.
+        stale: ``last_used_at`` is due for an update (:func:`mark_used`).
     """
 
     actor: Actor
     token_id: int
     prefix: str
     kind: str
+    stale: bool = False
 
 
 def hash_token(token: str) -> str:
@@ -231,7 +235,9 @@ def parse_scope(projects: Mapping[str, Iterable[Role | str]] | None, admin: bool
                     + ", ".join(sorted(r.value for r in PROJECT_ROLES))
                 ) from None
             if role not in PROJECT_ROLES:
-                raise InvalidInput("the admin role is global: pass admin=True instead of naming it per project")
+                raise InvalidInput(
+                    "the admin role is global: pass admin=True instead of naming it per project"
+                )
             roles.add(role)
         if not roles:
             raise InvalidInput(f"project {slug!r} needs at least one role in the token's scope")
@@ -239,9 +245,7 @@ def parse_scope(projects: Mapping[str, Iterable[Role | str]] | None, admin: bool
     return TokenScope(projects=parsed, admin=admin)
 
 
-def create_service_account(
-    session: Session, actor: Actor, username: str, *, display_name: str = ""
-) -> User:
+def create_service_account(session: Session, actor: Actor, username: str, *, display_name: str = "") -> User:
     """Create a service account: a user without a password that acts only through tokens.
 
     Grant it roles with :func:`jobs.users.grant_role`, then issue it a token with
@@ -442,9 +446,9 @@ def list_tokens(session: Session, actor: Actor, *, owner: str | None = None) -> 
 
 
 def authenticate(session: Session, presented: str, *, now: datetime | None = None) -> TokenIdentity:
-    """Resolve a presented bearer token to the actor it may act as.
+    """Resolve a presented bearer token to the actor it may act as (reads only).
 
-    The caller commits (``last_used_at`` is stamped at most once per minute).
+    Call :func:`mark_used` afterwards, in a write transaction, to stamp ``last_used_at``.
 
     Args:
         session: Session of the request.
@@ -461,7 +465,10 @@ def authenticate(session: Session, presented: str, *, now: datetime | None = Non
     if not isinstance(presented, str) or not _TOKEN_RE.fullmatch(presented):
         raise InvalidToken("malformed", "the bearer token is not a studio API token")
     digest = hash_token(presented)
-    token = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first()
+    # The owner is read by actor_for below: no need to join it (and its memberships) here too.
+    token = session.scalars(
+        select(ApiToken).where(ApiToken.token_hash == digest).options(lazyload(ApiToken.owner))
+    ).first()
     if token is None or not hmac.compare_digest(token.token_hash, digest):
         raise InvalidToken("unknown", "the bearer token is not valid")
     if token.revoked_at is not None:
@@ -471,11 +478,28 @@ def authenticate(session: Session, presented: str, *, now: datetime | None = Non
     owner = actor_for(session, token.owner_id)
     if owner is None:
         raise InvalidToken("inactive_owner", f"the owner of token {token.prefix} is deactivated")
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        token.last_used_at = now
-        session.flush()
     actor = TokenScope.from_json(token.scope).restrict(owner)
-    return TokenIdentity(actor=actor, token_id=token.id, prefix=token.prefix, kind=token.kind)
+    stale = token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION
+    return TokenIdentity(actor=actor, token_id=token.id, prefix=token.prefix, kind=token.kind, stale=stale)
+
+
+def mark_used(session: Session, token_id: int, *, now: datetime | None = None) -> bool:
+    """Stamp ``last_used_at`` unless it was stamped less than a minute ago (the caller commits).
+
+    Returns:
+        Whether the row was updated.
+    """
+    now = _check_now(now)
+    changed = session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_RESOLUTION),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return changed == 1
 
 
 # --------------------------------------------------------------------------- command line
@@ -511,6 +535,8 @@ def _cli_scope(items: list[str] | None, admin: bool) -> TokenScope | None:
 def _cli_create(args: argparse.Namespace, settings: Any) -> int:
     from jobs.db import session_scope
 
+    if not 1 <= args.expires_days <= MAX_LIFETIME.days:
+        raise InvalidInput(f"--expires-days must be 1 to {MAX_LIFETIME.days}")
     engine, factory = _open(settings)
     try:
         with session_scope(factory, write=True) as session:

@@ -6,35 +6,72 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from app.auth import current_actor
 from app.components import page_header
-from callbacks import admin as cb
-from callbacks.projects import ROLE_OPTIONS
-from jobs.db.alerting import ALERT_SEVERITIES, RULE_KINDS, RULE_OPERATORS
-from jobs.db.models import ENVIRONMENT_NAMES
-from jobs.permissions import Permission, has_permission
 
 NAME = "Admin"
 DESCRIPTION = "User accounts, their roles per project, alert rules and thresholds, and the studio's settings."
+
+
+class ID:
+    """Component ids shared with ``callbacks/admin.py`` (pages may not import callbacks)."""
+
+    REFRESH = "admin-refresh"
+    USERS_TABLE = "admin-users"
+    NEW_USERNAME = "admin-new-username"
+    NEW_DISPLAY_NAME = "admin-new-display-name"
+    NEW_PASSWORD = "admin-new-password"  # noqa: S105 - a component id, not a password
+    NEW_IS_ADMIN = "admin-new-is-admin"
+    CREATE_USER = "admin-create-user"
+    USER_MESSAGE = "admin-user-message"
+    ACCOUNT_USER = "admin-account-user"
+    ACTIVATE = "admin-activate"
+    DEACTIVATE = "admin-deactivate"
+    ROLES_TABLE = "admin-roles"
+    ROLE_USER = "admin-role-user"
+    ROLE_PROJECT = "admin-role-project"
+    ROLE_ROLE = "admin-role-role"
+    GRANT = "admin-role-grant"
+    REVOKE = "admin-role-revoke"
+    ROLE_MESSAGE = "admin-role-message"
+    RULES_PROJECT = "admin-rules-project"
+    RULES_TABLE = "admin-rules"
+    RULE_NAME = "admin-rule-name"
+    RULE_MODEL = "admin-rule-model"
+    RULE_KIND = "admin-rule-kind"
+    RULE_METRIC = "admin-rule-metric"
+    RULE_COLUMN = "admin-rule-column"
+    RULE_OPERATOR = "admin-rule-operator"
+    RULE_THRESHOLD = "admin-rule-threshold"
+    RULE_WINDOWS = "admin-rule-windows"
+    RULE_MAX_AGE = "admin-rule-max-age"
+    RULE_SEVERITY = "admin-rule-severity"
+    RULE_ENVIRONMENT = "admin-rule-environment"
+    CREATE_RULE = "admin-rule-create"
+    RULE_SELECT = "admin-rule-select"
+    RULE_NEW_THRESHOLD = "admin-rule-new-threshold"
+    UPDATE_THRESHOLD = "admin-rule-update-threshold"
+    ENABLE_RULE = "admin-rule-enable"
+    DISABLE_RULE = "admin-rule-disable"
+    RULE_MESSAGE = "admin-rule-message"
+    SETTINGS_TABLE = "admin-settings"
+    ROLES_SECTION = "admin-roles-section"
+    RULES_SECTION = "admin-rules-section"
+    SETTINGS_SECTION = "admin-settings-section"
 
 
 def _field(label: str, control: object, width: int = 3) -> dbc.Col:
     return dbc.Col([dbc.Label(label, class_name="small mb-0"), control], md=width)
 
 
-def _options(values: tuple[str, ...]) -> list[dict[str, str]]:
-    return [{"label": value, "value": value} for value in values]
-
-
 def _users_section() -> html.Section:
     create = dbc.Row(
         [
-            _field("Username", dbc.Input(id=cb.NEW_USERNAME, size="sm", maxLength=64, autoComplete="off")),
-            _field("Display name", dbc.Input(id=cb.NEW_DISPLAY_NAME, size="sm", maxLength=128), width=2),
+            _field("Username", dbc.Input(id=ID.NEW_USERNAME, size="sm", maxLength=64, autoComplete="off")),
+            _field("Display name", dbc.Input(id=ID.NEW_DISPLAY_NAME, size="sm", maxLength=128), width=2),
             _field(
                 "Password (10+ characters)",
                 dbc.Input(
-                    id=cb.NEW_PASSWORD,
+                    id=ID.NEW_PASSWORD,
                     type="password",
                     size="sm",
                     maxLength=1024,
@@ -42,10 +79,10 @@ def _users_section() -> html.Section:
                 ),
             ),
             dbc.Col(
-                dbc.Checkbox(id=cb.NEW_IS_ADMIN, label="Administrator", value=False), md=1, class_name="mt-4"
+                dbc.Checkbox(id=ID.NEW_IS_ADMIN, label="Administrator", value=False), md=2, class_name="mt-4"
             ),
             dbc.Col(
-                dbc.Button("Create account", id=cb.CREATE_USER, size="sm", color="primary"),
+                dbc.Button("Create account", id=ID.CREATE_USER, size="sm", color="primary"),
                 md=2,
                 class_name="mt-4",
             ),
@@ -54,12 +91,16 @@ def _users_section() -> html.Section:
     )
     account = dbc.Row(
         [
-            _field("Account", dbc.Select(id=cb.ACCOUNT_USER, options=[], size="sm", placeholder="Choose an account"), width=4),
+            _field(
+                "Account",
+                dbc.Select(id=ID.ACCOUNT_USER, options=[], size="sm", placeholder="Choose an account"),
+                width=4,
+            ),
             dbc.Col(
                 html.Div(
                     [
-                        dbc.Button("Activate", id=cb.ACTIVATE, size="sm", color="outline-success"),
-                        dbc.Button("Deactivate", id=cb.DEACTIVATE, size="sm", color="outline-danger"),
+                        dbc.Button("Activate", id=ID.ACTIVATE, size="sm", color="outline-success"),
+                        dbc.Button("Deactivate", id=ID.DEACTIVATE, size="sm", color="outline-danger"),
                     ],
                     className="d-flex gap-2",
                 ),
@@ -72,10 +113,10 @@ def _users_section() -> html.Section:
     return html.Section(
         [
             html.H2("Users", className="h5"),
-            html.Div(id=cb.USERS_TABLE),
+            html.Div(id=ID.USERS_TABLE),
             create,
             account,
-            html.Div(id=cb.USER_MESSAGE),
+            html.Div(id=ID.USER_MESSAGE),
         ],
         className="mb-4",
     )
@@ -84,14 +125,20 @@ def _users_section() -> html.Section:
 def _roles_section() -> html.Section:
     form = dbc.Row(
         [
-            _field("User", dbc.Select(id=cb.ROLE_USER, options=[], size="sm", placeholder="Choose a user")),
-            _field("Project", dbc.Select(id=cb.ROLE_PROJECT, options=[], size="sm", placeholder="Choose a project")),
-            _field("Role", dbc.Select(id=cb.ROLE_ROLE, options=ROLE_OPTIONS, size="sm", placeholder="Choose a role")),
+            _field("User", dbc.Select(id=ID.ROLE_USER, options=[], size="sm", placeholder="Choose a user")),
+            _field(
+                "Project",
+                dbc.Select(id=ID.ROLE_PROJECT, options=[], size="sm", placeholder="Choose a project"),
+            ),
+            _field(
+                "Role",
+                dbc.Select(id=ID.ROLE_ROLE, options=[], size="sm", placeholder="Choose a role"),
+            ),
             dbc.Col(
                 html.Div(
                     [
-                        dbc.Button("Grant", id=cb.GRANT, size="sm", color="primary"),
-                        dbc.Button("Revoke", id=cb.REVOKE, size="sm", color="outline-danger"),
+                        dbc.Button("Grant", id=ID.GRANT, size="sm", color="primary"),
+                        dbc.Button("Revoke", id=ID.REVOKE, size="sm", color="outline-danger"),
                     ],
                     className="d-flex gap-2",
                 ),
@@ -104,9 +151,9 @@ def _roles_section() -> html.Section:
     return html.Section(
         [
             html.H2("Roles per project", className="h5"),
-            html.Div(id=cb.ROLES_TABLE),
+            html.Div(id=ID.ROLES_TABLE),
             form,
-            html.Div(id=cb.ROLE_MESSAGE),
+            html.Div(id=ID.ROLE_MESSAGE),
         ],
         className="mb-4",
     )
@@ -115,48 +162,46 @@ def _roles_section() -> html.Section:
 def _rules_section() -> html.Section:
     create = dbc.Row(
         [
-            _field("Name", dbc.Input(id=cb.RULE_NAME, size="sm", maxLength=128), 2),
-            _field("Model", dbc.Input(id=cb.RULE_MODEL, size="sm", maxLength=128), 2),
+            _field("Name", dbc.Input(id=ID.RULE_NAME, size="sm", maxLength=128), 2),
+            _field("Model", dbc.Input(id=ID.RULE_MODEL, size="sm", maxLength=128), 2),
             _field(
                 "Kind",
-                dbc.Select(id=cb.RULE_KIND, options=_options(RULE_KINDS), value="threshold", size="sm"),
+                dbc.Select(id=ID.RULE_KIND, options=[], value="threshold", size="sm"),
                 2,
             ),
-            _field("Metric", dbc.Input(id=cb.RULE_METRIC, size="sm", placeholder="psi", maxLength=64), 2),
-            _field("Column (empty: all)", dbc.Input(id=cb.RULE_COLUMN, size="sm", maxLength=128), 2),
+            _field("Metric", dbc.Input(id=ID.RULE_METRIC, size="sm", placeholder="psi", maxLength=64), 2),
+            _field("Column (empty: all)", dbc.Input(id=ID.RULE_COLUMN, size="sm", maxLength=128), 2),
             _field(
                 "Operator",
-                dbc.Select(id=cb.RULE_OPERATOR, options=_options(RULE_OPERATORS), value=">", size="sm"),
+                dbc.Select(id=ID.RULE_OPERATOR, options=[], value=">", size="sm"),
                 2,
             ),
-            _field("Threshold", dbc.Input(id=cb.RULE_THRESHOLD, size="sm", inputMode="decimal"), 2),
+            _field("Threshold", dbc.Input(id=ID.RULE_THRESHOLD, size="sm", inputMode="decimal"), 2),
             _field(
                 "Consecutive windows",
-                dbc.Input(id=cb.RULE_WINDOWS, size="sm", value="1", inputMode="numeric"),
+                dbc.Input(id=ID.RULE_WINDOWS, size="sm", value="1", inputMode="numeric"),
                 2,
             ),
             _field(
-                "Max age (hours, freshness)", dbc.Input(id=cb.RULE_MAX_AGE, size="sm", inputMode="decimal"), 2
+                "Max age (hours, freshness)", dbc.Input(id=ID.RULE_MAX_AGE, size="sm", inputMode="decimal"), 2
             ),
             _field(
                 "Severity",
-                dbc.Select(
-                    id=cb.RULE_SEVERITY, options=_options(ALERT_SEVERITIES), value="warning", size="sm"
-                ),
+                dbc.Select(id=ID.RULE_SEVERITY, options=[], value="warning", size="sm"),
                 2,
             ),
             _field(
                 "Environment",
                 dbc.Select(
-                    id=cb.RULE_ENVIRONMENT,
-                    options=[{"label": "all", "value": ""}, *_options(ENVIRONMENT_NAMES)],
+                    id=ID.RULE_ENVIRONMENT,
+                    options=[],
                     value="",
                     size="sm",
                 ),
                 2,
             ),
             dbc.Col(
-                dbc.Button("Create rule", id=cb.CREATE_RULE, size="sm", color="primary"),
+                dbc.Button("Create rule", id=ID.CREATE_RULE, size="sm", color="primary"),
                 md=2,
                 class_name="mt-4",
             ),
@@ -165,14 +210,16 @@ def _rules_section() -> html.Section:
     )
     change = dbc.Row(
         [
-            _field("Rule", dbc.Select(id=cb.RULE_SELECT, options=[], size="sm", placeholder="Choose a rule"), 4),
-            _field("New threshold", dbc.Input(id=cb.RULE_NEW_THRESHOLD, size="sm", inputMode="decimal"), 2),
+            _field(
+                "Rule", dbc.Select(id=ID.RULE_SELECT, options=[], size="sm", placeholder="Choose a rule"), 4
+            ),
+            _field("New threshold", dbc.Input(id=ID.RULE_NEW_THRESHOLD, size="sm", inputMode="decimal"), 2),
             dbc.Col(
                 html.Div(
                     [
-                        dbc.Button("Set threshold", id=cb.UPDATE_THRESHOLD, size="sm", color="primary"),
-                        dbc.Button("Enable", id=cb.ENABLE_RULE, size="sm", color="outline-success"),
-                        dbc.Button("Disable", id=cb.DISABLE_RULE, size="sm", color="outline-danger"),
+                        dbc.Button("Set threshold", id=ID.UPDATE_THRESHOLD, size="sm", color="primary"),
+                        dbc.Button("Enable", id=ID.ENABLE_RULE, size="sm", color="outline-success"),
+                        dbc.Button("Disable", id=ID.DISABLE_RULE, size="sm", color="outline-danger"),
                     ],
                     className="d-flex gap-2",
                 ),
@@ -186,35 +233,32 @@ def _rules_section() -> html.Section:
         [
             html.H2("Alert rules and thresholds", className="h5"),
             dbc.Select(
-                id=cb.RULES_PROJECT, options=[], size="sm", class_name="mb-2", style={"maxWidth": "28rem"}
+                id=ID.RULES_PROJECT, options=[], size="sm", class_name="mb-2", style={"maxWidth": "28rem"}
             ),
-            html.Div(id=cb.RULES_TABLE),
+            html.Div(id=ID.RULES_TABLE),
             create,
             change,
-            html.Div(id=cb.RULE_MESSAGE),
+            html.Div(id=ID.RULE_MESSAGE),
         ],
         className="mb-4",
     )
 
 
 def layout() -> html.Div:
-    """The sections the administrator's permissions open."""
-    actor = current_actor()
-    sections = [page_header(NAME, DESCRIPTION), dcc.Store(id=cb.REFRESH, data=0), _users_section()]
-    if has_permission(actor, Permission.MANAGE_MEMBERS):
-        sections.append(_roles_section())
-    else:
-        sections.append(dbc.Input(id=cb.ROLE_USER, type="hidden"))
-    if has_permission(actor, Permission.MANAGE_ALERT_RULES):
-        sections.append(_rules_section())
-    if has_permission(actor, Permission.ADMIN_SETTINGS):
-        sections.append(
-            html.Section(
-                [html.H2("Settings (read-only)", className="h5"), html.Div(id=cb.SETTINGS_TABLE)],
-                className="mb-4",
-            )
-        )
-    return html.Div(sections)
+    """Every section; those the administrator's permissions do not open stay hidden (see callbacks)."""
+    settings = html.Section(
+        [html.H2("Settings (read-only)", className="h5"), html.Div(id=ID.SETTINGS_TABLE)], className="mb-4"
+    )
+    return html.Div(
+        [
+            page_header(NAME, DESCRIPTION),
+            dcc.Store(id=ID.REFRESH, data=0),
+            _users_section(),
+            html.Div(_roles_section(), id=ID.ROLES_SECTION, hidden=True),
+            html.Div(_rules_section(), id=ID.RULES_SECTION, hidden=True),
+            html.Div(settings, id=ID.SETTINGS_SECTION, hidden=True),
+        ]
+    )
 
 
 dash.register_page(

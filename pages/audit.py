@@ -6,13 +6,29 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from app.auth import current_actor
 from app.components import page_header
-from callbacks import audit as cb
-from jobs.permissions import Permission, has_permission
 
 NAME = "Audit log"
 DESCRIPTION = "The append-only, hash-chained record of every sign-in and change, and its verification."
+
+
+class ID:
+    """Component ids shared with ``callbacks/audit.py`` (pages may not import callbacks)."""
+
+    ACTOR = "audit-filter-actor"
+    ACTION = "audit-filter-action"
+    DATE_FROM = "audit-filter-from"
+    DATE_TO = "audit-filter-to"
+    APPLY = "audit-filter-apply"
+    PAGE = "audit-page"
+    PREVIOUS = "audit-page-previous"
+    NEXT = "audit-page-next"
+    PAGE_INFO = "audit-page-info"
+    ENTRIES = "audit-entries"
+    FILTER_MESSAGE = "audit-filter-message"
+    VERIFY_SECTION = "audit-verify-section"
+    VERIFY_BUTTON = "audit-verify"
+    VERIFY_RESULT = "audit-verify-result"
 
 
 def _filters() -> dbc.Row:
@@ -27,12 +43,12 @@ def _filters() -> dbc.Row:
 
     return dbc.Row(
         [
-            column("Actor (username)", cb.ACTOR, placeholder="e.g. admin", maxLength=64),
-            column("Action starts with", cb.ACTION, placeholder="e.g. pipeline.", maxLength=64),
-            column("From (UTC day)", cb.DATE_FROM, type="date"),
-            column("To (UTC day)", cb.DATE_TO, type="date"),
+            column("Actor (username)", ID.ACTOR, placeholder="e.g. admin", maxLength=64),
+            column("Action starts with", ID.ACTION, placeholder="e.g. pipeline.", maxLength=64),
+            column("From (UTC day)", ID.DATE_FROM, type="date"),
+            column("To (UTC day)", ID.DATE_TO, type="date"),
             dbc.Col(
-                dbc.Button("Apply filters", id=cb.APPLY, color="primary", size="sm"),
+                dbc.Button("Apply filters", id=ID.APPLY, color="primary", size="sm"),
                 width="auto",
                 class_name="mt-2",
             ),
@@ -42,35 +58,32 @@ def _filters() -> dbc.Row:
 
 
 def layout() -> html.Div:
-    """Filters, the paged entries and, for administrators, the chain verification."""
-    may_verify = has_permission(current_actor(), Permission.VERIFY_AUDIT)
-    verification = (
-        html.Div(
-            [
-                dbc.Button("Verify chain", id=cb.VERIFY_BUTTON, color="outline-primary", size="sm"),
-                html.Div(id=cb.VERIFY_RESULT, className="mt-2"),
-            ],
-            className="mb-3",
-        )
-        if may_verify
-        else None
+    """Filters, the paged entries and (revealed for administrators) the chain verification."""
+    verification = html.Div(
+        [
+            dbc.Button("Verify chain", id=ID.VERIFY_BUTTON, color="outline-primary", size="sm"),
+            html.Div(id=ID.VERIFY_RESULT, className="mt-2"),
+        ],
+        className="mb-3",
+        id=ID.VERIFY_SECTION,
+        hidden=True,
     )
     return html.Div(
         [
             page_header(NAME, DESCRIPTION),
             verification,
-            dcc.Store(id=cb.PAGE, data=1),
+            dcc.Store(id=ID.PAGE, data=1),
             _filters(),
-            html.Div(id=cb.FILTER_MESSAGE),
+            html.Div(id=ID.FILTER_MESSAGE),
             html.Div(
                 [
-                    dbc.Button("Newer", id=cb.PREVIOUS, color="outline-secondary", size="sm", disabled=True),
-                    html.Span(id=cb.PAGE_INFO, className="small text-body-secondary"),
-                    dbc.Button("Older", id=cb.NEXT, color="outline-secondary", size="sm", disabled=True),
+                    dbc.Button("Newer", id=ID.PREVIOUS, color="outline-secondary", size="sm", disabled=True),
+                    html.Span(id=ID.PAGE_INFO, className="small text-body-secondary"),
+                    dbc.Button("Older", id=ID.NEXT, color="outline-secondary", size="sm", disabled=True),
                 ],
                 className="d-flex gap-3 align-items-center mb-2",
             ),
-            html.Div(id=cb.ENTRIES),
+            html.Div(id=ID.ENTRIES),
         ]
     )
 

@@ -7,10 +7,16 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
-from callbacks import models as cb
 
 NAME = "Models"
 DESCRIPTION = "Registered models and their versions per environment, with the training runs behind them."
+
+
+class ID:
+    """Component ids shared with ``callbacks/models.py`` (pages may not import callbacks)."""
+
+    PROJECT = "models-project"
+    REGISTRY = "models-registry"
 
 
 def layout() -> html.Div:
@@ -20,13 +26,13 @@ def layout() -> html.Div:
             page_header(NAME, DESCRIPTION),
             dbc.Row(
                 [
-                    dbc.Col(dbc.Label("Project", html_for=cb.PROJECT, class_name="mb-0"), width="auto"),
-                    dbc.Col(dbc.Select(id=cb.PROJECT, options=[]), md=5),
+                    dbc.Col(dbc.Label("Project", html_for=ID.PROJECT, class_name="mb-0"), width="auto"),
+                    dbc.Col(dbc.Select(id=ID.PROJECT, options=[]), md=5),
                 ],
                 align="center",
                 class_name="g-2 mb-3",
             ),
-            dcc.Loading(html.Div(id=cb.REGISTRY), type="default"),
+            dcc.Loading(html.Div(id=ID.REGISTRY), type="default"),
         ]
     )
 

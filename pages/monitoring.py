@@ -75,26 +75,25 @@ def _selection_bar() -> dbc.Card:
                 3,
             ),
             _labelled("Window", dbc.RadioItems(id=WINDOW, options=[], inline=True), 1),
-            _labelled(
-                "Segment",
-                html.Div(
-                    [
-                        dcc.Dropdown(id=SEGMENT, disabled=True, placeholder="All traffic"),
-                        html.Div(id=SEGMENT_HELP, className="form-text"),
-                    ]
-                ),
-                2,
-            ),
+            _labelled("Segment", dcc.Dropdown(id=SEGMENT, disabled=True, placeholder="All traffic"), 2),
         ],
         class_name="g-3",
     )
     export = html.Div(
         [
-            dbc.Button("Export CSV", id=EXPORT, color="secondary", outline=True, size="sm", disabled=True),
-            dcc.Download(id=EXPORT_DOWNLOAD),
-            html.Span(id=EXPORT_FEEDBACK, className="small text-body-secondary ms-2"),
+            html.Div(id=SEGMENT_HELP, className="form-text mt-0 me-3"),
+            html.Div(
+                [
+                    html.Span(id=EXPORT_FEEDBACK, className="small text-body-secondary me-2"),
+                    dbc.Button(
+                        "Export CSV", id=EXPORT, color="secondary", outline=True, size="sm", disabled=True
+                    ),
+                    dcc.Download(id=EXPORT_DOWNLOAD),
+                ],
+                className="d-flex align-items-center flex-shrink-0",
+            ),
         ],
-        className="d-flex align-items-center justify-content-end mt-2",
+        className="d-flex align-items-center justify-content-between mt-2",
     )
     return dbc.Card(dbc.CardBody([controls, export]), class_name="mb-3 shadow-sm")
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
-import dash_cytoscape as cyto
 from dash import dcc, html
 
 from app.components import page_header
-from callbacks import pipeline as cb
-from jobs.db.models import PIPELINE_STAGES
-from jobs.pipelines import STAGE_TITLES
 
 NAME = "Pipeline"
 DESCRIPTION = (
@@ -19,38 +15,34 @@ DESCRIPTION = (
 )
 
 
-def _legend() -> html.Div:
-    swatches = [
-        html.Span(
-            [
-                html.Span(
-                    className="d-inline-block rounded-circle me-1",
-                    style={"width": "0.8rem", "height": "0.8rem", "backgroundColor": colour},
-                ),
-                cb.STATUS_LABELS[status],
-            ],
-            className="me-3",
-        )
-        for status, colour in cb.STATUS_COLOURS.items()
-    ]
-    swatches.append(html.Span("square with a dark border: locked · dashed border: incomplete configuration"))
-    return html.Div(swatches, className="small text-body-secondary mb-2", id="pipeline-legend")
+class ID:
+    """Component ids shared with ``callbacks/pipeline.py`` (pages may not import callbacks)."""
+
+    PROJECT = "pipeline-project"
+    REFRESH = "pipeline-refresh"
+    LEGEND = "pipeline-legend"
+    DAG_CONTAINER = "pipeline-dag-container"
+    STAGE_TABLE = "pipeline-stage-table"
+    STAGE = "pipeline-stage"
+    NODE_INFO = "pipeline-node-info"
+    NODE_FORM = "pipeline-node-form"
+    NODE_VERSION = "pipeline-node-version"
+    SAVE_BUTTON = "pipeline-node-save"
+    LOCK_BUTTON = "pipeline-node-lock"
+    UNLOCK_BUTTON = "pipeline-node-unlock"
+    LOCK_REASON = "pipeline-node-lock-reason"
+    NODE_MESSAGE = "pipeline-node-message"
 
 
 def layout() -> html.Div:
-    """Project selector, DAG, stage table and the panel of the selected stage."""
-    stage_options = [{"label": STAGE_TITLES[stage], "value": stage} for stage in PIPELINE_STAGES]
+    """Project selector, DAG, stage table and the panel of the selected stage (filled by callbacks)."""
     node_panel = dbc.Card(
         [
             dbc.CardHeader(
                 dbc.Row(
                     [
-                        dbc.Col(dbc.Label("Stage", html_for=cb.STAGE, class_name="mb-0"), width="auto"),
-                        dbc.Col(
-                            dbc.Select(
-                                id=cb.STAGE, options=stage_options, value=PIPELINE_STAGES[0], size="sm"
-                            )
-                        ),
+                        dbc.Col(dbc.Label("Stage", html_for=ID.STAGE, class_name="mb-0"), width="auto"),
+                        dbc.Col(dbc.Select(id=ID.STAGE, options=[], value="ingestion", size="sm")),
                     ],
                     align="center",
                     class_name="g-2",
@@ -58,10 +50,10 @@ def layout() -> html.Div:
             ),
             dbc.CardBody(
                 [
-                    html.Div(id=cb.NODE_INFO),
-                    html.Div(id=cb.NODE_FORM),
+                    html.Div(id=ID.NODE_INFO),
+                    html.Div(id=ID.NODE_FORM),
                     dbc.Input(
-                        id=cb.LOCK_REASON,
+                        id=ID.LOCK_REASON,
                         placeholder="Reason for locking or unlocking (optional)",
                         maxLength=500,
                         size="sm",
@@ -71,19 +63,19 @@ def layout() -> html.Div:
                         [
                             dbc.Button(
                                 "Save configuration",
-                                id=cb.SAVE_BUTTON,
+                                id=ID.SAVE_BUTTON,
                                 color="primary",
                                 size="sm",
                                 disabled=True,
                             ),
-                            dbc.Button("Lock", id=cb.LOCK_BUTTON, color="dark", size="sm", disabled=True),
+                            dbc.Button("Lock", id=ID.LOCK_BUTTON, color="dark", size="sm", disabled=True),
                             dbc.Button(
-                                "Unlock", id=cb.UNLOCK_BUTTON, color="outline-dark", size="sm", disabled=True
+                                "Unlock", id=ID.UNLOCK_BUTTON, color="outline-dark", size="sm", disabled=True
                             ),
                         ],
                         className="d-flex gap-2",
                     ),
-                    html.Div(id=cb.NODE_MESSAGE, className="mt-2"),
+                    html.Div(id=ID.NODE_MESSAGE, className="mt-2"),
                 ]
             ),
         ]
@@ -91,34 +83,23 @@ def layout() -> html.Div:
     return html.Div(
         [
             page_header(NAME, DESCRIPTION),
-            dcc.Store(id=cb.REFRESH, data=0),
-            dcc.Store(id=cb.NODE_VERSION),
+            dcc.Store(id=ID.REFRESH, data=0),
+            dcc.Store(id=ID.NODE_VERSION),
             dbc.Row(
                 [
-                    dbc.Col(dbc.Label("Project", html_for=cb.PROJECT, class_name="mb-0"), width="auto"),
-                    dbc.Col(dbc.Select(id=cb.PROJECT, options=[]), md=5),
+                    dbc.Col(dbc.Label("Project", html_for=ID.PROJECT, class_name="mb-0"), width="auto"),
+                    dbc.Col(dbc.Select(id=ID.PROJECT, options=[]), md=5),
                 ],
                 align="center",
                 class_name="g-2 mb-2",
             ),
-            _legend(),
-            cyto.Cytoscape(
-                id=cb.DAG,
-                elements=[],
-                layout={"name": "preset", "fit": True, "padding": 40},
-                stylesheet=cb.DAG_STYLESHEET,
-                style={"width": "100%", "height": "220px"},
-                className="border rounded mb-3 bg-body",
-                userZoomingEnabled=False,
-                userPanningEnabled=False,
-                boxSelectionEnabled=False,
-                autoungrabify=True,
-                autounselectify=False,
-                wheelSensitivity=1,
-            ),
+            # A fixed height: content arriving later must not move the graph (cytoscape caches its position).
+            html.Div(id=ID.LEGEND, className="small text-body-secondary mb-2", style={"minHeight": "1.5rem"}),
+            # The graph is mounted by the callback once the stages are known (see callbacks/pipeline.py).
+            html.Div(id=ID.DAG_CONTAINER, style={"minHeight": "236px"}),
             dbc.Row(
                 [
-                    dbc.Col(html.Div(id=cb.STAGE_TABLE), lg=6),
+                    dbc.Col(html.Div(id=ID.STAGE_TABLE), lg=6),
                     dbc.Col(node_panel, lg=6),
                 ]
             ),

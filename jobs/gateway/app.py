@@ -361,6 +361,12 @@ class Gateway:
             m.labels_of(endpoint=endpoint, project=project, model=model, version=version, code=code),
         )
 
+    def _served_labels(self, project: object, model: object) -> tuple[str, str]:
+        """``(project, model)`` as metric labels when the model is served here, else empty labels."""
+        if isinstance(project, str) and isinstance(model, str) and self.cache.get(project, model) is not None:
+            return project, model
+        return "", ""
+
     def _count_error(self, endpoint: str, reason: str, project: str = "", model: str = "") -> None:
         self.metrics.inc(
             "mms_gateway_request_errors_total",
@@ -375,6 +381,7 @@ class Gateway:
         received_us = time.time_ns() // 1000
         model_name = request.path_params["model"]
         project = request.query_params.get("project", "")
+        deployment = None
         try:
             payload = await self._read_json(request)
             project = project or payload.get("project") or ""
@@ -406,8 +413,10 @@ class Gateway:
         except (HttpError, PayloadError) as error:
             reason = error.error if isinstance(error, HttpError) else "invalid_payload"
             status = error.status if isinstance(error, HttpError) else 422
-            self._count("predict", status, project if isinstance(project, str) else "", model_name)
-            self._count_error("predict", reason, project if isinstance(project, str) else "", model_name)
+            # Label with the model only when it is served: client-chosen names must not create series.
+            known = ("", "") if deployment is None else (project, model_name)
+            self._count("predict", status, *known)
+            self._count_error("predict", reason, *known)
             return _error_response(error)
         except Exception:
             log.exception("scoring failed for %s.%s", project, model_name)
@@ -444,11 +453,18 @@ class Gateway:
         return _json({**common, **answer_items[0]})
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
-        body = await request.body()
-        if len(body) > self.config.max_body_bytes:
-            raise HttpError(
-                413, "payload_too_large", "body", f"the body exceeds {self.config.max_body_bytes} bytes"
-            )
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HttpError(413, "payload_too_large", "body", f"the body exceeds {limit} bytes")
+        parts: list[bytes] = []
+        size = 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise HttpError(413, "payload_too_large", "body", f"the body exceeds {limit} bytes")
+            parts.append(part)
+        body = b"".join(parts)
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -588,33 +604,27 @@ class Gateway:
             resolved = await self._resolve_dates(project, model, labels)
         except (HttpError, PayloadError) as error:
             status = error.status if isinstance(error, HttpError) else 422
-            self._count(
-                "feedback",
-                status,
-                project if isinstance(project, str) else "",
-                model if isinstance(model, str) else "",
-            )
-            self._count_error(
-                "feedback",
-                error.error if isinstance(error, HttpError) else "invalid_payload",
-                project if isinstance(project, str) else "",
-                model if isinstance(model, str) else "",
-            )
+            reason = error.error if isinstance(error, HttpError) else "invalid_payload"
+            known = self._served_labels(project, model)
+            self._count("feedback", status, *known)
+            self._count_error("feedback", reason, *known)
             return _error_response(error)
         by_day: dict[str, list[dict[str, Any]]] = {}
         accepted = []
+        project_label, model_label = self._served_labels(project, model)
         for label, (day, source) in zip(labels, resolved, strict=True):
             by_day.setdefault(day.isoformat(), []).append(
                 {"request_id": label.request_id, "label": label.value, "label_timestamp": label.timestamp_us}
             )
             accepted.append({"request_id": label.request_id, "date": day.isoformat(), "date_source": source})
             self.metrics.inc(
-                "mms_gateway_feedback_total", m.labels_of(project=project, model=model, source=source)
+                "mms_gateway_feedback_total",
+                m.labels_of(project=project_label, model=model_label, source=source),
             )
         for day, rows in by_day.items():
             partition = {"project": project, "model": model, "environment": self.environment, "date": day}
             self.buffer.add_rows(LABELS, partition, (), rows)
-        self._count("feedback", 202, project, model)
+        self._count("feedback", 202, project_label, model_label)
         if len(accepted) == 1 and "labels" not in payload:
             return _json({"status": "accepted", **accepted[0]}, 202)
         return _json({"status": "accepted", "labels": accepted}, 202)

@@ -68,6 +68,7 @@ _META_DATASET = b"mms.dataset"
 _META_PARTITION = b"mms.partition"
 _META_FILE_NAME = b"mms.file_name"
 _META_FEATURES = b"mms.feature_columns"
+_CONVERT_SLICE = 500
 _STORE_FAILURES = (StoreError, OSError, pa.ArrowException)
 
 ColumnTypes = tuple[tuple[str, pa.DataType], ...]
@@ -299,6 +300,7 @@ class LogBuffer:
         self._stranded: list[Chunk] = []
         self._queue: queue.Queue[Chunk] = queue.Queue()
         self._inflight: Chunk | None = None
+        self._outstanding = 0  # chunks queued or being written; guarded by _lock
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._writer_stop = threading.Event()
@@ -343,9 +345,12 @@ class LogBuffer:
                     self._spill(inflight, reason="shutdown")
         while True:
             try:
-                self._spill(self._queue.get_nowait(), reason="shutdown")
+                chunk = self._queue.get_nowait()
             except queue.Empty:
                 break
+            self._spill(chunk, reason="shutdown")
+            with self._lock:
+                self._outstanding -= 1
         self._retry_stranded()
         self._flusher = None
         self._writer = None
@@ -422,8 +427,9 @@ class LogBuffer:
         self._route(self._take_chunks())
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._queue.empty() and self._inflight is None:
-                return True
+            with self._lock:
+                if self._outstanding == 0:
+                    return True
             time.sleep(0.01)
         return False
 
@@ -474,7 +480,7 @@ class LogBuffer:
         )
         result = {name: counts.get(name, 0) for name in names}
         result["rows_buffered"] = buffered + stranded
-        result["chunks_pending"] = self._queue.qsize() + (1 if self._inflight is not None else 0)
+        result["chunks_pending"] = self._outstanding
         result["store_available"] = int(self._store_available)
         return result
 
@@ -519,7 +525,11 @@ class LogBuffer:
         schema = pa.schema([*fixed, *(pa.field(name, kind) for name, kind in item.columns)])
         features = tuple(name for name, _ in item.columns if not name.startswith(SEGMENT_PREFIX))
         try:
-            table = pa.Table.from_pylist(item.rows, schema=schema)
+            # Converting Python rows holds the GIL: slices keep each pause of the request loop short.
+            table = pa.concat_tables(
+                pa.Table.from_pylist(item.rows[start : start + _CONVERT_SLICE], schema=schema)
+                for start in range(0, len(item.rows), _CONVERT_SLICE)
+            )
         except (pa.ArrowException, TypeError, ValueError) as error:
             log.error("cannot build a %s table from %d row(s): %s", item.dataset, len(item.rows), error)
             self._reject_rows(item, str(error))
@@ -549,6 +559,8 @@ class LogBuffer:
                 and writer_alive
                 and (final or self._queue.qsize() < self.max_pending_chunks)
             ):
+                with self._lock:
+                    self._outstanding += 1
                 self._queue.put(chunk)
             else:
                 self._spill(chunk, reason="store_unavailable" if not self._store_available else "backlog")
@@ -575,6 +587,8 @@ class LogBuffer:
                 self._spill(chunk, reason="writer_error")
             finally:
                 self._inflight = None
+                with self._lock:
+                    self._outstanding -= 1
 
     def _write(self, chunk: Chunk) -> None:
         try:

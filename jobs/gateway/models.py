@@ -35,6 +35,7 @@ from jobs.gateway.routing import NoRoute, Route, RoutingError, RoutingTable, cho
 log = logging.getLogger(__name__)
 
 CLASSIFICATION = "classification"
+_MAX_UNKNOWN = 10_000
 REGRESSION = "regression"
 
 
@@ -469,8 +470,17 @@ class DeploymentCache:
             try:
                 return self._refresh_one(key)
             except NoRoute as error:
-                self._unknown[key] = (time.monotonic(), str(error))
+                self._remember_unknown(key, str(error))
                 raise
+
+    def _remember_unknown(self, key: tuple[str, str], reason: str) -> None:
+        # Clients choose the names: keep the memory of unknown models (and their locks) bounded.
+        if len(self._unknown) >= _MAX_UNKNOWN:
+            self._unknown.clear()
+        self._unknown[key] = (time.monotonic(), reason)
+        with self._lock:
+            if key not in self._deployments:
+                self._key_locks.pop(key, None)
 
     def snapshot(self) -> dict[tuple[str, str], Deployment]:
         """Every model currently served, for ``/readyz``."""
@@ -524,7 +534,7 @@ class DeploymentCache:
         return refreshed
 
     def _evict_unused(self) -> None:
-        used = {(d.project, d.model, r.version) for d in self._deployments.values() for r in d.routes}
+        used = {(d.project, d.model, r.version) for d in list(self._deployments.values()) for r in d.routes}
         for cache_key in [k for k in self._loaded if k not in used]:
             del self._loaded[cache_key]
 
@@ -540,7 +550,7 @@ class DeploymentCache:
                 except NoRoute as error:
                     log.warning("%s.%s is no longer served in %s: %s", *key, self.environment, error)
                     self._deployments.pop(key, None)
-                    self._unknown[key] = (time.monotonic(), str(error))
+                    self._remember_unknown(key, str(error))
                     self._evict_unused()
                 except (RoutingError, registry.RegistryError, OSError) as error:
                     self._refresh_failed(key, error)

@@ -142,6 +142,9 @@ class MergedProfiles:
         profiles: (project, model, environment, date) -> version -> window start -> profile.
         files_sha256: (project, model, environment, date) -> digest of all the date's unit files.
         specs: ``project/model`` -> version -> spec digest the units profiled with.
+        incomplete: Dates some of whose files a task could not use -> the first problem. The job
+            profiles them itself: a problem it meets too is reported for the date, a passing one
+            (a read that failed once) does not leave the date without its profiles.
         served: Batches the monitoring job took from the run.
         declined: Batches it had to profile itself, with why.
     """
@@ -151,6 +154,7 @@ class MergedProfiles:
     profiles: dict[DateKey, dict[str, dict[datetime, Profile]]]
     files_sha256: dict[DateKey, str]
     specs: Mapping[str, Mapping[str, str]]
+    incomplete: Mapping[DateKey, str] = field(default_factory=dict)
     served: int = 0
     declined: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -195,6 +199,8 @@ class MergedProfiles:
             key = (query.project, query.model, query.environment, day.isoformat())
             if self.files_sha256.get(key) != files_digest(files, self.root):
                 return f"{where} {day}: the log files differ from the run's"
+            if key in self.incomplete:
+                return f"{where} {day}: a task could not use every file ({self.incomplete[key]})"
         return None
 
 
@@ -216,9 +222,13 @@ def merge_partials(plan: RunPlan, partials: Partials) -> MergedProfiles:
         lambda: defaultdict(lambda: defaultdict(list))
     )
     files: dict[DateKey, list[Any]] = defaultdict(list)
+    incomplete: dict[DateKey, str] = {}
     for unit in sorted(plan.units, key=lambda u: u.index):
         key = (unit.project, unit.model, unit.environment, unit.date)
         files[key].extend(unit.files)
+        problems = partial_info(partials.tables[unit.unit_id])["problems"]
+        if problems and key not in incomplete:
+            incomplete[key] = problems[0]["reason"]
         for version, windows in partial_profiles(partials.tables[unit.unit_id]).items():
             for start, window_profile in windows.items():
                 pieces[key][version][start].append(window_profile)
@@ -235,6 +245,7 @@ def merge_partials(plan: RunPlan, partials: Partials) -> MergedProfiles:
         profiles=profiles,
         files_sha256={key: files_digest(items, plan.root) for key, items in files.items()},
         specs={key: {v: ref.sha256 for v, ref in refs.items()} for key, refs in plan.specs.items()},
+        incomplete=incomplete,
     )
 
 

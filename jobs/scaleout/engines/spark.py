@@ -121,7 +121,8 @@ class SparkEngine:
             decide.
         retries: Further attempts per task (``spark.task.maxFailures = retries + 1``) of a session
             this engine starts; a given ``session`` keeps its own setting.
-        session: An existing SparkSession to use (kept running afterwards).
+        session: An existing SparkSession to use (kept running afterwards). Without one the engine
+            uses the process's active session, else starts one and stops it when done.
         task: What runs per unit.
     """
 
@@ -154,6 +155,13 @@ class SparkEngine:
         if not units:
             return MapReport(results={}, seconds=0.0)
         session, owned = self.session, False
+        if session is None:
+            session = _import_pyspark().getActiveSession()
+            if session is not None and self.master and session.sparkContext.master != self.master:
+                raise ScaleoutError(
+                    f"this process already runs Spark on {session.sparkContext.master}; "
+                    f"it cannot also connect to {self.master}"
+                )
         if session is None:
             attempts = self.retries + 1
             master = self.master or local_master(self.max_parallel or default_parallelism(), attempts)

@@ -1,41 +1,101 @@
-"""The demo workspace from nothing, on SQLite and PostgreSQL, with a real MLflow store."""
+"""The demo workspace from nothing, with a real MLflow store, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
 from analytics.store import ParquetStore, StoreConfig
 from jobs import registry
-from jobs.cli import EXIT_OK, main
+from jobs.cli import EXIT_OK, EXIT_USAGE, main
 from jobs.contracts import INFERENCE_LOGS, REFERENCE_PROFILES
 from jobs.db import make_engine, make_session_factory, session_scope
 from jobs.demo import DEMO_ACTOR, DemoContext, DemoWorkspace, build_demo_workspace
 from jobs.demo_data import DEMO_MODELS, DEMO_VERSION
 from jobs.monitor import read_metrics
+from jobs.seed import DEMO_ACCOUNTS
 from jobs.users import get_user
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2024, 3, 10, 6, 0, tzinfo=UTC)
 DAYS = 3
-FAST = {"max_iter": 15, "max_leaf_nodes": 7}
+SMALL = ["--days", str(DAYS), "--volume", "0.05", "--training-rows", "1000"]
 NAMES = [registry.registered_model_name(m.project, m.model) for m in DEMO_MODELS]
 
 
-def test_the_demo_workspace_is_built_from_nothing_and_rebuilt_idempotently(
-    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@dataclass(frozen=True)
+class Built:
+    """A demo workspace built by ``python -m jobs demo`` on SQLite."""
+
+    root: Path
+    output: str
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def environ(self, database_url: str | None = None) -> dict[str, str]:
+        return {
+            "MMS_DATA_URI": str(self.root / "data"),
+            "MMS_VAR_DIR": str(self.root / "var"),
+            "MMS_DATABASE_URL": database_url or f"sqlite:///{self.root / 'studio.db'}",
+            "MMS_MLFLOW_TRACKING_URI": self.tracking_uri,
+        }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    root = tmp_path_factory.mktemp("demo")
+    environ = Built(root, "").environ()
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert main(["demo", *SMALL], environ) == EXIT_OK
+    return Built(root, output.getvalue())
+
+
+def start_of(store: ParquetStore) -> date:
+    return date.fromisoformat(min(f.partition["date"] for f in store.list_files(INFERENCE_LOGS)))
+
+
+def test_the_demo_command_builds_the_workspace_from_nothing(built: Built) -> None:
+    assert f"3 models, {DAYS} days from" in built.output
+    assert f"{6 * DAYS} date(s) computed" in built.output and "no problem" in built.output
+    assert "demo accounts" in built.output and DEMO_ACTOR in built.output
+    store = ParquetStore(StoreConfig(data_uri=str(built.root / "data")))
+    engine = make_engine(built.environ()["MMS_DATABASE_URL"])
+    try:
+        days = sorted({f.partition["date"] for f in store.list_files(INFERENCE_LOGS)})
+        assert len(days) == DAYS and days[-1] < datetime.now(UTC).date().isoformat()  # ends yesterday
+        for name in NAMES:
+            (version,) = registry.list_versions(name, tracking_uri=built.tracking_uri)
+            assert version.version == DEMO_VERSION and version.created_by == DEMO_ACTOR
+            assert version.aliases == ("prod", "staging")
+        assert len(store.list_files(REFERENCE_PROFILES)) == 3
+        assert read_metrics(store, "demand-forecast", "demand", "prod").num_rows > 0
+        with session_scope(make_session_factory(engine)) as session:
+            assert all(get_user(session, account.username) for account in DEMO_ACCOUNTS)
+    finally:
+        store.close()
+        engine.dispose()
+
+
+def test_a_rebuild_reuses_everything_and_runs_the_after_monitor_hooks(
+    built: Built, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "db").mkdir(exist_ok=True)
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store = ParquetStore(StoreConfig(data_uri=str(tmp_path / "data")))
+    shutil.copytree(built.root, tmp_path / "demo", symlinks=True)
+    copy = Built(tmp_path / "demo", built.output)
+    store = ParquetStore(StoreConfig(data_uri=str(copy.root / "data")))
+    start = start_of(store)
+    now = datetime.combine(start + timedelta(days=DAYS), time(6), UTC)  # the same demo days
     seen: list[tuple[DemoWorkspace, DemoContext]] = []
 
     def remember(workspace: DemoWorkspace, context: DemoContext) -> None:
-        # What the alert hooks will need: the metrics are there, the database is seeded.
         assert read_metrics(context.store, "credit-risk", "churn", "prod").num_rows > 0
         with session_scope(context.session_factory) as session:
             assert get_user(session, "monitoring") is not None
@@ -44,79 +104,69 @@ def test_the_demo_workspace_is_built_from_nothing_and_rebuilt_idempotently(
     def build(**kwargs) -> DemoWorkspace:
         return build_demo_workspace(
             store=store,
-            database_url=database_url,
-            tracking_uri=tracking_uri,
+            database_url=copy.environ()["MMS_DATABASE_URL"],
+            tracking_uri=copy.tracking_uri,
             days=DAYS,
             volume=0.05,
             training_rows=1_000,
-            training=FAST,
-            now=NOW,
+            now=now,
             **kwargs,
         )
 
     try:
-        workspace = build(after_monitor=[remember])
-        scenario = workspace.scenario
-        assert scenario is not None and scenario.start_date == (NOW - timedelta(days=DAYS)).date()
-        assert len(workspace.accounts_created) == 7 and DEMO_ACTOR in workspace.accounts_created
-        assert sorted(workspace.trained) == sorted(NAMES)
-        for name in NAMES:
-            (version,) = registry.list_versions(name, tracking_uri=tracking_uri)
-            assert version.version == DEMO_VERSION and version.created_by == DEMO_ACTOR
-            assert version.aliases == ("prod", "staging")
-            assert workspace.aliases[name] == {"prod": DEMO_VERSION, "staging": DEMO_VERSION}
-        assert len(store.list_files(REFERENCE_PROFILES)) == 3
-        monitor = workspace.monitor
-        assert monitor is not None and monitor.ok, monitor.to_text()
-        assert monitor.computed_dates == 6 * DAYS
-        assert [(w.scenario, c.actor.username, c.now) for w, c in seen] == [(scenario, DEMO_ACTOR, NOW)]
-        assert set(workspace.timings) == {"seed", "data", "train", "monitor", "after_monitor:remember"}
-
-        # Again: same data, versions reused, nothing to recompute.
-        again = build()
+        again = build(after_monitor=[remember])
+        assert again.scenario is not None and again.scenario.start_date == start
         assert again.accounts_created == () and again.trained == ()
-        assert again.monitor is not None and again.monitor.computed_dates == 0
-        assert [len(registry.list_versions(n, tracking_uri=tracking_uri)) for n in NAMES] == [1, 1, 1]
+        assert again.aliases == {name: {"prod": DEMO_VERSION, "staging": DEMO_VERSION} for name in NAMES}
+        assert again.monitor is not None and again.monitor.ok and again.monitor.computed_dates == 0
+        assert [(c.actor.username, c.now, w is again) for w, c in seen] == [(DEMO_ACTOR, now, True)]
+        assert set(again.timings) == {"seed", "data", "train", "monitor", "after_monitor:remember"}
+        assert [len(registry.list_versions(n, tracking_uri=copy.tracking_uri)) for n in NAMES] == [1, 1, 1]
 
-        # A lost reference profile is rebuilt from the same training data; the monitor picks it up.
+        # A lost reference profile is rebuilt from the same (deterministic) training data.
         shutil.rmtree(store.dataset_uri(REFERENCE_PROFILES))
         rebuilt = build()
         assert rebuilt.trained == () and len(store.list_files(REFERENCE_PROFILES)) == 3
-        assert rebuilt.monitor is not None and rebuilt.monitor.computed_dates == 0  # same files, same sizes
+        assert rebuilt.monitor is not None and rebuilt.monitor.ok
 
+        # --if-empty leaves a workspace with traffic alone.
         assert build(if_empty=True).skipped
-        environ = {
-            "MMS_DATA_URI": str(tmp_path / "data"),
-            "MMS_VAR_DIR": str(tmp_path / "var"),
-            "MMS_DATABASE_URL": database_url,
-            "MMS_MLFLOW_TRACKING_URI": tracking_uri,
-        }
-        logs_before = store.list_files(INFERENCE_LOGS)
-        assert main(["demo", "--if-empty"], environ) == EXIT_OK
+        logs = store.list_files(INFERENCE_LOGS)
+        assert main(["demo", "--if-empty"], copy.environ()) == EXIT_OK
         assert "already holds inference logs: demo not rebuilt" in capsys.readouterr().out
-        assert store.list_files(INFERENCE_LOGS) == logs_before
+        assert store.list_files(INFERENCE_LOGS) == logs
+        assert main(["demo", "--days", "0"], copy.environ()) == EXIT_USAGE
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"])
+def test_the_demo_seeds_a_postgresql_metadata_database(
+    built: Built, database_url: str, tmp_path: Path
+) -> None:
+    # The data and the MLflow store of the SQLite build, a new PostgreSQL metadata database:
+    # migrated and seeded there, the models reused, the monitor up to date.
+    shutil.copytree(built.root, tmp_path / "demo", symlinks=True)
+    copy = Built(tmp_path / "demo", built.output)
+    store = ParquetStore(StoreConfig(data_uri=str(copy.root / "data")))
+    try:
+        workspace = build_demo_workspace(
+            store=store,
+            database_url=database_url,
+            tracking_uri=copy.tracking_uri,
+            days=DAYS,
+            volume=0.05,
+            training_rows=1_000,
+            now=datetime.combine(start_of(store) + timedelta(days=DAYS), time(6), UTC),
+        )
+    finally:
+        store.close()
+    assert len(workspace.accounts_created) == len(DEMO_ACCOUNTS) and workspace.trained == ()
+    assert workspace.monitor is not None and workspace.monitor.ok and workspace.monitor.computed_dates == 0
     engine = make_engine(database_url)
     try:
         with session_scope(make_session_factory(engine)) as session:
-            assert get_user(session, DEMO_ACTOR) is not None
+            assert all(get_user(session, account.username) for account in DEMO_ACCOUNTS)
     finally:
         engine.dispose()
-
-
-def test_the_demo_command_builds_a_workspace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    environ = {"MMS_VAR_DIR": str(tmp_path / "var"), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    assert main(["demo", "--days", "1"], environ) == EXIT_OK
-    out = capsys.readouterr().out
-    assert "demo workspace in" in out and "3 models, 1 days" in out
-    assert "6 date(s) computed" in out and "no problem" in out
-    store = ParquetStore(StoreConfig(data_uri=str(tmp_path / "var" / "data")))
-    try:
-        yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
-        (logs,) = store.list_files(INFERENCE_LOGS, filters={"model": "churn", "environment": "prod"})
-        assert logs.partition["date"] == yesterday.isoformat()
-    finally:
-        store.close()
-    assert main(["demo", "--if-empty"], environ) == EXIT_OK
-    assert "demo not rebuilt" in capsys.readouterr().out
+    assert [len(registry.list_versions(n, tracking_uri=copy.tracking_uri)) for n in NAMES] == [1, 1, 1]

@@ -256,7 +256,9 @@ def test_binned_wasserstein_is_close_to_the_exact_one(tmp_path: Path, make_refer
     cur_path = write(tmp_path, "cur", {"x": make_current(rng, 50_000)})
     result = drift_relations(relation(ref_path), relation(cur_path), exact=True)["x"]
     # Heavy tails beyond the reference range are the hard part (the open outer bins).
-    assert result.statistics["wasserstein_binned"] == pytest.approx(result.statistics["wasserstein"], rel=0.12)
+    assert result.statistics["wasserstein_binned"] == pytest.approx(
+        result.statistics["wasserstein"], rel=0.12
+    )
 
 
 def test_benjamini_hochberg_equals_scipy() -> None:
@@ -418,6 +420,7 @@ def test_half_sigma_shift_and_twenty_point_share_change_are_flagged(tmp_path: Pa
     assert (report["x"].method, report["c"].method) == expected_method
 
 
+@pytest.mark.slow
 def test_tiny_shifts_on_a_million_rows_are_not_flagged(tmp_path: Path) -> None:
     report = compare(tmp_path, 1_000_000, 0.02, 0.005)
     # The tests alone would reject (p << alpha); the effect sizes say the shift is irrelevant.
@@ -445,6 +448,7 @@ def same_distribution(rng: np.random.Generator, n: int) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_same_distribution_flags_under_one_percent_of_columns_at_1000_rows(tmp_path: Path) -> None:
     """The full default path per seed: each reference builds its own spec (edges, top-K categories)."""
     con = duckdb.connect()
@@ -460,6 +464,7 @@ def test_same_distribution_flags_under_one_percent_of_columns_at_1000_rows(tmp_p
     assert flagged / checked < 0.01, f"{flagged} of {checked} columns flagged"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n", "seeds"), [(10_000, 100), (100_000, 10)])
 def test_same_distribution_flags_under_one_percent_of_columns_per_window(
     tmp_path: Path, n: int, seeds: int
@@ -489,6 +494,7 @@ def test_same_distribution_flags_under_one_percent_of_columns_per_window(
     assert flagged / checked < 0.01, f"{flagged} of {checked} columns flagged"
 
 
+@pytest.mark.slow
 def test_benchmark_data_flags_exactly_the_drifted_features(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("drift_bench", ROOT / "bench" / "drift_bench.py")
     bench = importlib.util.module_from_spec(spec)

@@ -14,6 +14,8 @@ import csv
 import io
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -417,16 +419,17 @@ def test_latency_series_show_the_regression_days(demo: MonitoredDemo, reader: Me
 
 
 @pytest.mark.unit
-def test_segment_columns_and_export_of_the_demo(demo: MonitoredDemo, reader: MetricsReader) -> None:
+def test_segments_and_export_of_the_demo(demo: MonitoredDemo, reader: MetricsReader) -> None:
     query = MetricsQuery("credit-risk", "credit-default", "prod", demo.first, demo.last)
-    assert metrics.segment_columns(reader, query) == ("segment_region",)
+    matrix = metrics.drift_matrix(reader, "credit-risk", "credit-default", "prod", demo.first, demo.last)
+    assert matrix.segments == ("segment_region",)
     table = metrics.export_table(reader, query)
     assert table.column_names[:3] == ["project", "model", "environment"]
     assert table.num_rows == reader.table(query).num_rows
     rows = list(csv.DictReader(io.StringIO(metrics.export_csv(reader, query).decode())))
     assert len(rows) == table.num_rows
     assert {r["model"] for r in rows} == {"credit-default"}
-    assert rows[0]["window_start"] == _utc(demo.first).isoformat()
+    assert rows[0]["window_start"] == f"{demo.first}T00:00:00Z"
 
 
 @pytest.mark.unit
@@ -510,9 +513,12 @@ def test_reader_caches_files_and_sees_rewrites(small_store: ParquetStore) -> Non
     original = reader._read_one
     reader._read_one = lambda entry: reads.append(entry.path) or original(entry)  # type: ignore[method-assign]
     assert reader.table(query).num_rows == 10 and reads == []  # every file from the cache
+    first = metrics.drift_matrix(reader, "p", "m", "prod", DAYS[0], DAYS[-1])
+    assert metrics.drift_matrix(reader, "p", "m", "prod", DAYS[0], DAYS[-1]) is first  # memoized
     _write(small_store, DAYS[2], _metrics_table(DAYS[2], ["a", "b", "c"], 0.5))
     matrix = metrics.drift_matrix(reader, "p", "m", "prod", DAYS[0], DAYS[-1])
     assert len(reads) == 1 and reads[0].endswith(f"date={DAYS[2].isoformat()}/day.parquet")
+    assert matrix is not first  # the rewritten file changed the query's signature
     assert matrix.drifted == {(c, _utc(DAYS[2])) for c in ("a", "b", "c")}
     assert matrix.columns == ("a", "b", "c")
     assert metrics.drift_matrix(reader, "p", "m", "prod", DAYS[3], DAYS[4]).drifted == frozenset()
@@ -558,4 +564,47 @@ def test_export_defuses_spreadsheet_formulas(small_store: ParquetStore) -> None:
     text = metrics.export_csv(small_store, MetricsQuery("p", "m", "prod", DAYS[0], DAYS[0])).decode()
     row = next(csv.DictReader(io.StringIO(text)))
     assert row["reason"] == '\'=HYPERLINK("http://x")' and row["column"] == "a"
-    assert row["window_start"] == "2024-05-01T00:00:00+00:00" and row["p_value"] == ""
+    assert (
+        row["window_start"] == "2024-05-01T00:00:00Z" and row["p_value"] == "" and row["drifted"] == "false"
+    )
+
+
+@pytest.mark.unit
+def test_memoized_computes_once_for_concurrent_callers(tmp_path: Path) -> None:
+    reader = MetricsReader(ParquetStore(StoreConfig(data_uri=str(tmp_path))))
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow() -> object:
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        return object()
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(reader.memoized, "key", slow)
+        assert started.wait(5)
+        others = [pool.submit(reader.memoized, "key", slow) for _ in range(2)]
+        release.set()
+        results = {id(first.result(5)), *(id(f.result(5)) for f in others)}
+    assert len(calls) == 1 and len(results) == 1
+
+
+@pytest.mark.unit
+def test_memoized_lets_waiters_compute_when_the_first_computation_fails(tmp_path: Path) -> None:
+    reader = MetricsReader(ParquetStore(StoreConfig(data_uri=str(tmp_path))))
+    started, release = threading.Event(), threading.Event()
+
+    def failing() -> object:
+        started.set()
+        release.wait(5)
+        raise ValueError("broken")
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(reader.memoized, "key", failing)
+        assert started.wait(5)
+        second = pool.submit(reader.memoized, "key", lambda: "computed by the waiter")
+        release.set()
+        with pytest.raises(ValueError, match="broken"):
+            first.result(5)
+        assert second.result(5) == "computed by the waiter"
+    assert reader.memoized("key", lambda: "again") == "again"  # a failure is not remembered

@@ -80,6 +80,20 @@ def rule_form(**values: Any) -> list[Any]:
     return list(defaults.values())
 
 
+def test_sections_and_fixed_choices(studio: Studio) -> None:
+    with signed_in(studio, "admin"):
+        roles_hidden, rules_hidden, settings_hidden, roles, kinds, operators, severities, environments = (
+            cb.page_sections("admin-roles-section")
+        )
+    assert (roles_hidden, rules_hidden, settings_hidden) == (False, False, False)
+    assert [kind["value"] for kind in kinds] == ["threshold", "freshness"]
+    assert "drifted" in [operator["value"] for operator in operators]
+    assert [env["value"] for env in environments] == ["", "dev", "staging", "prod"]
+    assert "critical" in [severity["value"] for severity in severities] and len(roles) == 5
+    with signed_in(studio, "monitoring"), pytest.raises(PreventUpdate):
+        cb.page_sections("admin-roles-section")
+
+
 def test_admin_lists_accounts_with_their_state(studio: Studio) -> None:
     with signed_in(studio, "admin"):
         table, account_options, role_options = cb.show_users("admin-users")
@@ -241,3 +255,48 @@ def test_account_names_with_markup_are_text(studio: Studio) -> None:
     assert created.color == "success"
     assert XSS_NAME in shown(table)
     assert f"{XSS_NAME} (markup-user)" in [option["label"] for option in options]
+
+
+PAGE_OF_MODULE = {
+    "callbacks.projects": "/projects",
+    "callbacks.pipeline": "/pipeline",
+    "callbacks.models": "/models",
+    "callbacks.integrations": "/integrations",
+    "callbacks.admin": "/admin",
+    "callbacks.audit": "/audit",
+}
+
+
+# Components a callback mounts into the page (checked by that callback's own tests).
+MOUNTED_BY_CALLBACKS = {"pipeline-dag"}
+
+
+def _ids(node: Any) -> set[str]:
+    if isinstance(node, list):
+        return {found for item in node for found in _ids(item)}
+    if isinstance(node, dict):
+        own = node.get("props", {}).get("id") if "props" in node else None
+        found = {own} if isinstance(own, str) else set()
+        return found | {item for value in node.values() for item in _ids(value)}
+    return set()
+
+
+def test_every_component_these_callbacks_use_is_in_its_page(studio: Studio) -> None:
+    """Pages may not import callbacks, so both spell the ids: this keeps them equal."""
+    layouts = {}
+    with signed_in(studio, "admin"):
+        for page in dash.page_registry.values():
+            if page["path"] in PAGE_OF_MODULE.values():
+                layouts[page["path"]] = _ids(json.loads(json.dumps(page["layout"](), cls=PlotlyJSONEncoder)))
+    checked = 0
+    for output, entry in studio.app.callback_map.items():
+        path = PAGE_OF_MODULE.get(getattr(entry.get("callback"), "__module__", ""))
+        if path is None:
+            continue
+        outputs = [part.split(".")[0] for part in output.strip(".").split("...")]
+        used = {item["id"] for item in entry["inputs"] + entry["state"] if not item["id"].startswith("{")}
+        used |= {name.lstrip(".") for name in outputs if not name.lstrip(".").startswith("{")}
+        missing = used - layouts[path] - MOUNTED_BY_CALLBACKS
+        assert not missing, f"{output} uses ids missing from {path}: {sorted(missing)}"
+        checked += 1
+    assert checked >= 40

@@ -155,9 +155,12 @@ def test_paging_buttons(studio: Studio) -> None:
 
 
 def test_verify_is_for_administrators_and_reports_an_intact_chain(studio: Studio) -> None:
-    with signed_in(studio, "monitoring"), pytest.raises(PreventUpdate):
-        cb.verify_clicked(1)
+    with signed_in(studio, "monitoring"):
+        assert cb.verification_hidden("audit-verify-section") is True
+        with pytest.raises(PreventUpdate):
+            cb.verify_clicked(1)
     with signed_in(studio, "admin"):
+        assert cb.verification_hidden("audit-verify-section") is False
         (result,) = cb.verify_clicked(1)
     assert result.color == "success"
     assert result.children == f"Chain 'main' is intact: {total_entries(studio)} entries checked."

@@ -178,6 +178,8 @@ def test_redact_url_masks_passwords_and_queries() -> None:
     assert integrations.redact_url("postgresql://u:p@h/db") == "postgresql://u:••••••@h/db"
     assert integrations.redact_url("https://h/x?token=abc") == "https://h/x?••••••"
     assert integrations.redact_url("/local/path") == "/local/path"
+    assert integrations.redact_url("sqlite:////var/lib/mms/mlflow.db") == "sqlite:////var/lib/mms/mlflow.db"
+    assert integrations.redact_url("redis://:pw@cache:6379/0") == "redis://:••••••@cache:6379/0"
 
 
 # --------------------------------------------------------------------------- the page's callbacks
@@ -191,6 +193,7 @@ def test_page_shows_configuration_with_secrets_masked(
     monkeypatch.setenv("MMS_GITHUB_API_URL", github_api)
     with signed_in(studio, "production"):
         store, mlflow, github = cb.show_integrations("integration-config-data-store")
+        assert cb.checks_hidden("integration-checking-data-store") == (False, False, False)
     assert str(studio.settings.data_uri) in shown(store)
     assert "org/studio" in shown(github) and "configured" in shown(github)
     assert TOKEN not in json.dumps([shown(store), shown(mlflow), shown(github)])
@@ -232,6 +235,8 @@ def test_roles_without_manage_integrations_cannot_check(studio: Studio, username
             session.scalars(select(AuditEntry.id).where(AuditEntry.action == "integration.check")).all()
         )
     with signed_in(studio, username):
+        with pytest.raises(PreventUpdate):  # none of them may even see the page
+            cb.checks_hidden("integration-checking-data-store")
         for call in (cb.check_data_store_clicked, cb.check_mlflow_clicked, cb.check_github_clicked):
             with pytest.raises(PreventUpdate):
                 call(1)

@@ -42,18 +42,19 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Studio, A
             {"project": "credit-risk", "model": "credit-default"},
             training_table(CREDIT_DEFAULT, rows=ROWS),
         )
-        config = TrainConfig(max_iter=20, max_leaf_nodes=15)
-        results = [
-            train_model(
-                built.actor("mlengineer"),
-                project="credit-risk",
-                model="credit-default",
-                store=store,
-                tracking_uri=built.settings.mlflow_tracking_uri,
-                config=config,
-            )
-            for _ in range(2)
-        ]
+        trained = train_model(
+            built.actor("mlengineer"),
+            project="credit-risk",
+            model="credit-default",
+            store=store,
+            tracking_uri=built.settings.mlflow_tracking_uri,
+            config=TrainConfig(max_iter=20, max_leaf_nodes=15),
+        )
+        # A second version registered by hand from the same run: no studio tags (creator, digest).
+        with registry.mlflow_target(built.settings.mlflow_tracking_uri) as mlflow_client:
+            source = mlflow_client.get_model_version("credit-risk.credit-default", "1").source
+            mlflow_client.create_model_version("credit-risk.credit-default", source, trained.run_id)
+        results = [trained]
         registry.set_alias(
             "credit-risk.credit-default", "staging", "2", tracking_uri=built.settings.mlflow_tracking_uri
         )
@@ -84,13 +85,13 @@ def test_registry_view_lists_versions_with_run_metrics_creator_digest_and_profil
     assert len(cards) == 1
     cells = shown(cards[0])
     assert "credit-default" in cells and "  registered as credit-risk.credit-default" in cells
-    newest, oldest = results[1], results[0]
-    version_column = [cells[i] for i in range(len(cells)) if cells[i] in ("1", "2")]
+    (trained,) = results
+    version_column = [cell for cell in cells if cell in ("1", "2")]
     assert version_column[:2] == ["2", "1"]  # newest first
-    assert newest.run_id in cells and oldest.run_id in cells
+    assert cells.count(trained.run_id) == 2
     assert "staging" in cells and "champion" in cells
-    assert cells.count("mlengineer") == 2
-    assert newest.artifact_digest[: cb.DIGEST_SHOWN] + "…" in cells
+    assert cells.count("mlengineer") == 1 and "unknown" in cells  # version 2 lacks the studio's tags
+    assert trained.artifact_digest[: cb.DIGEST_SHOWN] + "…" in cells and "missing" in cells
     metrics = next(cell for cell in cells if cell.startswith("accuracy "))
     assert "roc_auc" in metrics
     profile = next(cell for cell in cells if "rows ·" in cell)
@@ -106,6 +107,7 @@ def test_registry_entries_map_environment_aliases(studio) -> None:
     assert by_version["2"].aliases == ("staging",) and by_version["2"].environments == ("staging",)
     assert by_version["1"].aliases == ("champion",) and by_version["1"].environments == ()
     assert by_version["1"].created_by == "mlengineer" and by_version["1"].metrics
+    assert by_version["2"].created_by is None and by_version["2"].artifact_digest is None
 
 
 def test_project_without_models_says_so(studio) -> None:

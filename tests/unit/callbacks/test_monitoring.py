@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import plotly.graph_objects as go
@@ -139,47 +139,56 @@ def test_component_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
 # --------------------------------------------------------------------------- the selection bar
 
 
+def _bar(studio: Studio, username: str, project=None, model=None, environment=None, window=None) -> dict:
+    with signed_in(studio, username):
+        return cb.show_selection(project=project, model=model, environment=environment, window=window)
+
+
 def test_projects_are_those_the_user_may_monitor_and_names_stay_text(studio: Studio) -> None:
-    with signed_in(studio, "admin"):
-        options, value, _placeholder = cb.show_projects(cb.PROJECT)
-    assert {o["value"] for o in options} == {"credit-risk", "demand-forecast", "markup"}
-    assert {"label": XSS_NAME, "value": "markup"} in options  # a plain label: React renders it as text
-    assert value == "credit-risk"
-    with signed_in(studio, "solo"):
-        options, value, _placeholder = cb.show_projects(cb.PROJECT)
-    assert (
-        options == [{"label": "Demand forecast", "value": "demand-forecast"}] and value == "demand-forecast"
-    )
+    bar = _bar(studio, "admin")
+    assert {o["value"] for o in bar["projects"]} == {"credit-risk", "demand-forecast", "markup"}
+    assert {"label": XSS_NAME, "value": "markup"} in bar["projects"]  # a plain label: React renders text
+    assert bar["project"] == "credit-risk"
+    bar = _bar(studio, "solo")
+    assert bar["projects"] == [{"label": "Demand forecast", "value": "demand-forecast"}]
+    assert bar["project"] == "demand-forecast" and bar["model"] == "demand"
 
 
-def test_models_environments_and_range_come_from_the_metrics(studio: Studio, demo: MonitoredDemo) -> None:
-    with signed_in(studio, "monitoring"):
-        models, model, export_disabled, _title = cb.show_models("credit-risk", None)
-        environments, environment = cb.show_environments("credit-default", "credit-risk", None)
-        result = cb.show_range("prod", "credit-risk", "credit-default", None)
-    assert [m["value"] for m in models] == ["churn", "credit-default"] and model == "churn"
-    assert export_disabled is False
-    assert [e["value"] for e in environments] == ["prod", "staging"] and environment == "prod"
-    low, high, start, end, _month, windows, window, _opts, _placeholder, help_text, status = result
-    assert (low, high, end) == (demo.first.isoformat(), demo.last.isoformat(), demo.last.isoformat())
-    assert start == demo.first.isoformat()  # the workspace holds less than the default 30 days
-    assert [w["value"] for w in windows if not w["disabled"]] == ["day", "hour"] and window == "day"
-    assert "segment_region" in help_text and "not per segment" in help_text
-    assert status is None
+def test_the_first_answer_fills_the_whole_bar_from_the_metrics(studio: Studio, demo: MonitoredDemo) -> None:
+    bar = _bar(studio, "monitoring")
+    assert bar["project"] == "credit-risk"
+    assert [m["value"] for m in bar["models"]] == ["churn", "credit-default"] and bar["model"] == "churn"
+    assert [e["value"] for e in bar["environments"]] == ["prod", "staging"] and bar["environment"] == "prod"
+    assert (bar["first_day"], bar["last_day"]) == (demo.first.isoformat(), demo.last.isoformat())
+    # The default range is the newest 30 days; the workspace holds less.
+    assert (bar["start"], bar["end"]) == (demo.first.isoformat(), demo.last.isoformat())
+    assert [w["value"] for w in bar["windows"] if not w["disabled"]] == ["day", "hour"]
+    assert bar["window"] == "day"
+    assert bar["export_disabled"] is False and bar["status"] is None
+    assert set(bar) == set(cb.SELECTION_BAR)
+
+
+def test_choices_are_kept_when_they_still_exist(studio: Studio, demo: MonitoredDemo) -> None:
+    bar = _bar(studio, "monitoring", "credit-risk", "credit-default", "staging", "minute")
+    assert (bar["model"], bar["environment"], bar["window"]) == ("credit-default", "staging", "day")
+    bar = _bar(studio, "monitoring", "credit-risk", "credit-default", "prod", "hour")
+    assert bar["window"] == "hour"
+    assert bar["start"] == (demo.last - timedelta(days=6)).isoformat()
+    # Another project: the model and environment it does not have are replaced.
+    bar = _bar(studio, "monitoring", "demand-forecast", "credit-default", "staging", "day")
+    assert (bar["model"], bar["environment"]) == ("demand", "staging")
 
 
 def test_export_button_follows_the_role_on_the_project(studio: Studio) -> None:
-    with signed_in(studio, "sponsor1"):
-        *_, disabled, title = cb.show_models("credit-risk", None)
-    assert disabled is True and "do not allow exports" in title
+    bar = _bar(studio, "sponsor1")
+    assert bar["export_disabled"] is True and "do not allow exports" in bar["export_title"]
 
 
 def test_a_project_without_metrics_says_so(studio: Studio) -> None:
-    with signed_in(studio, "admin"):
-        models, model, *_ = cb.show_models("markup", None)
-        result = cb.show_range(None, "markup", None, None)
-    assert models == [] and model is None
-    assert "No metrics yet for this project" in " ".join(_shown(result[-1]))
+    bar = _bar(studio, "admin", "markup")
+    assert bar["project"] == "markup" and bar["models"] == [] and bar["model"] is None
+    assert bar["start"] is None and bar["export_disabled"] is True
+    assert "No metrics yet for this project" in " ".join(_shown(bar["status"]))
 
 
 # --------------------------------------------------------------------------- drift
@@ -187,7 +196,7 @@ def test_a_project_without_metrics_says_so(studio: Studio) -> None:
 
 def test_heatmap_shows_exactly_the_injected_drift(studio: Studio, demo: MonitoredDemo) -> None:
     with signed_in(studio, "monitoring"):
-        figure, summary, click = cb.show_drift_heatmap(**_selection(demo))
+        figure, summary, segments = cb.show_drift_heatmap(**_selection(demo))
     expected = {
         (feature, datetime(d.year, d.month, d.day, tzinfo=UTC).isoformat())
         for feature, d in demo.drifted("credit-default", "prod")
@@ -195,16 +204,17 @@ def test_heatmap_shows_exactly_the_injected_drift(studio: Studio, demo: Monitore
     assert _drifted_cells(figure) == expected
     assert len(figure.data[0].x) == len(demo.days)
     assert "income" in summary and f"{len(expected)} drifted" in summary
-    assert click is None
+    assert "segment_region is monitored for drift as a column" in segments and "not per segment" in segments
 
 
 def test_feature_detail_defaults_to_the_worst_cell_then_follows_clicks(
     studio: Studio, demo: MonitoredDemo
 ) -> None:
     selection = _selection(demo)
-    states = (selection["start"], selection["end"], "day", "credit-risk", "credit-default", "prod")
+    ranges = (selection["start"], selection["end"], "day")
+    names = ("credit-risk", "credit-default", "prod")
     with signed_in(studio, "monitoring"):
-        title, timeline, distribution, quality = cb.show_feature_detail(None, *states)
+        title, timeline, distribution, quality = cb.show_feature_detail(*ranges, None, *names)
         assert title.startswith("Feature income") and "drifted" in title
         assert any(trace.name == "drifted" and len(trace.x) == 2 for trace in timeline.data)
         assert [trace.name for trace in distribution.data] == [
@@ -212,8 +222,17 @@ def test_feature_detail_defaults_to_the_worst_cell_then_follows_clicks(
             title.split(", day ")[1].split(":")[0],
         ]
         burst = demo.scenario.null_burst_date
-        click = {"points": [{"customdata": ["debt_to_income", f"{burst.isoformat()}T00:00:00+00:00"]}]}
-        title, _timeline, _distribution, quality = cb.show_feature_detail(click, *states)
+        # What dcc.Graph sends for a heatmap cell: its axis labels (no customdata).
+        click = {"points": [{"curveNumber": 0, "x": burst.isoformat(), "y": "debt_to_income", "z": 0.001}]}
+        title, _timeline, _distribution, quality = cb.show_feature_detail(*ranges, click, *names)
+        # The clicked feature stays in focus on another range: its worst window there.
+        kept, *_ = cb.show_feature_detail(
+            demo.scenario.day(56).isoformat(), selection["end"], "day", click, *names
+        )
+        # A model without that feature shows its own worst cell.
+        other, *_ = cb.show_feature_detail(*ranges, click, "credit-risk", "churn", "prod")
+    assert kept.startswith("Feature debt_to_income, day ") and burst.isoformat() not in kept
+    assert other.startswith("Feature ") and "debt_to_income" not in other
     assert title.startswith(f"Feature debt_to_income, day {burst.isoformat()}")
     shown = _shown(quality)
     missing = shown.index("Missing values (null + NaN)")
@@ -226,6 +245,8 @@ def test_feature_detail_defaults_to_the_worst_cell_then_follows_clicks(
         {"points": []},
         {"points": [{"customdata": [1, 2]}]},
         {"points": [{"customdata": ["income", "not a time"]}]},
+        {"points": [{"x": "2024-02-10"}]},
+        {"points": [{"x": "yesterday", "y": "debt_to_income"}]},
         "garbage",
     ],
 )
@@ -235,9 +256,16 @@ def test_malformed_clicks_fall_back_to_the_worst_cell(
     selection = _selection(demo)
     with signed_in(studio, "monitoring"):
         title, *_ = cb.show_feature_detail(
-            click, selection["start"], selection["end"], "day", "credit-risk", "credit-default", "prod"
+            selection["start"], selection["end"], "day", click, "credit-risk", "credit-default", "prod"
         )
     assert title.startswith("Feature income")
+
+
+def test_clicks_name_the_raw_feature_and_the_utc_window() -> None:
+    hourly = {"points": [{"x": "2024-03-01 06:00", "y": "a&lt;b&gt;", "z": 1.2}]}
+    assert cb._clicked_cell(hourly) == ("a<b>", datetime(2024, 3, 1, 6, tzinfo=UTC))
+    raw = {"points": [{"customdata": ["a&lt;b", "2024-03-01T00:00:00+00:00", "shown"], "x": "x", "y": "y"}]}
+    assert cb._clicked_cell(raw) == ("a&lt;b", datetime(2024, 3, 1, tzinfo=UTC))
 
 
 def test_hourly_windows_and_ranges_too_long_for_them(studio: Studio, demo: MonitoredDemo) -> None:
@@ -278,13 +306,17 @@ def test_a_forged_project_gets_nothing(studio: Studio, demo: MonitoredDemo) -> N
     forged = _selection(demo)  # credit-risk: solo holds no role there
     states = (forged["start"], forged["end"], "day", "credit-risk", "credit-default", "prod")
     with signed_in(studio, "solo"):
-        assert cb.show_models("credit-risk", None)[:3] == ([], None, True)
-        assert cb.show_environments("credit-default", "credit-risk", None) == ([], None)
+        bar = cb.show_selection(
+            project="credit-risk", model="credit-default", environment="prod", window="day"
+        )
         figure, summary, _ = cb.show_drift_heatmap(**forged)
-        _title, timeline, distribution, _quality = cb.show_feature_detail(None, *states)
+        _title, timeline, distribution, _quality = cb.show_feature_detail(*states[:3], None, *states[3:])
         outputs = [figure, timeline, distribution, cb.show_performance(**forged), cb.show_latency(**forged)]
         alerts = cb.show_alerts(*states[:3], 0, *states[3:])
         download, message = cb.export_metrics(1, *states)
+    assert bar["project"] is None and bar["models"] == [] and bar["start"] is None
+    assert bar["projects"] == [{"label": "Demand forecast", "value": "demand-forecast"}]
+    assert cb.NO_DATA in _shown(bar["status"])
     assert all(_is_empty(f) for f in outputs)
     assert summary == cb.NO_DATA and cb.NO_DATA in _shown(alerts)
     assert download is None and message == cb.NO_DATA
@@ -300,7 +332,7 @@ def test_callbacks_refuse_users_without_the_permission(studio: Studio, demo: Mon
     with signed_in(studio, "nobody"), pytest.raises(PreventUpdate):
         cb.show_drift_heatmap(**selection)
     with signed_in(studio, "nobody"), pytest.raises(PreventUpdate):
-        cb.show_projects(cb.PROJECT)
+        cb.show_selection(project=None, model=None, environment=None, window=None)
     with signed_in(studio, "sponsor1"), pytest.raises(PreventUpdate):
         cb.export_metrics(1, *states)
     client = studio.signed_in("sponsor1", "10.9.0.1")
@@ -327,11 +359,11 @@ def _selection_states(demo: MonitoredDemo) -> list[dict[str, Any]]:
 
 def _heatmap_request(demo: MonitoredDemo) -> dict[str, Any]:
     return {
-        "output": f"..{cb.HEATMAP}.figure...{cb.SUMMARY}.children...{cb.HEATMAP}.clickData..",
+        "output": f"..{cb.HEATMAP}.figure...{cb.SUMMARY}.children...{cb.SEGMENT_HELP}.children..",
         "outputs": [
             {"id": cb.HEATMAP, "property": "figure"},
             {"id": cb.SUMMARY, "property": "children"},
-            {"id": cb.HEATMAP, "property": "clickData"},
+            {"id": cb.SEGMENT_HELP, "property": "children"},
         ],
         "inputs": [
             _state(cb.DATES, "start_date", demo.first.isoformat()),
@@ -386,7 +418,7 @@ def test_export_downloads_the_selection_as_csv(studio: Studio, demo: MonitoredDe
     drifted = {
         (r["column"], r["window_start"][:10])
         for r in rows
-        if r["metric"] == "drift" and r["drifted"] == "True"
+        if r["metric"] == "drift" and r["drifted"] == "true"
     }
     assert drifted == {(f, d.isoformat()) for f, d in demo.drifted("credit-default", "prod")}
     with signed_in(studio, "mlengineer"), pytest.raises(PreventUpdate):

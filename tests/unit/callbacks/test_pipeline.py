@@ -89,7 +89,9 @@ def test_dag_has_eight_stages_coloured_by_last_run(studio: Studio) -> None:
         record_run(session, "demand-forecast", "ingestion", "succeeded")
         record_run(session, "demand-forecast", "training_registry", "failed")
     with signed_in(studio, "monitoring"):
-        elements, table = cb.show_pipeline("demand-forecast")
+        graph, table = cb.show_pipeline("demand-forecast")
+    elements = graph.elements
+    assert graph.id == "pipeline-dag" and graph.stylesheet == cb.DAG_STYLESHEET
     nodes = [e for e in elements if "source" not in e["data"]]
     edges = [e for e in elements if "source" in e["data"]]
     assert [n["data"]["id"] for n in nodes] == [
@@ -251,8 +253,10 @@ def test_forged_project_gets_nothing(studio: Studio) -> None:
         ):
             with pytest.raises(PreventUpdate):
                 call()
-        options, value = cb.list_pipeline_projects("pipeline-project", "hidden-project")
+        options, value, stages, legend = cb.list_pipeline_projects("pipeline-project", "hidden-project")
     assert "hidden-project" not in [option["value"] for option in options] and value == "credit-risk"
+    assert stages[0] == {"label": "Ingestion", "value": "ingestion"} and len(stages) == 8
+    assert "failed" in shown(legend)
     with signed_in(studio, "production"), pytest.raises(PreventUpdate):
         cb.lock_clicked(1, "hidden-project", "ingestion", "", 0)
     assert node(studio, "hidden-project", "ingestion").config == {}
@@ -269,6 +273,6 @@ def test_sponsors_do_not_see_pipelines(studio: Studio) -> None:
 
 def test_project_name_with_markup_is_a_plain_option_label(studio: Studio) -> None:
     with signed_in(studio, "admin"):
-        options, _value = cb.list_pipeline_projects("pipeline-project", None)
+        options, *_ = cb.list_pipeline_projects("pipeline-project", None)
     # A plain string label: the native <select> shows it as text.
     assert f"{XSS_NAME} (hidden-project)" in [option["label"] for option in options]

@@ -28,6 +28,7 @@ from jobs.contracts import (
 )
 from jobs.demo_data import CREDIT_DEFAULT, DEMO_VERSION, PROD, STAGING, DemoScenario, generate_demo_data
 from jobs.monitor import (
+    MONITOR_POLICY,
     MONITOR_STATE,
     MonitorError,
     MonitorRequest,
@@ -88,8 +89,7 @@ def metric_rows(store: ParquetStore, **filters: object) -> list[dict]:
         return []
     table = store.read(METRICS, filters=filters or None)
     columns = [c for c in table.column_names if c != "date"]
-    rows = table.select(columns).to_pylist()
-    return sorted(rows, key=lambda r: tuple(str(r[k]) for k in METRIC_KEY))
+    return table.select(columns).sort_by([(key, "ascending") for key in METRIC_KEY]).to_pylist()
 
 
 FLOATS = ("statistic", "p_value", "threshold")
@@ -217,6 +217,9 @@ def test_every_window_has_drift_quality_performance_and_latency_rows(workspace: 
     for feature in (*CREDIT_DEFAULT.categorical_features, "segment_region"):
         assert {(feature, m) for m in ("drift", "chi2", "missing_share", "new_category_share")} <= metrics
     assert ("label", "drift") not in metrics  # the logs carry no label
+    income = next(r for r in rows if (r["column"], r["metric"]) == ("income", "drift"))
+    # A few hundred values a day: the KS test decides, at the monitor's alpha, on the adjusted p-value.
+    assert income["threshold"] == MONITOR_POLICY.alpha and income["reason"].startswith("method=ks")
     assert {("prediction", m) for m in ("accuracy", "roc_auc", "log_loss", "ece")} <= metrics
     assert {
         ("label", "label_coverage"),
@@ -657,3 +660,51 @@ def test_a_page_reads_90_days_of_one_model_from_metrics_and_profiles_only(demo90
     assert whole.rows == total == scenario.inference_rows[("credit-default", PROD)]
     assert sum(whole["income"].bin_counts) + whole["income"].missing == total
     page.close()
+
+
+def test_a_date_the_analytics_cannot_compute_fails_alone(
+    workspace: ParquetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobs.monitor as monitor_module
+
+    original = monitor_module.latency_metrics
+
+    def failing_on_day_5(relation, window):
+        days = {
+            row[0]
+            for row in relation.query("t", 'SELECT DISTINCT CAST("timestamp" AS DATE) FROM t').fetchall()
+        }
+        if day(5) in days:
+            raise ValueError("latency cannot be computed for this data")
+        return original(relation, window)
+
+    monkeypatch.setattr(monitor_module, "latency_metrics", failing_on_day_5)
+    summary = run_monitor(workspace, MonitorRequest(model="churn", environment=PROD), now=NOW)
+    (target,) = summary.targets
+    assert target.failed == (day(5),) and set(target.computed) == {day(i) for i in range(12)} - {day(5)}
+    (problem,) = summary.all_problems
+    assert problem.kind == "compute_failed" and "latency cannot be computed" in problem.reason
+    (error,) = [r for r in metric_rows(workspace) if r["status"] == "error"]
+    assert (error["metric"], error["window_start"].date()) == ("compute_failed", day(5))
+
+
+def test_harmless_type_variants_are_accepted_like_the_contract_types(workspace: ParquetStore) -> None:
+    request = MonitorRequest(model="credit-default", environment=STAGING, until=day(1))
+    run_monitor(workspace, request, now=NOW)
+    expected = metric_rows(workspace, model="credit-default", environment=STAGING, date=day(1).isoformat())
+    path = log_file(workspace, "credit-default", STAGING, day(1))
+    table = pq.read_table(path)
+    variants = {
+        "timestamp": pc.cast(table["timestamp"], pa.timestamp("ns", tz="America/New_York")),
+        "age": pc.cast(table["age"], pa.int64()),  # whole numbers stored as integers
+        "home_ownership": pc.cast(table["home_ownership"], pa.large_string()),
+        "loan_purpose": pc.dictionary_encode(table["loan_purpose"]),
+    }
+    for name, column in variants.items():
+        table = table.set_column(table.column_names.index(name), name, column)
+    pq.write_table(table, path)
+    summary = run_monitor(workspace, request, now=NOW)
+    assert summary.ok and computed(summary) == {("credit-risk", "credit-default", STAGING): {day(1)}}
+    assert_same_rows(
+        metric_rows(workspace, model="credit-default", environment=STAGING, date=day(1).isoformat()), expected
+    )

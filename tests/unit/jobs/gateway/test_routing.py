@@ -108,7 +108,7 @@ def test_validate_routes_checks_totals_versions_and_repeats() -> None:
         validate_routes([Route("1", 9000)], "x")
     with pytest.raises(RoutingError, match="listed twice"):
         validate_routes([Route("1", 5000), Route("1", 5000)], "x")
-    with pytest.raises(RoutingError, match="version '../1'"):
+    with pytest.raises(RoutingError, match=r"version '\.\./1'"):
         validate_routes([Route("../1", 10_000)], "x")
     with pytest.raises(RoutingError, match="integer"):
         validate_routes([Route("1", 10_000.0)], "x")  # type: ignore[arg-type]
@@ -137,9 +137,8 @@ def test_json_routes_refuse_invalid_documents(tmp_path: Path) -> None:
     cases = {
         "{": "not valid JSON",
         '{"routes": []}': '"format": 1',
-        '{"format": 1, "routes": [{"project": "p", "model": "m/x", "environment": "prod", "versions": []}]}': (
-            r"routes\[0\]\.model"
-        ),
+        '{"format": 1, "routes": [{"project": "p", "model": "m/x", "environment": "prod", '
+        '"versions": []}]}': r"routes\[0\]\.model",
         '{"format": 1, "routes": [{"project": "p", "model": "m", "environment": "prod", '
         '"versions": [{"version": "1", "weight": 4000}]}]}': "add up to 4000",
         '{"format": 1, "routes": [{"project": "p", "model": "m", "environment": "prod", '
@@ -161,25 +160,3 @@ def test_routing_sources_are_built_from_their_spec(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mlflow"):
         routing_table_from_spec("redis://x", tracking_uri="sqlite:///x.db")
 
-
-def test_mlflow_routes_read_aliases_and_tags_of_a_real_registry(tmp_path: Path) -> None:
-    from jobs import registry
-
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = registry.client(tracking)
-    client.create_registered_model("credit-risk.credit-default")
-    for _ in range(2):
-        client.create_model_version("credit-risk.credit-default", source=str(tmp_path), run_id=None)
-    source = MlflowAliasRoutes(tracking)
-    with pytest.raises(NoRoute, match="alias 'prod'"):
-        source.current_routes("credit-risk", "credit-default", "prod")
-    with pytest.raises(NoRoute, match="not registered"):
-        source.current_routes("credit-risk", "unknown", "prod")
-    client.set_registered_model_alias("credit-risk.credit-default", "prod", "1")
-    client.set_registered_model_alias("credit-risk.credit-default", "prod-canary", "2")
-    assert source.current_routes("credit-risk", "credit-default", "prod") == [Route("1", TOTAL_WEIGHT)]
-    client.set_registered_model_tag("credit-risk.credit-default", canary_weight_tag("prod"), "2000")
-    assert source.current_routes("credit-risk", "credit-default", "prod") == [
-        Route("2", 2000),
-        Route("1", 8000),
-    ]

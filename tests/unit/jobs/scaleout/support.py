@@ -240,9 +240,20 @@ def assert_same_metrics(actual: list[dict], expected: list[dict]) -> None:
 def assert_same_column(got: ColumnProfile, want: ColumnProfile) -> None:
     """Counts and histograms exactly, min/max exactly, mean and m2 to 1e-9."""
     assert got.spec == want.spec
-    exact = (
-        "rows nulls nan neg_inf pos_inf finite min max bin_counts category_counts other_count unseen"
-    ).split()
+    exact = [
+        "rows",
+        "nulls",
+        "nan",
+        "neg_inf",
+        "pos_inf",
+        "finite",
+        "min",
+        "max",
+        "bin_counts",
+        "category_counts",
+        "other_count",
+        "unseen",
+    ]
     for name in exact:
         assert getattr(got, name) == getattr(want, name), (got.name, name)
     if want.kind == "categorical":
@@ -329,3 +340,10 @@ def flaky(task, marker_dir: Path):
     """Bind a fault-injecting task to its marker folder (a picklable ``functools.partial``)."""
     marker_dir.mkdir(parents=True, exist_ok=True)
     return partial(task, str(marker_dir))
+
+
+def assert_matches_baseline(store: ParquetStore, expected: tuple[dict, list[dict]]) -> None:
+    """The window profiles and metrics in ``store`` equal a single-process run's ``(profiles, metrics)``."""
+    profiles, metrics = expected
+    assert_same_window_profiles(window_profiles(store), profiles)
+    assert_same_metrics(metric_rows(store), metrics)

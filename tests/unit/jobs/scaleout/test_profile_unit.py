@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from analytics.profile import profile
-from analytics.store import ParquetStore, StoreError, read_source
+from analytics.store import ParquetStore, read_source
 from jobs.cli import EXIT_FAILURE, EXIT_OK, main
 from jobs.contracts import INFERENCE_LOGS
 from jobs.scaleout.profile_unit import (
@@ -21,6 +22,7 @@ from jobs.scaleout.profile_unit import (
     profile_unit,
     run_manifest,
     run_unit,
+    task_connection,
 )
 from jobs.scaleout.units import RunPlan, ScaleoutError, plan_run
 from tests.unit.jobs.scaleout import support
@@ -28,14 +30,15 @@ from tests.unit.jobs.scaleout import support
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> ParquetStore:
-    opened = support.make_store(support.local_config(tmp_path / "data"))
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ParquetStore:
+    """One workspace for the module; tests that change files make their own."""
+    opened = support.make_store(support.local_config(tmp_path_factory.mktemp("shared") / "data"))
     yield opened
     opened.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def plan(store: ParquetStore) -> RunPlan:
     return plan_run(store, support.REQUEST, unit_bytes=1, run_id="unit-tests")
 
@@ -61,7 +64,12 @@ def test_a_partial_equals_a_duckdb_scan_of_its_files(store: ParquetStore, plan: 
     assert (column["num_c"].nan, column["num_c"].pos_inf, column["num_c"].neg_inf) == (2, 2, 1)
     assert column["sparse"].nulls == column["sparse"].rows == 200
     info = partial_info(partial)
-    assert (info["unit_id"], info["index"], info["rows"], info["problems"]) == (unit.unit_id, unit.index, 200, [])
+    assert (info["unit_id"], info["index"], info["rows"], info["problems"]) == (
+        unit.unit_id,
+        unit.index,
+        200,
+        [],
+    )
 
 
 def test_a_unit_with_two_versions_profiles_each_on_its_spec(store: ParquetStore, plan: RunPlan) -> None:
@@ -91,7 +99,9 @@ def test_a_version_without_a_reference_is_counted_not_profiled(store: ParquetSto
     assert partial_info(partial)["versions"] == ["1", "2"]
 
 
-def test_a_broken_file_is_reported_and_nothing_is_profiled(store: ParquetStore, plan: RunPlan) -> None:
+def test_a_broken_file_is_reported_and_nothing_is_profiled(tmp_path: Path) -> None:
+    store = support.make_store(support.local_config(tmp_path / "data"))
+    plan = plan_run(store, support.REQUEST, unit_bytes=1, run_id="broken")
     unit = unit_of(plan, 0, "a.parquet")
     path = Path(unit.files[0].path)
     table = pq.read_table(path).drop_columns(["latency_ms"])
@@ -104,7 +114,7 @@ def test_a_broken_file_is_reported_and_nothing_is_profiled(store: ParquetStore, 
 
 def test_the_task_opens_duckdb_with_the_unit_limits(store: ParquetStore, plan: RunPlan) -> None:
     unit = replace(unit_of(plan, 0, "a.parquet"), duckdb_memory_limit="lots of memory")
-    with pytest.raises(StoreError, match="lots of memory"):
+    with pytest.raises(ScaleoutError, match="lots of memory"):
         profile_unit(unit, load_specs(store, unit), store.config)
 
 
@@ -117,7 +127,8 @@ def test_files_outside_the_root_are_refused(store: ParquetStore, plan: RunPlan, 
         profile_unit(forged, load_specs(store, unit), store.config)
 
 
-def test_run_unit_writes_its_deterministic_key_only(store: ParquetStore, plan: RunPlan) -> None:
+def test_run_unit_writes_its_deterministic_key_only(store: ParquetStore) -> None:
+    plan = plan_run(store, support.REQUEST, unit_bytes=1, run_id="deterministic-key")
     unit = plan.units[2]
     result = run_unit(unit, store.config)
     assert result.out == plan.layout.partial(unit.index)
@@ -132,7 +143,7 @@ def test_run_unit_writes_its_deterministic_key_only(store: ParquetStore, plan: R
         f"{plan.layout.units_dir}/x.json",
         f"{store.root}/{INFERENCE_LOGS}/x.parquet",
     ):
-        with pytest.raises(ScaleoutError, match="must be a .parquet file directly inside"):
+        with pytest.raises(ScaleoutError, match=r"must be a \.parquet file directly inside"):
             run_unit(unit, store.config, out=bad)
 
 
@@ -167,3 +178,20 @@ def test_the_profile_unit_command(store: ParquetStore, plan: RunPlan, tmp_path: 
     code = main(["profile-unit", "--manifest", f"{plan.layout.manifests_dir}/nope.json"], environ)
     assert code == EXIT_FAILURE
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_the_task_connection_reads_no_file_and_stays_locked(tmp_path: Path) -> None:
+    con = task_connection(1, "256MB")
+    try:
+        assert (
+            con.execute("SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()[0]
+            == 1
+        )
+        outside = tmp_path / "x.parquet"
+        pq.write_table(pa.table({"x": [1]}), outside)
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(f"SELECT * FROM read_parquet('{outside}')")
+        with pytest.raises(duckdb.InvalidInputException, match="Cannot change configuration"):
+            con.execute("SET enable_external_access = true")
+    finally:
+        con.close()

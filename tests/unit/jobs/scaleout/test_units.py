@@ -71,7 +71,9 @@ def test_run_ids_cannot_escape_their_folder(run_id: str) -> None:
 
 
 def test_packing_keeps_path_order_and_the_limit() -> None:
-    files = [UnitFile(f"/d/{name}", size) for name, size in [("c", 40), ("a", 60), ("b", 30), ("d", 0), ("e", 500)]]
+    files = [
+        UnitFile(f"/d/{name}", size) for name, size in [("c", 40), ("a", 60), ("b", 30), ("d", 0), ("e", 500)]
+    ]
     groups = pack_files(files, 100)
     assert [[f.path[-1] for f in g] for g in groups] == [["a", "b"], ["c", "d"], ["e"]]
     assert all(sum(f.size for f in g) <= 100 for g in groups[:2])  # only the oversized file exceeds it

@@ -1,0 +1,624 @@
+"""The inference gateway as a real server process (2 workers) on loopback, SeaweedFS as the data store.
+
+Models are trained with ``jobs.training.train_model`` into a SQLite MLflow store;
+the gateway reaches SeaweedFS's S3 port through a TCP relay owned by this module,
+so a test can cut the storage off (the relay stops listening and drops its
+connections, exactly what a stopped S3 server looks like to a client) and bring
+it back, without stopping the session's SeaweedFS that other tests use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics.store import ParquetStore
+from jobs import registry
+from jobs.contracts import INFERENCE_LOGS, LABELS, TRAINING_DATA
+from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.gateway.routing import canary_weight_tag, request_bucket
+from jobs.permissions import Actor, Role
+from jobs.training import train_model
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
+NAME = f"{PROJECT}.{MODEL}"
+CANARY_WEIGHT = 2000
+ENGINEER = Actor(user_id=1, username="maya", roles={PROJECT: frozenset({Role.ML_ENGINEER})})
+FEATURES = {
+    "income": 52_000,
+    "age": 40,
+    "debt_to_income": 0.3,
+    "credit_utilization": 0.4,
+    "num_open_accounts": 4,
+    "months_employed": 60,
+    "loan_amount": 15_000,
+    "interest_rate": 11.5,
+    "num_late_payments": 0,
+    "home_ownership": "rent",
+    "loan_purpose": "car",
+    "employment_type": "salaried",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TcpRelay:
+    """A loopback TCP relay to one upstream port that can be switched off and on."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = _free_port()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            doomed, self._sockets = self._sockets, set()
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class Gateway:
+    """A running ``python -m jobs serve`` process and a small HTTP client for it."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        finally:
+            connection.close()
+        kind = response.getheader("Content-Type", "")
+        return response.status, (json.loads(data) if kind.startswith("application/json") else data.decode())
+
+    def predict(self, body: Any = None, raw: bytes | None = None, model: str = MODEL) -> tuple[int, Any]:
+        return self.request("POST", f"/v1/models/{model}/predict?project={PROJECT}", body, raw)
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, what: str, gateway: Gateway | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    tail = f"\nserver log:\n{gateway.log_tail()}" if gateway else ""
+    raise AssertionError(f"{what}: not within {timeout_s} s{tail}")
+
+
+SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$'
+)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Samples of a Prometheus text exposition; asserts every line is well formed."""
+    samples = {}
+    declared = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            declared.add(line.split(" ")[2])
+            continue
+        if not line or line.startswith("# HELP "):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"malformed metrics line {line!r}"
+        assert re.sub(r"_(bucket|sum|count)$", "", match.group(1)) in declared or match.group(1) in declared
+        samples[line.rsplit(" ", 1)[0]] = float(match.group(3))
+    return samples
+
+
+def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        value
+        for key, value in samples.items()
+        if (key == name or key.startswith(name + "{")) and all(w in key for w in wanted)
+    )
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("gateway")
+    config = seaweedfs.store_config(f"gateway-{os.getpid()}-{int(time.time() * 1000)}")
+    store = ParquetStore(config)
+    store.write_partition(
+        TRAINING_DATA,
+        {"project": PROJECT, "model": MODEL},
+        training_table(CREDIT_DEFAULT, seed=5, rows=1_200),
+    )
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    versions = [
+        train_model(
+            ENGINEER,
+            project=PROJECT,
+            model=MODEL,
+            store=store,
+            tracking_uri=tracking,
+            config={"estimator": "linear", "max_iter": 100, "c": c},
+        ).version
+        for c in (1.0, 0.01)
+    ]
+    registry.set_alias(NAME, "prod", versions[0], tracking_uri=tracking)
+    registry.set_alias(NAME, "prod-canary", versions[1], tracking_uri=tracking)
+    registry.client(tracking).set_registered_model_tag(NAME, canary_weight_tag("prod"), str(CANARY_WEIGHT))
+    yield {"root": root, "store": store, "config": config, "tracking": tracking, "versions": versions}
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def relay(seaweedfs) -> Iterator[TcpRelay]:
+    upstream = int(seaweedfs.endpoint_url.rsplit(":", 1)[1])
+    relay = TcpRelay(upstream)
+    relay.up()
+    yield relay
+    relay.down()
+
+
+@pytest.fixture(scope="module")
+def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[Gateway]:
+    root: Path = workspace["root"]
+    port = _free_port()
+    environ = {
+        **os.environ,
+        "MMS_ENV": "test",
+        "MMS_VAR_DIR": str(root / "var"),
+        "MMS_DATA_URI": workspace["config"].data_uri,
+        "MMS_S3_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
+        "MMS_S3_REGION": seaweedfs.region,
+        "MMS_S3_ACCESS_KEY_ID": seaweedfs.access_key,
+        "MMS_S3_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+        "MMS_MLFLOW_TRACKING_URI": workspace["tracking"],
+        "MMS_GATEWAY_RETRY_INTERVAL_S": "0.5",
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jobs",
+        "serve",
+        "--env",
+        "prod",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--refresh-interval",
+        "1",
+        "--flush-interval",
+        "0.5",
+        "--preload",
+        f"{PROJECT}/{MODEL}",
+        "--state-dir",
+        str(root / "state"),
+    ]
+    log_path = root / "gateway.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Gateway(process, port, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the gateway exited with {process.returncode}:\n{server.log_tail()}")
+        # Each worker answers /readyz for itself; /metrics lists the routes every worker serves.
+        with contextlib.suppress(OSError):
+            if server.request("GET", "/readyz")[0] != 200:
+                return False
+            text = server.request("GET", "/metrics")[1]
+            return len(set(re.findall(r'mms_gateway_route_weight\{[^}]*worker="(\d+)"', text))) == 2
+        return False
+
+    try:
+        wait_for(ready, 180, "gateway ready", server)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def stored(workspace: dict[str, Any], dataset: str, prefix: str) -> list[dict[str, Any]]:
+    table = workspace["store"].read(
+        dataset, filters={"project": PROJECT, "model": MODEL, "environment": "prod"}
+    )
+    if table.num_rows == 0:
+        return []
+    return [row for row in table.to_pylist() if row["request_id"].startswith(prefix)]
+
+
+def expected_version(workspace: dict[str, Any], request_id: str) -> str:
+    stable, canary = workspace["versions"]
+    return canary if request_bucket(request_id) < CANARY_WEIGHT else stable
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_health_and_readiness(gateway: Gateway, workspace: dict[str, Any]) -> None:
+    assert gateway.request("GET", "/healthz") == (200, {"status": "ok"})
+    status, body = gateway.request("GET", "/readyz")
+    assert status == 200 and body["status"] == "ready"
+    stable, canary = workspace["versions"]
+    assert body["models"][NAME] == [
+        {"version": canary, "weight": CANARY_WEIGHT},
+        {"version": stable, "weight": 10_000 - CANARY_WEIGHT},
+    ]
+
+
+def test_single_prediction(gateway: Gateway, workspace: dict[str, Any]) -> None:
+    status, body = gateway.predict(
+        {"features": FEATURES, "request_id": "single-1", "segments": {"region": "north"}}
+    )
+    assert status == 200, body
+    assert body["request_id"] == "single-1"
+    assert body["version"] == expected_version(workspace, "single-1")
+    assert body["prediction"] in (0, 1)
+    assert 0.0 <= body["score"] <= 1.0
+    assert (body["project"], body["model"], body["environment"]) == (PROJECT, MODEL, "prod")
+
+    status, body = gateway.predict({"features": {**FEATURES, "age": None, "income": None}})
+    assert status == 200, body
+    assert len(body["request_id"]) == 36  # a generated UUID4
+
+
+def test_batch_prediction(gateway: Gateway, workspace: dict[str, Any]) -> None:
+    instances = [{"features": {**FEATURES, "age": 20 + i}, "request_id": f"batch-{i}"} for i in range(60)]
+    status, body = gateway.predict({"instances": instances})
+    assert status == 200, body
+    assert [p["request_id"] for p in body["predictions"]] == [f"batch-{i}" for i in range(60)]
+    for prediction in body["predictions"]:
+        assert prediction["version"] == expected_version(workspace, prediction["request_id"])
+        assert 0.0 <= prediction["score"] <= 1.0
+    generated = gateway.predict({"instances": [{"features": FEATURES}, {"features": FEATURES}]})[1]
+    ids = [p["request_id"] for p in generated["predictions"]]
+    assert len(set(ids)) == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "field"),
+    [
+        ({"features": {**FEATURES, "age": "forty"}}, 422, "features.age"),
+        ({"features": {k: v for k, v in FEATURES.items() if k != "income"}}, 422, "features.income"),
+        ({"features": {**FEATURES, "loan_purpose": 7}}, 422, "features.loan_purpose"),
+        ({"features": {**FEATURES, "colour": "red"}}, 422, "features.colour"),
+        ({"request_id": "no-features"}, 422, "features"),
+        ({"features": FEATURES, "request_id": 42}, 422, "request_id"),
+        (
+            {"instances": [{"features": FEATURES}] * 3 + [{"features": {**FEATURES, "age": []}}]},
+            422,
+            "instances[3].features.age",
+        ),
+        (
+            {
+                "instances": [
+                    {"features": FEATURES, "request_id": "dup"},
+                    {"features": FEATURES, "request_id": "dup"},
+                ]
+            },
+            422,
+            "instances[1].request_id",
+        ),
+        ({"instances": []}, 422, "instances"),
+    ],
+)
+def test_bad_payloads_name_the_offending_field(
+    gateway: Gateway, payload: Any, status: int, field: str
+) -> None:
+    answer_status, body = gateway.predict(payload)
+    assert answer_status == status, body
+    assert body["field"] == field
+    assert field in {e["field"] for e in body["errors"]}
+
+
+def test_non_finite_numbers_missing_project_unknown_model_and_bad_json(gateway: Gateway) -> None:
+    raw = json.dumps({"features": {**FEATURES, "age": 1}}).replace('"age": 1', '"age": Infinity').encode()
+    status, body = gateway.predict(raw=raw)
+    assert (status, body["field"]) == (422, "features.age") and "finite" in body["message"]
+    # NaN is a missing value the signature allows (every input is optional): scored, not refused.
+    raw = json.dumps({"features": {**FEATURES, "age": 1}}).replace('"age": 1', '"age": NaN').encode()
+    assert gateway.predict(raw=raw)[0] == 200
+    status, body = gateway.request("POST", f"/v1/models/{MODEL}/predict", {"features": FEATURES})
+    assert (status, body["field"]) == (422, "project")
+    status, body = gateway.predict({"features": FEATURES}, model="no-such-model")
+    assert (status, body["error"], body["field"]) == (404, "unknown_model", "model")
+    assert "no-such-model" in body["message"]
+    status, body = gateway.predict(raw=b'{"features": ')
+    assert (status, body["field"]) == (422, "body")
+
+
+def test_canary_routing_respects_weights_and_is_sticky(gateway: Gateway, workspace: dict[str, Any]) -> None:
+    stable, canary = workspace["versions"]
+    ids = [f"sticky-{i}" for i in range(2_000)]
+    served: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        instances = [{"features": FEATURES, "request_id": rid} for rid in ids[start : start + 500]]
+        status, body = gateway.predict({"instances": instances})
+        assert status == 200, body
+        served.update((p["request_id"], p["version"]) for p in body["predictions"])
+    counts = Counter(served.values())
+    assert set(counts) == {stable, canary}
+    assert abs(counts[canary] / len(ids) - CANARY_WEIGHT / 10_000) < 0.03
+    assert all(served[rid] == expected_version(workspace, rid) for rid in ids)
+    # Sticky: the same ids, asked one by one (either worker may answer), get the same versions.
+    for rid in ids[:60]:
+        status, body = gateway.predict({"features": FEATURES, "request_id": rid})
+        assert status == 200 and body["version"] == served[rid]
+
+
+def test_routes_follow_a_changed_canary_weight(gateway: Gateway, workspace: dict[str, Any]) -> None:
+    stable, canary = workspace["versions"]
+    client = registry.client(workspace["tracking"])
+    canary_ids = [f"reroute-{i}" for i in range(400) if request_bucket(f"reroute-{i}") < CANARY_WEIGHT]
+    instances = [{"features": FEATURES, "request_id": rid} for rid in canary_ids]
+
+    def versions_served() -> set[str]:
+        # Several connections: both workers must have picked up the change.
+        return {
+            p["version"]
+            for _ in range(4)
+            for p in gateway.predict({"instances": instances})[1]["predictions"]
+        }
+
+    assert versions_served() == {canary}
+    client.set_registered_model_tag(NAME, canary_weight_tag("prod"), "0")
+    try:
+        wait_for(lambda: versions_served() == {stable}, 20, "canary weight 0 applied", gateway)
+    finally:
+        client.set_registered_model_tag(NAME, canary_weight_tag("prod"), str(CANARY_WEIGHT))
+    wait_for(lambda: versions_served() == {canary}, 20, "canary weight restored", gateway)
+
+
+def test_feedback_is_written_to_labels_on_the_request_day(
+    gateway: Gateway, workspace: dict[str, Any]
+) -> None:
+    today = datetime.now(UTC).date().isoformat()
+    for i in range(6):
+        assert gateway.predict({"features": FEATURES, "request_id": f"fb-{i}"})[0] == 200
+    # Six calls on fresh connections: some reach the worker that did not serve the prediction.
+    for i in range(6):
+        status, body = gateway.request(
+            "POST",
+            "/v1/feedback",
+            {"project": PROJECT, "model": MODEL, "request_id": f"fb-{i}", "label": i % 2},
+        )
+        assert status == 202, body
+        assert (body["date"], body["date_source"]) == (today, "recent_requests")
+    status, body = gateway.request(
+        "POST",
+        "/v1/feedback",
+        {
+            "project": PROJECT,
+            "model": MODEL,
+            "labels": [
+                {
+                    "request_id": "fb-old",
+                    "label": 1,
+                    "request_date": "2024-01-15",
+                    "timestamp": "2024-02-01T08:00:00Z",
+                }
+            ],
+        },
+    )
+    assert status == 202, body
+    assert body["labels"] == [{"request_id": "fb-old", "date": "2024-01-15", "date_source": "request_date"}]
+
+    status, body = gateway.request(
+        "POST",
+        "/v1/feedback",
+        {"project": PROJECT, "model": MODEL, "request_id": "fb-never-seen", "label": 1},
+    )
+    assert (status, body["field"]) == (422, "request_date")
+    status, body = gateway.request(
+        "POST",
+        "/v1/feedback",
+        {
+            "project": PROJECT,
+            "model": MODEL,
+            "labels": [{"request_id": "fb-1", "label": 1}, {"request_id": "x"}],
+        },
+    )
+    assert (status, body["field"]) == (422, "labels[1].label")
+    status, body = gateway.request(
+        "POST",
+        "/v1/feedback",
+        {"project": PROJECT, "model": MODEL, "request_id": "fb-1", "label": 1, "timestamp": "x"},
+    )
+    assert (status, body["field"]) == (422, "timestamp")
+
+    rows = wait_for(
+        lambda: len(stored(workspace, LABELS, "fb-")) == 7 and stored(workspace, LABELS, "fb-"), 30, "labels"
+    )
+    by_id = {row["request_id"]: row for row in rows}
+    assert {by_id[f"fb-{i}"]["date"] for i in range(6)} == {today}
+    assert [by_id[f"fb-{i}"]["label"] for i in range(6)] == [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    assert by_id["fb-old"]["date"] == "2024-01-15"
+    assert by_id["fb-old"]["label_timestamp"] == datetime(2024, 2, 1, 8, tzinfo=UTC)
+
+
+def test_predictions_are_logged_with_features_and_segments(
+    gateway: Gateway, workspace: dict[str, Any]
+) -> None:
+    rows = wait_for(lambda: stored(workspace, INFERENCE_LOGS, "single-1"), 30, "single-1 logged", gateway)
+    (row,) = rows
+    assert row["version"] == expected_version(workspace, "single-1")
+    assert row["income"] == 52_000.0 and row["home_ownership"] == "rent"
+    assert row["segment_region"] == "north"
+    assert row["latency_ms"] >= 0 and 0.0 <= row["score"] <= 1.0
+    assert row["date"] == row["timestamp"].date().isoformat()
+
+
+def test_metrics_are_prometheus_text_summed_over_workers(gateway: Gateway) -> None:
+    def counts() -> tuple[float, float, float]:
+        samples = parse_metrics(gateway.request("GET", "/metrics")[1])
+        return (
+            metric_sum(samples, "mms_gateway_predictions_total"),
+            metric_sum(samples, "mms_gateway_requests_total", endpoint="predict", code="422"),
+            metric_sum(samples, "mms_gateway_request_errors_total", reason="unknown_model"),
+        )
+
+    time.sleep(1.5)  # every worker has published its latest snapshot
+    before = counts()
+    for i in range(40):
+        assert gateway.predict({"features": FEATURES, "request_id": f"metrics-{i}"})[0] == 200
+    for _ in range(3):
+        assert gateway.predict({"features": {**FEATURES, "age": "x"}})[0] == 422
+    assert gateway.predict({"features": FEATURES}, model="unknown-for-metrics")[0] == 404
+    time.sleep(1.5)
+    after = counts()
+    # Whichever worker answers the scrape, the counts are the sum over both workers.
+    assert [b - a for a, b in zip(before, after, strict=True)] == [40, 3, 1]
+
+    samples = parse_metrics(gateway.request("GET", "/metrics")[1])
+    buckets = sorted(
+        (float(re.search(r'le="([^"]+)"', key).group(1).replace("+Inf", "inf")), value)
+        for key, value in samples.items()
+        if key.startswith("mms_gateway_request_duration_seconds_bucket") and 'version="' in key
+    )
+    assert buckets
+    assert metric_sum(samples, "mms_gateway_log_rows_total", event="written") > 0
+    assert metric_sum(samples, "mms_gateway_log_rows_total", event="dropped") == 0
+    assert len([k for k in samples if k.startswith("mms_gateway_log_store_available")]) == 2  # one per worker
+    assert "mms_gateway_log_spill_files" in samples
+
+
+def test_storage_outage_spills_and_replays_every_row(
+    gateway: Gateway, workspace: dict[str, Any], relay: TcpRelay
+) -> None:
+    def samples() -> dict[str, float]:
+        return parse_metrics(gateway.request("GET", "/metrics")[1])
+
+    relay.down()
+    try:
+        for i in range(200):
+            status, body = gateway.predict({"features": FEATURES, "request_id": f"outage-{i}"})
+            assert status == 200, body  # scoring never waits for the store
+        for start in (200, 350):
+            instances = [{"features": FEATURES, "request_id": f"outage-{start + i}"} for i in range(150)]
+            assert gateway.predict({"instances": instances})[0] == 200
+        wait_for(
+            lambda: (
+                metric_sum(samples(), "mms_gateway_log_spill_files") > 0
+                and metric_sum(samples(), "mms_gateway_log_store_errors_total") > 0
+            ),
+            60,
+            "spill files during the outage",
+            gateway,
+        )
+        assert metric_sum(samples(), "mms_gateway_log_store_available") < 2
+        assert stored(workspace, INFERENCE_LOGS, "outage-") == []  # read directly, not through the relay
+    finally:
+        relay.up()
+
+    def replayed() -> bool:
+        current = samples()
+        return (
+            metric_sum(current, "mms_gateway_log_spill_files") == 0
+            and len(stored(workspace, INFERENCE_LOGS, "outage-")) >= 500
+        )
+
+    wait_for(replayed, 120, "spilled rows replayed", gateway)
+    rows = stored(workspace, INFERENCE_LOGS, "outage-")
+    assert len(rows) == 500
+    assert {row["request_id"] for row in rows} == {f"outage-{i}" for i in range(500)}
+    current = samples()
+    assert metric_sum(current, "mms_gateway_log_rows_total", event="spilled") >= 500
+    assert metric_sum(current, "mms_gateway_log_rows_total", event="replayed") >= 500
+    assert metric_sum(current, "mms_gateway_log_rows_total", event="dropped") == 0
+
+
+def test_shutdown_writes_the_last_rows(gateway: Gateway, workspace: dict[str, Any]) -> None:
+    instances = [{"features": FEATURES, "request_id": f"last-{i}"} for i in range(30)]
+    assert gateway.predict({"instances": instances})[0] == 200
+    os.killpg(gateway.process.pid, signal.SIGTERM)
+    assert gateway.process.wait(timeout=90) == 0, gateway.log_tail()
+    rows = stored(workspace, INFERENCE_LOGS, "last-")
+    assert sorted(row["request_id"] for row in rows) == sorted(f"last-{i}" for i in range(30))
+    assert "0 dropped" in gateway.log_path.read_text()

@@ -1,0 +1,214 @@
+"""Conformance of every engine that runs here with the single-process monitoring job.
+
+For each engine (a local process pool, Spark in local mode, and the Step Functions definition run by
+the ASL interpreter with the real CLI commands) and each store (a local folder, SeaweedFS S3), a
+scaled-out run over the fixture workspace (an empty file, an all-null column, NaN and +-inf, a
+category the reference never saw, two versions) must write the same window profiles (counts and
+histograms exactly, moments to 1e-9) and the same metrics rows as a single-process run over an
+identical copy. Faults: a unit that fails once is retried without double counting, a duplicated
+partial is dropped, a missing unit makes the merge refuse and write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analytics.store import ParquetStore
+from jobs.scaleout import make_engine, run_scaleout
+from jobs.scaleout.engines import UnitsFailedError
+from jobs.scaleout.engines.sfn import StateMachineRun, render_template
+from jobs.scaleout.merge import MissingUnitsError, merge
+from jobs.scaleout.profile_unit import run_unit
+from jobs.scaleout.units import RunLayout, fs_path, list_folder, plan_run, read_json
+from tests.unit.jobs.scaleout import support
+from tests.unit.jobs.scaleout.fixtures import *  # noqa: F403 - the fixtures shared with the Spark suite
+from tests.unit.jobs.scaleout.support import assert_matches_baseline
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+ASL_TEMPLATE = ROOT / "infra" / "terraform" / "stepfunctions" / "profiling.asl.json"
+
+
+# --------------------------------------------------------------------------- stores and baselines
+
+
+def map_in_process(store: ParquetStore, plan) -> None:
+    """Run every unit's task in this process (the fault tests are about the merge, not the engine)."""
+    for unit in plan.units:
+        run_unit(unit, store.config)
+
+
+def engine_for(name: str, request: pytest.FixtureRequest, **options):
+    if name == "spark":
+        return make_engine("spark", session=request.getfixturevalue("spark_session"), **options)
+    return make_engine("local", max_parallel=2, **options)
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+@pytest.mark.parametrize("store_kind", ["local", "s3"])
+@pytest.mark.parametrize("engine_name", ["local", pytest.param("spark", marks=pytest.mark.slow)])
+def test_engine_writes_what_the_single_process_job_writes(
+    engine_name: str, store_kind: str, workspace, baseline, request: pytest.FixtureRequest
+) -> None:
+    store = workspace(store_kind)
+    # One unit per file: every date's profiles are merged from two or three units.
+    summary = run_scaleout(
+        store, support.REQUEST, engine_for(engine_name, request), unit_bytes=1, now=support.NOW
+    )
+    assert summary.ok, summary.to_text()
+    assert summary.units == sum(len(files) for files in support.LAYOUT.values())
+    assert summary.merge.served == 2 and summary.merge.declined == ()
+    assert summary.merge.duplicates == () and summary.retried == 0
+    assert_matches_baseline(store, baseline(store_kind))
+
+
+def test_the_step_functions_definition_runs_the_cli_on_s3(
+    workspace, baseline, seaweedfs, tmp_path: Path
+) -> None:
+    """The infra's state machine, rendered for this bucket, executed by the ASL interpreter.
+
+    Every command it starts (``profile-unit`` per listed manifest, then ``merge``) runs as a process
+    with the settings a Fargate task gets from its environment.
+    """
+    store = workspace("s3")
+    plan = plan_run(store, support.REQUEST, unit_bytes="1GB")
+    bucket, prefix = store.root.removeprefix("s3://").split("/", 1)
+    definition = render_template(
+        ASL_TEMPLATE.read_text(),
+        {
+            "cluster_arn": "arn:aws:ecs:us-east-1:1:cluster/c",
+            "task_definition_arn": "arn:aws:ecs:us-east-1:1:task-definition/job:1",
+            "container_name": "job",
+            "subnets": '["subnet-1"]',
+            "security_groups": '["sg-1"]',
+            "data_bucket": bucket,
+            "data_prefix": prefix,
+            "max_concurrency": 4,
+            "tolerated_failure_percentage": 0,
+            "task_timeout_seconds": 600,
+        },
+    )
+    client = seaweedfs.client()
+
+    def list_objects(list_bucket: str, list_prefix: str) -> list[dict]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=list_bucket, Prefix=list_prefix)
+        return [item for page in pages for item in page.get("Contents", [])]
+
+    environment = {
+        **os.environ,
+        "MMS_DATA_URI": store.root,
+        "MMS_S3_ENDPOINT_URL": seaweedfs.endpoint_url,
+        "MMS_S3_ACCESS_KEY_ID": seaweedfs.access_key,
+        "MMS_S3_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+        "MMS_S3_REGION": seaweedfs.region,
+        "MMS_VAR_DIR": str(tmp_path / "var"),
+        "MMS_DUCKDB_THREADS": "1",
+    }
+
+    def run_command(command: list[str]) -> int:
+        assert command[:3] == ["python", "-m", "jobs"]
+        result = subprocess.run(
+            [sys.executable, *command[1:]],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.returncode
+
+    machine = StateMachineRun(json.loads(definition), list_objects, run_command)
+    status, _ = machine.execute({"run_id": plan.run_id})
+    assert status == "SUCCEEDED"
+    assert [c[3] for c in machine.commands] == ["profile-unit"] * len(plan.units) + ["merge"]
+    assert support.partial_files(store, plan.run_id) == [f"{u.index}.parquet" for u in plan.units]
+    record = read_json(store, f"{plan.layout.run_dir}/result.json")
+    assert record["ok"] is True and record["served"] == 2 and record["declined"] == []
+    assert_matches_baseline(store, baseline("s3"))
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("store_kind", ["local", "s3"])
+def test_a_unit_that_fails_once_is_retried_without_double_counting(
+    store_kind: str, workspace, baseline, tmp_path: Path
+) -> None:
+    store = workspace(store_kind)
+    engine = make_engine(
+        "local",
+        max_parallel=2,
+        retries=1,
+        task=support.flaky(support.fail_once_after_writing, tmp_path / "markers"),
+    )
+    summary = run_scaleout(store, support.REQUEST, engine, unit_bytes=1, now=support.NOW)
+    assert summary.ok and summary.retried == summary.units
+    # Each unit wrote its partial twice, to the same key: one file per unit, counted once.
+    assert support.partial_files(store, summary.run_id) == sorted(
+        f"{i}.parquet" for i in range(summary.units)
+    )
+    assert summary.merge.duplicates == ()
+    assert_matches_baseline(store, baseline(store_kind))
+
+
+def test_a_unit_failing_before_writing_is_retried(workspace, baseline, tmp_path: Path) -> None:
+    store = workspace("local")
+    engine = make_engine(
+        "local",
+        max_parallel=2,
+        retries=2,
+        task=support.flaky(support.fail_once_before_writing, tmp_path / "m"),
+    )
+    summary = run_scaleout(store, support.REQUEST, engine, unit_bytes="1GB", now=support.NOW)
+    assert summary.ok and summary.retried == summary.units == len(support.DAYS)
+    assert_matches_baseline(store, baseline("local"))
+
+
+def test_a_unit_failing_every_attempt_stops_the_run_before_the_merge(workspace) -> None:
+    store = workspace("local")
+    engine = make_engine("local", max_parallel=2, retries=1, task=support.always_fail)
+    with pytest.raises(UnitsFailedError, match=r"3 unit\(s\) failed after 2 attempt\(s\)") as raised:
+        run_scaleout(store, support.REQUEST, engine, unit_bytes="1GB", now=support.NOW)
+    assert sorted(raised.value.failures) == [0, 1, 2]
+    assert "cannot be profiled" in raised.value.failures[0]
+    assert support.written_files(store) == []
+
+
+@pytest.mark.parametrize("store_kind", ["local", "s3"])
+def test_a_duplicated_partial_is_dropped(store_kind: str, workspace, baseline) -> None:
+    store = workspace(store_kind)
+    plan = plan_run(store, support.REQUEST, unit_bytes=1)
+    map_in_process(store, plan)
+    # A second copy of unit 1's partial, as a task that wrote under another name would leave.
+    own = fs_path(store, plan.layout.partial(1))
+    store.filesystem().copy_file(own, own.replace("/1.parquet", "/1-attempt-2.parquet"))
+    result = merge(store, plan.run_id, now=support.NOW)
+    assert result.ok and [Path(p).name for p in result.duplicates] == ["1-attempt-2.parquet"]
+    assert_matches_baseline(store, baseline(store_kind))
+
+
+@pytest.mark.parametrize("store_kind", ["local", "s3"])
+def test_a_missing_unit_makes_the_merge_refuse_and_write_nothing(store_kind: str, workspace) -> None:
+    store = workspace(store_kind)
+    plan = plan_run(store, support.REQUEST, unit_bytes=1)
+    map_in_process(store, plan)
+    store.filesystem().delete_file(fs_path(store, plan.layout.partial(5)))
+    with pytest.raises(MissingUnitsError, match=r"1 unit\(s\) have no partial profile: #5") as raised:
+        merge(store, plan.run_id, now=support.NOW)
+    assert [index for index, _, _ in raised.value.missing] == [5]
+    assert support.written_files(store) == []
+    names = [
+        uri.rsplit("/", 1)[-1] for uri, _ in list_folder(store, RunLayout(store.root, plan.run_id).run_dir)
+    ]
+    assert names == ["run.json"]  # no result.json either
