@@ -29,11 +29,14 @@ setup-dev: $(VENV)/.dev-installed $(VENV)/checkov/.installed
 migrate: setup
 	$(BIN)/python -m jobs migrate
 
-## Set up, migrate, seed the demo workspace when empty, and serve the studio at http://127.0.0.1:8050
+## Set up, migrate, build the demo workspace when empty, and serve the studio at http://127.0.0.1:8050
+## with the scheduler beside it (both stop together on Ctrl+C).
 run: setup
 	$(BIN)/python -m jobs migrate
 	$(BIN)/python -m jobs seed
-	$(BIN)/python -m app
+	$(BIN)/python -m jobs demo --if-empty
+	@echo "Model Monitoring Studio: log in at http://$${MMS_HOST:-127.0.0.1}:$${MMS_PORT:-8050}/login (demo accounts above and in README.md)"
+	@bash -c 'trap "kill 0" EXIT INT TERM; $(BIN)/python -m jobs scheduler & $(BIN)/python -m app'
 
 ## Install test tools, start the servers the tests use, run the whole suite, stop what was started
 test: setup-dev

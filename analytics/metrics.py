@@ -21,6 +21,10 @@ time, in a bounded LRU: a listing (one recursive listing of the model/environmen
 also the partition pruning by date) tells which files a query needs, only new or rewritten files are
 read (in parallel threads, with pyarrow), and a rerun of the job invalidates exactly the days it
 rewrote. Concurrent callbacks for the same selection wait for one cold read instead of repeating it.
+Results derived from the files (drift matrices, a page's figures) are memoized under the query and
+the files' keys (:meth:`MetricsReader.memoized`), computed once when several callers ask together.
+S3 reports modification times to the second: a file rewritten with the very same size within the
+second it was read stays cached until it changes again (the job writes a day's file once per run).
 
 Reading the metrics:
 
@@ -86,6 +90,22 @@ LATENCY_METRICS: Mapping[str, str] = {
     "latency_mean": "mean_ms",
 }
 THROUGHPUT_METRIC = "throughput_rps"
+PAGE_METRICS = (
+    DRIFT_METRIC,
+    DRIFT_SHARE_METRIC,
+    *QUALITY_METRICS,
+    *WINDOW_QUALITY_METRICS,
+    "last_inference_at",
+    "reference",
+    *ERROR_METRICS,
+    LABEL_COVERAGE_METRIC,
+    *CLASSIFICATION_METRICS,
+    *REGRESSION_METRICS,
+    *LATENCY_METRICS,
+    THROUGHPUT_METRIC,
+)
+"""The metrics the monitoring page shows: all but the per-column statistics behind each drift decision
+(``ks``, ``psi``, ``wasserstein_normed``, ...), which only feed the decision row."""
 SEGMENT_PREFIX = "segment_"
 CHECKED_STATUSES = frozenset({"ok", "drift", "warning"})
 """Job statuses of a row that was evaluated (the verdict is in ``drifted``)."""
@@ -98,6 +118,7 @@ MAX_HEATMAP_WINDOWS = 62
 """Most columns of a drift matrix; longer ranges are shown in coarser periods (see :func:`period_length`)."""
 DEFAULT_CACHED_ROWS = 1_000_000
 READ_THREADS = 8
+OVERVIEW_THREADS = 4
 
 T = TypeVar("T")
 
@@ -315,12 +336,38 @@ class MetricsReader:
         _check_name(model, "model")
         return self._subfolders(METRICS_DATASET, {"project": project, "model": model}, "environment")
 
-    def _files(self, dataset: str, partition: Mapping[str, str]) -> list[_Entry]:
-        """Every data file under a partition folder, with its ``date`` (one recursive listing)."""
+    def _files(self, dataset: str, partition: Mapping[str, str], newest: int | None = None) -> list[_Entry]:
+        """Data files under a partition folder, with their ``date``, oldest day first.
+
+        Args:
+            dataset: Dataset name.
+            partition: Project/model/environment.
+            newest: Only the files of the newest ``newest`` day folders: the day folders are listed,
+                then those days alone (cheaper than one recursive listing of a year of days).
+        """
         base = self._fs_path(self.store.partition_uri(dataset, partition))
-        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        filesystem = self.store.filesystem()
+        if newest is None:
+            infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        else:
+            folders = filesystem.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
+            days = sorted(
+                (
+                    info.path
+                    for info in folders
+                    if info.type == pafs.FileType.Directory and _DATE_DIR_RE.match(info.base_name)
+                ),
+                reverse=True,
+            )[:newest]
+            infos = [
+                info
+                for folder in days
+                for info in filesystem.get_file_info(
+                    pafs.FileSelector(folder, recursive=False, allow_not_found=True)
+                )
+            ]
         entries = []
-        for info in self.store.filesystem().get_file_info(selector):
+        for info in infos:
             if info.type != pafs.FileType.File:
                 continue
             parts = info.path[len(base) + 1 :].split("/")
@@ -1210,9 +1257,22 @@ def latency_series(
 # --------------------------------------------------------------------------- export
 
 
-def export_table(source: ParquetStore | MetricsReader, query: MetricsQuery) -> pa.Table:
-    """Every metrics row of a query with its project, model and environment, sorted by window."""
+def export_table(
+    source: ParquetStore | MetricsReader, query: MetricsQuery, metrics: Sequence[str] | None = None
+) -> pa.Table:
+    """The metrics rows of a query (all, or those of ``metrics``) with project, model and environment.
+
+    Args:
+        source: Store or reader.
+        query: What to export.
+        metrics: Only these metrics (e.g. :data:`PAGE_METRICS`); every row when ``None``.
+
+    Returns:
+        The rows sorted by window, version, column and metric.
+    """
     table = reader_of(source).table(query)
+    if metrics is not None:
+        table = _select(table, metrics=metrics)
     keys = query.partition
     for position, (name, value) in enumerate(keys.items()):
         table = table.add_column(position, name, pa.array([value] * table.num_rows, pa.string()))
@@ -1239,7 +1299,9 @@ def _csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column
 
 
-def export_csv(source: ParquetStore | MetricsReader, query: MetricsQuery) -> bytes:
+def export_csv(
+    source: ParquetStore | MetricsReader, query: MetricsQuery, metrics: Sequence[str] | None = None
+) -> bytes:
     """The rows of :func:`export_table` as UTF-8 CSV with a header (written by pyarrow).
 
     Times are ISO 8601 UTC (``2024-03-01T00:00:00Z``), booleans ``true``/``false``, missing values
@@ -1247,7 +1309,7 @@ def export_csv(source: ParquetStore | MetricsReader, query: MetricsQuery) -> byt
     carriage return; category values in the reasons come from live traffic) are prefixed with ``'`` so
     opening the file cannot execute anything.
     """
-    table = export_table(source, query)
+    table = export_table(source, query, metrics)
     table = pa.table([_csv_column(c) for c in table.columns], names=table.column_names)
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(quoting_style="needed"))
@@ -1311,11 +1373,58 @@ class Overview:
         return sum(len(status.drifted_features) for status in self.statuses)
 
 
+def _model_overview(
+    reader: MetricsReader, project: str, model: str, environment: str, days: int
+) -> tuple[ModelStatus, list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """The status and recent series of one model/environment (one listing, memoized per files)."""
+    entries = reader._files(METRICS_DATASET, _partition(project, model, environment), newest=days)
+    daily = [e for e in entries if _unit_of(e.name) in (None, "day")]
+    if not daily:
+        return None
+    last = daily[-1].day
+    query = MetricsQuery(
+        project, model, environment, max(daily[0].day, last - timedelta(days=days - 1)), last
+    )
+    files = [e for e in daily if e.day >= query.start]
+
+    def compute() -> tuple[ModelStatus, list[dict[str, Any]], list[dict[str, Any]]]:
+        table = reader.table(query, files)
+        key = {"project": project, "model": model, "environment": environment}
+        drifted = {
+            r["column"] for r in drift_rows(table) if r["drifted"] and r["window_start"].date() == last
+        }
+        series = _performance(table)
+        metric = {"classification": "accuracy", "regression": "rmse"}.get(series.task or "")
+        latest = series.latest(metric) if metric else None
+        lat = _latency(table)
+        status = ModelStatus(
+            project,
+            model,
+            environment,
+            last,
+            tuple(sorted(drifted)),
+            next((r["p95_ms"] for r in reversed(lat) if r["p95_ms"] is not None), None),
+            metric,
+            latest[1] if latest else None,
+            latest[0] if latest else None,
+        )
+        latency = [{**key, "window_start": r["window_start"], "p95_ms": r["p95_ms"]} for r in lat]
+        performance = [
+            {**key, "window_start": r["window_start"], "metric": metric, "value": r[metric]}
+            for r in series.rows
+            if metric
+        ]
+        return status, latency, performance
+
+    return reader.memoized(("overview", query, tuple(e.key for e in files)), compute)
+
+
 def overview(source: ParquetStore | MetricsReader, projects: Iterable[str], *, days: int = 14) -> Overview:
     """Latest drift, latency and performance of every model of ``projects`` with daily metrics.
 
     Each model/environment is read over its own newest ``days`` days (labels arrive late, so the
-    newest performance value may be a few days old).
+    newest performance value may be a few days old). Model/environments are listed and read in a
+    few threads (listing a folder of a year of days is most of the cost once the files are cached).
 
     Args:
         source: Store or reader.
@@ -1325,42 +1434,18 @@ def overview(source: ParquetStore | MetricsReader, projects: Iterable[str], *, d
     if days < 1:
         raise InvalidQuery("days must be at least 1")
     reader = reader_of(source)
-    statuses, latency, performance = [], [], []
-    for project in projects:
-        for model in reader.models(project):
-            for environment in reader.environments(project, model):
-                dates = reader.dates(project, model, environment)
-                if not dates:
-                    continue
-                last = dates[-1]
-                query = MetricsQuery(
-                    project, model, environment, max(dates[0], last - timedelta(days=days - 1)), last
-                )
-                table = reader.table(query)
-                key = {"project": project, "model": model, "environment": environment}
-                last_rows = [r for r in drift_rows(table) if r["window_start"].date() == last]
-                series = _performance(table)
-                metric = {"classification": "accuracy", "regression": "rmse"}.get(series.task or "")
-                latest = series.latest(metric) if metric else None
-                lat = _latency(table)
-                newest_p95 = next((r["p95_ms"] for r in reversed(lat) if r["p95_ms"] is not None), None)
-                statuses.append(
-                    ModelStatus(
-                        project,
-                        model,
-                        environment,
-                        last,
-                        tuple(sorted({r["column"] for r in last_rows if r["drifted"]})),
-                        newest_p95,
-                        metric,
-                        latest[1] if latest else None,
-                        latest[0] if latest else None,
-                    )
-                )
-                latency += [{**key, "window_start": r["window_start"], "p95_ms": r["p95_ms"]} for r in lat]
-                if metric:
-                    performance += [
-                        {**key, "window_start": r["window_start"], "metric": metric, "value": r[metric]}
-                        for r in series.rows
-                    ]
-    return Overview(tuple(statuses), tuple(latency), tuple(performance))
+    targets = [
+        (project, model, environment)
+        for project in projects
+        for model in reader.models(project)
+        for environment in reader.environments(project, model)
+    ]
+    if not targets:
+        return Overview((), (), ())
+    with ThreadPoolExecutor(max_workers=min(OVERVIEW_THREADS, len(targets))) as pool:
+        parts = [p for p in pool.map(lambda t: _model_overview(reader, *t, days), targets) if p is not None]
+    return Overview(
+        tuple(status for status, _, _ in parts),
+        tuple(row for _, latency, _ in parts for row in latency),
+        tuple(row for _, _, performance in parts for row in performance),
+    )

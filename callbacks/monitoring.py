@@ -39,6 +39,7 @@ from flask import current_app
 
 from analytics import figures
 from analytics.metrics import (
+    PAGE_METRICS,
     DriftMatrix,
     Finding,
     InvalidQuery,
@@ -766,7 +767,11 @@ def export_metrics(
     model: object,
     environment: object,
 ) -> tuple[dict[str, Any] | None, str]:
-    """The selection's metrics rows as CSV; needs ``export_data`` on the selected project itself."""
+    """The selection's shown metrics rows as CSV; needs ``export_data`` on the selected project itself.
+
+    The rows are those the page draws (``analytics.metrics.PAGE_METRICS``): drift decisions, data
+    quality, performance, latency and the window checks, without the statistics behind each decision.
+    """
     if not clicks:
         raise PreventUpdate
     query = selection_query(project, model, environment, start, end, window)
@@ -775,7 +780,7 @@ def export_metrics(
     if not has_permission(current_actor(), Permission.EXPORT_DATA, query.project):
         return None, "Your roles on this project do not allow exports."
     try:
-        content = export_csv(metrics_reader(), query)
+        content = export_csv(metrics_reader(), query, PAGE_METRICS)
     except StoreError as error:
         return None, _read_failed(error)
     rows = content.count(b"\n") - 1

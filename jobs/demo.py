@@ -105,12 +105,15 @@ class DemoContext:
 
 
 def default_after_monitor() -> list[AfterMonitor]:
-    """The hooks ``python -m jobs demo`` runs after the monitor.
+    """The hooks ``python -m jobs demo`` runs after the monitor, in order.
 
-    Empty for now: the alert rules of the demo and their first evaluation are added here, by the
-    alerting job, as ``hook(workspace, context)`` callables.
+    :func:`jobs.alerts.install_demo_alerts`: the demo's alert rules (as the seeded Monitoring Team
+    account) and their first evaluation over the monitored period, so the injected incidents open
+    alerts. Further ``hook(workspace, context)`` callables go here.
     """
-    return []
+    from jobs.alerts import install_demo_alerts
+
+    return [install_demo_alerts]
 
 
 def build_demo_workspace(

@@ -78,6 +78,8 @@ __all__ = [
     "MonitorSummary",
     "TargetResult",
     "Thresholds",
+    "WindowProfileQuery",
+    "WindowProfileSource",
     "read_metrics",
     "read_window_profiles",
     "register_monitor",
@@ -390,6 +392,34 @@ def _parse_date(value: str) -> date | None:
 Progress = Callable[[str, float], None]
 
 
+@dataclass(frozen=True)
+class WindowProfileQuery:
+    """What the job asks a ``window_profiles`` source for: one version's windows of one batch.
+
+    Attributes:
+        project: Project slug.
+        model: Model name.
+        environment: Environment.
+        version: Model version.
+        spec: The reference spec the windows must be profiled with.
+        window: ``day`` or ``hour``.
+        files: The log files of each date of the batch (the source must have profiled exactly these).
+    """
+
+    project: str
+    model: str
+    environment: str
+    version: str
+    spec: ProfileSpec
+    window: str
+    files: Mapping[date, Sequence[StoredFile]]
+
+
+WindowProfileSource = Callable[[WindowProfileQuery], Mapping[datetime, Profile] | None]
+"""``source(query)`` -> window start (naive UTC) -> profile, as ``analytics.profile.profile`` returns
+them, or ``None`` to let the job profile the batch itself."""
+
+
 def run_monitor(
     store: ParquetStore,
     request: MonitorRequest | None = None,
@@ -397,6 +427,7 @@ def run_monitor(
     now: datetime | None = None,
     actor: Actor | None = None,
     progress: Progress | None = None,
+    window_profiles: WindowProfileSource | None = None,
 ) -> MonitorSummary:
     """Compute the profiles and metrics of every window that needs it (see the module doc).
 
@@ -407,6 +438,10 @@ def run_monitor(
         actor: The user who asked, for runs started from the studio: needs ``run_backfill`` on every
             project monitored. ``None`` for the scheduled run (the job's own identity).
         progress: Optional ``progress(stage, fraction)`` callback.
+        window_profiles: Optional source of window profiles computed elsewhere (the scaled-out
+            run's merged profiles, ``docs/SCALE_OUT.md``): asked for each batch and version in place
+            of profiling the batch here; when it answers ``None`` the job profiles the batch itself.
+            Everything else (checks, drift, quality, performance, latency, writes, state) is unchanged.
 
     Returns:
         The summary; ``summary.ok`` is ``False`` when an input could not be used.
@@ -428,7 +463,7 @@ def run_monitor(
     lock = threading.Lock()
 
     def monitor(key: tuple[str, str, str]) -> TargetResult:
-        result = _TargetRun(store, request, key, targets[key], now).run()
+        result = _TargetRun(store, request, key, targets[key], now, window_profiles).run()
         with lock:
             finished.append(key)
             if progress is not None:
@@ -507,8 +542,10 @@ class _TargetRun:
         key: tuple[str, str, str],
         log_files: Mapping[date, list[StoredFile]],
         now: datetime,
+        window_profiles: WindowProfileSource | None = None,
     ) -> None:
         self.store = store
+        self.window_profiles = window_profiles
         self.request = request
         self.project, self.model, self.environment = key
         self.partition = {"project": self.project, "model": self.model, "environment": self.environment}
@@ -759,9 +796,12 @@ class _TargetRun:
         for _version, (_rel, report) in sorted(latency_by_version.items()):
             for window in report.windows:
                 self._remember_latency(_utc(window.window_start), window)
+        files = {d.day: tuple(self.log_files[d.day]) for d in days}
         for version in versions:
             version_relation, latency = latency_by_version[version]
-            self._compute_version(version, version_relation, label_relation, latency, new_columns, outputs)
+            self._compute_version(
+                version, version_relation, label_relation, latency, new_columns, files, outputs
+            )
         return outputs
 
     def _compute_version(
@@ -771,6 +811,7 @@ class _TargetRun:
         labels: duckdb.DuckDBPyRelation,
         latency: Any,
         new_columns: Mapping[date, Sequence[str]],
+        files: Mapping[date, Sequence[StoredFile]],
         outputs: dict[date, _DayOutput],
     ) -> None:
         reference = self._reference(version)
@@ -785,9 +826,15 @@ class _TargetRun:
         latency_by_window = {_utc(w.window_start): w for w in latency.windows}
         windows: dict[datetime, Profile] = {}
         if reference.profile is not None:
-            profiled = profile(
-                relation, reference.profile.spec, window=self.unit, timestamp_column="timestamp"
-            )
+            spec = reference.profile.spec
+            profiled = None
+            if self.window_profiles is not None:
+                query = WindowProfileQuery(
+                    self.project, self.model, self.environment, version, spec, self.unit, files
+                )
+                profiled = self.window_profiles(query)
+            if profiled is None:
+                profiled = profile(relation, spec, window=self.unit, timestamp_column="timestamp")
             windows = {_utc(start): window_profile for start, window_profile in profiled.items()}
         for start, (rows_in_window, latest) in sorted(counts.items()):
             end = start + self.length
@@ -1078,6 +1125,13 @@ def _monitor_command(args: argparse.Namespace, settings: Any) -> int:
     except MonitorError as error:
         raise UsageError(str(error)) from error
     store = ParquetStore(settings.store_config())
+    if getattr(args, "engine", None):
+        from jobs.scaleout import run_engine_command
+
+        try:
+            return run_engine_command(args, store, request, settings)
+        finally:
+            store.close()
     try:
         summary = run_monitor(store, request)
     except StoreError as error:
@@ -1110,4 +1164,7 @@ def register_monitor(subparsers: Any) -> None:
         default=7,
         help="labels arriving up to this many days after a date trigger its recomputation",
     )
+    from jobs.scaleout import add_engine_arguments  # --engine: profile in parallel units (SCALE_OUT.md)
+
+    add_engine_arguments(parser)
     parser.set_defaults(func=_monitor_command)

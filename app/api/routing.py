@@ -14,7 +14,8 @@ Every token-authenticated operation checks, in this order:
 2. the token's scoped :class:`~jobs.permissions.Actor` holds the operation's permission
    on at least one project (403) — the handler then checks it on the very project
    (``require(actor, permission, project)``) and the job functions check it again;
-3. path, query and body values satisfy their schemas (422; 400 for a body that is not JSON).
+3. path, query and body values satisfy their schemas, and no undeclared query parameter is
+   sent (422; 400 for a body that is not JSON).
 """
 
 from __future__ import annotations
@@ -142,8 +143,7 @@ class Operation:
         codes = {self.success, *self.extra_success, *self.errors}
         if self.auth == TOKEN:
             codes |= {401, 403, 429}
-        if self.params:
-            codes.add(422)
+        codes.add(422)  # an invalid parameter, or one the operation does not declare
         if any(p.location == "path" for p in self.params):
             codes.add(404)
         if self.body is not None:
@@ -324,6 +324,14 @@ def _read_body(operation: Operation) -> tuple[Any, bytes]:
 
 
 def _read_params(operation: Operation, path_values: Mapping[str, str]) -> dict[str, Any]:
+    declared = {p.name for p in operation.params if p.location == "query"}
+    unknown = sorted(set(request.args) - declared)
+    if unknown:
+        # A misspelt filter (?stauts=) must not silently widen what a script reads or changes.
+        accepted = ", ".join(sorted(declared)) or "none"
+        raise ApiError(
+            422, "invalid_input", f"unknown query parameter(s) {unknown[:5]}; accepted: {accepted}"
+        )
     params: dict[str, Any] = {}
     for param in operation.params:
         if param.location == "path":

@@ -4,13 +4,14 @@ every answer documented (status, content type, headers, body schema), invalid in
 Runs in-process against the real WSGI app (studio + API) on a seeded SQLite studio with a
 real MLflow store and Parquet metrics. Bounded: :data:`POSITIVE_EXAMPLES` valid-looking cases
 per operation for each role, :data:`NEGATIVE_EXAMPLES` invalid ones per operation (as the
-admin); the fuzzing stays under 90 s on two cores.
+admin); the fuzzing stays under 90 s of CPU (about 30 s on an idle two-core machine).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,12 +24,12 @@ from app.api import API_EXTENSION_KEY
 from app.api.auth import STATE_KEY, ApiState, RateLimiter
 from app.api.views import rule_paths
 from jobs import github
-from jobs.permissions import Actor, Permission, has_permission
+from jobs.permissions import Actor, Permission, Role, has_permission
 from tests.unit.app.api.world import PROJECT, USERS, ApiWorld, build_world
 
 pytestmark = pytest.mark.integration
 
-POSITIVE_EXAMPLES = 10
+POSITIVE_EXAMPLES = 8
 NEGATIVE_EXAMPLES = 20
 REPOSITORY = "example-org/credit-models"
 CHECKS = [
@@ -42,14 +43,12 @@ CHECKS = [
     st_checks.missing_required_header,
     st_checks.unsupported_method,
 ]
-_STARTED: dict[str, float] = {}
-_CALLS: dict[str, int] = {}
+FUZZ_BUDGET_S = 90
 
 
 @pytest.fixture(scope="module")
 def fuzz_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorld]:
     """A seeded studio; its API limits raised so thousands of generated requests stay unthrottled."""
-    _STARTED["build"] = time.monotonic()
     world = build_world(tmp_path_factory.mktemp("fuzz"))
     api_app = world.studio.app.server.extensions[API_EXTENSION_KEY]
     api_app.extensions[STATE_KEY] = ApiState(
@@ -64,7 +63,6 @@ def fuzz_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorld]:
             "fuzzing webhook secret",
             secret_key=world.settings.secret_key,
         )
-    _STARTED["fuzz"] = time.monotonic()
     try:
         yield world
     finally:
@@ -94,9 +92,12 @@ def within_permissions(actors: dict[str, Actor]) -> Any:
             who = actor.username if actor else "no known token"
             raise AssertionError(f"{who} lacks {needed.value} but got {response.status_code}")
         body = response.json()
-        shown = [item.get("project") for item in body.get("items", [])] if isinstance(body, dict) else []
-        if isinstance(body, dict) and "project" in body:
-            shown.append(body["project"])
+        # Resources name their project in "project"; projects themselves in "slug".
+        records = body.get("items", [body]) if isinstance(body, dict) else []
+        shown = []
+        for record in (r for r in records if isinstance(r, dict)):
+            shown.append(record.get("project", record.get("slug")))
+            shown.extend(v.get("project") for v in record.values() if isinstance(v, dict))  # nested resources
         for project in shown:
             if project is not None and not has_permission(actor, needed, project):
                 raise AssertionError(f"{actor.username} was shown {project} without {needed.value} there")
@@ -138,6 +139,29 @@ def _fuzz_operation(
     return calls[0], list(failures.values())
 
 
+def test_the_permission_check_catches_an_answer_beyond_the_role() -> None:
+    only_forecast = Actor(1, "analyst", roles={"demand-forecast": frozenset({Role.DATA_TEAM})})
+    check = within_permissions({"Bearer t": only_forecast})
+
+    def answer(status: int, body: dict) -> SimpleNamespace:
+        request = SimpleNamespace(headers={"Authorization": "Bearer t"})
+        return SimpleNamespace(status_code=status, request=request, json=lambda: body)
+
+    def case(permission: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            operation=SimpleNamespace(definition=SimpleNamespace(raw={"x-permission": permission}))
+        )
+
+    assert check(None, answer(200, {"items": [{"slug": "demand-forecast"}]}), case("view_projects")) is True
+    assert check(None, answer(403, {}), case("deploy")) is None
+    with pytest.raises(AssertionError, match="shown credit-risk"):
+        check(None, answer(200, {"items": [{"slug": "credit-risk"}]}), case("view_projects"))
+    with pytest.raises(AssertionError, match="shown credit-risk"):
+        check(None, answer(202, {"deployment": {"project": "credit-risk"}}), case("view_projects"))
+    with pytest.raises(AssertionError, match="lacks deploy"):
+        check(None, answer(200, {}), case("deploy"))
+
+
 # Valid-looking requests as every role (where permissions matter: nothing beyond the role's rights),
 # invalid ones as the admin, who passes every permission gate so each value reaches validation.
 RUNS = [(user, GenerationMode.POSITIVE, POSITIVE_EXAMPLES) for user in USERS] + [
@@ -145,28 +169,23 @@ RUNS = [(user, GenerationMode.POSITIVE, POSITIVE_EXAMPLES) for user in USERS] + 
 ]
 
 
-@pytest.mark.parametrize(("user", "mode", "examples"), RUNS, ids=[f"{u}-{m.value}" for u, m, _ in RUNS])
-def test_the_api_honours_its_document(
-    api_schema: Any, fuzz_world: ApiWorld, user: str, mode: GenerationMode, examples: int
-) -> None:
+def test_the_api_honours_its_document_for_every_role(api_schema: Any, fuzz_world: ApiWorld) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     # Every declared operation but the document itself (schemathesis leaves out the schema's own URL).
     declared = {f"{method} {path}" for method, path in rule_paths()} - {"GET /api/v1/openapi.json"}
     assert {op.label for op in operations} == declared
-    calls, failures = 0, []
-    for operation in operations:
-        made, found = _fuzz_operation(operation, mode, examples, fuzz_world, user)
-        calls += made
-        failures.extend(found)
-    _CALLS[f"{user}-{mode.value}"] = calls
-    assert calls >= len(operations) * min(examples, 5)
+    started, cpu_started = time.monotonic(), time.process_time()
+    calls: dict[str, int] = {}
+    failures: list[str] = []
+    for user, mode, examples in RUNS:
+        run = f"{user}-{mode.value}"
+        for operation in operations:
+            made, found = _fuzz_operation(operation, mode, examples, fuzz_world, user)
+            calls[run] = calls.get(run, 0) + made
+            failures.extend(f"[{run}] {failure}" for failure in found)
+        assert calls[run] >= len(operations) * min(examples, 5), run
+    fuzzing, cpu = time.monotonic() - started, time.process_time() - cpu_started
+    print(f"schemathesis: {sum(calls.values())} calls {calls} in {fuzzing:.1f} s ({cpu:.1f} s CPU)")
     assert not failures, "\n\n".join(failures)
-
-
-def test_the_run_stayed_within_budget(fuzz_world: ApiWorld) -> None:
-    fuzzing = time.monotonic() - _STARTED["fuzz"]
-    building = _STARTED["fuzz"] - _STARTED["build"]
-    print(
-        f"schemathesis: {sum(_CALLS.values())} calls {_CALLS}; {fuzzing:.1f} s fuzzing, {building:.1f} s setup"
-    )
-    assert fuzzing < 90
+    # CPU time: the wall clock also counts whatever else shares the machine's two cores.
+    assert cpu < FUZZ_BUDGET_S

@@ -10,12 +10,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from analytics.store import ParquetStore, StoreConfig
 from jobs import registry
 from jobs.cli import EXIT_OK, EXIT_USAGE, main
 from jobs.contracts import INFERENCE_LOGS, REFERENCE_PROFILES
 from jobs.db import make_engine, make_session_factory, session_scope
+from jobs.db.alerting import AlertRule
 from jobs.demo import DEMO_ACTOR, DemoContext, DemoWorkspace, build_demo_workspace
 from jobs.demo_data import DEMO_MODELS, DEMO_VERSION
 from jobs.monitor import read_metrics
@@ -67,6 +69,7 @@ def test_the_demo_command_builds_the_workspace_from_nothing(built: Built) -> Non
     assert f"3 models, {DAYS} days from" in built.output
     assert f"{6 * DAYS} date(s) computed" in built.output and "no problem" in built.output
     assert "demo accounts" in built.output and DEMO_ACTOR in built.output
+    assert "after_monitor:install_demo_alerts" in built.output  # the alerting hook ran
     store = ParquetStore(StoreConfig(data_uri=str(built.root / "data")))
     engine = make_engine(built.environ()["MMS_DATABASE_URL"])
     try:
@@ -80,6 +83,8 @@ def test_the_demo_command_builds_the_workspace_from_nothing(built: Built) -> Non
         assert read_metrics(store, "demand-forecast", "demand", "prod").num_rows > 0
         with session_scope(make_session_factory(engine)) as session:
             assert all(get_user(session, account.username) for account in DEMO_ACCOUNTS)
+            rules = session.scalars(select(AlertRule.model)).all()
+            assert {m.model for m in DEMO_MODELS} == set(rules)
     finally:
         store.close()
         engine.dispose()

@@ -544,15 +544,25 @@ def test_metrics_are_prometheus_text_summed_over_workers(gateway: Gateway) -> No
             metric_sum(samples, "mms_gateway_request_errors_total", reason="unknown_model"),
         )
 
-    time.sleep(1.5)  # every worker has published its latest snapshot
-    before = counts()
+    def settled() -> tuple[float, float, float]:
+        # Workers publish every second: the counts are settled once two reads 1.2 s apart agree.
+        previous = counts()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(1.2)
+            current = counts()
+            if current == previous:
+                return current
+            previous = current
+        raise AssertionError("the metrics never settled")
+
+    before = settled()
     for i in range(40):
         assert gateway.predict({"features": FEATURES, "request_id": f"metrics-{i}"})[0] == 200
     for _ in range(3):
         assert gateway.predict({"features": {**FEATURES, "age": "x"}})[0] == 422
     assert gateway.predict({"features": FEATURES}, model="unknown-for-metrics")[0] == 404
-    time.sleep(1.5)
-    after = counts()
+    after = settled()
     # Whichever worker answers the scrape, the counts are the sum over both workers.
     assert [b - a for a, b in zip(before, after, strict=True)] == [40, 3, 1]
 

@@ -428,6 +428,9 @@ def test_segments_and_export_of_the_demo(demo: MonitoredDemo, reader: MetricsRea
     assert table.num_rows == reader.table(query).num_rows
     rows = list(csv.DictReader(io.StringIO(metrics.export_csv(reader, query).decode())))
     assert len(rows) == table.num_rows
+    shown = metrics.export_table(reader, query, metrics.PAGE_METRICS)
+    assert 0 < shown.num_rows < table.num_rows
+    assert set(shown["metric"].to_pylist()) == set(table["metric"].to_pylist()) & set(metrics.PAGE_METRICS)
     assert {r["model"] for r in rows} == {"credit-default"}
     assert rows[0]["window_start"] == f"{demo.first}T00:00:00Z"
 

@@ -421,6 +421,10 @@ def test_export_downloads_the_selection_as_csv(studio: Studio, demo: MonitoredDe
         if r["metric"] == "drift" and r["drifted"] == "true"
     }
     assert drifted == {(f, d.isoformat()) for f, d in demo.drifted("credit-default", "prod")}
+    # What the page shows, without the statistics behind each decision.
+    metrics_exported = {r["metric"] for r in rows}
+    assert {"drift", "missing_share", "accuracy", "latency_p95", "label_coverage"} <= metrics_exported
+    assert not metrics_exported & {"ks", "psi", "chi2", "wasserstein_normed", "jensenshannon"}
     with signed_in(studio, "mlengineer"), pytest.raises(PreventUpdate):
         cb.export_metrics(None, *states)
 

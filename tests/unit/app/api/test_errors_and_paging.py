@@ -43,6 +43,8 @@ def test_each_failure_status_answers_the_same_json_error_shape(world: ApiWorld) 
     assert "limit" in message
     _error(world.call("admin", "GET", "/api/v1/promotions/abc"), 422, "invalid_input")
     _error(world.call("admin", "GET", "/api/v1/promotions?status=maybe"), 422, "invalid_input")
+    misspelt = _error(world.call("admin", "GET", "/api/v1/promotions?stauts=pending"), 422, "invalid_input")
+    assert "stauts" in misspelt and "status" in misspelt
     message = _error(
         world.call("mlengineer", "POST", "/api/v1/promotions", {"project": PROJECT, "model": MODEL}),
         422,

@@ -159,4 +159,3 @@ def test_routing_sources_are_built_from_their_spec(tmp_path: Path) -> None:
     assert isinstance(source, JsonFileRoutes)
     with pytest.raises(ValueError, match="mlflow"):
         routing_table_from_spec("redis://x", tracking_uri="sqlite:///x.db")
-
