@@ -37,7 +37,7 @@ from jobs.permissions import Actor
 DEMO_ACTOR = "mlengineer"
 """The seeded account that trains the demo models (an ML engineer on every demo project)."""
 
-DEMO_TRAINING = {"max_iter": 100}
+DEMO_TRAINING = {"max_iter": 50}
 """Training options of the demo models: quick to fit, still a good model on the demo data."""
 
 Progress = Callable[[str, float], None]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from app.api.errors import ERROR_SCHEMA, STATUS_TEXT, ApiError, error_body, from_exception
 from app.api.schema import SchemaError, check_schema, coerce_parameter, validate
@@ -114,6 +114,7 @@ class Operation:
         response: JSON Schema of the success body.
         errors: Error statuses the operation may answer besides those every token operation may.
         description: Longer text for the document.
+        extra_success: Other success statuses: status -> (description, body schema).
     """
 
     method: str
@@ -390,12 +391,3 @@ def _view(operation: Operation, authenticate: Callable[[], tuple[Actor, int]]) -
     view.__name__ = operation.operation_id
     view.__doc__ = operation.summary
     return view
-
-
-def flask_api_rules() -> list[tuple[str, str]]:
-    """``(method, rule)`` of every rule of the current API app under :data:`PREFIX` (for tests and docs)."""
-    pairs = []
-    for rule in current_app.url_map.iter_rules():
-        if rule.rule.startswith(PREFIX):
-            pairs.extend((method, rule.rule) for method in sorted(rule.methods - {"HEAD", "OPTIONS"}))
-    return sorted(pairs)

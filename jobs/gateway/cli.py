@@ -83,10 +83,10 @@ def register_serve(subparsers: Any) -> None:
         "--state-dir", help="spill files, metrics, request-date map (default var/gateway/<env>)"
     )
     parser.add_argument(
-        "--flush-rows", type=int, help="flush the log buffer at this many rows (default 5000)"
+        "--flush-rows", type=int, help="flush the log buffer at this many rows (default 20000)"
     )
     parser.add_argument(
-        "--flush-interval", type=float, help="flush the log buffer this often, seconds (default 2)"
+        "--flush-interval", type=float, help="flush the log buffer this often, seconds (default 10)"
     )
     parser.add_argument("--no-logging", action="store_true", help="do not write inference_logs (benchmarks)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -52,8 +52,8 @@ class GatewayConfig:
     preload: tuple[str, ...] = ()
     state_dir: str = ""
     logging_enabled: bool = True
-    flush_rows: int = 5_000
-    flush_interval_s: float = 2.0
+    flush_rows: int = 20_000
+    flush_interval_s: float = 10.0
     max_buffer_rows: int = 100_000
     retry_interval_s: float = 5.0
     max_batch_rows: int = 256

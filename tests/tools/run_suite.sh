@@ -63,4 +63,6 @@ export MLFLOW_DISABLE_TELEMETRY=true
 log "ruff"
 "$BIN/ruff" check .
 log "pytest"
-"$BIN/python" -m pytest -q -p no:cacheprovider --timeout=600 "$@"
+# Three workers on two cores: most tests wait on servers, subprocesses or the browser. loadgroup keeps
+# the Spark tests on one worker so a single Spark session serves them.
+"$BIN/python" -m pytest -q -p no:cacheprovider --timeout=900 -n "${MMS_TEST_WORKERS:-3}" --dist loadgroup --durations=25 "$@"

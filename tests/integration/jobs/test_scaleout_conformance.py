@@ -55,7 +55,10 @@ def engine_for(name: str, request: pytest.FixtureRequest, **options):
 
 
 @pytest.mark.parametrize("store_kind", ["local", "s3"])
-@pytest.mark.parametrize("engine_name", ["local", pytest.param("spark", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "engine_name",
+    ["local", pytest.param("spark", marks=[pytest.mark.slow, pytest.mark.xdist_group("spark")])],
+)
 def test_engine_writes_what_the_single_process_job_writes(
     engine_name: str, store_kind: str, workspace, baseline, request: pytest.FixtureRequest
 ) -> None:

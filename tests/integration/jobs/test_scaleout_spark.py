@@ -19,7 +19,8 @@ from tests.unit.jobs.scaleout import support
 from tests.unit.jobs.scaleout.fixtures import *  # noqa: F403 - shared with the conformance suite
 
 # Starting Spark and its Python workers takes 10-50 s on two shared cores: slow, still run in CI.
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# With pytest-xdist, ``--dist loadgroup`` keeps every Spark test on one worker (one session).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
 
 def test_spark_retries_a_failed_task_without_double_counting(

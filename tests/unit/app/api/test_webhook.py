@@ -226,3 +226,25 @@ def test_repeated_bad_signatures_from_one_address_are_rate_limited(configured: A
 def _count(world: ApiWorld, model: type) -> int:
     with world.studio.db() as session:
         return len(session.scalars(select(model.id)).all())
+
+
+def test_the_github_command_line_configures_a_repository(
+    configured: ApiWorld, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobs.cli import build_parser
+
+    world = configured
+    monkeypatch.setenv("MMS_GITHUB_WEBHOOK_SECRET", "cli-configured-secret")
+    parser = build_parser([("github", "jobs.github:register_cli")])
+    args = parser.parse_args(
+        ["github", "configure", "example-org/cli-repo", "--project", PROJECT, "--actor", "production"]
+    )
+    assert args.func(args, world.settings) == 0
+    assert "example-org/cli-repo" in capsys.readouterr().out
+    body = payload("push").replace(b"example-org/credit-models", b"example-org/cli-repo")
+    assert deliver(world, "push", body, secret="cli-configured-secret").status_code == 200
+    args = parser.parse_args(
+        ["github", "configure", "example-org/x", "--project", PROJECT, "--actor", "datateam"]
+    )
+    with pytest.raises(Forbidden):
+        args.func(args, world.settings)
