@@ -180,6 +180,8 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("merge", "jobs.scaleout.merge:register_merge"),
     ("pipeline", "jobs.pipelines:register_cli"),
     ("integrations", "jobs.integrations:register_cli"),
+    ("tokens", "jobs.tokens:register_cli"),
+    ("github", "jobs.github:register_cli"),
 ]
 
 

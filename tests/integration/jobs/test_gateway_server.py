@@ -36,7 +36,9 @@ from jobs.gateway.routing import canary_weight_tag, request_bucket
 from jobs.permissions import Actor, Role
 from jobs.training import train_model
 
-pytestmark = pytest.mark.integration
+# One xdist worker runs the whole module, in file order: the tests share one server process,
+# and the last one stops it.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("gateway-server")]
 
 ROOT = Path(__file__).resolve().parents[3]
 PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
