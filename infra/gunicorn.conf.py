@@ -7,7 +7,8 @@ DuckDB connection and database pool: nothing opened before the fork is shared be
 import multiprocessing
 import os
 
-bind = os.environ.get("MMS_BIND", "0.0.0.0:8050")  # noqa: S104 - the container listens on every interface
+# The container listens on every interface; the ALB is the only thing that reaches it.
+bind = os.environ.get("MMS_BIND", "0.0.0.0:8050")
 workers = int(os.environ.get("MMS_WEB_WORKERS", str(max(2, multiprocessing.cpu_count()))))
 threads = int(os.environ.get("MMS_WEB_THREADS", "4"))
 worker_class = "gthread"
