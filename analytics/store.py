@@ -52,7 +52,7 @@ STAGING_DIR = "_staging"
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_NAMES_IN_MESSAGE = 20
-READ_ATTEMPTS = 5
+READ_ATTEMPTS = 10
 """How often :meth:`ParquetStore.read` reads when files change underneath it (see :class:`DataChanged`)."""
 _RETRY_PAUSE_S = 0.05
 # What DuckDB raises while reading: its own errors, and UnicodeDecodeError when its Python binding

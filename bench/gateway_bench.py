@@ -39,6 +39,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -161,36 +162,47 @@ class SeaweedServer:
             self.process.wait(timeout=10)
 
 
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a crashed server's kernel would answer."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
 class TcpRelay:
-    """Loopback relay to the S3 port; ``down()`` looks like a stopped server to the gateway."""
+    """Loopback relay to the S3 port; ``down()`` looks like a crashed server to the gateway."""
+
+    # The listening port stays bound during an outage (connections are reset instead): a port
+    # given back could be taken by another process on the machine, which the gateway would then
+    # reach instead of a dead store.
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.port = free_port()
-        self._listener: socket.socket | None = None
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self.port = self._listener.getsockname()[1]
+        self._serving = False
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     def up(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self._serving = True
 
     def down(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+        self._serving = False
         with self._lock:
             doomed, self._sockets = self._sockets, set()
         for sock in doomed:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+            _reset(sock)
+
+    def close(self) -> None:
+        self.down()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -198,6 +210,9 @@ class TcpRelay:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if not self._serving:
+                _reset(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
             except OSError:

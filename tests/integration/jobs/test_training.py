@@ -157,6 +157,8 @@ def test_second_training_adds_a_version_and_aliases_move(workspace: Workspace, f
     second = workspace.train("credit-risk", "credit-default", config={"estimator": "linear"})
     assert second.version == "2" and second.estimator == "linear"
     assert second.artifact_digest != first[0].artifact_digest
+    # Set here too: this test must not depend on another test having run first on its worker.
+    registry.set_alias(NAME, "champion", first[0].version, tracking_uri=workspace.tracking_uri)
     registry.set_alias(NAME, "challenger", "2", tracking_uri=workspace.tracking_uri)
     versions = registry.list_versions(NAME, tracking_uri=workspace.tracking_uri)
     assert [v.version for v in versions] == ["1", "2"]
