@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import time
 from pathlib import Path
@@ -17,6 +18,16 @@ from jobs.gateway.routing import JsonFileRoutes, NoRoute, Route, request_bucket,
 from tests.unit.jobs.gateway.support import CATEGORICAL, MODEL, NUMERIC, PROJECT, features, loaded_model
 
 pytestmark = pytest.mark.unit
+
+
+def _run_in_fresh_loop(coroutine):
+    """Run ``coroutine`` on a new event loop in its own thread.
+
+    A browser test earlier on the same xdist worker can leave Playwright's loop running in this
+    thread, where ``asyncio.run`` refuses to start.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def fields_of(errors) -> list[str]:
@@ -109,7 +120,7 @@ def test_the_micro_batcher_scores_concurrent_requests_in_one_call() -> None:
         batcher = MicroBatcher(max_rows=8)
         return await asyncio.gather(*(batcher.score(model, [record] * size) for size in (1, 2, 1, 3, 1, 4)))
 
-    results = asyncio.run(scenario())
+    results = _run_in_fresh_loop(scenario())
     assert [len(r[0]) for r in results] == [1, 2, 1, 3, 1, 4]
     assert sum(model.calls) == 12
     assert len(model.calls) == 2  # 12 rows in batches of at most 8 rows, not 6 calls
@@ -130,7 +141,7 @@ def test_a_request_that_breaks_the_model_fails_alone() -> None:
             return_exceptions=True,
         )
 
-    first, second, third = asyncio.run(scenario())
+    first, second, third = _run_in_fresh_loop(scenario())
     assert isinstance(second, Exception)
     assert first[2] == third[2] and 0.0 <= first[2][0] <= 1.0
 
