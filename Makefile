@@ -13,9 +13,10 @@ $(VENV)/.runtime-installed: requirements.txt
 	touch $@
 
 # PySpark is an optional extra of the studio (scale-out engine); the test suite runs its Spark engine.
-$(VENV)/.dev-installed: requirements-dev.txt requirements-spark.txt $(VENV)/.runtime-installed
+$(VENV)/.dev-installed: requirements-dev.txt requirements-spark.txt requirements-celery.txt $(VENV)/.runtime-installed
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-spark.txt
+	$(BIN)/python -m pip install --quiet -r requirements-celery.txt
 	touch $@
 
 # checkov pins dependencies that clash with the studio's: it gets a venv of its own.

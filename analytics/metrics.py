@@ -26,6 +26,12 @@ the files' keys (:meth:`MetricsReader.memoized`), computed once when several cal
 S3 reports modification times to the second: a file rewritten with the very same size within the
 second it was read stays cached until it changes again (the job writes a day's file once per run).
 
+Two more datasets serve the same reads. ``metrics_compacted`` holds monthly copies of the daily
+``metrics`` files (:func:`compact_metrics`): the reader takes a day from a copy only while that
+day's daily file is unchanged, so a first visit of a year reads 12 files instead of 365.
+``segment_metrics`` holds the job's rows per slice of the traffic (``segment`` = ``region=north``):
+a query with a ``segment`` reads them instead of ``metrics``.
+
 Reading the metrics:
 
 * ``drift`` rows (one per column and window) are the drift decisions; their method comes from the
@@ -41,23 +47,26 @@ Names are validated as key segments before any path is built; dates are ``dateti
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analytics.figures import drift_severity
+from analytics.figures import SEVERITY_CAP, drift_severity
+from analytics.policy import TEST_METHODS
 from analytics.profile import ColumnProfile, Profile, ProfileError, profiles_from_arrow
 from analytics.store import CorruptParquet, InvalidName, ParquetStore, StoreError, validate_key_segment
 
@@ -69,6 +78,15 @@ REFERENCE_PROFILES_DATASET = "reference_profiles"
 REFERENCE_PROFILE_FILE = "profile.parquet"
 PROFILE_INFIX = "-version-"
 ERRORS_SUFFIX = "-errors"
+SEGMENT_METRICS_DATASET = "segment_metrics"
+"""Rows of the monitoring job for slices of the traffic (``segment`` = ``<name>=<value>``)."""
+SEGMENT_FIELD = "segment"
+COMPACTED_DATASET = "metrics_compacted"
+"""Monthly copies of the daily ``metrics`` files (see :func:`compact_metrics`); a cache, never the truth."""
+COMPACTED_DAY_COLUMN = "date"
+"""Column of a compacted file naming the daily partition (ISO day) each row came from."""
+COMPACTED_SOURCES_KEY = b"mms.compacted_sources"
+"""Schema metadata of a compacted file: JSON ``{day: [size, mtime_ns]}`` of the daily files it copies."""
 
 WINDOW_UNITS: Mapping[str, timedelta] = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
 """Window units the monitoring job computes."""
@@ -124,6 +142,7 @@ T = TypeVar("T")
 
 _METHOD_PATTERN = r"^method=(?P<method>[A-Za-z0-9_]+):"
 _DATE_DIR_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_]+=.+$", re.DOTALL)
 _PERIOD_LADDER: Mapping[str, tuple[timedelta, ...]] = {
     "hour": (
         timedelta(hours=1),
@@ -158,11 +177,13 @@ class MetricsQuery:
         start: First day (inclusive, UTC).
         end: Last day (inclusive, UTC).
         window: ``day`` or ``hour``.
+        segment: A slice of the traffic (``region=north``, read from ``segment_metrics``), or
+            ``None`` for the whole traffic.
 
     Raises:
         InvalidQuery: for a name that is not a key segment, a non-date bound, an inverted range,
-            a range longer than :data:`MAX_RANGE_DAYS` (:data:`MAX_HOUR_RANGE_DAYS` for hours) or an
-            unknown window unit.
+            a range longer than :data:`MAX_RANGE_DAYS` (:data:`MAX_HOUR_RANGE_DAYS` for hours), an
+            unknown window unit or a segment that does not read ``<name>=<value>``.
     """
 
     project: str
@@ -171,6 +192,7 @@ class MetricsQuery:
     start: date
     end: date
     window: str = "day"
+    segment: str | None = None
 
     def __post_init__(self) -> None:
         for what in ("project", "model", "environment"):
@@ -186,6 +208,15 @@ class MetricsQuery:
         longest = MAX_HOUR_RANGE_DAYS if self.window == "hour" else MAX_RANGE_DAYS
         if self.days > longest:
             raise InvalidQuery(f"a range of {self.window}ly windows may span at most {longest} days")
+        if self.segment is not None and not (
+            isinstance(self.segment, str) and len(self.segment) <= 256 and _SEGMENT_RE.match(self.segment)
+        ):
+            raise InvalidQuery("a segment reads <name>=<value>, at most 256 characters")
+
+    @property
+    def dataset(self) -> str:
+        """The dataset holding the query's rows: ``metrics``, or ``segment_metrics`` for a segment."""
+        return METRICS_DATASET if self.segment is None else SEGMENT_METRICS_DATASET
 
     @property
     def days(self) -> int:
@@ -223,8 +254,16 @@ def _check_name(value: object, what: str) -> str:
     return value  # type: ignore[return-value]
 
 
-def _query(project: str, model: str, environment: str, start: date, end: date, window: str) -> MetricsQuery:
-    return MetricsQuery(project, model, environment, start, end, window)
+def _query(
+    project: str,
+    model: str,
+    environment: str,
+    start: date,
+    end: date,
+    window: str,
+    segment: str | None = None,
+) -> MetricsQuery:
+    return MetricsQuery(project, model, environment, start, end, window, segment)
 
 
 def period_length(query: MetricsQuery) -> timedelta:
@@ -258,10 +297,17 @@ class _Entry:
     mtime_ns: int
     day: date
     name: str
+    days: tuple[date, ...] = ()
+    """For a compacted monthly file: the days whose rows are taken from it (empty for a daily file)."""
 
     @property
     def key(self) -> tuple[str, int, int]:
         return (self.path, self.size, self.mtime_ns)
+
+    @property
+    def token(self) -> tuple[Any, ...]:
+        """What the rows taken from this entry depend on: the file's key and, if compacted, the days."""
+        return (*self.key, self.days)
 
 
 class MetricsReader:
@@ -382,13 +428,75 @@ class MetricsReader:
         return sorted(entries, key=lambda e: (e.day, e.name))
 
     def metric_files(self, query: MetricsQuery) -> list[_Entry]:
-        """The ``metrics`` files a query needs: its days, and not the files of another window unit."""
+        """The ``metrics`` files a query needs: its days, and not the files of another window unit.
+
+        Where a compacted monthly file (:func:`compact_metrics`) still matches a day's daily file
+        (same size and modification time as when it was copied), that day's rows come from the
+        monthly file: a year is then read from 12 files instead of 365. Every other day (new since
+        the compaction, rewritten, or not compacted) is read from its daily file.
+        """
         other_units = {u for u in WINDOW_UNITS if u != query.window}
-        return [
+        daily = [
             entry
-            for entry in self._files(METRICS_DATASET, query.partition)
+            for entry in self._files(query.dataset, query.partition)
             if query.start <= entry.day <= query.end and _unit_of(entry.name) not in other_units
         ]
+        return daily if query.segment is not None else self._with_compacted(query, daily)
+
+    def _with_compacted(self, query: MetricsQuery, daily: list[_Entry]) -> list[_Entry]:
+        unit_file = f"{query.window}.parquet"
+        by_day = {entry.day: entry for entry in daily if entry.name == unit_file}
+        months = {day.strftime("%Y-%m") for day in by_day}
+        if not months:
+            return daily
+        base = self._fs_path(self.store.partition_uri(COMPACTED_DATASET, query.partition))
+        infos = self.store.filesystem().get_file_info(
+            pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        )
+        compacted = []
+        for info in infos:
+            parts = info.path[len(base) + 1 :].split("/")
+            if info.type != pafs.FileType.File or len(parts) != 2 or parts[1] != unit_file:
+                continue
+            month = parts[0].removeprefix("month=")
+            if month in months and parts[0].startswith("month="):
+                first = _parse_day(f"{month}-01")
+                if first is not None:
+                    compacted.append(
+                        _Entry(info.path, int(info.size or 0), int(info.mtime_ns or 0), first, unit_file)
+                    )
+        if not compacted:
+            return daily
+        try:
+            sources = dict(zip(compacted, self._load_sources(compacted), strict=True))
+        except StoreError:
+            return daily  # a damaged compacted file is only a lost shortcut: the daily files remain
+        taken: set[date] = set()
+        entries = []
+        for entry, copied in sources.items():
+            days = tuple(
+                day
+                for day, (size, mtime_ns) in sorted(copied.items())
+                if day in by_day and by_day[day].size == size and by_day[day].mtime_ns == mtime_ns
+            )
+            if days:
+                entries.append(replace(entry, days=days))
+                taken.update(days)
+        entries += [e for e in daily if not (e.name == unit_file and e.day in taken)]
+        return sorted(entries, key=lambda e: (e.day, e.name, e.days))
+
+    def _load_sources(self, entries: Sequence[_Entry]) -> list[dict[date, tuple[int, int]]]:
+        """The manifest of each compacted file: copied day -> (size, mtime_ns) of its daily file."""
+        manifests = []
+        for entry, table in zip(entries, self._load(entries, whole=True), strict=True):
+            raw = (table.schema.metadata or {}).get(COMPACTED_SOURCES_KEY)
+            try:
+                parsed = json.loads(raw) if raw else {}
+                manifest = {date.fromisoformat(day): (int(s), int(m)) for day, (s, m) in parsed.items()}
+            except (ValueError, TypeError) as error:
+                raise StoreError(f"{entry.path}: unreadable list of compacted files: {error}") from error
+            manifests.append(manifest)
+        return manifests
 
     def dates(self, project: str, model: str, environment: str) -> list[date]:
         """Days with metrics of a model in an environment, oldest first."""
@@ -412,9 +520,9 @@ class MetricsReader:
 
     # ----------------------------------------------------------------- reading
 
-    def signature(self, query: MetricsQuery) -> tuple[tuple[str, int, int], ...]:
-        """What a query reads: (path, size, modification time) of each file; it changes with any file."""
-        return tuple(entry.key for entry in self.metric_files(query))
+    def signature(self, query: MetricsQuery) -> tuple[tuple[Any, ...], ...]:
+        """What a query reads: (path, size, modification time, days) of each file; changes with any file."""
+        return tuple(entry.token for entry in self.metric_files(query))
 
     def memoized(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()``, remembered under ``key`` in a small LRU (results derived from the metrics).
@@ -464,9 +572,41 @@ class MetricsReader:
             return _EMPTY_METRICS
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
         lengths = pc.subtract(table["window_end"], table["window_start"])
-        return table.filter(pc.equal(lengths, pa.scalar(query.length, pa.duration("us"))))
+        table = table.filter(pc.equal(lengths, pa.scalar(query.length, pa.duration("us"))))
+        if query.segment is None:
+            return table
+        if SEGMENT_FIELD not in table.column_names:
+            return _EMPTY_METRICS
+        table = table.filter(pc.fill_null(pc.equal(table[SEGMENT_FIELD], query.segment), False))
+        return table.drop_columns([SEGMENT_FIELD])
 
-    def _load(self, entries: Sequence[_Entry]) -> list[pa.Table]:
+    def segments(
+        self, project: str, model: str, environment: str, day: date, window: str = "day"
+    ) -> list[str]:
+        """The segments (``<name>=<value>``) with metrics on ``day``, sorted: what a page offers to filter by.
+
+        Raises:
+            InvalidQuery: for bad names.
+            CorruptParquet: naming an undecodable file.
+        """
+        files = [
+            entry
+            for entry in self._files(SEGMENT_METRICS_DATASET, _partition(project, model, environment))
+            if entry.day == day and _unit_of(entry.name) == window
+        ]
+        tables = [t for t in self._load(files) if SEGMENT_FIELD in t.column_names]
+        found: set[str] = set()
+        for table in tables:
+            found.update(v for v in pc.unique(table[SEGMENT_FIELD]).to_pylist() if v)
+        return sorted(found)
+
+    def _load(self, entries: Sequence[_Entry], *, whole: bool = False) -> list[pa.Table]:
+        """The decoded files, from the cache or read; a compacted file cut to its entry's days.
+
+        Args:
+            entries: Files to read.
+            whole: Return compacted files whole, with their day column and metadata.
+        """
         tables = self._cached(entries)
         missing = [e for e in entries if e.key not in tables]
         if missing:
@@ -475,7 +615,9 @@ class MetricsReader:
                 fresh = self._read_files([e for e in missing if e.key not in tables])
                 tables.update(fresh)
                 self._remember(fresh)
-        return [tables[e.key] for e in entries]
+        if whole:
+            return [tables[e.key] for e in entries]
+        return [_days_of(tables[e.key], e.days) if e.days else tables[e.key] for e in entries]
 
     def _cached(self, entries: Iterable[_Entry]) -> dict[tuple[str, int, int], pa.Table]:
         found = {}
@@ -593,6 +735,18 @@ _EMPTY_METRICS = pa.schema(
 ).empty_table()
 
 
+def _days_of(table: pa.Table, days: Sequence[date]) -> pa.Table:
+    """The rows of a compacted file that were copied from ``days``, without the day column."""
+    if COMPACTED_DAY_COLUMN not in table.column_names:
+        return table.slice(0, 0)
+    column = table[COMPACTED_DAY_COLUMN]
+    wanted = pa.array([day.isoformat() for day in days], pa.string())
+    copied = pc.unique(column)
+    if len(copied) != len(days) or not pc.all(pc.is_in(copied, wanted)).as_py():
+        table = table.filter(pc.is_in(column, wanted))
+    return table.drop_columns([COMPACTED_DAY_COLUMN]).replace_schema_metadata(None)
+
+
 def _unit_of(name: str) -> str | None:
     stem = name.removesuffix(".parquet").removesuffix(ERRORS_SUFFIX)
     return stem if stem in WINDOW_UNITS else None
@@ -611,6 +765,76 @@ def _partition(project: str, model: str, environment: str) -> dict[str, str]:
         "model": _check_name(model, "model"),
         "environment": _check_name(environment, "environment"),
     }
+
+
+# --------------------------------------------------------------------------- compaction
+
+
+def compact_metrics(
+    store: ParquetStore,
+    project: str,
+    model: str,
+    environment: str,
+    window: str = "day",
+    months: Iterable[str] | None = None,
+) -> list[str]:
+    """Copy the daily ``<window>.parquet`` metrics files of whole months into one file per month.
+
+    Why: opening a file costs far more than decoding it (see the module doc), and a year of daily
+    files is 365 opens on a first visit of a model; its 12 monthly copies are 12. The monthly file
+    ``metrics_compacted/project=P/model=M/environment=E/month=YYYY-MM/<window>.parquet`` holds the
+    rows of each copied daily file with a ``date`` column (the daily partition) and, in its schema
+    metadata, the size and modification time of each daily file as it was copied. The daily files
+    stay the truth (alert rules and approvals read them): :meth:`MetricsReader.metric_files` takes a
+    day from the monthly file only while its daily file is unchanged, so a stale or missing copy
+    costs speed, never correctness. Run it after the monitoring job wrote the days of a month;
+    rerunning it rewrites the months asked for.
+
+    Args:
+        store: The Parquet store (written through its atomic partition write).
+        project: Project slug.
+        model: Model name.
+        environment: Environment.
+        window: Window unit of the files to copy.
+        months: ``YYYY-MM`` months to (re)write; every month with daily files when ``None``.
+
+    Returns:
+        URIs of the files written.
+
+    Raises:
+        InvalidQuery: for a bad name or window unit.
+        CorruptParquet: naming a daily file that cannot be decoded (nothing is written for its month).
+    """
+    partition = _partition(project, model, environment)
+    if window not in WINDOW_UNITS:
+        raise InvalidQuery(f"window must be one of {', '.join(WINDOW_UNITS)}, got {window!r}")
+    reader = MetricsReader(store, max_cached_rows=0)
+    unit_file = f"{window}.parquet"
+    # Listed before reading: a file rewritten meanwhile is recorded with its old size and time, so
+    # the reader sees it changed and reads it from its daily file.
+    by_month: dict[str, list[_Entry]] = {}
+    for entry in reader._files(METRICS_DATASET, partition):
+        if entry.name == unit_file:
+            by_month.setdefault(entry.day.strftime("%Y-%m"), []).append(entry)
+    wanted = sorted(by_month if months is None else set(months) & set(by_month))
+    written = []
+    for month in wanted:
+        entries = by_month[month]
+        tables = [
+            table.append_column(
+                COMPACTED_DAY_COLUMN, pa.array([entry.day.isoformat()] * table.num_rows, pa.string())
+            )
+            for entry, table in zip(entries, reader._load(entries), strict=True)
+        ]
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        sources = {entry.day.isoformat(): [entry.size, entry.mtime_ns] for entry in entries}
+        table = table.replace_schema_metadata({COMPACTED_SOURCES_KEY: json.dumps(sources).encode()})
+        written.append(
+            store.write_partition(
+                COMPACTED_DATASET, {**partition, "month": month}, table, file_name=unit_file
+            )
+        )
+    return written
 
 
 def reader_of(source: ParquetStore | MetricsReader) -> MetricsReader:
@@ -719,6 +943,68 @@ def _statistics_index(table: pa.Table) -> dict[tuple[Any, ...], dict[str, float]
     return index
 
 
+def _decisions(table: pa.Table) -> pa.Table | None:
+    """The decision rows, columnar: status mapped, one version per window, ``severity`` computed.
+
+    ``None`` when a decision's method must be recovered from its statistics rows (files whose
+    reasons do not name the method): :func:`drift_rows` then takes the row-by-row path.
+    """
+    decisions = _select(table, metrics=[DRIFT_METRIC])
+    status = decisions["status"]
+    checked = pc.fill_null(pc.is_in(status, pa.array(sorted(CHECKED_STATUSES))), False)
+    named = pc.extract_regex(pc.fill_null(decisions["reason"], ""), _METHOD_PATTERN)
+    decisions = (
+        decisions.set_column(
+            decisions.schema.get_field_index("status"), "status", pc.if_else(checked, "ok", status)
+        )
+        .set_column(
+            decisions.schema.get_field_index("drifted"),
+            "drifted",
+            pc.and_(pc.fill_null(decisions["drifted"], False), checked),
+        )
+        .append_column("method", pc.struct_field(named, "method"))
+        .append_column("verdict", status)
+        .sort_by([("column", "ascending"), ("window_start", "ascending"), ("n_current", "descending")])
+    )
+    if decisions.num_rows == 0:
+        return decisions.append_column("severity", pa.array([], pa.float64()))
+    unnamed = pc.and_(pc.is_null(decisions["method"]), pc.is_valid(decisions["statistic"]))
+    if pc.any(unnamed).as_py():
+        return None
+    # Another version of the same window, serving fewer rows, follows the one that speaks for it.
+    columns = (
+        pc.dictionary_encode(decisions["column"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    )
+    starts = pc.cast(decisions["window_start"], pa.int64()).to_numpy()
+    repeated = np.zeros(len(columns), dtype=bool)
+    repeated[1:] = (columns[1:] == columns[:-1]) & (starts[1:] == starts[:-1])
+    if repeated.any():
+        decisions = decisions.filter(pa.array(~repeated))
+    return decisions.append_column("severity", _severity(decisions))
+
+
+def _severity(decisions: pa.Table) -> pa.Array:
+    """:func:`analytics.figures.drift_severity` of every decision, computed on columns."""
+    threshold = decisions["threshold"].combine_chunks()
+    usable = pc.and_(
+        pc.and_(pc.equal(decisions["status"], "ok"), pc.is_finite(threshold)), pc.greater(threshold, 0.0)
+    )
+    p_value = decisions["p_value"].combine_chunks()
+    p_value = pc.if_else(pc.is_nan(p_value), pa.scalar(None, pa.float64()), p_value)
+    cap = pa.scalar(SEVERITY_CAP, pa.float64())
+    test = pc.if_else(
+        pc.less_equal(p_value, 0.0), cap, pc.min_element_wise(pc.divide(threshold, p_value), cap)
+    )
+    statistic = decisions["statistic"].combine_chunks()
+    statistic = pc.if_else(pc.is_nan(statistic), pa.scalar(None, pa.float64()), statistic)
+    effect = pc.if_else(
+        pc.is_finite(statistic), pc.min_element_wise(pc.divide(statistic, threshold), cap), cap
+    )
+    is_test = pc.fill_null(pc.is_in(decisions["method"], pa.array(sorted(TEST_METHODS))), False)
+    severity = pc.if_else(is_test, test, effect)
+    return pc.if_else(usable, severity, pa.scalar(None, pa.float64())).combine_chunks()
+
+
 def drift_rows(table: pa.Table) -> list[dict[str, Any]]:
     """The ``drift`` decision rows of a metrics table, shaped for :mod:`analytics.figures`.
 
@@ -731,6 +1017,14 @@ def drift_rows(table: pa.Table) -> list[dict[str, Any]]:
     Args:
         table: Metrics rows (for example :meth:`MetricsReader.table`).
     """
+    decisions = _decisions(table)
+    if decisions is not None:
+        return _rows(decisions)
+    return _drift_rows_recovering_methods(table)
+
+
+def _drift_rows_recovering_methods(table: pa.Table) -> list[dict[str, Any]]:
+    """:func:`drift_rows` row by row, recovering each unnamed method from the statistics rows."""
     decisions = _select(table, metrics=[DRIFT_METRIC])
     if decisions.num_rows == 0:
         return []
@@ -830,6 +1124,7 @@ def drift_matrix(
     start: date,
     end: date,
     window: str = "day",
+    segment: str | None = None,
 ) -> DriftMatrix:
     """Feature x window drift of a model over a date range (periods of several windows for long ranges).
 
@@ -841,6 +1136,7 @@ def drift_matrix(
         start: First day (inclusive).
         end: Last day (inclusive).
         window: ``day`` or ``hour``.
+        segment: A slice of the traffic (``<name>=<value>``), ``None`` for the whole traffic.
 
     Returns:
         The matrix (empty when the range holds no drift decision).
@@ -849,15 +1145,74 @@ def drift_matrix(
         InvalidQuery: for bad names or range.
         CorruptParquet: naming an undecodable metrics file.
     """
-    query = _query(project, model, environment, start, end, window)
+    query = _query(project, model, environment, start, end, window, segment)
     reader = reader_of(source)
     files = reader.metric_files(query)
-    key = ("drift_matrix", query, tuple(entry.key for entry in files))
+    key = ("drift_matrix", query, tuple(entry.token for entry in files))
     return reader.memoized(key, lambda: _drift_matrix(query, reader.table(query, files)))
 
 
 def _drift_matrix(query: MetricsQuery, table: pa.Table) -> DriftMatrix:
-    rows = drift_rows(table)
+    decisions = _decisions(table)
+    if decisions is None:
+        return _matrix_of_rows(query, drift_rows(table))
+    period = period_length(query)
+    starts = pc.cast(decisions["window_start"], pa.int64()).to_numpy()
+    step = period // timedelta(microseconds=1)
+    origin = (_PERIOD_EPOCH - _EPOCH) // timedelta(microseconds=1)
+    periods = origin + ((starts - origin) // step) * step
+    severity = decisions["severity"]
+    # _rank columnar: checked rows by severity above errors above the rest; the earliest window of
+    # a period wins a tie, as in the row-by-row reduction.
+    klass = pc.if_else(
+        pc.is_valid(severity),
+        2,
+        pc.if_else(pc.fill_null(pc.equal(decisions["status"], "error"), False), 1, 0),
+    )
+    ranked = pa.table(
+        {
+            "row": pa.array(np.arange(decisions.num_rows)),
+            "column": decisions["column"],
+            "period": pa.array(periods),
+            "class": klass,
+            "severity": pc.fill_null(severity, 0.0),
+            "start": pa.array(starts),
+        }
+    ).sort_by(
+        [
+            ("column", "ascending"),
+            ("period", "ascending"),
+            ("class", "descending"),
+            ("severity", "descending"),
+            ("start", "ascending"),
+        ]
+    )
+    cell_columns = (
+        pc.dictionary_encode(ranked["column"]).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    )
+    cell_periods = ranked["period"].to_numpy()
+    first = np.ones(ranked.num_rows, dtype=bool)
+    first[1:] = (cell_columns[1:] != cell_columns[:-1]) | (cell_periods[1:] != cell_periods[:-1])
+    kept = ranked["row"].to_numpy()[first]
+    cells = decisions.take(pa.array(kept))
+    matrix_rows = tuple(
+        {**row, "window": row["window_start"], "window_start": _EPOCH + timedelta(microseconds=int(start))}
+        for row, start in zip(_rows(cells), periods[kept], strict=True)
+    )
+    drifted = decisions.filter(decisions["drifted"]).select(["column", "window_start"])
+    return DriftMatrix(
+        query=query,
+        period=period,
+        rows=matrix_rows,
+        columns=tuple(sorted(set(pc.unique(decisions["column"]).to_pylist()))),
+        windows=len(np.unique(starts)),
+        drifted=frozenset((row["column"], row["window_start"]) for row in _rows(drifted)),
+        checked=int(pc.sum(pc.equal(decisions["status"], "ok")).as_py() or 0),
+    )
+
+
+def _matrix_of_rows(query: MetricsQuery, rows: list[dict[str, Any]]) -> DriftMatrix:
+    """:func:`_drift_matrix` over rows of :func:`drift_rows` (files that need the row-by-row path)."""
     period = period_length(query)
     cells: dict[tuple[str, datetime], dict[str, Any]] = {}
     for row in rows:
@@ -961,6 +1316,7 @@ def quality_for(
     window: str,
     column: str,
     window_start: datetime,
+    segment: str | None = None,
 ) -> QualityFindings:
     """Data-quality findings of one feature in one window: its checks, the window's and input errors.
 
@@ -974,11 +1330,12 @@ def quality_for(
         window: ``day`` or ``hour``.
         column: The feature.
         window_start: Start of the window (timezone-aware).
+        segment: A slice of the traffic, ``None`` for the whole traffic.
 
     Returns:
         The findings; empty when the window has no metrics.
     """
-    query = _query(project, model, environment, start, end, window)
+    query = _query(project, model, environment, start, end, window, segment)
     table = reader_of(source).table(query)
     return QualityFindings(column, window_start, tuple(_findings(table, column, window_start, None)))
 
@@ -1019,6 +1376,7 @@ def feature_detail(
     column: str,
     at: datetime | None = None,
     period: timedelta | None = None,
+    segment: str | None = None,
 ) -> FeatureDetail:
     """Drill-down into one feature: its drift timeline, and for one window distributions and quality.
 
@@ -1036,11 +1394,12 @@ def feature_detail(
         column: The feature (any text: it is only compared with stored values).
         at: Start of the matrix cell clicked (timezone-aware), or ``None``.
         period: Length of that cell; the window length when ``None``.
+        segment: A slice of the traffic (``<name>=<value>``), ``None`` for the whole traffic.
 
     Returns:
         The detail; ``focus`` is ``None`` when the feature has no drift decision in the range.
     """
-    query = _query(project, model, environment, start, end, window)
+    query = _query(project, model, environment, start, end, window, segment)
     reader = reader_of(source)
     table = reader.table(query)
     timeline = tuple(drift_rows(_select(table, columns=[column])))
@@ -1059,9 +1418,19 @@ def feature_detail(
         notes.append(f"no reference profile for version {focus['version']}")
     elif column in reference:
         reference_column = reference[column]
-    current = reader.window_profile(query, focus["version"], focus["window_start"])
+    current = None
+    if query.segment is not None:
+        # The job keeps window profiles of the whole traffic only; a slice's would be another file
+        # per window and version for a panel that the reference alone already explains.
+        notes.append(
+            f"the window's distribution is kept for the whole traffic only, not for {query.segment}: "
+            "choose all traffic to overlay it"
+        )
+    else:
+        current = reader.window_profile(query, focus["version"], focus["window_start"])
     if current is None:
-        notes.append("no profile of this window")
+        if query.segment is None:
+            notes.append("no profile of this window")
     elif column in current:
         current_column = current[column]
     else:
@@ -1190,13 +1559,16 @@ def performance_series(
     start: date,
     end: date,
     window: str = "day",
+    segment: str | None = None,
 ) -> PerformanceSeries:
     """Performance (accuracy/AUC/... or MAE/RMSE/...) and label coverage per window.
+
+    ``segment`` (``<name>=<value>``) reads that slice of the traffic instead of the whole.
 
     Raises:
         InvalidQuery: for bad names or range.
     """
-    query = _query(project, model, environment, start, end, window)
+    query = _query(project, model, environment, start, end, window, segment)
     return _performance(reader_of(source).table(query))
 
 
@@ -1242,15 +1614,18 @@ def latency_series(
     start: date,
     end: date,
     window: str = "day",
+    segment: str | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """Latency p50/p95/p99/mean (ms) and throughput per window, ready for ``latency_timeline``.
 
     Each row also carries ``p95_threshold_ms`` and ``p95_flagged`` (the job's baseline check).
 
+    ``segment`` (``<name>=<value>``) reads that slice of the traffic instead of the whole.
+
     Raises:
         InvalidQuery: for bad names or range.
     """
-    query = _query(project, model, environment, start, end, window)
+    query = _query(project, model, environment, start, end, window, segment)
     return _latency(reader_of(source).table(query))
 
 
@@ -1273,9 +1648,11 @@ def export_table(
     table = reader_of(source).table(query)
     if metrics is not None:
         table = _select(table, metrics=metrics)
-    keys = query.partition
+    keys = dict(query.partition)
+    if query.segment is not None:
+        keys[SEGMENT_FIELD] = query.segment
     for position, (name, value) in enumerate(keys.items()):
-        table = table.add_column(position, name, pa.array([value] * table.num_rows, pa.string()))
+        table = table.add_column(position, name, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
     if table.num_rows:
         table = table.sort_by(
             [
@@ -1288,15 +1665,23 @@ def export_table(
     return table
 
 
-def _csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A column as the export writes it: UTC times as ISO 8601, text defused (see :func:`export_csv`)."""
+def _csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """A column as the export writes it: UTC times as ISO 8601, text defused (see :func:`export_csv`).
+
+    Each distinct value is formatted once (a year of windows repeats 365 times over tens of
+    thousands of rows; names and reasons repeat too), then taken back to the rows.
+    """
+    if not (pa.types.is_timestamp(column.type) or pa.types.is_string(column.type)):
+        return column
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    values = encoded.dictionary
     if pa.types.is_timestamp(column.type):
-        seconds = pc.cast(column, pa.timestamp("s", tz="UTC"), safe=False)
-        return pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
-    if pa.types.is_string(column.type):
-        risky = pc.fill_null(pc.match_substring_regex(column, _CSV_FORMULA_PATTERN), False)
-        return pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
-    return column
+        seconds = pc.cast(values, pa.timestamp("s", tz="UTC"), safe=False)
+        values = pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
+    else:
+        risky = pc.fill_null(pc.match_substring_regex(values, _CSV_FORMULA_PATTERN), False)
+        values = pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
+    return pc.take(values, encoded.indices)
 
 
 def export_csv(

@@ -43,6 +43,14 @@ NULL/NaN/±inf labels, predictions or latencies are counted per window
 (``n_invalid_*``) and excluded from the metrics. A window whose metrics are
 not all defined has ``status == "insufficient_data"`` and a ``reason``.
 
+Mergeable partials (for the scaled-out monitoring job, ``docs/SCALE_OUT.md``):
+``latency_partial``, ``classification_partial`` and ``regression_partial`` aggregate some rows;
+``*_from_partials`` combine partials of disjoint rows into the same reports. Counts are exact and
+sums merge up to the order of addition; latency p50/p95/p99 use log-spaced bins
+(:data:`LATENCY_RELATIVE_ACCURACY`, 0.1 %) and ROC AUC equal-width score bins
+(:data:`AUC_SCORE_BINS`), so those two differ slightly from ``latency_metrics`` /
+``classification_metrics`` but are identical for any split of the rows.
+
 Windows are calendar periods (``date_trunc``; weeks start on Monday) returned as
 naive ``TIMESTAMP`` values; on ``TIMESTAMPTZ`` columns they are UTC periods
 whatever the session time zone, exactly like :func:`analytics.profile.profile`,
@@ -53,13 +61,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_data"
@@ -508,6 +518,61 @@ def _split_overall(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], di
 # --------------------------------------------------------------------------- classification
 
 
+def _classification_flags(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str,
+    positive_label: Any,
+    threshold: float | None,
+    labels_as_of: datetime | None,
+) -> tuple[duckdb.DuckDBPyRelation, str, str]:
+    """The joined relation (``_mms_joined``), the per-row flags SQL and the decision rule."""
+    _check_window(window)
+    needed = ["request_id", "timestamp", "score"] + (["prediction"] if threshold is None else [])
+    log_types = _require_columns(logs, needed, "logs")
+    label_types = _require_columns(labels, ["request_id", "label"], "labels")
+    if not _is_numeric(log_types["score"]):
+        raise ValueError(f"column 'score' must be numeric, not {log_types['score']}")
+    label_type = label_types["label"]
+    _check_label_literal(positive_label, label_type, "label")
+    if threshold is None:
+        _check_label_literal(positive_label, log_types["prediction"], "prediction")
+        pred_ok = _valid_value_sql('"prediction"', log_types["prediction"])
+        predicted = f'("prediction" = {_literal(positive_label)})'
+        decision = "prediction column"
+    else:
+        threshold_sql = _double(threshold)
+        pred_ok = "true"
+        predicted = f"(CAST(score AS DOUBLE) >= {threshold_sql})"
+        decision = f"score >= {float(threshold)!r}"
+
+    joined = _joined(logs, labels, label_types, labels_as_of)
+    window_start = _window_expr(log_types["timestamp"], window)
+    label_ok = _valid_value_sql(_LABEL, label_type)
+    positive = _literal(positive_label)
+
+    flags = f"""
+        SELECT window_start, _s, _labelled, _bad_label, _score_ok, _eval,
+               CASE WHEN _eval THEN CAST(_is_pos AS INTEGER) END AS _y,
+               CASE WHEN _eval THEN CAST(_pred_pos AS INTEGER) END AS _yhat
+        FROM (
+            SELECT *, _labelled AND _score_ok AND _pred_ok AS _eval FROM (
+                SELECT {window_start} AS window_start,
+                       CAST(score AS DOUBLE) AS _s,
+                       {_LABEL_ID} IS NOT NULL AND coalesce({label_ok}, false) AS _labelled,
+                       {_LABEL_ID} IS NOT NULL AND NOT coalesce({label_ok}, false) AS _bad_label,
+                       coalesce(isfinite(CAST(score AS DOUBLE)) AND CAST(score AS DOUBLE) >= 0
+                                AND CAST(score AS DOUBLE) <= 1, false) AS _score_ok,
+                       coalesce({pred_ok}, false) AS _pred_ok,
+                       coalesce({_LABEL} = {positive}, false) AS _is_pos,
+                       {predicted} AS _pred_pos
+                FROM _mms_joined WHERE "timestamp" IS NOT NULL
+            )
+        )
+    """
+    return joined, flags, decision
+
+
 def classification_metrics(
     logs: duckdb.DuckDBPyRelation,
     labels: duckdb.DuckDBPyRelation,
@@ -537,51 +602,11 @@ def classification_metrics(
         ValueError: A column is missing or of the wrong type, the window is unknown, the
             threshold is not finite, or the relations belong to different connections.
     """
-    _check_window(window)
-    needed = ["request_id", "timestamp", "score"] + (["prediction"] if threshold is None else [])
-    log_types = _require_columns(logs, needed, "logs")
-    label_types = _require_columns(labels, ["request_id", "label"], "labels")
-    if not _is_numeric(log_types["score"]):
-        raise ValueError(f"column 'score' must be numeric, not {log_types['score']}")
-    label_type = label_types["label"]
-    _check_label_literal(positive_label, label_type, "label")
-    if threshold is None:
-        _check_label_literal(positive_label, log_types["prediction"], "prediction")
-        pred_ok = _valid_value_sql('"prediction"', log_types["prediction"])
-        predicted = f'("prediction" = {_literal(positive_label)})'
-        decision = "prediction column"
-    else:
-        threshold_sql = _double(threshold)
-        pred_ok = "true"
-        predicted = f"(CAST(score AS DOUBLE) >= {threshold_sql})"
-        decision = f"score >= {float(threshold)!r}"
-
-    joined = _joined(logs, labels, label_types, labels_as_of)
-    window_start = _window_expr(log_types["timestamp"], window)
-    label_ok = _valid_value_sql(_LABEL, label_type)
-    positive = _literal(positive_label)
+    joined, flags, decision = _classification_flags(
+        logs, labels, window, positive_label, threshold, labels_as_of
+    )
     eps = _double(_LOG_LOSS_EPS)
     one_minus_eps = f"(CAST(1 AS DOUBLE) - {eps})"
-
-    flags = f"""
-        SELECT window_start, _s, _labelled, _bad_label, _score_ok, _eval,
-               CASE WHEN _eval THEN CAST(_is_pos AS INTEGER) END AS _y,
-               CASE WHEN _eval THEN CAST(_pred_pos AS INTEGER) END AS _yhat
-        FROM (
-            SELECT *, _labelled AND _score_ok AND _pred_ok AS _eval FROM (
-                SELECT {window_start} AS window_start,
-                       CAST(score AS DOUBLE) AS _s,
-                       {_LABEL_ID} IS NOT NULL AND coalesce({label_ok}, false) AS _labelled,
-                       {_LABEL_ID} IS NOT NULL AND NOT coalesce({label_ok}, false) AS _bad_label,
-                       coalesce(isfinite(CAST(score AS DOUBLE)) AND CAST(score AS DOUBLE) >= 0
-                                AND CAST(score AS DOUBLE) <= 1, false) AS _score_ok,
-                       coalesce({pred_ok}, false) AS _pred_ok,
-                       coalesce({_LABEL} = {positive}, false) AS _is_pos,
-                       {predicted} AS _pred_pos
-                FROM _mms_joined WHERE "timestamp" IS NOT NULL
-            )
-        )
-    """
     sql = f"""
         WITH {_keyed_sql(flags)},
         agg AS (
@@ -742,6 +767,37 @@ def _classification_window(row: dict[str, Any]) -> ClassificationWindow:
 # --------------------------------------------------------------------------- regression
 
 
+def _regression_flags(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str,
+    labels_as_of: datetime | None,
+) -> tuple[duckdb.DuckDBPyRelation, str]:
+    """The joined relation (``_mms_joined``) and the per-row flags SQL of regression."""
+    _check_window(window)
+    log_types = _require_columns(logs, ["request_id", "timestamp", "prediction"], "logs")
+    label_types = _require_columns(labels, ["request_id", "label"], "labels")
+    for column, sql_type in (("prediction", log_types["prediction"]), ("label", label_types["label"])):
+        if not _is_numeric(sql_type):
+            raise ValueError(f"column {column!r} must be numeric for regression, not {sql_type}")
+    joined = _joined(logs, labels, label_types, labels_as_of)
+    window_start = _window_expr(log_types["timestamp"], window)
+    label_ok = f"coalesce(isfinite(CAST({_LABEL} AS DOUBLE)), false)"
+
+    flags = f"""
+        SELECT *, _labelled AND _pred_ok AS _eval FROM (
+            SELECT {window_start} AS window_start,
+                   CAST(prediction AS DOUBLE) AS _pred,
+                   CAST({_LABEL} AS DOUBLE) AS _lab,
+                   {_LABEL_ID} IS NOT NULL AND {label_ok} AS _labelled,
+                   {_LABEL_ID} IS NOT NULL AND NOT {label_ok} AS _bad_label,
+                   coalesce(isfinite(CAST(prediction AS DOUBLE)), false) AS _pred_ok
+            FROM _mms_joined WHERE "timestamp" IS NOT NULL
+        )
+    """
+    return joined, flags
+
+
 def regression_metrics(
     logs: duckdb.DuckDBPyRelation,
     labels: duckdb.DuckDBPyRelation,
@@ -764,28 +820,8 @@ def regression_metrics(
         ValueError: A column is missing or not numeric, the window is unknown, or the
             relations belong to different connections.
     """
-    _check_window(window)
-    log_types = _require_columns(logs, ["request_id", "timestamp", "prediction"], "logs")
-    label_types = _require_columns(labels, ["request_id", "label"], "labels")
-    for column, sql_type in (("prediction", log_types["prediction"]), ("label", label_types["label"])):
-        if not _is_numeric(sql_type):
-            raise ValueError(f"column {column!r} must be numeric for regression, not {sql_type}")
-    joined = _joined(logs, labels, label_types, labels_as_of)
-    window_start = _window_expr(log_types["timestamp"], window)
+    joined, flags = _regression_flags(logs, labels, window, labels_as_of)
     mape_eps = _double(_MAPE_EPS)
-    label_ok = f"coalesce(isfinite(CAST({_LABEL} AS DOUBLE)), false)"
-
-    flags = f"""
-        SELECT *, _labelled AND _pred_ok AS _eval FROM (
-            SELECT {window_start} AS window_start,
-                   CAST(prediction AS DOUBLE) AS _pred,
-                   CAST({_LABEL} AS DOUBLE) AS _lab,
-                   {_LABEL_ID} IS NOT NULL AND {label_ok} AS _labelled,
-                   {_LABEL_ID} IS NOT NULL AND NOT {label_ok} AS _bad_label,
-                   coalesce(isfinite(CAST(prediction AS DOUBLE)), false) AS _pred_ok
-            FROM _mms_joined WHERE "timestamp" IS NOT NULL
-        )
-    """
     sql = f"""
         WITH {_keyed_sql(flags)},
         agg AS (
@@ -955,4 +991,583 @@ def _latency_window(row: dict[str, Any]) -> LatencyWindow:
         throughput_rps=n / float(seconds) if n and seconds else None,
         status=STATUS_INSUFFICIENT if reason else STATUS_OK,
         reason=reason,
+    )
+
+
+# --------------------------------------------------------------------------- mergeable partials
+#
+# The scaled-out monitoring job (docs/SCALE_OUT.md) computes these per work unit and merges them
+# without reading the logs again. ``*_partial`` aggregates one set of rows; ``*_from_partials``
+# combines any number of partials (of disjoint rows) into the report. A single partial of all rows
+# and the partials of any split of them give the same counts, bins and quantiles exactly, and sums
+# equal up to the order of floating-point addition.
+
+LATENCY_RELATIVE_ACCURACY = 0.001
+"""Relative error bound of the binned latency quantiles (0.1 %).
+
+A latency ``x > 0`` falls in bin ``i = ceil(ln(x) / ln(gamma))`` with
+``gamma = (1 + a) / (1 - a)``; the bin covers ``(gamma**(i-1), gamma**i]`` and is represented by
+``2 gamma**i / (gamma + 1)``, within ``a`` of every value of the bin (relative). 0 has a bin of its own
+(exact); the smallest and largest latency are kept exactly. A quantile interpolates linearly between
+the values of the closest ranks (``quantile_cont``), so it is within ``a`` of the exact
+``quantile_cont`` too (up to floating-point rounding at a bin boundary).
+"""
+
+AUC_SCORE_BINS = 16384
+"""Equal-width score bins of the mergeable ROC AUC (``bin = min(floor(score * B), B - 1)``).
+
+Scores of one bin count as tied (half a win), so the binned AUC differs from the exact one by at
+most ``sum_b pos_b * neg_b / (2 * P * N)`` over the bins: about ``1 / (2 B) = 3e-5`` for scores
+spread over ``[0, 1]``.
+"""
+
+_LATENCY_GAMMA = (1.0 + LATENCY_RELATIVE_ACCURACY) / (1.0 - LATENCY_RELATIVE_ACCURACY)
+_LN_GAMMA = math.log(_LATENCY_GAMMA)
+
+LATENCY_PARTIAL_SCHEMA = pa.schema(
+    [
+        ("window_start", pa.timestamp("us")),
+        ("bin", pa.int64()),
+        ("count", pa.int64()),
+        ("n", pa.int64()),
+        ("n_latency", pa.int64()),
+        ("n_zero", pa.int64()),
+        ("sum_ms", pa.float64()),
+        ("min_ms", pa.float64()),
+        ("max_ms", pa.float64()),
+    ]
+)
+"""Rows of a latency partial: one summary row per window (``bin`` NULL), one row per non-empty
+latency bin (``bin``, ``count``), and one row with ``window_start`` NULL whose ``n`` counts the requests
+without a timestamp."""
+
+_CLASSIFICATION_COUNTS = (
+    "n",
+    "n_labelled",
+    "n_invalid_label",
+    "n_invalid_score",
+    "n_evaluated",
+    "n_positive",
+    "n_negative",
+    "tp",
+    "fp",
+    "tn",
+    "fn",
+)
+CLASSIFICATION_PARTIAL_SCHEMA = pa.schema(
+    [
+        ("window_start", pa.timestamp("us")),
+        ("kind", pa.string()),
+        ("bin", pa.int64()),
+        *((name, pa.int64()) for name in _CLASSIFICATION_COUNTS),
+        ("log_loss_sum", pa.float64()),
+        ("pos", pa.int64()),
+        ("neg", pa.int64()),
+        ("score_sum", pa.float64()),
+    ]
+)
+"""Rows of a classification partial, by ``kind``: ``window`` (the confusion and validity counts and
+the log-loss sum of a window), ``auc`` (positives and negatives per score bin of
+:data:`AUC_SCORE_BINS`), ``ece`` (positives, negatives and the score sum per calibration bin) and
+``missing_timestamp`` (``n``: predictions without a timestamp, ``window_start`` NULL)."""
+
+_REGRESSION_COUNTS = ("n", "n_labelled", "n_invalid_label", "n_invalid_prediction", "n_evaluated")
+REGRESSION_PARTIAL_SCHEMA = pa.schema(
+    [
+        ("window_start", pa.timestamp("us")),
+        *((name, pa.int64()) for name in _REGRESSION_COUNTS),
+        ("abs_sum", pa.float64()),
+        ("sq_sum", pa.float64()),
+        ("ape_sum", pa.float64()),
+        ("n_mape", pa.int64()),
+        ("n_mape_skipped", pa.int64()),
+        ("label_mean", pa.float64()),
+        ("label_m2", pa.float64()),
+        ("label_min", pa.float64()),
+        ("label_max", pa.float64()),
+    ]
+)
+"""Rows of a regression partial: one per window (``window_start`` NULL: the predictions without a
+timestamp, in ``n``). The labels' mean and sum of squared deviations merge by Chan's formula."""
+
+
+def _partial_table(rel: duckdb.DuckDBPyRelation, schema: pa.Schema) -> pa.Table:
+    table = rel.to_arrow_table()
+    return pa.Table.from_arrays(
+        [table.column(field.name).cast(field.type) for field in schema], schema=schema
+    )
+
+
+def latency_partial(logs: duckdb.DuckDBPyRelation, window: str = "day") -> pa.Table:
+    """Mergeable latency aggregates of some inference logs, per window.
+
+    Args:
+        logs: Inference logs with ``timestamp`` and a numeric ``latency_ms``.
+        window: Window unit: ``minute``, ``hour``, ``day``, ``week`` or ``month``.
+
+    Returns:
+        A table of :data:`LATENCY_PARTIAL_SCHEMA`; its size grows with the windows and the spread
+        of the latencies (a few thousand bins per window), not with the rows.
+
+    Raises:
+        ValueError: A column is missing or of the wrong type, or the window is unknown.
+    """
+    _check_window(window)
+    log_types = _require_columns(logs, ["timestamp", "latency_ms"], "logs")
+    if not _is_numeric(log_types["latency_ms"]):
+        raise ValueError(f"column 'latency_ms' must be numeric, not {log_types['latency_ms']}")
+    window_start = _window_expr(log_types["timestamp"], window)
+    sql = f"""
+        WITH flags AS MATERIALIZED (
+            SELECT window_start, _lat, coalesce(isfinite(_lat) AND _lat >= 0, false) AS _ok FROM (
+                SELECT {window_start} AS window_start, CAST(latency_ms AS DOUBLE) AS _lat
+                FROM _mms_logs WHERE "timestamp" IS NOT NULL
+            )
+        )
+        SELECT window_start, CAST(NULL AS BIGINT) AS bin, CAST(NULL AS BIGINT) AS count,
+               count(*) AS n, count(*) FILTER (WHERE _ok) AS n_latency,
+               count(*) FILTER (WHERE _ok AND _lat = 0) AS n_zero,
+               sum(_lat) FILTER (WHERE _ok) AS sum_ms,
+               min(_lat) FILTER (WHERE _ok) AS min_ms, max(_lat) FILTER (WHERE _ok) AS max_ms
+        FROM flags GROUP BY window_start
+        UNION ALL
+        SELECT window_start, CAST(ceil(ln(_lat) / {_double(_LN_GAMMA)}) AS BIGINT) AS bin,
+               count(*) AS count, NULL, NULL, NULL, NULL, NULL, NULL
+        FROM flags WHERE _ok AND _lat > 0 GROUP BY window_start, bin
+        UNION ALL
+        SELECT NULL, NULL, NULL, count(*), NULL, NULL, NULL, NULL, NULL
+        FROM _mms_logs WHERE "timestamp" IS NULL HAVING count(*) > 0
+        ORDER BY window_start NULLS FIRST, bin NULLS FIRST
+    """
+    return _partial_table(logs.query("_mms_logs", sql), LATENCY_PARTIAL_SCHEMA)
+
+
+def _window_end(start: datetime, window: str) -> datetime:
+    if window == "month":
+        year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+        return start.replace(year=year, month=month)
+    step = {"minute": 60, "hour": 3600, "day": 86_400, "week": 7 * 86_400}[window]
+    return start + timedelta(seconds=step)
+
+
+def _concat_partials(partials: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
+    tables = [table.select(schema.names).cast(schema) for table in partials]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _binned_value(
+    rank: int, n: int, n_zero: int, edges: np.ndarray, bins: np.ndarray, low: float, high: float
+):
+    """The value of the ``rank``-th smallest latency (0-based) under the binned method."""
+    if rank <= 0:
+        return low
+    if rank >= n - 1:
+        return high
+    if rank < n_zero:
+        return 0.0
+    position = int(np.searchsorted(edges, rank - n_zero, side="right"))
+    representative = 2.0 * math.exp(int(bins[position]) * _LN_GAMMA) / (_LATENCY_GAMMA + 1.0)
+    return min(max(representative, low), high)
+
+
+def binned_latency_quantiles(
+    n_zero: int, bins: Sequence[tuple[int, int]], low: float, high: float
+) -> tuple[float, ...] | None:
+    """p50, p95 and p99 of binned latencies (see :data:`LATENCY_RELATIVE_ACCURACY`).
+
+    Args:
+        n_zero: Latencies equal to 0.
+        bins: ``(bin, count)`` of the positive latencies, any order, each bin once.
+        low: Smallest latency.
+        high: Largest latency.
+
+    Returns:
+        The quantiles of :data:`LATENCY_QUANTILES`, or ``None`` when there is no latency.
+    """
+    ordered = sorted(bins)
+    counts = np.array([count for _, count in ordered], dtype=np.int64)
+    n = n_zero + int(counts.sum())
+    if n == 0:
+        return None
+    edges = np.cumsum(counts)
+    keys = np.array([b for b, _ in ordered], dtype=np.int64)
+    result = []
+    for q in LATENCY_QUANTILES:
+        position = (n - 1) * q
+        below = math.floor(position)
+        lo = _binned_value(below, n, n_zero, edges, keys, low, high)
+        if below == position:
+            result.append(lo)
+            continue
+        hi = _binned_value(below + 1, n, n_zero, edges, keys, low, high)
+        result.append(lo + (hi - lo) * (position - below))
+    return tuple(result)
+
+
+def _sum_or_none(values: Sequence[float | None]) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    total = 0.0
+    for value in present:  # in partial order: the same order gives the same sum
+        total += value
+    return total if present else None
+
+
+def latency_from_partials(partials: Sequence[pa.Table], window: str = "day") -> LatencyReport:
+    """The latency report of the rows of some partials (:func:`latency_partial`).
+
+    Counts, the largest latency and throughput are exact; the mean is a sum over partials divided by
+    the count; p50/p95/p99 are binned (:data:`LATENCY_RELATIVE_ACCURACY`) and the same for any split of
+    the rows into partials.
+
+    Args:
+        partials: Partials of disjoint sets of rows, of the same window unit.
+        window: Window unit of the partials.
+
+    Returns:
+        The per-window and overall report, like :func:`latency_metrics`.
+    """
+    _check_window(window)
+    table = _concat_partials(partials, LATENCY_PARTIAL_SCHEMA)
+    summary: dict[Any, dict[str, Any]] = {}
+    missing_timestamp = 0
+    bins: dict[Any, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for row in table.to_pylist():
+        start = row["window_start"]
+        if start is None:
+            missing_timestamp += int(row["n"] or 0)
+        elif row["bin"] is not None:
+            bins[start][int(row["bin"])] += int(row["count"])
+        else:
+            item = summary.setdefault(
+                start, {"n": 0, "n_latency": 0, "n_zero": 0, "sums": [], "mins": [], "maxs": []}
+            )
+            for name in ("n", "n_latency", "n_zero"):
+                item[name] += int(row[name])
+            item["sums"].append(row["sum_ms"])
+            item["mins"].append(row["min_ms"])
+            item["maxs"].append(row["max_ms"])
+
+    def window_row(
+        start: Any, end: Any, seconds: float | None, parts: list[tuple[Any, dict]]
+    ) -> LatencyWindow:
+        n = sum(item["n"] for _, item in parts)
+        n_latency = sum(item["n_latency"] for _, item in parts)
+        n_zero = sum(item["n_zero"] for _, item in parts)
+        merged_bins: dict[int, int] = defaultdict(int)
+        for key, _ in parts:
+            for b, count in bins.get(key, {}).items():
+                merged_bins[b] += count
+        lows = [v for _, item in parts for v in item["mins"] if v is not None]
+        highs = [v for _, item in parts for v in item["maxs"] if v is not None]
+        quantiles = (
+            binned_latency_quantiles(n_zero, list(merged_bins.items()), min(lows), max(highs))
+            if n_latency
+            else None
+        )
+        row = {
+            "window_start": start,
+            "window_end": end,
+            "window_seconds": seconds,
+            "n": n,
+            "n_latency": n_latency,
+            "quantiles": quantiles,
+            "mean_ms": (_sum_or_none([v for _, item in parts for v in item["sums"]]) or 0.0) / n_latency
+            if n_latency
+            else None,
+            "max_ms": max(highs) if highs else None,
+        }
+        return _latency_window(row)
+
+    windows = []
+    for start in sorted(summary):
+        end = _window_end(start, window)
+        windows.append(window_row(start, end, (end - start).total_seconds(), [(start, summary[start])]))
+    if windows:
+        first, last = windows[0], windows[-1]
+        assert first.window_start is not None and last.window_end is not None
+        seconds = (last.window_end - first.window_start).total_seconds()
+        overall = window_row(None, None, seconds, sorted(summary.items()))
+    else:
+        overall = _latency_window({"window_start": None, "window_end": None, "n": 0, "n_latency": 0})
+    return LatencyReport(
+        window=window, windows=tuple(windows), overall=overall, n_missing_timestamp=missing_timestamp
+    )
+
+
+def classification_partial(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str = "day",
+    positive_label: Any = 1,
+    threshold: float | None = 0.5,
+    labels_as_of: datetime | None = None,
+) -> pa.Table:
+    """Mergeable classification aggregates of some inference logs joined with their labels.
+
+    The arguments and their checks are those of :func:`classification_metrics`. Each request must
+    have all its label rows in ``labels`` (one label per request is kept, as there).
+
+    Returns:
+        A table of :data:`CLASSIFICATION_PARTIAL_SCHEMA` (size: windows x non-empty score bins).
+
+    Raises:
+        ValueError: As :func:`classification_metrics`.
+    """
+    joined, flags, _decision = _classification_flags(
+        logs, labels, window, positive_label, threshold, labels_as_of
+    )
+    eps = _double(_LOG_LOSS_EPS)
+    one_minus_eps = f"(CAST(1 AS DOUBLE) - {eps})"
+    sql = f"""
+        WITH flags AS MATERIALIZED ({flags})
+        SELECT window_start, 'window' AS kind, CAST(NULL AS BIGINT) AS bin,
+               count(*) AS n,
+               count(*) FILTER (WHERE _labelled) AS n_labelled,
+               count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
+               count(*) FILTER (WHERE NOT _score_ok) AS n_invalid_score,
+               count(*) FILTER (WHERE _eval) AS n_evaluated,
+               count(*) FILTER (WHERE _y = 1) AS n_positive,
+               count(*) FILTER (WHERE _y = 0) AS n_negative,
+               count(*) FILTER (WHERE _y = 1 AND _yhat = 1) AS tp,
+               count(*) FILTER (WHERE _y = 0 AND _yhat = 1) AS fp,
+               count(*) FILTER (WHERE _y = 0 AND _yhat = 0) AS tn,
+               count(*) FILTER (WHERE _y = 1 AND _yhat = 0) AS fn,
+               sum(CASE WHEN _eval THEN -ln(greatest(least(
+                   CASE WHEN _y = 1 THEN _s ELSE CAST(1 AS DOUBLE) - _s END, {one_minus_eps}), {eps}))
+                   END) AS log_loss_sum,
+               CAST(NULL AS BIGINT) AS pos, CAST(NULL AS BIGINT) AS neg, CAST(NULL AS DOUBLE) AS score_sum
+        FROM flags GROUP BY window_start
+        UNION ALL BY NAME
+        SELECT window_start, 'auc' AS kind,
+               CAST(least(floor(_s * {AUC_SCORE_BINS}), {AUC_SCORE_BINS - 1}) AS BIGINT) AS bin,
+               sum(_y) AS pos, count(*) - sum(_y) AS neg
+        FROM flags WHERE _eval GROUP BY window_start, bin
+        UNION ALL BY NAME
+        SELECT window_start, 'ece' AS kind,
+               CAST(least(floor(_s * {ECE_BINS}), {ECE_BINS - 1}) AS BIGINT) AS bin,
+               sum(_y) AS pos, count(*) - sum(_y) AS neg, sum(_s) AS score_sum
+        FROM flags WHERE _eval GROUP BY window_start, bin
+        ORDER BY window_start, kind DESC, bin NULLS FIRST
+    """
+    table = _partial_table(joined.query("_mms_joined", sql), CLASSIFICATION_PARTIAL_SCHEMA)
+    missing = _count_missing_timestamp(logs)
+    if missing:
+        extra = {name: [None] for name in CLASSIFICATION_PARTIAL_SCHEMA.names}
+        extra.update(kind=["missing_timestamp"], n=[missing])
+        table = pa.concat_tables([table, pa.table(extra, schema=CLASSIFICATION_PARTIAL_SCHEMA)])
+    return table
+
+
+def classification_from_partials(
+    partials: Sequence[pa.Table],
+    window: str = "day",
+    positive_label: Any = 1,
+    threshold: float | None = 0.5,
+    labels_as_of: datetime | None = None,
+) -> PerformanceReport:
+    """The classification report of the rows of some partials (:func:`classification_partial`).
+
+    Counts and the confusion-matrix metrics are exact; log loss and ECE are sums over partials
+    (equal to one pass up to the order of addition); ROC AUC is computed from the score bins
+    (:data:`AUC_SCORE_BINS`) and is the same for any split of the rows.
+
+    Args:
+        partials: Partials of disjoint sets of rows, made with the same arguments.
+        window: Window unit of the partials.
+        positive_label: The positive label the partials used (reported).
+        threshold: The threshold the partials used (reported as the decision).
+        labels_as_of: The label cut-off the partials used (reported).
+
+    Returns:
+        The per-window and overall report, like :func:`classification_metrics`.
+    """
+    _check_window(window)
+    table = _concat_partials(partials, CLASSIFICATION_PARTIAL_SCHEMA)
+    counts: dict[Any, dict[str, Any]] = {}
+    auc: dict[Any, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    ece: dict[Any, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(lambda: [0, []]))
+    missing = 0
+    for row in table.to_pylist():
+        start, kind = row["window_start"], row["kind"]
+        if kind == "missing_timestamp":
+            missing += int(row["n"])
+        elif kind == "window":
+            item = counts.setdefault(start, {**dict.fromkeys(_CLASSIFICATION_COUNTS, 0), "log_loss": []})
+            for name in _CLASSIFICATION_COUNTS:
+                item[name] += int(row[name])
+            item["log_loss"].append(row["log_loss_sum"])
+        elif kind == "auc":
+            pair = auc[start][int(row["bin"])]
+            pair[0] += int(row["pos"])
+            pair[1] += int(row["neg"])
+        elif kind == "ece":
+            entry = ece[start][int(row["bin"])]
+            entry[0] += int(row["pos"])
+            entry[1].append(row["score_sum"])
+
+    def window_row(start: Any, end: Any, keys: list[Any]) -> ClassificationWindow:
+        row: dict[str, Any] = {"window_start": start, "window_end": end}
+        for name in _CLASSIFICATION_COUNTS:
+            row[name] = sum(counts[key][name] for key in keys)
+        row["log_loss_sum"] = _sum_or_none([v for key in keys for v in counts[key]["log_loss"]])
+        score_bins: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        ece_bins: dict[int, list[Any]] = defaultdict(lambda: [0, []])
+        for key in keys:
+            for b, (pos, neg) in auc.get(key, {}).items():
+                score_bins[b][0] += pos
+                score_bins[b][1] += neg
+            for b, (pos, sums) in ece.get(key, {}).items():
+                ece_bins[b][0] += pos
+                ece_bins[b][1].extend(sums)
+        twice_u, below = 0, 0
+        for b in sorted(score_bins):
+            pos, neg = score_bins[b]
+            twice_u += pos * (2 * below + neg)
+            below += neg
+        row["auc_twice_u"] = twice_u
+        gaps = [abs(pos - (_sum_or_none(sums) or 0.0)) for _b, (pos, sums) in sorted(ece_bins.items())]
+        row["ece_gap_sum"] = _sum_or_none(gaps)
+        return _classification_window(row)
+
+    windows = tuple(window_row(start, _window_end(start, window), [start]) for start in sorted(counts))
+    overall = (
+        window_row(None, None, sorted(counts))
+        if counts
+        else _classification_window(_empty_classification_row())
+    )
+    return PerformanceReport(
+        task="classification",
+        window=window,
+        windows=windows,
+        overall=overall,
+        n_missing_timestamp=missing,
+        decision="prediction column" if threshold is None else f"score >= {float(threshold)!r}",
+        positive_label=positive_label,
+        labels_as_of=labels_as_of,
+    )
+
+
+def regression_partial(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str = "day",
+    labels_as_of: datetime | None = None,
+) -> pa.Table:
+    """Mergeable regression aggregates of some inference logs joined with their labels.
+
+    The arguments and their checks are those of :func:`regression_metrics`.
+
+    Returns:
+        A table of :data:`REGRESSION_PARTIAL_SCHEMA`, one row per window.
+
+    Raises:
+        ValueError: As :func:`regression_metrics`.
+    """
+    joined, flags = _regression_flags(logs, labels, window, labels_as_of)
+    mape_eps = _double(_MAPE_EPS)
+    sql = f"""
+        WITH flags AS MATERIALIZED ({flags}),
+        agg AS (
+            SELECT window_start,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE _labelled) AS n_labelled,
+                   count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
+                   count(*) FILTER (WHERE NOT _pred_ok) AS n_invalid_prediction,
+                   count(*) FILTER (WHERE _eval) AS n_evaluated
+            FROM flags GROUP BY window_start
+        ),
+        evaluated AS (
+            SELECT window_start, _lab, _pred, _lab - _pred AS _err,
+                   avg(_lab) OVER (PARTITION BY window_start) AS _mean
+            FROM flags WHERE _eval
+        ),
+        errors AS (
+            SELECT window_start,
+                   sum(abs(_err)) AS abs_sum,
+                   sum(_err * _err) AS sq_sum,
+                   sum(CASE WHEN _lab <> 0 THEN abs(_err) / greatest(abs(_lab), {mape_eps}) END) AS ape_sum,
+                   count(*) FILTER (WHERE _lab <> 0) AS n_mape,
+                   count(*) FILTER (WHERE _lab = 0) AS n_mape_skipped,
+                   avg(_lab) AS label_mean,
+                   sum((_lab - _mean) * (_lab - _mean)) AS label_m2,
+                   min(_lab) AS label_min, max(_lab) AS label_max
+            FROM evaluated GROUP BY window_start
+        )
+        SELECT agg.*, errors.* EXCLUDE (window_start)
+        FROM agg LEFT JOIN errors ON {_same_key("agg", "errors")}
+        ORDER BY agg.window_start
+    """
+    table = _partial_table(joined.query("_mms_joined", sql), REGRESSION_PARTIAL_SCHEMA)
+    missing = _count_missing_timestamp(logs)
+    if missing:
+        extra = {name: [None] for name in REGRESSION_PARTIAL_SCHEMA.names}
+        extra["n"] = [missing]
+        table = pa.concat_tables([table, pa.table(extra, schema=REGRESSION_PARTIAL_SCHEMA)])
+    return table
+
+
+def regression_from_partials(
+    partials: Sequence[pa.Table], window: str = "day", labels_as_of: datetime | None = None
+) -> PerformanceReport:
+    """The regression report of the rows of some partials (:func:`regression_partial`).
+
+    Counts are exact; MAE, RMSE and MAPE are sums over partials; R² uses the labels' sum of squared
+    deviations merged by Chan's formula (equal to the two-pass value to about 1e-15 relative).
+
+    Args:
+        partials: Partials of disjoint sets of rows.
+        window: Window unit of the partials.
+        labels_as_of: The label cut-off the partials used (reported).
+
+    Returns:
+        The per-window and overall report, like :func:`regression_metrics`.
+    """
+    _check_window(window)
+    table = _concat_partials(partials, REGRESSION_PARTIAL_SCHEMA)
+    by_window: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    missing = 0
+    for row in table.to_pylist():
+        if row["window_start"] is None:
+            missing += int(row["n"])
+        else:
+            by_window[row["window_start"]].append(row)
+
+    def window_row(start: Any, end: Any, rows: list[dict[str, Any]]) -> RegressionWindow:
+        merged: dict[str, Any] = {"window_start": start, "window_end": end}
+        for name in (*_REGRESSION_COUNTS, "n_mape", "n_mape_skipped"):
+            merged[name] = sum(int(r[name] or 0) for r in rows)
+        for name in ("abs_sum", "sq_sum", "ape_sum"):
+            merged[name] = _sum_or_none([r[name] for r in rows])
+        count, mean, m2 = 0, 0.0, 0.0
+        lows, highs = [], []
+        for r in rows:
+            n_b = int(r["n_evaluated"])
+            if not n_b or r["label_mean"] is None:
+                continue
+            if count == 0:
+                count, mean, m2 = n_b, float(r["label_mean"]), float(r["label_m2"])
+            else:
+                delta = float(r["label_mean"]) - mean
+                total = count + n_b
+                m2 = m2 + float(r["label_m2"]) + delta * delta * count * n_b / total
+                mean = mean + delta * n_b / total
+                count = total
+            lows.append(r["label_min"])
+            highs.append(r["label_max"])
+        merged["ss_tot"] = m2
+        merged["constant_labels"] = bool(lows) and min(lows) == max(highs)
+        return _regression_window(merged)
+
+    windows = tuple(
+        window_row(start, _window_end(start, window), by_window[start]) for start in sorted(by_window)
+    )
+    all_rows = [r for start in sorted(by_window) for r in by_window[start]]
+    overall = window_row(None, None, all_rows)
+    return PerformanceReport(
+        task="regression",
+        window=window,
+        windows=windows,
+        overall=overall,
+        n_missing_timestamp=missing,
+        labels_as_of=labels_as_of,
     )

@@ -1077,7 +1077,9 @@ def _visible(matches: list[str], prefix: str, source: str) -> list[str]:
 
 def _glob(con: duckdb.DuckDBPyConnection, pattern: str) -> list[str]:
     try:
-        rows = con.execute("SELECT file FROM glob(?) ORDER BY file", [pattern]).fetchall()
+        # The pattern goes into the SQL text as a quoted literal: a bound parameter makes DuckDB
+        # import pandas to inspect it (about 0.6 s of CPU per process that globs).
+        rows = con.execute(f"SELECT file FROM glob({_duckdb.sql_literal(pattern)}) ORDER BY file").fetchall()
     except duckdb.PermissionException as error:
         raise AccessDenied(
             f"{pattern} is outside the directories this connection may read ({_first_line(error)})"

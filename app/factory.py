@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +42,8 @@ SESSION_LIFETIME = timedelta(hours=12)
 REMEMBER_DURATION = timedelta(days=1)
 # Callback payloads (uploads included) larger than this are refused with 413.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
+# How long a finished background job's result waits for the browser to fetch it.
+BACKGROUND_RESULT_SECONDS = 60 * 60
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,56 @@ def _import_pages() -> None:
             importlib.import_module(f"{PAGES_PACKAGE}.{module.name}")
 
 
+def _job_key() -> str:
+    # Part of every background job's cache key: two users starting the same job with the same
+    # inputs get two jobs, never each other's progress or result.
+    return secrets.token_hex(16)
+
+
+class _CeleryJobManager(dash.CeleryManager):
+    """Dash's Celery manager whose cancel kills the job's pool process, as the diskcache manager does.
+
+    Dash cancels with Celery's default SIGTERM, which the prefork pool turns into ``SystemExit``
+    inside the job: raised while DuckDB or another library runs C code it surfaces as an ordinary
+    exception ("Query interrupted"), the job catches it as a failure and goes on to report it,
+    so the job is not reliably stopped. SIGKILL always stops it; the worker replaces the process.
+    """
+
+    def terminate_job(self, job: Any) -> None:
+        if job is None:
+            return
+        self.handle.control.terminate(job, signal="SIGKILL")
+
+
+def make_background_manager(settings: Settings) -> Any:
+    """The manager that runs the studio's background callbacks (training, backfills).
+
+    ``diskcache`` (default): jobs run in processes forked from the web worker and keep
+    results and progress in ``settings.background_cache_dir``, shared by every worker of
+    the host. ``celery``: jobs are sent to Celery workers through
+    ``settings.background_broker_url`` (Redis); the workers must build the studio with the
+    same settings so the same callbacks are registered as tasks.
+
+    Raises:
+        SettingsError: if ``celery`` is chosen but the ``celery`` package is not installed.
+    """
+    if settings.background_manager == "celery":
+        try:
+            from celery import Celery
+        except ImportError:
+            raise SettingsError(
+                "MMS_BACKGROUND_MANAGER=celery needs the celery package (pip install 'celery[redis]')"
+            ) from None
+        broker = settings.background_broker_url
+        celery_app = Celery("mms-background", broker=broker, backend=broker)
+        return _CeleryJobManager(celery_app, cache_by=[_job_key], expire=BACKGROUND_RESULT_SECONDS)
+    import diskcache
+
+    settings.background_cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = diskcache.Cache(str(settings.background_cache_dir))
+    return dash.DiskcacheManager(cache, cache_by=[_job_key], expire=BACKGROUND_RESULT_SECONDS)
+
+
 def _make_server(settings: Settings) -> Flask:
     production = settings.is_production
     server = Flask("app", static_folder=None)
@@ -122,7 +175,8 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         The Dash app; ``app.server`` is the WSGI application.
 
     Raises:
-        SettingsError: if the settings lack a secret key.
+        SettingsError: if the settings lack a secret key, or name a background manager
+            that cannot be built.
         ValueError: if a page declares no valid permission or no layout function.
         RuntimeError: if a callback lacks ``@requires``.
     """
@@ -155,6 +209,7 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         csrf_token_name=security.CSRF_COOKIE_NAME,
         csrf_header_name=security.CSRF_HEADER_NAME,
         enable_mcp=False,
+        background_callback_manager=make_background_manager(settings),
     )
     _import_pages()
     _attach_callbacks(app)

@@ -17,6 +17,15 @@ Three places declare what a request needs:
 The single ``before_request`` guard installed by :func:`init_app` enforces all
 three; the decorator re-checks inside the callback and each page layout re-checks
 before rendering, so a mistake in one layer still fails closed.
+
+Background callbacks (``@dash.callback(..., background=True)``) run in another
+process (a forked diskcache job or a Celery worker) without the Flask request.
+The guard checks their permission on every request that starts, polls or cancels
+them; :func:`init_app` wraps each one so the request that starts it re-checks the
+permission and hands the signed-in user to the job inside Dash's callback context
+(server-side data the client cannot set), where :func:`acting_actor` finds it.
+The cancel callbacks Dash adds for ``cancel=[Input(...)]`` need the permission of
+the background callback they cancel.
 """
 
 from __future__ import annotations
@@ -32,16 +41,20 @@ import dash
 from dash import Output, html
 from dash._utils import create_callback_id
 from dash.exceptions import PreventUpdate
-from flask import Response, jsonify, redirect, request, url_for
+from flask import Response, has_request_context, jsonify, redirect, request, url_for
 
 from app.auth import current_actor, forbidden_page
-from jobs.permissions import Actor, Permission, has_permission
+from jobs.permissions import Actor, Permission, Role, has_permission
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 PERMISSION_ATTRIBUTE = "__mms_permission__"
+# Key of the acting user in the callback context a background job receives (JSON-safe for Celery).
+BACKGROUND_ACTOR_KEY = "mms_acting_user"
+# What Dash names the callback it adds for a background callback's ``cancel`` inputs.
+_DASH_CANCEL_CALLBACK = ("dash.dash", "cancel_call")
 GUARDED_LAYOUT_ATTRIBUTE = "__mms_guarded_layout__"
 # Page permission meaning "any signed-in user" (the not-found page).
 SIGNED_IN = "signed_in"
@@ -86,7 +99,7 @@ def requires(permission: Permission) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if not has_permission(current_actor(), permission):
+            if not has_permission(acting_actor(), permission):
                 raise PreventUpdate
             return func(*args, **kwargs)
 
@@ -103,13 +116,126 @@ def callback_permission(entry: Mapping[str, Any]) -> Permission | None:
     return permission if isinstance(permission, Permission) else None
 
 
+def _cancel_permissions(app: dash.Dash) -> dict[str, Permission]:
+    """Output of each cancel callback Dash adds -> the permission of the background callback it stops.
+
+    A cancel input shared by background callbacks of different permissions gets none (refused).
+    """
+    found: dict[str, set[Permission]] = {}
+    for entry in app.callback_map.values():
+        background = entry.get("background")
+        permission = callback_permission(entry)
+        if not isinstance(background, dict) or permission is None:
+            continue
+        for cancel in background.get("cancel") or []:
+            if isinstance(cancel, dict) and isinstance(cancel.get("id"), str):
+                found.setdefault(f"{cancel['id']}.id", set()).add(permission)
+    return {output: next(iter(held)) for output, held in found.items() if len(held) == 1}
+
+
+def _is_dash_cancel(entry: Mapping[str, Any]) -> bool:
+    func = entry.get("callback")
+    return (getattr(func, "__module__", None), getattr(func, "__name__", None)) == _DASH_CANCEL_CALLBACK
+
+
+def _permission_of(app: dash.Dash, output: str, entry: Mapping[str, Any]) -> Permission | None:
+    permission = callback_permission(entry)
+    if permission is None and _is_dash_cancel(entry):
+        return _cancel_permissions(app).get(output)
+    return permission
+
+
 def callback_permissions(app: dash.Dash) -> dict[str, Permission | None]:
-    """Output id -> declared permission of every server-side callback of ``app`` (``None``: none)."""
+    """Output id -> declared permission of every server-side callback of ``app`` (``None``: none).
+
+    Dash's cancel callbacks of background callbacks count with the permission of what they cancel.
+    """
     return {
-        output: callback_permission(entry)
+        output: _permission_of(app, output, entry)
         for output, entry in app.callback_map.items()
         if "callback" in entry
     }
+
+
+# ---------------------------------------------------------------------------- background callbacks
+
+
+def actor_payload(actor: Actor) -> dict[str, Any]:
+    """``actor`` as JSON-safe data (a Celery job receives its context as JSON)."""
+    return {
+        "user_id": actor.user_id,
+        "username": actor.username,
+        "is_admin": actor.is_admin,
+        "roles": {project: sorted(role.value for role in roles) for project, roles in actor.roles.items()},
+    }
+
+
+def actor_from_payload(payload: Any) -> Actor | None:
+    """The :class:`Actor` :func:`actor_payload` described, ``None`` for anything malformed."""
+    if not isinstance(payload, Mapping):
+        return None
+    try:
+        roles = payload.get("roles") or {}
+        return Actor(
+            user_id=int(payload["user_id"]),
+            username=str(payload["username"]),
+            is_admin=payload.get("is_admin") is True,
+            roles={str(project): frozenset(Role(role) for role in held) for project, held in roles.items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def acting_actor() -> Actor | None:
+    """Who a callback acts for: the signed-in user, or in a background job the user who started it.
+
+    Inside a request the session decides (a callback context left over in a reused
+    worker thread is never trusted there). Outside one (a Celery worker), the user the
+    starting request placed in the job's callback context; ``None`` when there is none.
+    """
+    if has_request_context():
+        return current_actor()
+    from dash._callback_context import context_value
+
+    try:
+        context = context_value.get()
+    except LookupError:
+        return None
+    payload = context.get(BACKGROUND_ACTOR_KEY) if isinstance(context, Mapping) else None
+    return actor_from_payload(payload)
+
+
+def _hand_actor_to_background(callback: Callable[..., Any], permission: Permission) -> Callable[..., Any]:
+    """Wrap the request side of a background callback: re-check, then pass the user to the job."""
+
+    @functools.wraps(callback)
+    def start_or_poll(*args: Any, **kwargs: Any) -> Any:
+        actor = current_actor()
+        if not has_permission(actor, permission):
+            raise PreventUpdate
+        context = kwargs.get("callback_context")
+        if isinstance(context, dict):
+            # Dash copies this context into the job it starts; the client never sets this key.
+            context[BACKGROUND_ACTOR_KEY] = actor_payload(actor)  # type: ignore[arg-type]
+        return callback(*args, **kwargs)
+
+    return start_or_poll
+
+
+def prepare_background_callbacks(app: dash.Dash) -> None:
+    """Wrap every background callback of ``app`` with :func:`_hand_actor_to_background` (once)."""
+    for entry in app.callback_map.values():
+        permission = callback_permission(entry)
+        callback = entry.get("callback")
+        if (
+            entry.get("background")
+            and permission is not None
+            and callback is not None
+            and not getattr(callback, "__mms_background_wrapped__", False)
+        ):
+            wrapped = _hand_actor_to_background(callback, permission)
+            wrapped.__mms_background_wrapped__ = True  # type: ignore[attr-defined]
+            entry["callback"] = wrapped
 
 
 def unprotected_callbacks(app: dash.Dash) -> list[str]:
@@ -281,7 +407,7 @@ def _check_callback(app: dash.Dash, actor: Actor) -> Response | None:
         if page is not None and not may_open(actor, page):
             return _refuse(f"page {page['path']} needs {page.get('permission')}")
         return None
-    permission = callback_permission(entry)
+    permission = _permission_of(app, output, entry)
     if permission is None:
         return _refuse(f"callback {output[:200]!r} declares no permission")
     if not has_permission(actor, permission):
@@ -300,6 +426,7 @@ def init_app(app: dash.Dash) -> None:
     missing = unprotected_callbacks(app)
     if missing:
         raise RuntimeError(f"callbacks without @requires(Permission...): {', '.join(missing)}")
+    prepare_background_callbacks(app)
     rules = endpoint_rules(app)
 
     def guard() -> Response | tuple[str, int] | None:

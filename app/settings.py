@@ -50,8 +50,11 @@ class Settings:
         debug: Dash/Flask debug mode; refused in production.
         background_manager: ``diskcache`` or ``celery`` for long callbacks.
         redis_url: Redis URL, used when ``background_manager`` is ``celery``.
+        celery_broker_url: Celery broker (and result backend) URL; ``redis_url`` when unset.
         scheduler_monitor_cron: Cron expression of the scheduled monitor run.
         scheduler_alerts_cron: Cron expression of the scheduled alert evaluation.
+        scheduler_expire_pending_cron: Cron expression of the expiry of overdue promotion requests.
+        scheduler_audit_checkpoint_cron: Cron expression of the signed audit checkpoint.
     """
 
     env: str = "development"
@@ -73,13 +76,26 @@ class Settings:
     debug: bool = False
     background_manager: str = "diskcache"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str | None = field(default=None, repr=False)
     scheduler_monitor_cron: str = "15 * * * *"
     scheduler_alerts_cron: str = "*/5 * * * *"
+    scheduler_expire_pending_cron: str = "7 * * * *"
+    scheduler_audit_checkpoint_cron: str = "30 * * * *"
 
     @property
     def is_production(self) -> bool:
         """Whether the studio runs with production safeguards."""
         return self.env == "production"
+
+    @property
+    def background_cache_dir(self) -> Path:
+        """Folder of the diskcache background-callback manager (results, progress), under ``var_dir``."""
+        return self.var_dir / "background-callbacks"
+
+    @property
+    def background_broker_url(self) -> str:
+        """Broker of the Celery background-callback manager."""
+        return self.celery_broker_url or self.redis_url
 
     @property
     def data_is_s3(self) -> bool:
@@ -306,11 +322,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw = _get(env, "MMS_REDIS_URL")
     if raw:
         values["redis_url"] = _parse_url("MMS_REDIS_URL", raw, ("redis", "rediss"))
+    raw = _get(env, "MMS_CELERY_BROKER_URL")
+    if raw:
+        values["celery_broker_url"] = _parse_url("MMS_CELERY_BROKER_URL", raw, ("redis", "rediss"))
     raw = _get(env, "MMS_SCHEDULER_MONITOR_CRON")
     if raw:
         values["scheduler_monitor_cron"] = parse_cron("MMS_SCHEDULER_MONITOR_CRON", raw)
     raw = _get(env, "MMS_SCHEDULER_ALERTS_CRON")
     if raw:
         values["scheduler_alerts_cron"] = parse_cron("MMS_SCHEDULER_ALERTS_CRON", raw)
+    raw = _get(env, "MMS_SCHEDULER_EXPIRE_PENDING_CRON")
+    if raw:
+        values["scheduler_expire_pending_cron"] = parse_cron("MMS_SCHEDULER_EXPIRE_PENDING_CRON", raw)
+    raw = _get(env, "MMS_SCHEDULER_AUDIT_CHECKPOINT_CRON")
+    if raw:
+        values["scheduler_audit_checkpoint_cron"] = parse_cron("MMS_SCHEDULER_AUDIT_CHECKPOINT_CRON", raw)
 
     return Settings(**values)  # type: ignore[arg-type]

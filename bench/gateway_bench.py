@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -57,6 +56,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from jobs.gateway.launch import GatewayProcess, free_port, http_get, wait_until  # noqa: E402
+from jobs.gateway.launch import start_gateway as launch_gateway  # noqa: E402
+
 PROJECT, MODEL, ENV = "credit-risk", "credit-default", "prod"
 FEATURES = {
     "income": 52_000,
@@ -73,22 +75,6 @@ FEATURES = {
     "employment_type": "salaried",
 }
 PATH = f"/v1/models/{MODEL}/predict?project={PROJECT}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise RuntimeError(f"{what}: not within {timeout_s:.0f} s")
 
 
 # --------------------------------------------------------------------------- SeaweedFS and the relay
@@ -240,79 +226,18 @@ class TcpRelay:
 # --------------------------------------------------------------------------- the gateway process
 
 
-@dataclass
-class GatewayProcess:
-    port: int
-    process: subprocess.Popen
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    import http.client
-
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        connection.close()
-
-
 def start_gateway(workdir: Path, environ: dict[str, str], name: str, logging_enabled: bool) -> GatewayProcess:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "jobs",
-        "serve",
-        "--env",
-        ENV,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    command += [
-        "--workers",
-        "2",
-        "--preload",
-        f"{PROJECT}/{MODEL}",
-        "--state-dir",
-        str(workdir / f"state-{name}"),
-    ]
-    command += ["--log-level", "warning"]
-    if not logging_enabled:
-        command.append("--no-logging")
-    log_path = workdir / f"gateway-{name}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    gateway = GatewayProcess(port, process, log_path)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway {name} exited: {log_path.read_text()[-3000:]}")
-        # Each worker answers /readyz for itself; /metrics lists the routes every worker serves.
-        with contextlib.suppress(OSError):
-            if http_get(port, "/readyz")[0] != 200:
-                return False
-            text = http_get(port, "/metrics")[1]
-            return len(set(re.findall(r'mms_gateway_route_weight\{[^}]*worker="(\d+)"', text))) == 2
-        return False
-
-    wait_until(ready, 300, f"gateway {name} ready")
-    return gateway
+    options = ["--log-level", "warning"] + ([] if logging_enabled else ["--no-logging"])
+    return launch_gateway(
+        environment=ENV,
+        state_dir=workdir / f"state-{name}",
+        log_path=workdir / f"gateway-{name}.log",
+        environ=environ,
+        cwd=ROOT,
+        preload=[f"{PROJECT}/{MODEL}"],
+        options=options,
+        ready_timeout_s=300,
+    )
 
 
 def metric(port: int, name: str) -> float:
@@ -477,6 +402,8 @@ def prepare(workdir: Path, seaweed: SeaweedServer, relay: TcpRelay) -> dict[str,
     from analytics.store import ParquetStore, StoreConfig
     from jobs import registry
     from jobs.contracts import TRAINING_DATA
+    from jobs.db import make_engine, make_session_factory
+    from jobs.db.migrate import upgrade
     from jobs.demo_data import CREDIT_DEFAULT, training_table
     from jobs.permissions import Actor, Role
     from jobs.training import train_model
@@ -495,14 +422,21 @@ def prepare(workdir: Path, seaweed: SeaweedServer, relay: TcpRelay) -> dict[str,
     )
     tracking = f"sqlite:///{workdir / 'mlflow.db'}"
     actor = Actor(user_id=1, username="bench", roles={PROJECT: frozenset({Role.ML_ENGINEER})})
-    trained = train_model(
-        actor,
-        project=PROJECT,
-        model=MODEL,
-        store=store,
-        tracking_uri=tracking,
-        config={"estimator": "linear"},
-    )
+    studio = f"sqlite:///{workdir / 'studio.db'}"  # the audit log training appends to
+    upgrade(studio)
+    engine = make_engine(studio)
+    try:
+        trained = train_model(
+            actor,
+            project=PROJECT,
+            model=MODEL,
+            store=store,
+            tracking_uri=tracking,
+            session_factory=make_session_factory(engine),
+            config={"estimator": "linear"},
+        )
+    finally:
+        engine.dispose()
     registry.set_alias(f"{PROJECT}.{MODEL}", ENV, trained.version, tracking_uri=tracking)
     environ = {
         **os.environ,

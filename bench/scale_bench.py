@@ -7,19 +7,25 @@ the requests, ``--files-per-day`` files a day) and its reference profile, then i
 1. **DuckDB scan**: ``analytics.profile.profile`` over one ``read_parquet`` of every log file, per day
    (the floor: one scan, no metrics);
 2. **single process**: ``jobs.monitor.run_monitor(backfill=True)``;
-3. **local** and **spark** (local mode): ``jobs.scaleout.run_scaleout`` with that engine (plan, map,
-   merge; the merge runs the monitoring job on the merged window profiles).
+3. **local** and **spark** (local mode): the steps of ``jobs.scaleout.run_scaleout`` with that engine,
+   timed one by one: plan, map (the units write partial profiles and partial aggregates), merge (the
+   monitoring job's rows from the merged partials). During the merge the ``inference_logs`` folder is
+   moved aside (``--keep-logs-at-merge`` leaves it): the merge reads no log.
 
 After each run the window profiles written to ``profiles`` are compared with the DuckDB scan's:
 every count and histogram exactly, min/max exactly, mean and m2 to a relative 1e-9 (the largest
 relative difference is printed); the metrics rows of each engine are compared with the single-process
-run's (floats to 1e-9). Wall times are printed with the machine's load average: on a shared machine
-compare runs made together.
+run's (floats to 1e-9; latency p50/p95/p99 and ROC AUC, binned in the merge and exact in today's
+single-process job, within their documented bounds, and the largest differences are printed). Wall
+and CPU times (user + system of this process and every descendant: pool workers, the JVM, Python
+workers, sampled every 0.2 s by :class:`CpuMeter`) are printed with the machine's load average: on a
+shared machine compare runs made together.
 
 Usage::
 
     .venv/bin/python bench/scale_bench.py [--rows-per-day 1000000] [--days 30] [--files-per-day 4]
         [--unit-bytes 64MB] [--max-parallel 2] [--engines local,spark] [--workdir DIR] [--keep]
+        [--keep-logs-at-merge]
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -42,11 +50,14 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from analytics.performance import AUC_SCORE_BINS, LATENCY_RELATIVE_ACCURACY  # noqa: E402
 from analytics.profile import Profile, profile, profile_reference  # noqa: E402
 from analytics.store import ParquetStore, StoreConfig, read_source  # noqa: E402
 from jobs.contracts import INFERENCE_LOGS, LABELS, METRICS, REFERENCE_PROFILES  # noqa: E402
 from jobs.monitor import MonitorRequest, read_window_profiles, run_monitor  # noqa: E402
-from jobs.scaleout import make_engine, run_scaleout  # noqa: E402
+from jobs.scaleout import make_engine  # noqa: E402
+from jobs.scaleout.merge import merge  # noqa: E402
+from jobs.scaleout.units import list_folder, plan_run  # noqa: E402
 
 PROJECT, MODEL, ENVIRONMENT, VERSION = "bench", "scale", "prod", "1"
 FIRST_DAY = date(2024, 1, 1)
@@ -207,21 +218,98 @@ def metric_rows(store: ParquetStore) -> list[dict]:
     return sorted(rows, key=lambda r: (r["version"], r["window_start"], r["column"], r["metric"]))
 
 
-def compare_metrics(got: list[dict], want: list[dict]) -> list[str]:
+SKETCHED = {"latency_p50", "latency_p95", "latency_p99", "roc_auc"}
+"""Binned in the merge (``analytics.performance`` partials), exact in today's single-process job."""
+
+
+def compare_metrics(got: list[dict], want: list[dict]) -> tuple[list[str], float, float]:
+    """(mismatches, largest relative difference of latency quantiles, largest AUC difference)."""
     if len(got) != len(want):
-        return [f"{len(got)} metric rows, single process wrote {len(want)}"]
+        return [f"{len(got)} metric rows, single process wrote {len(want)}"], math.nan, math.nan
     problems = []
+    worst_latency = worst_auc = 0.0
     for a, b in zip(got, want, strict=True):
+        sketched = b["metric"] in SKETCHED
         for key, value in b.items():
             other = a[key]
-            if isinstance(value, float) and isinstance(other, float) and not math.isnan(value):
+            if sketched and key in ("statistic", "threshold") and value is not None and other is not None:
+                if b["metric"] == "roc_auc":
+                    worst_auc = max(worst_auc, abs(other - value))
+                    ok = abs(other - value) <= 1.0 / AUC_SCORE_BINS
+                else:
+                    worst_latency = max(worst_latency, abs(other - value) / abs(value) if value else 0.0)
+                    ok = math.isclose(other, value, rel_tol=LATENCY_RELATIVE_ACCURACY * (1 + 1e-9))
+                if not ok:
+                    problems.append(
+                        f"{b['metric']}/{b['column']} {key}: {other} vs {value} (beyond the bound)"
+                    )
+            elif sketched and key == "reason":
+                continue  # the latency baseline's reason prints the median of sketched p95s
+            elif isinstance(value, float) and isinstance(other, float) and not math.isnan(value):
                 if not math.isclose(other, value, rel_tol=1e-9, abs_tol=1e-12):
                     problems.append(f"{b['metric']}/{b['column']} {key}: {other} vs {value}")
             elif other != value and not (
                 isinstance(value, float) and math.isnan(value) and math.isnan(other)
             ):
                 problems.append(f"{b['metric']}/{b['column']} {key}: {other!r} vs {value!r}")
-    return problems
+    return problems, worst_latency, worst_auc
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of this process and of every descendant, sampled in a thread.
+
+    Descendants (pool workers, the JVM, PySpark's daemon and workers) come and go: each one's
+    cumulative CPU is sampled every ``interval`` seconds and its last sample kept after it ends, so
+    a process that ends loses at most one interval of CPU and none is counted twice (the reaped
+    children's times of ``os.times`` are not used).
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.seen: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                key = (child.pid, child.create_time())
+            except psutil.Error:
+                continue  # ended meanwhile: its last sample stands
+            self.seen[key] = times.user + times.system
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def total(self) -> float:
+        """CPU seconds so far of this process and every descendant seen."""
+        self._sample()
+        own = os.times()
+        return own.user + own.system + sum(self.seen.values())
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+        self._thread.join()
+
+
+METER: CpuMeter | None = None
+
+
+class Step:
+    """Wall and CPU time of a block."""
+
+    def __enter__(self) -> Step:
+        assert METER is not None
+        self.wall, self.cpu = time.monotonic(), METER.total()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert METER is not None
+        self.wall, self.cpu = time.monotonic() - self.wall, METER.total() - self.cpu
 
 
 # --------------------------------------------------------------------------- main
@@ -238,6 +326,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument(
+        "--keep-logs-at-merge", action="store_true", help="leave inference_logs in place during the merge"
+    )
     args = parser.parse_args()
     engines = [e for e in args.engines.split(",") if e]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="scale-bench-"))
@@ -245,7 +336,9 @@ def main() -> int:
     store = ParquetStore(
         StoreConfig(data_uri=str(data), threads=max(1, os.cpu_count() or 1), memory_limit="8GB")
     )
-    timings: list[tuple[str, float]] = []
+    timings: list[tuple[str, float, float]] = []
+    global METER
+    METER = CpuMeter()
     try:
         print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
         if not store.list_files(INFERENCE_LOGS):
@@ -264,21 +357,19 @@ def main() -> int:
         now = datetime(2030, 1, 1, tzinfo=UTC)
 
         # 1. The floor: one DuckDB scan of every file, profiled per day.
-        started = time.monotonic()
-        reference = Profile.from_arrow(pq.read_table(store.list_files(REFERENCE_PROFILES)[0].path))
-        spec = reference.spec.select([n for n in reference.spec.names if n != "label"])
-        relation = read_source(store.cursor(), [f.path for f in files])
-        scanned = profile(relation, spec, window="day", timestamp_column="timestamp")
-        scan_s = time.monotonic() - started
+        with Step() as step:
+            reference = Profile.from_arrow(pq.read_table(store.list_files(REFERENCE_PROFILES)[0].path))
+            spec = reference.spec.select([n for n in reference.spec.names if n != "label"])
+            relation = read_source(store.cursor(), [f.path for f in files])
+            scanned = profile(relation, spec, window="day", timestamp_column="timestamp")
         scanned = {(VERSION, start.replace(tzinfo=None)): p for start, p in scanned.items()}
-        timings.append(("duckdb scan (profiles only)", scan_s))
+        timings.append(("duckdb scan (profiles only)", step.wall, step.cpu))
 
         # 2. The single-process monitoring job.
-        started = time.monotonic()
-        summary = run_monitor(store, request, now=now)
-        single_s = time.monotonic() - started
+        with Step() as step:
+            summary = run_monitor(store, request, now=now)
         assert summary.ok, summary.to_text()
-        timings.append(("single-process monitor backfill", single_s))
+        timings.append(("single-process monitor backfill", step.wall, step.cpu))
         single_metrics = metric_rows(store)
         windows, problems, worst = compare_profiles(
             read_window_profiles(store, PROJECT, MODEL, ENVIRONMENT), scanned
@@ -288,45 +379,64 @@ def main() -> int:
             f"{'EQUAL' if not problems else problems[:5]} (moments max rel diff {worst:.1e})"
         )
 
-        # 3. The engines.
+        # 3. The engines, step by step.
+        logs_dir, hidden_dir = data / INFERENCE_LOGS, workdir / "hidden_inference_logs"
         for name in engines:
             options = {}
             if name == "spark":
                 from jobs.scaleout.engines.spark import build_session, local_master
 
-                started = time.monotonic()
-                session = build_session(local_master(args.max_parallel, 3), attempts=3)
-                session_s = time.monotonic() - started
-                timings.append(("spark session start", session_s))
+                with Step() as step:
+                    session = build_session(local_master(args.max_parallel, 3), attempts=3)
+                timings.append(("spark session start", step.wall, step.cpu))
                 options["session"] = session
             engine = make_engine(name, max_parallel=None if name == "spark" else args.max_parallel, **options)
-            started = time.monotonic()
-            result = run_scaleout(store, request, engine, unit_bytes=args.unit_bytes, now=now)
-            total = time.monotonic() - started
+            with Step() as plan_step:
+                threads = engine.duckdb_threads() if hasattr(engine, "duckdb_threads") else None
+                plan = plan_run(store, request, unit_bytes=args.unit_bytes, duckdb_threads=threads)
+            with Step() as map_step:
+                report = engine.run(list(plan.units), store.config)
+            partial_bytes = sum(size for _, size in list_folder(store, plan.layout.units_dir))
+            if not args.keep_logs_at_merge:
+                logs_dir.rename(hidden_dir)  # the merge must not need them
+            try:
+                with Step() as merge_step:
+                    result = merge(store, plan.run_id, request=request, now=now)
+            finally:
+                if not args.keep_logs_at_merge:
+                    hidden_dir.rename(logs_dir)
             assert result.ok, result.to_text()
-            timings.append((f"{name}: plan + map + merge ({result.units} units)", total))
-            timings.append((f"{name}:   map", result.map_seconds))
-            timings.append((f"{name}:   merge (monitoring job on merged profiles)", result.merge_seconds))
+            total_wall = plan_step.wall + map_step.wall + merge_step.wall
+            total_cpu = plan_step.cpu + map_step.cpu + merge_step.cpu
+            timings.append((f"{name}: plan + map + merge ({len(plan.units)} units)", total_wall, total_cpu))
+            timings.append((f"{name}:   plan", plan_step.wall, plan_step.cpu))
+            timings.append((f"{name}:   map ({report.retried} retried)", map_step.wall, map_step.cpu))
+            where = "logs moved aside" if not args.keep_logs_at_merge else "logs in place"
+            timings.append((f"{name}:   merge ({where})", merge_step.wall, merge_step.cpu))
             windows, problems, worst = compare_profiles(
                 read_window_profiles(store, PROJECT, MODEL, ENVIRONMENT), scanned
             )
-            metric_problems = compare_metrics(metric_rows(store), single_metrics)
+            metric_problems, worst_latency, worst_auc = compare_metrics(metric_rows(store), single_metrics)
             print(
                 f"{name}: {windows} merged window profiles vs the DuckDB scan: "
                 f"{'EQUAL' if not problems else problems[:5]} (moments max rel diff {worst:.1e}); "
                 f"{len(single_metrics)} metric rows vs single process: "
-                f"{'EQUAL' if not metric_problems else metric_problems[:5]}; "
-                f"batches from the run {result.merge.served}, profiled again {len(result.merge.declined)}"
+                f"{'EQUAL' if not metric_problems else metric_problems[:5]} "
+                f"(binned latency quantiles max rel diff {worst_latency:.1e} <= {LATENCY_RELATIVE_ACCURACY}, "
+                f"binned ROC AUC max abs diff {worst_auc:.1e}); "
+                f"batches from the run {result.served}, computed from logs {len(result.declined)}; "
+                f"partials {partial_bytes / 1e6:.1f} MB for {size / 1e6:.1f} MB of logs"
             )
-            if result.merge.served == 0 or result.merge.declined:
-                print(f"WARNING: {name}: the monitoring job profiled batches itself: {result.merge.declined}")
+            if result.served == 0 or result.declined:
+                print(f"WARNING: {name}: the merge computed dates from the logs: {result.declined}")
             if name == "spark":
                 options["session"].stop()
         print(f"\nload average at end: {os.getloadavg()}")
-        print(f"{'step':<58} {'wall s':>9}")
-        for label, seconds in timings:
-            print(f"{label:<58} {seconds:>9.1f}")
+        print(f"{'step':<58} {'wall s':>9} {'cpu s':>9}")
+        for label, seconds, cpu in timings:
+            print(f"{label:<58} {seconds:>9.1f} {cpu:>9.1f}")
     finally:
+        METER.stop()
         store.close()
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

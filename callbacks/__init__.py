@@ -5,6 +5,17 @@ callbacks of one page. Every callback declares its permission with
 ``@app.rbac.requires`` under ``@dash.callback``.
 """
 
-from callbacks import admin, audit, dashboard, integrations, models, monitoring, pipeline, projects
+import callbacks.approvals  # noqa: F401 - registers the Approvals page callbacks
+from callbacks import admin, audit, cicd, dashboard, integrations, models, monitoring, pipeline, projects
 
-__all__ = ["admin", "audit", "dashboard", "integrations", "models", "monitoring", "pipeline", "projects"]
+__all__ = [
+    "admin",
+    "audit",
+    "cicd",
+    "dashboard",
+    "integrations",
+    "models",
+    "monitoring",
+    "pipeline",
+    "projects",
+]

@@ -2,8 +2,9 @@
 
 * Users (``ADMIN_USERS``): list, create (optionally as administrator), activate and
   deactivate through :mod:`jobs.users`.
-* Roles per project (``MANAGE_MEMBERS`` on the project): grant and revoke, shared
-  with the Projects page (:func:`callbacks.projects.change_membership`).
+* Roles per project (``MANAGE_MEMBERS`` on the project): grant and revoke, the same
+  buttons as the Projects page (:func:`app.components.roles.role_change_callbacks`
+  around :func:`callbacks.projects.change_membership`).
 * Alert rules (``MANAGE_ALERT_RULES`` on the project): list, create, change the
   threshold, enable and disable through :mod:`jobs.alerts`.
 * Settings (``ADMIN_SETTINGS``): read-only; secrets show as "set (hidden)" and URLs
@@ -24,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session, services
+from app.components.roles import RoleForm, role_change_callbacks
 from app.rbac import requires
 from callbacks.projects import (
     ROLE_OPTIONS,
@@ -87,7 +89,15 @@ SETTINGS_SECTION = "admin-settings-section"
 
 SECRET_SETTINGS = frozenset({"secret_key", "s3_secret_access_key", "s3_session_token"})
 URL_SETTINGS = frozenset(
-    {"database_url", "mlflow_tracking_uri", "mlflow_registry_uri", "redis_url", "s3_endpoint_url", "data_uri"}
+    {
+        "database_url",
+        "mlflow_tracking_uri",
+        "mlflow_registry_uri",
+        "redis_url",
+        "celery_broker_url",
+        "s3_endpoint_url",
+        "data_uri",
+    }
 )
 PARTLY_SHOWN_SETTINGS = frozenset({"s3_access_key_id"})
 
@@ -298,46 +308,20 @@ def show_roles(_component_id: str, _refresh: int | None = None) -> tuple[Any, li
     return table, options
 
 
-@dash.callback(
-    Output(ROLE_MESSAGE, "children"),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(GRANT, "n_clicks"),
-    State(ROLE_PROJECT, "value"),
-    State(ROLE_USER, "value"),
-    State(ROLE_ROLE, "value"),
-    State(REFRESH, "data"),
-    prevent_initial_call=True,
+grant_clicked, revoke_clicked = role_change_callbacks(
+    RoleForm(
+        grant=GRANT,
+        revoke=REVOKE,
+        project=ROLE_PROJECT,
+        user=ROLE_USER,
+        role=ROLE_ROLE,
+        message=ROLE_MESSAGE,
+        refresh=REFRESH,
+    ),
+    change_membership,
+    refresh_after,
+    module=__name__,
 )
-@requires(Permission.MANAGE_MEMBERS)
-def grant_clicked(
-    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
-) -> tuple[dbc.Alert, int]:
-    """Give a user a role on a project."""
-    if not n_clicks:
-        raise PreventUpdate
-    outcome = change_membership(True, slug, username, role)
-    return outcome, refresh_after(outcome, refresh)
-
-
-@dash.callback(
-    Output(ROLE_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(REVOKE, "n_clicks"),
-    State(ROLE_PROJECT, "value"),
-    State(ROLE_USER, "value"),
-    State(ROLE_ROLE, "value"),
-    State(REFRESH, "data"),
-    prevent_initial_call=True,
-)
-@requires(Permission.MANAGE_MEMBERS)
-def revoke_clicked(
-    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
-) -> tuple[dbc.Alert, int]:
-    """Take a role on a project away from a user."""
-    if not n_clicks:
-        raise PreventUpdate
-    outcome = change_membership(False, slug, username, role)
-    return outcome, refresh_after(outcome, refresh)
 
 
 # ---------------------------------------------------------------------------- alert rules

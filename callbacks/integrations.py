@@ -5,6 +5,15 @@ Seeing the page needs ``VIEW_INTEGRATIONS``; running a check needs
 recorded in the audit log by :func:`jobs.integrations.run_check`. No secret is
 ever sent to the browser: credentials show as "configured" or "not configured",
 URLs with their password masked.
+
+GitHub webhooks: the repositories whose deliveries are accepted
+(:func:`jobs.github.list_github`, per project with ``VIEW_INTEGRATIONS``), the
+payload URL to paste into GitHub, and for ``MANAGE_INTEGRATIONS`` (per project:
+the Production Team and administrators) a form that links a repository to a
+project with its webhook secret (:func:`jobs.github.configure_github` stores it
+encrypted and re-checks the permission) or removes one. The secret goes from the
+password field to the job once; the field is emptied after saving and the page
+only ever says when a secret was set.
 """
 
 from __future__ import annotations
@@ -13,12 +22,14 @@ from typing import Any
 
 import dash
 import dash_bootstrap_components as dbc
-from dash import Input, Output, html
+from dash import Input, Output, State, html
 from dash.exceptions import PreventUpdate
+from flask import request
 
 from app.auth import current_actor, db_session, services
 from app.rbac import requires
-from callbacks.projects import notice
+from callbacks.projects import bump, notice, project_options
+from jobs.github import IntegrationView, configure_github, list_github, remove_github
 from jobs.integrations import (
     DATA_STORE,
     GITHUB,
@@ -30,7 +41,22 @@ from jobs.integrations import (
     run_check,
 )
 from jobs.permissions import Forbidden, Permission, has_permission
-from jobs.users import InvalidInput
+from jobs.users import Conflict, InvalidInput
+
+# Component ids of the GitHub webhook card (pages/integrations.py ``WebhookID`` holds the same values).
+WEBHOOK_URL = "integration-github-webhook-url"
+WEBHOOK_REPOSITORIES = "integration-github-repositories"
+WEBHOOK_REFRESH = "integration-github-refresh"
+WEBHOOK_MANAGE = "integration-github-manage"
+WEBHOOK_PROJECT = "integration-github-project"
+WEBHOOK_REPOSITORY = "integration-github-repository"
+WEBHOOK_SECRET = "integration-github-secret"  # noqa: S105 - a component id, not a password
+WEBHOOK_SAVE = "integration-github-save"
+WEBHOOK_REMOVE_REPOSITORY = "integration-github-remove-repository"
+WEBHOOK_REMOVE_CONFIRM = "integration-github-remove-confirm"
+WEBHOOK_MESSAGE = "integration-github-message"
+# Where the REST API receives deliveries (app/api/views.py ``github_webhook`` under /api/v1).
+WEBHOOK_PATH = "/api/v1/integrations/github/webhook"
 
 
 def config_view(integration: str) -> str:
@@ -188,3 +214,163 @@ def check_github_clicked(n_clicks: int | None) -> dbc.Alert:
     if not n_clicks:
         raise PreventUpdate
     return check_connection(GITHUB)
+
+
+# ---------------------------------------------------------------------------- GitHub webhooks
+
+
+def webhook_url(host_url: str) -> str:
+    """The payload URL GitHub must post to, on the host the studio is being served from."""
+    return host_url.rstrip("/") + WEBHOOK_PATH
+
+
+def secret_set_on(view: IntegrationView) -> str:
+    """What the page says about a stored secret: only when it was set, never the secret."""
+    return f"secret set on {view.updated_at:%Y-%m-%d %H:%M} UTC"
+
+
+def repositories_table(views: list[IntegrationView]) -> Any:
+    """The configured repositories (repository, project, when their secret was set), or why there are none."""
+    if not views:
+        return html.P(
+            "No repository is configured: GitHub's deliveries are refused until one is linked to a project.",
+            className="small text-body-secondary",
+            id="integration-github-empty",
+        )
+    header = html.Thead(html.Tr([html.Th("Repository"), html.Th("Project"), html.Th("Webhook secret")]))
+    rows = [
+        html.Tr([html.Td(view.repository), html.Td(view.project), html.Td(secret_set_on(view))])
+        for view in views
+    ]
+    return dbc.Table(
+        [header, html.Tbody(rows)],
+        size="sm",
+        responsive=True,
+        class_name="small",
+        id="integration-github-table",
+    )
+
+
+@dash.callback(
+    Output(WEBHOOK_URL, "children"),
+    Output(WEBHOOK_REPOSITORIES, "children"),
+    Output(WEBHOOK_MANAGE, "hidden"),
+    Output(WEBHOOK_PROJECT, "options"),
+    Output(WEBHOOK_PROJECT, "value"),
+    Output(WEBHOOK_REMOVE_REPOSITORY, "options"),
+    Output(WEBHOOK_REMOVE_REPOSITORY, "value"),
+    Input(WEBHOOK_REPOSITORIES, "id"),
+    Input(WEBHOOK_REFRESH, "data"),
+    State(WEBHOOK_PROJECT, "value"),
+)
+@requires(Permission.VIEW_INTEGRATIONS)
+def show_github_webhooks(
+    _component_id: str, _refresh: int | None, selected_project: str | None
+) -> tuple[Any, ...]:
+    """Payload URL, configured repositories and, for managers, the projects and repositories they may edit."""
+    actor = current_actor()
+    with db_session() as db:
+        views = list_github(db, actor)
+    projects = project_options(Permission.MANAGE_INTEGRATIONS)
+    values = [option["value"] for option in projects]
+    removable = [
+        {"label": f"{view.repository} ({view.project})", "value": view.repository}
+        for view in views
+        if has_permission(actor, Permission.MANAGE_INTEGRATIONS, view.project)
+    ]
+    return (
+        webhook_url(request.host_url),
+        repositories_table(views),
+        not projects,
+        projects,
+        selected_project if selected_project in values else (values[0] if values else None),
+        removable,
+        removable[0]["value"] if removable else None,
+    )
+
+
+def _webhook_change(change: Any) -> tuple[dbc.Alert, bool]:
+    """Run ``change(session, actor)`` in a write transaction: ``(notice, succeeded)``.
+
+    A job's refusal (``Forbidden``) is shown like any other error: the person sees why nothing happened.
+    """
+    actor = current_actor()
+    if actor is None:
+        raise PreventUpdate
+    try:
+        with db_session(write=True) as db:
+            text = change(db, actor)
+    except (Forbidden, InvalidInput, Conflict) as error:
+        return notice("danger", str(error), "integration-github-result"), False
+    return notice("success", text, "integration-github-result"), True
+
+
+@dash.callback(
+    Output(WEBHOOK_MESSAGE, "children"),
+    Output(WEBHOOK_SECRET, "value"),
+    Output(WEBHOOK_REFRESH, "data"),
+    Input(WEBHOOK_SAVE, "n_clicks"),
+    State(WEBHOOK_PROJECT, "value"),
+    State(WEBHOOK_REPOSITORY, "value"),
+    State(WEBHOOK_SECRET, "value"),
+    State(WEBHOOK_REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_INTEGRATIONS)
+def save_github_clicked(
+    n_clicks: int | None,
+    project: str | None,
+    repository: str | None,
+    secret: str | None,
+    refresh: int | None,
+) -> tuple[Any, Any, Any]:
+    """Link ``repository`` to ``project`` with ``secret`` (stored encrypted); empty the secret field after."""
+    if not n_clicks:
+        raise PreventUpdate
+    if not project:
+        return (
+            notice("danger", "Choose the project whose CI runs in the repository."),
+            dash.no_update,
+            dash.no_update,
+        )
+    secret_key = services().settings.secret_key
+
+    def change(db: Any, actor: Any) -> str:
+        stored = configure_github(
+            db, actor, project, (repository or "").strip(), secret or "", secret_key=secret_key
+        )
+        return (
+            f"Webhooks of {stored.repository} are accepted for project {project}; "
+            f"secret set on {stored.updated_at:%Y-%m-%d %H:%M} UTC."
+        )
+
+    outcome, ok = _webhook_change(change)
+    if not ok:
+        return outcome, dash.no_update, dash.no_update
+    return outcome, "", bump(refresh)
+
+
+@dash.callback(
+    Output(WEBHOOK_MESSAGE, "children", allow_duplicate=True),
+    Output(WEBHOOK_REFRESH, "data", allow_duplicate=True),
+    Input(WEBHOOK_REMOVE_CONFIRM, "submit_n_clicks"),
+    State(WEBHOOK_REMOVE_REPOSITORY, "value"),
+    State(WEBHOOK_REFRESH, "data"),
+    prevent_initial_call=True,
+)
+@requires(Permission.MANAGE_INTEGRATIONS)
+def remove_github_confirmed(
+    submit_n_clicks: int | None, repository: str | None, refresh: int | None
+) -> tuple[Any, Any]:
+    """Stop accepting ``repository``'s webhooks (after the confirmation); its runs stay."""
+    if not submit_n_clicks:
+        raise PreventUpdate
+    if not repository:
+        return notice("danger", "Choose the repository to remove."), dash.no_update
+
+    def change(db: Any, actor: Any) -> str:
+        remove_github(db, actor, repository)
+        return f"Webhooks of {repository} are no longer accepted; its stored workflow runs stay."
+
+    outcome, ok = _webhook_change(change)
+    return outcome, bump(refresh) if ok else dash.no_update

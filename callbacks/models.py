@@ -10,11 +10,26 @@ own deployment records.
 Reading the registry needs ``VIEW_MODELS`` on the project. The registry is read
 with the settings' tracking URI; a SQLite store that does not exist yet means no
 model was trained (it is not created by looking at this page).
+
+Two long jobs start here as Dash background callbacks (progress bar, cancel
+button): training a new version (``TRAIN_MODELS``, :func:`jobs.training.train_model`)
+and a monitoring backfill of a model over a date range (``RUN_BACKFILL``,
+:func:`jobs.monitor.run_monitor` with ``backfill=True``). They run in another
+process (see ``app.factory.make_background_manager``), never in the web worker.
+The request that starts one checks the permission (the RBAC guard and the wrapper
+``app.rbac`` puts around background callbacks), the job function checks it again
+on the project, and the job itself checks it a third time with the acting user
+handed over explicitly. Cancelling stops the job's process: a backfill keeps the
+files it already replaced (each write is atomic); training cannot be cancelled
+once the version is being registered, so the cancel button is disabled from then on.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,23 +38,50 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, html
 from dash.exceptions import PreventUpdate
+from flask import has_app_context
 from sqlalchemy import select
 
 from app.auth import current_actor, db_session, services
-from app.rbac import requires
+from app.rbac import acting_actor, requires
+from app.settings import Settings, load_settings
 from callbacks.projects import notice, project_options
 from jobs import registry
+from jobs.contracts import key_segment_problem
+from jobs.db import make_engine, make_session_factory
 from jobs.db.governance import Deployment
 from jobs.db.models import ENVIRONMENT_NAMES, Project
 from jobs.integrations import check_mlflow, first_line
-from jobs.permissions import Permission, has_permission
+from jobs.permissions import Actor, Forbidden, Permission, has_permission
+
+log = logging.getLogger(__name__)
 
 # Component ids of the Models page (pages/models.py uses the same constants).
 PROJECT = "models-project"
 REGISTRY = "models-registry"
+TRAIN_CARD = "models-train-card"
+TRAIN_MODEL = "models-train-model"
+TRAIN_START = "models-train-start"
+TRAIN_CANCEL = "models-train-cancel"
+TRAIN_PROGRESS = "models-train-progress"
+TRAIN_RESULT = "models-train-result"
+BACKFILL_CARD = "models-backfill-card"
+BACKFILL_MODEL = "models-backfill-model"
+BACKFILL_ENVIRONMENT = "models-backfill-environment"
+BACKFILL_SINCE = "models-backfill-since"
+BACKFILL_UNTIL = "models-backfill-until"
+BACKFILL_START = "models-backfill-start"
+BACKFILL_CANCEL = "models-backfill-cancel"
+BACKFILL_PROGRESS = "models-backfill-progress"
+BACKFILL_RESULT = "models-backfill-result"
 
 MAX_VERSIONS = 20
 DIGEST_SHOWN = 12
+# Training reports "registering" at 0.85: from then on the version exists and the job must finish.
+TRAINING_POINT_OF_NO_RETURN = 0.85
+MAX_BACKFILL_DAYS = 366
+ALL_ENVIRONMENTS = "all"
+SHOWN = {"display": "block"}
+HIDDEN = {"display": "none"}
 
 
 @dataclass(frozen=True)
@@ -261,10 +303,10 @@ def list_model_projects(_component_id: str, selected: str | None) -> tuple[list[
     return options, selected if selected in values else (values[0] if values else None)
 
 
-@dash.callback(Output(REGISTRY, "children"), Input(PROJECT, "value"))
+@dash.callback(Output(REGISTRY, "children"), Input(PROJECT, "value"), Input(TRAIN_RESULT, "children"))
 @requires(Permission.VIEW_MODELS)
-def show_registry(project: str | None) -> Any:
-    """Registered models of the project, their versions and deployments.
+def show_registry(project: str | None, _trained: Any = None) -> Any:
+    """Registered models of the project, their versions and deployments (again after a training job).
 
     Raises:
         PreventUpdate: without a project, or for one the user may not view.
@@ -286,3 +328,268 @@ def show_registry(project: str | None) -> Any:
         )
     deployed = latest_deployments(project)
     return [_model_card(entry, deployed.get(entry.model, {})) for entry in entries]
+
+
+# ---------------------------------------------------------------------------- long jobs
+
+
+@dash.callback(
+    Output(TRAIN_CARD, "style"),
+    Output(BACKFILL_CARD, "style"),
+    Input(PROJECT, "value"),
+)
+@requires(Permission.VIEW_MODELS)
+def show_long_job_forms(project: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Show the training and backfill forms to users who may start them on the project (cosmetic)."""
+    actor = current_actor()
+    if not project:
+        return HIDDEN, HIDDEN
+    train = has_permission(actor, Permission.TRAIN_MODELS, project)
+    backfill = has_permission(actor, Permission.RUN_BACKFILL, project)
+    return (SHOWN if train else HIDDEN), (SHOWN if backfill else HIDDEN)
+
+
+def job_settings() -> Settings:
+    """The settings a background job runs with.
+
+    A job forked from the web worker (diskcache) still sees the app that started it;
+    a Celery worker has no app and reads the same ``MMS_*`` environment as the studio.
+    """
+    if has_app_context():
+        return services().settings
+    return load_settings()
+
+
+def progress_reporter(
+    set_progress: Callable[[tuple[Any, ...]], None], *, point_of_no_return: float | None = None
+) -> Callable[[str, float], None]:
+    """Turn a job's ``progress(stage, fraction)`` into the progress outputs of a background callback.
+
+    The outputs are the bar's value (percent), its label and whether the cancel button is
+    disabled. Cancel is enabled by the first report rather than when the job is asked for:
+    only once the job has reported does the browser hold the handle a cancel needs.
+
+    Args:
+        set_progress: What Dash passes a background callback with ``progress=`` outputs.
+        point_of_no_return: From this fraction on the cancel button is disabled again (``None``: never).
+    """
+
+    def report(stage: str, fraction: float) -> None:
+        percent = max(0, min(100, round(float(fraction) * 100)))
+        locked = point_of_no_return is not None and float(fraction) >= point_of_no_return
+        set_progress((percent, f"{stage} · {percent}%", locked))
+
+    return report
+
+
+def _job_actor(permission: Permission, project: str | None) -> Actor:
+    """The user the job acts for, if they hold ``permission`` on ``project``.
+
+    Raises:
+        Forbidden: otherwise (the message is shown; nothing ran).
+    """
+    actor = acting_actor()
+    if not project or not has_permission(actor, permission, project):
+        who = actor.username if actor else "anonymous"
+        raise Forbidden(f"{who} may not {permission.value} on project {project!r}")
+    assert actor is not None
+    return actor
+
+
+def _model_name(raw: str | None) -> str:
+    model = (raw or "").strip()
+    if not model:
+        raise ValueError("enter the model name")
+    problem = key_segment_problem(model)
+    if problem:
+        raise ValueError(f"model name: {problem}")
+    return model
+
+
+def train_version(
+    actor: Actor, settings: Settings, project: str, model: str, report: Callable[[str, float], None]
+) -> dbc.Alert:
+    """Run the training job for ``actor`` and say how it went (its errors become the message)."""
+    from threadpoolctl import threadpool_limits
+
+    from analytics.store import ParquetStore
+    from jobs.training import train_model
+
+    store = ParquetStore(settings.store_config())
+    # A fresh engine: connections inherited from the web worker's pool must not be shared.
+    engine = make_engine(settings.database_url)
+    try:
+        # The job runs in a process forked from a multi-threaded worker: GNU OpenMP's thread pool does
+        # not survive a fork (the estimator's parallel loops would wait forever on threads that are not
+        # there), so the forked job fits with one OpenMP thread.
+        with threadpool_limits(limits=1, user_api="openmp"):
+            result = train_model(
+                actor,
+                project=project,
+                model=model,
+                store=store,
+                tracking_uri=settings.mlflow_tracking_uri,
+                registry_uri=settings.mlflow_registry_uri,
+                session_factory=make_session_factory(engine),
+                progress=report,
+            )
+    except Forbidden as error:
+        return notice("danger", str(error), TRAIN_RESULT + "-message")
+    except Exception as error:  # the job's message is the answer, never a crash
+        log.warning("training %s/%s failed", project, model, exc_info=True)
+        return notice("danger", f"Training failed: {first_line(error)}", TRAIN_RESULT + "-message")
+    finally:
+        store.close()
+        engine.dispose()
+    metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted(result.metrics.items()))
+    return notice(
+        "success",
+        f"Version {result.version} of {result.registered_model} registered from run {result.run_id}"
+        f" ({metrics or 'no metric'}).",
+        TRAIN_RESULT + "-message",
+    )
+
+
+@dash.callback(
+    Output(TRAIN_RESULT, "children"),
+    Input(TRAIN_START, "n_clicks"),
+    State(PROJECT, "value"),
+    State(TRAIN_MODEL, "value"),
+    background=True,
+    running=[(Output(TRAIN_START, "disabled"), True, False)],
+    progress=[
+        Output(TRAIN_PROGRESS, "value"),
+        Output(TRAIN_PROGRESS, "label"),
+        Output(TRAIN_CANCEL, "disabled"),
+    ],
+    progress_default=[0, "", True],
+    cancel=[Input(TRAIN_CANCEL, "n_clicks")],
+    prevent_initial_call=True,
+)
+@requires(Permission.TRAIN_MODELS)
+def train_new_version(
+    set_progress: Callable[[tuple[Any, ...]], None],
+    n_clicks: int | None,
+    project: str | None,
+    model: str | None,
+) -> dbc.Alert:
+    """Train a new version of the named model in a background job, reporting its progress."""
+    if not n_clicks:
+        raise PreventUpdate
+    try:
+        actor = _job_actor(Permission.TRAIN_MODELS, project)
+        name = _model_name(model)
+    except (Forbidden, ValueError) as error:
+        return notice("danger", str(error), TRAIN_RESULT + "-message")
+    report = progress_reporter(set_progress, point_of_no_return=TRAINING_POINT_OF_NO_RETURN)
+    report("starting", 0.0)
+    assert project is not None
+    return train_version(actor, job_settings(), project, name, report)
+
+
+def _date(raw: str | None, what: str) -> date:
+    if not raw:
+        raise ValueError(f"choose the {what} date")
+    try:
+        return date.fromisoformat(str(raw)[:10])
+    except ValueError:
+        raise ValueError(f"the {what} date {raw!r} is not a date (YYYY-MM-DD)") from None
+
+
+def backfill_request(
+    project: str, model: str | None, environment: str | None, since: str | None, until: str | None
+) -> Any:
+    """The :class:`jobs.monitor.MonitorRequest` of a backfill, from the form's values.
+
+    Raises:
+        ValueError: for a missing or malformed field, or a range over :data:`MAX_BACKFILL_DAYS`.
+    """
+    from jobs.monitor import MonitorRequest
+
+    first, last = _date(since, "first"), _date(until, "last")
+    if last < first:
+        raise ValueError(f"the range ends ({last}) before it starts ({first})")
+    if (last - first).days + 1 > MAX_BACKFILL_DAYS:
+        raise ValueError(f"a backfill covers at most {MAX_BACKFILL_DAYS} days; split the range")
+    if environment in (None, "", ALL_ENVIRONMENTS):
+        environment = None
+    elif environment not in ENVIRONMENT_NAMES:
+        raise ValueError(f"environment must be one of {', '.join(ENVIRONMENT_NAMES)} or all")
+    return MonitorRequest(
+        project=project,
+        model=_model_name(model),
+        environment=environment,
+        since=first,
+        until=last,
+        backfill=True,
+    )
+
+
+def run_backfill(actor: Actor, settings: Settings, request: Any, report: Callable[[str, float], None]) -> Any:
+    """Run the monitoring backfill for ``actor`` and say how it went."""
+    from analytics.store import ParquetStore
+    from jobs.monitor import run_monitor
+
+    store = ParquetStore(settings.store_config())
+    try:
+        summary = run_monitor(store, request, actor=actor, progress=report)
+    except Forbidden as error:
+        return notice("danger", str(error), BACKFILL_RESULT + "-message")
+    except Exception as error:  # the job's message is the answer, never a crash
+        log.warning("backfill of %s failed", request, exc_info=True)
+        return notice("danger", f"Backfill failed: {first_line(error)}", BACKFILL_RESULT + "-message")
+    finally:
+        store.close()
+    report("done", 1.0)
+    return dbc.Alert(
+        [
+            html.Strong(f"{summary.computed_dates} date(s) recomputed."),
+            html.Pre(summary.to_text(), className="small mb-0 mt-2"),
+        ],
+        color="success" if summary.ok else "warning",
+        class_name="py-2 mb-2",
+        id=BACKFILL_RESULT + "-message",
+    )
+
+
+@dash.callback(
+    Output(BACKFILL_RESULT, "children"),
+    Input(BACKFILL_START, "n_clicks"),
+    State(PROJECT, "value"),
+    State(BACKFILL_MODEL, "value"),
+    State(BACKFILL_ENVIRONMENT, "value"),
+    State(BACKFILL_SINCE, "value"),
+    State(BACKFILL_UNTIL, "value"),
+    background=True,
+    running=[(Output(BACKFILL_START, "disabled"), True, False)],
+    progress=[
+        Output(BACKFILL_PROGRESS, "value"),
+        Output(BACKFILL_PROGRESS, "label"),
+        Output(BACKFILL_CANCEL, "disabled"),
+    ],
+    progress_default=[0, "", True],
+    cancel=[Input(BACKFILL_CANCEL, "n_clicks")],
+    prevent_initial_call=True,
+)
+@requires(Permission.RUN_BACKFILL)
+def backfill_monitoring(
+    set_progress: Callable[[tuple[Any, ...]], None],
+    n_clicks: int | None,
+    project: str | None,
+    model: str | None,
+    environment: str | None,
+    since: str | None,
+    until: str | None,
+) -> Any:
+    """Recompute the monitoring metrics of a model over a date range in a background job."""
+    if not n_clicks:
+        raise PreventUpdate
+    try:
+        actor = _job_actor(Permission.RUN_BACKFILL, project)
+        assert project is not None
+        request = backfill_request(project, model, environment, since, until)
+    except (Forbidden, ValueError) as error:  # MonitorError is a ValueError
+        return notice("danger", str(error), BACKFILL_RESULT + "-message")
+    report = progress_reporter(set_progress)
+    report("starting", 0.0)
+    return run_backfill(actor, job_settings(), request, report)

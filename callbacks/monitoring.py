@@ -25,6 +25,7 @@ from __future__ import annotations
 import html as html_text
 import logging
 import math
+import re
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -88,11 +89,14 @@ ALERT_COMMENT = "monitoring-alert-comment"
 ALERT_FEEDBACK = "monitoring-alert-feedback"
 ALERTS_VERSION = "monitoring-alerts-version"
 ALERT_ACK_TYPE = "monitoring-alert-ack"
+HEATMAP_SHOWN = "monitoring-heatmap-shown"
 
 READER_KEY = "mms.metrics_reader"
 DEFAULT_RANGE_DAYS = 30
 MAX_ALERTS_SHOWN = 50
 MAX_TEXT_INPUT = 256
+MAX_SEGMENT_VALUES = 20
+"""The monitoring job's cap on a segment column's values per window (``jobs._monitor_segments``)."""
 WINDOW_LABELS = {"day": "Daily", "hour": "Hourly"}
 NO_DATA = "no monitoring data for this selection"
 PERFORMANCE_METRICS = {"classification": ("accuracy", "roc_auc"), "regression": ("rmse", "mae")}
@@ -118,6 +122,31 @@ SELECTION_INPUTS = [
     Input(WINDOW, "value"),
 ]
 SELECTION_STATES = [State(PROJECT, "value"), State(MODEL, "value"), State(ENVIRONMENT, "value")]
+
+
+def _panel_inputs(**extra: Input) -> dict[str, Input]:
+    """Inputs of the panels a segment filters (alerts are the whole traffic's: they keep SELECTION_INPUTS).
+
+    New objects for every callback: Dash records the keyword of a dependency on the object itself,
+    so one ``Input`` shared by two dict-signature callbacks would hand one the other's keywords.
+    """
+    return {
+        "start": Input(DATES, "start_date"),
+        "end": Input(DATES, "end_date"),
+        "window": Input(WINDOW, "value"),
+        **extra,
+        "segment": Input(SEGMENT, "value"),
+    }
+
+
+def _panel_states(**extra: State) -> dict[str, State]:
+    """States naming the model of the selection (new objects per callback, see :func:`_panel_inputs`)."""
+    return {
+        "project": State(PROJECT, "value"),
+        "model": State(MODEL, "value"),
+        "environment": State(ENVIRONMENT, "value"),
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -159,12 +188,19 @@ def _parse_day(value: object) -> date | None:
 
 
 def selection_query(
-    project: object, model: object, environment: object, start: object, end: object, window: object
+    project: object,
+    model: object,
+    environment: object,
+    start: object,
+    end: object,
+    window: object,
+    segment: object = None,
 ) -> MetricsQuery | str:
     """The validated query of the page's selection, or the message to show instead.
 
     The project must be one the signed-in user may monitor; any other value (a forged slug, one the
-    user lost access to, an unknown one) gives the same "no monitoring data" message.
+    user lost access to, an unknown one) gives the same "no monitoring data" message. ``segment`` is
+    ``None`` or empty for the whole traffic.
     """
     if _allowed_project(current_actor(), project) is None:
         return "Choose a project." if not project else NO_DATA
@@ -175,8 +211,18 @@ def selection_query(
         return "Choose a date range."
     if not isinstance(window, str):
         return "Choose a window."
+    if segment is not None and not (isinstance(segment, str) and len(segment) <= MAX_TEXT_INPUT):
+        return "Choose a segment."
     try:
-        return MetricsQuery(project, model, environment, start_day, end_day, window)  # type: ignore[arg-type]
+        return MetricsQuery(
+            project,  # type: ignore[arg-type]
+            model,  # type: ignore[arg-type]
+            environment,  # type: ignore[arg-type]
+            start_day,
+            end_day,
+            window,
+            segment or None,
+        )
     except InvalidQuery as error:
         return f"Cannot show this selection: {error}."
 
@@ -222,9 +268,18 @@ SELECTION_BAR = {
     "month": Output(DATES, "initial_visible_month"),
     "windows": Output(WINDOW, "options"),
     "window": Output(WINDOW, "value"),
+    "segments": Output(SEGMENT, "options"),
+    "segment": Output(SEGMENT, "value"),
+    "segments_disabled": Output(SEGMENT, "disabled"),
     "export_disabled": Output(EXPORT, "disabled"),
     "export_title": Output(EXPORT, "title"),
     "status": Output(STATUS, "children"),
+    # The heatmap of the default selection comes with the selection itself: the page's first
+    # render then needs one round trip after its layout, not two (see show_drift_heatmap).
+    "heatmap": Output(HEATMAP, "figure", allow_duplicate=True),
+    "summary": Output(SUMMARY, "children", allow_duplicate=True),
+    "segment_help": Output(SEGMENT_HELP, "children", allow_duplicate=True),
+    "heatmap_shown": Output(HEATMAP_SHOWN, "data", allow_duplicate=True),
 }
 
 
@@ -237,19 +292,34 @@ def _empty_bar(projects: dict[str, str], project: str | None, message: str, colo
         models=[],
         environments=[],
         windows=[{"label": label, "value": unit, "disabled": True} for unit, label in WINDOW_LABELS.items()],
+        segments=[],
+        segments_disabled=True,
         export_disabled=True,
         export_title="Choose a model first",
         status=dbc.Alert(message, color=color, id="monitoring-empty"),
+        heatmap=figures.empty_figure(message),
+        summary=message,
+        segment_help="",
+        heatmap_shown=None,
     )
     return bar
 
 
-def _segment_help(segments: Sequence[str]) -> str:
-    text = "The monitoring job computes metrics per model and window, not per segment"
+def _segment_help(query: MetricsQuery | None, segments: Sequence[str] = ()) -> str:
+    """The note under the selection: what the segment filter shows."""
+    if query is not None and query.segment is not None:
+        return (
+            f"Every panel shows the traffic of {query.segment} only (alerts cover the whole traffic; "
+            "distributions are kept for the whole traffic)."
+        )
+    text = (
+        "Segments (the monitoring job's metrics per value of a segment_* log column with at most "
+        f"{MAX_SEGMENT_VALUES} values) filter every panel but the alerts"
+    )
     if not segments:
         return text + "."
     verb = "is" if len(segments) == 1 else "are"
-    return f"{text}; {', '.join(segments)} {verb} monitored for drift as a column."
+    return f"{text}; {', '.join(segments)} {verb} also monitored for drift as a column."
 
 
 @dash.callback(
@@ -260,6 +330,7 @@ def _segment_help(segments: Sequence[str]) -> str:
         "environment": Input(ENVIRONMENT, "value"),
     },
     state={"window": State(WINDOW, "value")},
+    prevent_initial_call="initial_duplicate",
 )
 @requires(Permission.VIEW_MONITORING)
 def show_selection(project: object, model: object, environment: object, window: object) -> dict[str, Any]:
@@ -303,17 +374,27 @@ def show_selection(project: object, model: object, environment: object, window: 
     )
     if not days or not units:
         where = f"{model} in {environment}" if model and environment else "this project"
-        bar["status"] = dbc.Alert(
+        message = (
             f"No metrics yet for {where}. "
-            f"Run the monitoring job (python -m jobs monitor --project {project}).",
-            color="info",
-            id="monitoring-empty",
+            f"Run the monitoring job (python -m jobs monitor --project {project})."
+        )
+        bar.update(
+            status=dbc.Alert(message, color="info", id="monitoring-empty"),
+            heatmap=figures.empty_figure(message),
+            summary=message,
         )
         return bar
     unit = window if window in units else units[0]
     first, last = days[0], days[-1]
     start = max(first, last - timedelta(days=(DEFAULT_RANGE_DAYS if unit == "day" else 7) - 1))
-    _prefetch(MetricsQuery(project, model, environment, start, last, unit))
+    query = MetricsQuery(project, model, environment, start, last, unit)
+    _prefetch(query)
+    try:
+        segments = reader.segments(project, model, environment, last, unit)
+    except StoreError as error:
+        log.warning("monitoring page: cannot list the segments of %s/%s: %s", project, model, error)
+        segments = []
+    heatmap = _heatmap_or_message(query)
     may_export = has_permission(actor, Permission.EXPORT_DATA, project)
     bar.update(
         first_day=first.isoformat(),
@@ -323,6 +404,9 @@ def show_selection(project: object, model: object, environment: object, window: 
         month=last.isoformat(),
         windows=[{"label": WINDOW_LABELS[u], "value": u, "disabled": u not in units} for u in WINDOW_LABELS],
         window=unit,
+        segments=[{"label": "All traffic", "value": ""}] + [{"label": s, "value": s} for s in segments],
+        segment="",
+        segments_disabled=not segments,
         export_disabled=not may_export,
         export_title=(
             "Download the shown metrics as CSV"
@@ -330,6 +414,10 @@ def show_selection(project: object, model: object, environment: object, window: 
             else "Your roles on this project do not allow exports"
         ),
         status=None,
+        heatmap=heatmap[0],
+        summary=heatmap[1],
+        segment_help=heatmap[2],
+        heatmap_shown=_shown_key(query),
     )
     return bar
 
@@ -346,6 +434,7 @@ def _matrix(query: MetricsQuery, reader: MetricsReader | None = None) -> DriftMa
         query.start,
         query.end,
         query.window,
+        query.segment,
     )
 
 
@@ -392,20 +481,49 @@ def _summary(matrix: DriftMatrix) -> str:
 
 
 @dash.callback(
-    Output(HEATMAP, "figure"),
-    Output(SUMMARY, "children"),
-    Output(SEGMENT_HELP, "children"),
-    *SELECTION_INPUTS,
-    *SELECTION_STATES,
+    output=[
+        Output(HEATMAP, "figure", allow_duplicate=True),
+        Output(SUMMARY, "children", allow_duplicate=True),
+        Output(SEGMENT_HELP, "children", allow_duplicate=True),
+        Output(HEATMAP_SHOWN, "data", allow_duplicate=True),
+    ],
+    inputs=_panel_inputs(),
+    state=_panel_states(shown=State(HEATMAP_SHOWN, "data")),
+    prevent_initial_call=True,
 )
 @requires(Permission.VIEW_MONITORING)
 def show_drift_heatmap(
-    start: object, end: object, window: object, project: object, model: object, environment: object
-) -> tuple[go.Figure, str, str]:
-    """Feature x window drift heatmap of the selection, a one-line summary and the segment note."""
-    query = selection_query(project, model, environment, start, end, window)
+    start: object,
+    end: object,
+    window: object,
+    project: object,
+    model: object,
+    environment: object,
+    segment: object = None,
+    shown: object = None,
+) -> tuple[go.Figure, str, str, list[str] | None]:
+    """Feature x window drift heatmap of the selection, a one-line summary and the segment note.
+
+    The selection bar sends the heatmap of the selection it sets (:func:`show_selection`) together
+    with its key in ``HEATMAP_SHOWN``; the range and window it sets then trigger this callback, which
+    leaves that heatmap as it is. Any later change of range, window or segment is drawn here.
+    """
+    query = selection_query(project, model, environment, start, end, window, segment)
     if isinstance(query, str):
-        return figures.empty_figure(query), query, ""
+        return figures.empty_figure(query), query, "", None
+    key = _shown_key(query)
+    if shown == key:
+        raise PreventUpdate
+    return (*_heatmap_or_message(query), key)
+
+
+def _shown_key(query: MetricsQuery) -> list[str]:
+    """What identifies the heatmap on screen (JSON, kept by the browser in ``HEATMAP_SHOWN``)."""
+    fields = (query.project, query.model, query.environment, query.start, query.end, query.window)
+    return [*map(str, fields), query.segment or ""]
+
+
+def _heatmap_or_message(query: MetricsQuery) -> tuple[go.Figure, str, str]:
     try:
         return _memoized(query, "heatmap", lambda: _heatmap(query))
     except StoreError as error:
@@ -417,10 +535,10 @@ def _heatmap(query: MetricsQuery) -> tuple[go.Figure, str, str]:
     matrix = _matrix(query)
     if matrix.empty:
         message = f"No drift metrics yet for {_describe(query)}."
-        return figures.empty_figure(message, "Drift"), message, _segment_help(())
+        return figures.empty_figure(message, "Drift"), message, _segment_help(query)
     figure = figures.drift_heatmap(list(matrix.rows))
     figure.update_layout(height=max(320, 140 + 26 * len(matrix.columns)), margin={"t": 30})
-    return figure, _summary(matrix), _segment_help(matrix.segments)
+    return figure, _summary(matrix), _segment_help(query, matrix.segments)
 
 
 def _clicked_cell(click: object) -> tuple[str, datetime] | None:
@@ -493,13 +611,14 @@ def quality_table(findings: Sequence[Finding]) -> html.Div | dbc.Table:
 
 
 @dash.callback(
-    Output(FEATURE_TITLE, "children"),
-    Output(FEATURE_TIMELINE, "figure"),
-    Output(FEATURE_DISTRIBUTION, "figure"),
-    Output(FEATURE_QUALITY, "children"),
-    *SELECTION_INPUTS,
-    Input(HEATMAP, "clickData"),
-    *SELECTION_STATES,
+    output=[
+        Output(FEATURE_TITLE, "children"),
+        Output(FEATURE_TIMELINE, "figure"),
+        Output(FEATURE_DISTRIBUTION, "figure"),
+        Output(FEATURE_QUALITY, "children"),
+    ],
+    inputs=_panel_inputs(click=Input(HEATMAP, "clickData")),
+    state=_panel_states(),
 )
 @requires(Permission.VIEW_MONITORING)
 def show_feature_detail(
@@ -510,6 +629,7 @@ def show_feature_detail(
     project: object,
     model: object,
     environment: object,
+    segment: object = None,
 ) -> tuple[str, go.Figure, go.Figure, Any]:
     """Drill-down into the clicked feature, computed alongside the heatmap.
 
@@ -517,7 +637,7 @@ def show_feature_detail(
     range when the clicked one is outside it); until a cell is clicked, or when the selection has no
     such feature, the worst cell of the heatmap is shown.
     """
-    query = selection_query(project, model, environment, start, end, window)
+    query = selection_query(project, model, environment, start, end, window, segment)
     if isinstance(query, str):
         empty = figures.empty_figure(query)
         return "No feature selected", empty, empty, html.P(query, className="text-body-secondary")
@@ -548,6 +668,7 @@ def _detail(query: MetricsQuery, period: timedelta, column: str, at: datetime) -
         column,
         at,
         period,
+        query.segment,
     )
     if detail.focus is None:
         message = f"{column} has no drift metrics between {query.start} and {query.end}."
@@ -578,13 +699,19 @@ def _detail(query: MetricsQuery, period: timedelta, column: str, at: datetime) -
 # --------------------------------------------------------------------------- performance and latency
 
 
-@dash.callback(Output(PERFORMANCE, "figure"), *SELECTION_INPUTS, *SELECTION_STATES)
+@dash.callback(output=Output(PERFORMANCE, "figure"), inputs=_panel_inputs(), state=_panel_states())
 @requires(Permission.VIEW_MONITORING)
 def show_performance(
-    start: object, end: object, window: object, project: object, model: object, environment: object
+    start: object,
+    end: object,
+    window: object,
+    project: object,
+    model: object,
+    environment: object,
+    segment: object = None,
 ) -> go.Figure:
     """Accuracy and ROC AUC (classification) or RMSE and MAE (regression), with label coverage."""
-    query = selection_query(project, model, environment, start, end, window)
+    query = selection_query(project, model, environment, start, end, window, segment)
     if isinstance(query, str):
         return figures.empty_figure(query)
     try:
@@ -595,7 +722,14 @@ def show_performance(
 
 def _performance(query: MetricsQuery) -> go.Figure:
     series = performance_series(
-        metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+        metrics_reader(),
+        query.project,
+        query.model,
+        query.environment,
+        query.start,
+        query.end,
+        query.window,
+        query.segment,
     )
     if series.task is None:
         return figures.empty_figure(f"no performance metrics yet for {_describe(query)} (labels arrive late)")
@@ -606,13 +740,19 @@ def _performance(query: MetricsQuery) -> go.Figure:
     return figure
 
 
-@dash.callback(Output(LATENCY, "figure"), *SELECTION_INPUTS, *SELECTION_STATES)
+@dash.callback(output=Output(LATENCY, "figure"), inputs=_panel_inputs(), state=_panel_states())
 @requires(Permission.VIEW_MONITORING)
 def show_latency(
-    start: object, end: object, window: object, project: object, model: object, environment: object
+    start: object,
+    end: object,
+    window: object,
+    project: object,
+    model: object,
+    environment: object,
+    segment: object = None,
 ) -> go.Figure:
     """Latency p50/p95/p99 and throughput of the selection."""
-    query = selection_query(project, model, environment, start, end, window)
+    query = selection_query(project, model, environment, start, end, window, segment)
     if isinstance(query, str):
         return figures.empty_figure(query)
     try:
@@ -623,7 +763,14 @@ def show_latency(
 
 def _latency(query: MetricsQuery) -> go.Figure:
     rows = latency_series(
-        metrics_reader(), query.project, query.model, query.environment, query.start, query.end, query.window
+        metrics_reader(),
+        query.project,
+        query.model,
+        query.environment,
+        query.start,
+        query.end,
+        query.window,
+        query.segment,
     )
     figure = figures.latency_timeline(list(rows), title=f"{query.model} latency")
     figure.update_layout(margin={"t": 60})
@@ -748,13 +895,14 @@ def acknowledge_alert(_clicks: list, comment: object, version: object) -> tuple[
 
 
 @dash.callback(
-    Output(EXPORT_DOWNLOAD, "data"),
-    Output(EXPORT_FEEDBACK, "children"),
-    Input(EXPORT, "n_clicks"),
-    State(DATES, "start_date"),
-    State(DATES, "end_date"),
-    State(WINDOW, "value"),
-    *SELECTION_STATES,
+    output=[Output(EXPORT_DOWNLOAD, "data"), Output(EXPORT_FEEDBACK, "children")],
+    inputs={"clicks": Input(EXPORT, "n_clicks")},
+    state={
+        "start": State(DATES, "start_date"),
+        "end": State(DATES, "end_date"),
+        "window": State(WINDOW, "value"),
+        **_panel_states(segment=State(SEGMENT, "value")),
+    },
     prevent_initial_call=True,
 )
 @requires(Permission.EXPORT_DATA)
@@ -766,6 +914,7 @@ def export_metrics(
     project: object,
     model: object,
     environment: object,
+    segment: object = None,
 ) -> tuple[dict[str, Any] | None, str]:
     """The selection's shown metrics rows as CSV; needs ``export_data`` on the selected project itself.
 
@@ -774,7 +923,7 @@ def export_metrics(
     """
     if not clicks:
         raise PreventUpdate
-    query = selection_query(project, model, environment, start, end, window)
+    query = selection_query(project, model, environment, start, end, window, segment)
     if isinstance(query, str):
         return None, query
     if not has_permission(current_actor(), Permission.EXPORT_DATA, query.project):
@@ -793,6 +942,7 @@ def export_metrics(
             str(query.start),
             str(query.end),
             query.window,
+            *([re.sub(r"[^A-Za-z0-9_.]+", "_", query.segment)] if query.segment else []),
         ]
     )
     return dcc.send_bytes(content, f"{name}.csv", type="text/csv"), f"{rows} row(s) exported."

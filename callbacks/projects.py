@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session
 from app.components import ids
+from app.components.roles import RoleForm, role_change_callbacks
 from app.rbac import requires
 from jobs.db.models import ENVIRONMENT_NAMES, Environment, Membership, Project, User
 from jobs.permissions import ROLE_TITLES, Actor, Forbidden, Permission, Role, has_permission
@@ -400,43 +401,17 @@ def change_membership(grant: bool, slug: str | None, username: str | None, role:
     return run_change(change)
 
 
-@dash.callback(
-    Output(MEMBER_MESSAGE, "children"),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(GRANT_BUTTON, "n_clicks"),
-    State(SELECT, "value"),
-    State(MEMBER_USER, "value"),
-    State(MEMBER_ROLE, "value"),
-    State(REFRESH, "data"),
-    prevent_initial_call=True,
+grant_clicked, revoke_clicked = role_change_callbacks(
+    RoleForm(
+        grant=GRANT_BUTTON,
+        revoke=REVOKE_BUTTON,
+        project=SELECT,
+        user=MEMBER_USER,
+        role=MEMBER_ROLE,
+        message=MEMBER_MESSAGE,
+        refresh=REFRESH,
+    ),
+    change_membership,
+    refresh_after,
+    module=__name__,
 )
-@requires(Permission.MANAGE_MEMBERS)
-def grant_clicked(
-    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
-) -> tuple[dbc.Alert, int]:
-    """Give the chosen user the chosen role on the selected project."""
-    if not n_clicks:
-        raise PreventUpdate
-    outcome = change_membership(True, slug, username, role)
-    return outcome, refresh_after(outcome, refresh)
-
-
-@dash.callback(
-    Output(MEMBER_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(REVOKE_BUTTON, "n_clicks"),
-    State(SELECT, "value"),
-    State(MEMBER_USER, "value"),
-    State(MEMBER_ROLE, "value"),
-    State(REFRESH, "data"),
-    prevent_initial_call=True,
-)
-@requires(Permission.MANAGE_MEMBERS)
-def revoke_clicked(
-    n_clicks: int | None, slug: str | None, username: str | None, role: str | None, refresh: int | None
-) -> tuple[dbc.Alert, int]:
-    """Take the chosen role on the selected project away from the chosen user."""
-    if not n_clicks:
-        raise PreventUpdate
-    outcome = change_membership(False, slug, username, role)
-    return outcome, refresh_after(outcome, refresh)

@@ -977,6 +977,29 @@ def expire_pending(session: Session, now: datetime | None = None) -> list[Promot
     return list(overdue)
 
 
+EXPIRY_RUN_ACTION = "promotion.expiry_run"
+
+
+def run_expiry(session_factory: sessionmaker[Session], now: datetime | None = None) -> list[int]:
+    """The scheduled expiry: :func:`expire_pending` plus one ``promotion.expiry_run`` audit entry.
+
+    One write transaction: the expirations and the run's entry (actor ``system``, the
+    ids it expired, possibly none) commit together or not at all.
+
+    Args:
+        session_factory: Session factory of the metadata database.
+        now: The current time (defaults to the clock).
+
+    Returns:
+        Ids of the requests it expired, oldest first.
+    """
+    now = _check_now(now)
+    with session_scope(session_factory, write=True) as session:
+        expired = [request.id for request in expire_pending(session, now)]
+        audit.append(session, SYSTEM_ACTOR, EXPIRY_RUN_ACTION, "promotions", {"at": now, "expired": expired})
+    return expired
+
+
 def get_request(session: Session, actor: Actor | None, request_id: int) -> PromotionRequest:
     """One promotion request, if ``actor`` may view approvals on its project.
 

@@ -16,6 +16,12 @@ checkpoint, partition ``chain=<name>``).
   (it is ignored for the checks above);
 * the chain's own breaks, from :func:`jobs.audit.verify`.
 
+:func:`run_checkpoint` is the scheduled job (``python -m jobs scheduler --once
+audit_checkpoint``): it signs the head, then records ``audit.checkpoint`` (or
+``audit.checkpoint_refused`` for a broken chain) as the ``system`` actor. The
+checkpoint signs the head *before* that entry, so each run's entry is covered by
+the next run's checkpoint.
+
 The key comes from ``MMS_AUDIT_HMAC_KEY`` (at least 32 characters) or from the
 file ``<var_dir>/audit_hmac.key``, created with 32 random bytes and mode 0600 on
 first use. Someone who can rewrite both the database and every checkpoint file,
@@ -42,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from jobs import audit
 from jobs.db.models import AuditEntry, utcnow
+from jobs.db.session import session_scope
 
 CHECKPOINT_DATASET = "audit_checkpoints"
 KEY_ENV = "MMS_AUDIT_HMAC_KEY"
@@ -61,6 +68,9 @@ CHECKPOINT_SCHEMA = pa.schema(
 )
 """Columns of an ``audit_checkpoints`` file (the chain is the partition)."""
 _LOOKUP_CHUNK = 500
+SYSTEM_ACTOR = "system"
+CHECKPOINT_ACTION = "audit.checkpoint"
+CHECKPOINT_REFUSED_ACTION = "audit.checkpoint_refused"
 
 
 class CheckpointKeyError(RuntimeError):
@@ -267,6 +277,55 @@ def write_checkpoint(
         CHECKPOINT_DATASET, partition, table, file_name=f"checkpoint-{seq:016d}-{stamp}-{mac[:8]}.parquet"
     )
     return Checkpoint(chain, seq, head_hash, written_at, fingerprint, mac, uri)
+
+
+def run_checkpoint(
+    session_factory: Any,
+    store: Any,
+    key: bytes,
+    chain: str = audit.DEFAULT_CHAIN,
+    *,
+    now: datetime | None = None,
+) -> Checkpoint:
+    """The scheduled checkpoint: :func:`write_checkpoint` of a verified chain, then its audit entry.
+
+    The chain is read in one session and the entry appended in a second, short write
+    transaction, so signing (a store write) never holds the chain's append lock.
+
+    Args:
+        session_factory: Session factory of the metadata database.
+        store: The Parquet store.
+        key: HMAC key (:func:`load_key`).
+        chain: Audit chain name.
+        now: Checkpoint time (defaults to the clock).
+
+    Returns:
+        The checkpoint written.
+
+    Raises:
+        ChainBroken: if the chain is broken (nothing is signed; ``audit.checkpoint_refused``
+            is appended to the chain, which stays broken, so ``verify`` still finds the break).
+        CheckpointKeyError: for a key shorter than 32 bytes.
+        analytics.store.StoreError: if the checkpoint file cannot be written.
+    """
+    target = f"audit_chain:{chain}"
+    try:
+        with session_scope(session_factory) as session:
+            checkpoint = write_checkpoint(session, store, key, chain, now=now)
+    except ChainBroken as error:
+        with session_scope(session_factory, write=True) as session:
+            audit.append(session, SYSTEM_ACTOR, CHECKPOINT_REFUSED_ACTION, target, {"reason": str(error)})
+        raise
+    details = {
+        "seq": checkpoint.seq,
+        "head_hash": checkpoint.head_hash,
+        "written_at": checkpoint.written_at,
+        "key_id": checkpoint.key_id,
+        "uri": checkpoint.uri,
+    }
+    with session_scope(session_factory, write=True) as session:
+        audit.append(session, SYSTEM_ACTOR, CHECKPOINT_ACTION, target, details)
+    return checkpoint
 
 
 def read_checkpoints(store: Any, chain: str = audit.DEFAULT_CHAIN) -> list[Checkpoint]:

@@ -19,11 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
-
 from app.settings import Settings, SettingsError, load_settings
-from jobs.permissions import Forbidden
-from jobs.users import Conflict, InvalidInput
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -182,6 +178,7 @@ COMMANDS: list[tuple[str, Register | str]] = [
     ("integrations", "jobs.integrations:register_cli"),
     ("tokens", "jobs.tokens:register_cli"),
     ("github", "jobs.github:register_cli"),
+    ("deploy", "jobs.deploy:register_cli"),
 ]
 
 
@@ -192,13 +189,52 @@ def _resolve(register: Register | str) -> Register:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def build_parser(commands: Sequence[tuple[str, Register | str]] | None = None) -> argparse.ArgumentParser:
-    """The argument parser with every command of ``commands`` (default :data:`COMMANDS`)."""
+def build_parser(
+    commands: Sequence[tuple[str, Register | str]] | None = None, *, only: str | None = None
+) -> argparse.ArgumentParser:
+    """The argument parser with every command of ``commands`` (default :data:`COMMANDS`).
+
+    Args:
+        commands: ``(name, register)`` pairs.
+        only: Register just this command (when it is one of ``commands``), importing no other
+            command's module.
+    """
     parser = argparse.ArgumentParser(prog="python -m jobs", description="Model Monitoring Studio jobs")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for _name, register in commands if commands is not None else COMMANDS:
+    registry = list(commands if commands is not None else COMMANDS)
+    if only is not None and any(name == only for name, _ in registry):
+        registry = [(name, register) for name, register in registry if name == only]
+    for _name, register in registry:
         _resolve(register)(subparsers)
     return parser
+
+
+def _command_name(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (the first argument; the top-level parser has no other option)."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
+
+
+def _exit_code_of(error: Exception) -> int | None:
+    """``EXIT_USAGE`` for an error the user can fix (settings, usage, input, permission, database)."""
+    if isinstance(error, SettingsError | UsageError):
+        return EXIT_USAGE
+    user_errors = [
+        getattr(sys.modules[module], name)
+        for module, name in (
+            ("jobs.users", "InvalidInput"),
+            ("jobs.users", "Conflict"),
+            ("jobs.permissions", "Forbidden"),
+        )
+        if module in sys.modules
+    ]
+    if user_errors and isinstance(error, tuple(user_errors)):
+        return EXIT_USAGE
+    return None
+
+
+def _database_error(error: Exception) -> bool:
+    exc = sys.modules.get("sqlalchemy.exc")
+    return exc is not None and isinstance(error, exc.OperationalError | exc.ProgrammingError)
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -211,21 +247,25 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     Returns:
         The exit code (0 ok, 1 failure found, 2 usage or configuration error).
     """
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=_command_name(arguments))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exit_request:  # argparse already printed the usage message
         return int(exit_request.code or 0)
     try:
         settings = load_settings(environ)
         return args.func(args, settings)
-    except (SettingsError, UsageError, InvalidInput, Conflict, Forbidden) as error:
+    except Exception as error:
+        if _database_error(error):
+            print(
+                f"error: cannot use the database ({error.orig}); check MMS_DATABASE_URL, "  # type: ignore[attr-defined]
+                "and run `python -m jobs migrate` if the schema is missing",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        code = _exit_code_of(error)
+        if code is None:
+            raise
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OperationalError, ProgrammingError) as error:
-        print(
-            f"error: cannot use the database ({error.orig}); check MMS_DATABASE_URL, "
-            "and run `python -m jobs migrate` if the schema is missing",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        return code

@@ -41,7 +41,18 @@ TRAINING_DATA = "training_data"
 REFERENCE_PROFILES = "reference_profiles"
 PROFILES = "profiles"
 METRICS = "metrics"
-DATASETS = (INFERENCE_LOGS, LABELS, TRAINING_DATA, REFERENCE_PROFILES, PROFILES, METRICS)
+SEGMENT_METRICS = "segment_metrics"
+REQUEST_ERRORS = "request_errors"
+DATASETS = (
+    INFERENCE_LOGS,
+    LABELS,
+    TRAINING_DATA,
+    REFERENCE_PROFILES,
+    PROFILES,
+    METRICS,
+    SEGMENT_METRICS,
+    REQUEST_ERRORS,
+)
 
 # Partition keys, outermost first. ``date`` is an ISO day (YYYY-MM-DD, UTC).
 PARTITION_KEYS: Mapping[str, tuple[str, ...]] = {
@@ -51,6 +62,8 @@ PARTITION_KEYS: Mapping[str, tuple[str, ...]] = {
     REFERENCE_PROFILES: ("project", "model", "version"),
     PROFILES: ("project", "model", "environment", "date"),
     METRICS: ("project", "model", "environment", "date"),
+    SEGMENT_METRICS: ("project", "model", "environment", "date"),
+    REQUEST_ERRORS: ("project", "model", "environment", "date"),
 }
 
 SEGMENT_PREFIX = "segment_"
@@ -106,13 +119,45 @@ METRICS_SCHEMA = pa.schema(
 )
 """File columns of ``metrics``: one row per version/window/column/metric of a partition."""
 
+SEGMENT_COLUMN = "segment"
+SEGMENT_METRICS_SCHEMA = METRICS_SCHEMA.append(pa.field(SEGMENT_COLUMN, pa.string(), nullable=False))
+"""File columns of ``segment_metrics``: the ``metrics`` columns for one slice of the traffic, named by
+``segment`` as ``<name>=<value>`` (the log column ``segment_<name>`` holding ``<value>``).
+
+The all-traffic rows stay in ``metrics`` (alert rules, approvals and every reader of old files read
+them unchanged); a separate dataset keeps slices from being counted as more rows of the model."""
+
 METRIC_STATUSES = ("ok", "drift", "warning", "insufficient_data", "error")
+
+REQUEST_ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("version", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field(TIMESTAMP_COLUMN, UTC_MICROS, nullable=False),
+        pa.field("status_code", pa.int32(), nullable=False),
+        pa.field("error_kind", pa.string(), nullable=False),
+        pa.field("latency_ms", pa.float64(), nullable=True),
+        pa.field("message", pa.string(), nullable=True),
+    ]
+)
+"""File columns of ``request_errors``: one row per record routed to a version that failed server-side.
+
+Kept apart from ``inference_logs`` so that monitoring (drift, quality, performance) never sees a row
+without a prediction; the deployment analysis adds them to the success rate."""
+
+ERROR_KINDS = ("model_error", "bad_output", "timeout")
+"""``error_kind`` values: the model raised, returned a non-finite/invalid output, or took too long."""
+
+MAX_ERROR_MESSAGE_LENGTH = 500
+"""Longest ``message`` of ``request_errors`` (writers truncate)."""
 
 FILE_SCHEMAS: Mapping[str, pa.Schema] = {
     INFERENCE_LOGS: INFERENCE_SCHEMA,
     LABELS: LABELS_SCHEMA,
     TRAINING_DATA: TRAINING_SCHEMA,
     METRICS: METRICS_SCHEMA,
+    SEGMENT_METRICS: SEGMENT_METRICS_SCHEMA,
+    REQUEST_ERRORS: REQUEST_ERRORS_SCHEMA,
 }
 """Fixed columns as stored in the files (``reference_profiles``/``profiles`` follow ``analytics.profile``)."""
 
@@ -120,11 +165,14 @@ UNIQUE_KEYS: Mapping[str, tuple[str, ...]] = {
     INFERENCE_LOGS: ("request_id",),
     LABELS: ("request_id",),
     METRICS: ("version", "window_start", "window_end", "column", "metric"),
+    SEGMENT_METRICS: ("segment", "version", "window_start", "window_end", "column", "metric"),
+    REQUEST_ERRORS: ("request_id",),
 }
 """Columns whose combination is unique within one partition."""
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _COLUMN_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SEGMENT_VALUE_RE = re.compile(r"^[A-Za-z0-9_]+=.*$", re.DOTALL)
 _KEY_SEGMENT_MAX = 128
 _MICROS_PER_DAY = 86_400_000_000
 
@@ -648,21 +696,40 @@ def validate_training_table(
 
 
 def validate_metrics_table(
-    table: pa.Table, *, partition: Mapping[str, str] | None = None
+    table: pa.Table, *, partition: Mapping[str, str] | None = None, dataset: str = METRICS
 ) -> list[ContractViolation]:
-    """Validate monitoring metrics against the ``metrics`` contract.
+    """Validate monitoring metrics against the ``metrics`` (or ``segment_metrics``) contract.
 
     Args:
-        table: One row per (version, window, column, metric).
+        table: One row per (version, window, column, metric), and segment for ``segment_metrics``.
         partition: When given, the target partition; every ``window_start`` must fall on its day.
+        dataset: ``metrics`` or ``segment_metrics``.
 
     Returns:
         Every violation found.
+
+    Raises:
+        ValueError: for another dataset.
     """
-    dataset = METRICS
+    if dataset not in (METRICS, SEGMENT_METRICS):
+        raise ValueError(f"not a metrics dataset: {dataset!r}")
+    schema = FILE_SCHEMAS[dataset]
     problems = _check_column_names(dataset, table)
-    problems += _check_fixed_columns(dataset, table, METRICS_SCHEMA)
-    problems += _check_closed_columns(dataset, table, METRICS_SCHEMA)
+    problems += _check_fixed_columns(dataset, table, schema)
+    problems += _check_closed_columns(dataset, table, schema)
+    if dataset == SEGMENT_METRICS and SEGMENT_COLUMN in table.column_names:
+        segments = [s for s in pc.unique(table.column(SEGMENT_COLUMN)).to_pylist() if s is not None]
+        bad = [s for s in segments if not _SEGMENT_VALUE_RE.match(s)]
+        if bad:
+            problems.append(
+                ContractViolation(
+                    dataset,
+                    "bad_value",
+                    SEGMENT_COLUMN,
+                    f"column 'segment' must read <name>=<value> with a [A-Za-z0-9_] name; got {bad[0]!r}",
+                    len(bad),
+                )
+            )
     problems += _check_key_segment_column(dataset, table, "version")
     problems += _check_unique(dataset, table, UNIQUE_KEYS[dataset])
     if "status" in table.column_names and _is_string(table.schema.field("status").type):
@@ -697,6 +764,66 @@ def validate_metrics_table(
                 )
             )
     problems += _check_partition_columns(dataset, table, partition, "window_start")
+    return problems
+
+
+def validate_request_errors_table(
+    table: pa.Table, *, partition: Mapping[str, str] | None = None
+) -> list[ContractViolation]:
+    """Validate failed requests against the ``request_errors`` contract.
+
+    Args:
+        table: One row per record that a version failed to score (status 5xx).
+        partition: When given, the target partition; every ``timestamp`` must fall on its day.
+
+    Returns:
+        Every violation found.
+    """
+    dataset = REQUEST_ERRORS
+    problems = _check_column_names(dataset, table)
+    problems += _check_fixed_columns(dataset, table, REQUEST_ERRORS_SCHEMA)
+    problems += _check_closed_columns(dataset, table, REQUEST_ERRORS_SCHEMA)
+    problems += _check_key_segment_column(dataset, table, "version")
+    problems += _check_unique(dataset, table, UNIQUE_KEYS[dataset])
+    problems += _check_range(dataset, table, "latency_ms", low=0.0)
+    names = table.column_names
+    if "error_kind" in names and _is_string(table.schema.field("error_kind").type):
+        kinds = pc.unique(table.column("error_kind")).to_pylist()
+        unknown = sorted(k for k in kinds if k is not None and k not in ERROR_KINDS)
+        if unknown:
+            problems.append(
+                ContractViolation(
+                    dataset,
+                    "bad_value",
+                    "error_kind",
+                    f"column 'error_kind' must be one of {', '.join(ERROR_KINDS)}; got {', '.join(unknown)}",
+                )
+            )
+    if "status_code" in names and pa.types.is_integer(table.schema.field("status_code").type):
+        codes = table.column("status_code")
+        bad = pc.sum(pc.fill_null(pc.or_(pc.less(codes, 500), pc.greater(codes, 599)), False)).as_py() or 0
+        if bad:
+            problems.append(
+                ContractViolation(
+                    dataset,
+                    "bad_value",
+                    "status_code",
+                    f"column 'status_code' must be a server error in 500-599 ({bad} row(s) are not)",
+                    bad,
+                )
+            )
+    if "message" in names and _is_string(table.schema.field("message").type):
+        longest = pc.max(pc.utf8_length(table.column("message"))).as_py() or 0
+        if longest > MAX_ERROR_MESSAGE_LENGTH:
+            problems.append(
+                ContractViolation(
+                    dataset,
+                    "bad_value",
+                    "message",
+                    f"column 'message' holds at most {MAX_ERROR_MESSAGE_LENGTH} characters (got {longest})",
+                )
+            )
+    problems += _check_partition_columns(dataset, table, partition, TIMESTAMP_COLUMN)
     return problems
 
 

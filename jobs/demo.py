@@ -256,7 +256,9 @@ def _build(
         for index, model in enumerate(scenario.models):
             report(f"training {model.project}/{model.model}", 0.3 + 0.3 * index / len(scenario.models))
             name = registry.registered_model_name(model.project, model.model)
-            held = _train_if_needed(store, model, actor, tracking_uri, registry_uri, training)
+            held = _train_if_needed(
+                store, session_factory, model, actor, tracking_uri, registry_uri, training
+            )
             if held is None:
                 trained.append(name)
                 held = ()
@@ -316,6 +318,7 @@ def _seed(session_factory: Any, session_scope: Any) -> tuple[list[str], Actor]:
 
 def _train_if_needed(
     store: ParquetStore,
+    session_factory: Any,
     model: DemoModel,
     actor: Actor,
     tracking_uri: str,
@@ -339,6 +342,7 @@ def _train_if_needed(
             store=store,
             tracking_uri=tracking_uri,
             registry_uri=registry_uri,
+            session_factory=session_factory,
             config=training,
         )
         if result.version != DEMO_VERSION:  # pragma: no cover - a fresh registered model starts at 1

@@ -1,14 +1,29 @@
-"""The job scheduler: the monitor job and the alert evaluation on cron expressions, one instance at a time.
+"""The job scheduler: monitoring, alerts, governance housekeeping and deployments on cron expressions.
 
-``python -m jobs scheduler`` runs an APScheduler 3 ``BlockingScheduler`` with two
-cron jobs from the settings: ``monitor`` (``MMS_SCHEDULER_MONITOR_CRON``, default
-``15 * * * *``) and ``alerts`` (``MMS_SCHEDULER_ALERTS_CRON``, default
-``*/5 * * * *``), both in UTC. ``python -m jobs scheduler --once JOB`` runs one
-job once (:func:`run_once`) and exits. The ``monitor`` job runs
-:func:`jobs.monitor.run_scheduled_monitor` (every project not archived), then
-evaluates the alert rules on the metrics it wrote; the ``alerts`` job evaluates
-the rules (freshness needs no new metrics to fire) and retries the notifications
-still to deliver (:func:`jobs.notify.deliver_pending`).
+``python -m jobs scheduler`` runs an APScheduler 3 ``BlockingScheduler`` with these
+cron jobs, all in UTC:
+
+========================  ==========================================  ===============
+job                       cron setting                                default
+========================  ==========================================  ===============
+``monitor``               ``MMS_SCHEDULER_MONITOR_CRON``              ``15 * * * *``
+``alerts``                ``MMS_SCHEDULER_ALERTS_CRON``               ``*/5 * * * *``
+``expire_pending``        ``MMS_SCHEDULER_EXPIRE_PENDING_CRON``       ``7 * * * *``
+``audit_checkpoint``      ``MMS_SCHEDULER_AUDIT_CHECKPOINT_CRON``     ``30 * * * *``
+``deploy``                (fixed: :data:`DEPLOY_CRON`)                ``* * * * *``
+========================  ==========================================  ===============
+
+``python -m jobs scheduler --once JOB`` runs one job once (:func:`run_once`) and
+exits. The ``monitor`` job runs :func:`jobs.monitor.run_scheduled_monitor` (every
+project not archived), then evaluates the alert rules on the metrics it wrote; the
+``alerts`` job evaluates the rules (freshness needs no new metrics to fire) and
+retries the notifications still to deliver (:func:`jobs.notify.deliver_pending`).
+``expire_pending`` marks promotion requests past their ``expires_at`` as expired
+(:func:`jobs.approvals.run_expiry`); ``audit_checkpoint`` signs the audit chain's
+head into the data store (:func:`jobs.audit_checkpoint.run_checkpoint`, key from
+``MMS_AUDIT_HMAC_KEY`` or ``<MMS_VAR_DIR>/audit_hmac.key``); both append their run
+to the audit log as the ``system`` actor. ``deploy`` makes one pass over the queued
+deployments, what ``python -m jobs deploy run --once`` does (:func:`jobs.deploy.DeploymentRunner`).
 
 Leases instead of "run exactly one scheduler"
     Several scheduler processes may run (a rolling deploy, two replicas, a
@@ -37,8 +52,8 @@ Production: a scheduled container task instead of a long-running scheduler
     On AWS the same jobs run without a resident process: an **EventBridge
     Scheduler** schedule (cron expression in UTC, e.g. ``cron(15 * * * ? *)``)
     targets **ECS RunTask** on the studio's task definition with the command
-    overridden to ``python -m jobs scheduler --once monitor`` (and a second
-    schedule with ``--once alerts``). Each task takes the ``job:<name>`` run
+    overridden to ``python -m jobs scheduler --once monitor`` (and one schedule
+    per other job: ``--once alerts``, ``--once expire_pending``, ...). Each task takes the ``job:<name>`` run
     lease in the metadata database before working, so a second copy (EventBridge
     delivers at least once and retries; an operator may start one by hand; a
     resident scheduler may also be running) finds the lease held and exits 0
@@ -85,6 +100,11 @@ RUN_LEASE_PREFIX = "job:"
 DEFAULT_LEASE_TTL = timedelta(seconds=120)
 MONITOR_JOB = "monitor"
 ALERTS_JOB = "alerts"
+EXPIRE_PENDING_JOB = "expire_pending"
+AUDIT_CHECKPOINT_JOB = "audit_checkpoint"
+DEPLOY_JOB = "deploy"
+DEPLOY_CRON = "* * * * *"
+"""Queued deployments are picked up within a minute (a pass over an empty queue is one query)."""
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +342,58 @@ def _run_monitor(context: JobContext) -> Any:
     return {"monitor": summary, "alerts": _evaluate_after_monitor(context)}
 
 
-DEFAULT_JOBS: Mapping[str, JobFunction] = {MONITOR_JOB: _run_monitor, ALERTS_JOB: _run_alerts}
+def _run_expire_pending(context: JobContext) -> list[int]:
+    """Expire overdue promotion requests; the run is audited (``promotion.expiry_run``, actor ``system``)."""
+    from jobs.approvals import run_expiry
+
+    expired = run_expiry(context.session_factory, now=context.now)
+    log.info("expire_pending: %d request(s) expired %s", len(expired), expired)
+    return expired
+
+
+def _run_audit_checkpoint(context: JobContext) -> Any:
+    """Sign the audit chain's head into the store; audited as ``audit.checkpoint`` by ``system``."""
+    from jobs.audit_checkpoint import load_key, run_checkpoint
+
+    var_dir = context.settings.var_dir if context.settings is not None else "var"
+    checkpoint = run_checkpoint(
+        context.session_factory, context.store, load_key(var_dir=var_dir), now=context.now
+    )
+    log.info(
+        "audit_checkpoint: chain %r signed at seq %d (%s)", checkpoint.chain, checkpoint.seq, checkpoint.uri
+    )
+    return checkpoint
+
+
+def _run_deploy(context: JobContext) -> Any:
+    """One pass over the queued deployments, as ``python -m jobs deploy run --once``.
+
+    :meth:`jobs.deploy.DeploymentRunner.run_once` with the default rollout settings; it
+    drives each claimable rollout until it finishes or pauses (a canary bakes for
+    minutes: the job's run lease is renewed meanwhile, so no second pass overlaps) and
+    audits each transition as ``system``.
+    """
+    from jobs.deploy import DeployConfig, DeploymentRunner
+
+    if context.settings is None:
+        raise RuntimeError("the deploy job needs the studio settings (the MLflow tracking URI)")
+    config = DeployConfig(
+        tracking_uri=context.settings.mlflow_tracking_uri,
+        registry_uri=context.settings.mlflow_registry_uri,
+        owner=context.owner[:128],
+    )
+    outcomes = DeploymentRunner(context.session_factory, context.store, config).run_once()
+    log.info("deploy: %s", [(o.deployment_id, o.status) for o in outcomes] or "nothing to do")
+    return outcomes
+
+
+DEFAULT_JOBS: Mapping[str, JobFunction] = {
+    MONITOR_JOB: _run_monitor,
+    ALERTS_JOB: _run_alerts,
+    EXPIRE_PENDING_JOB: _run_expire_pending,
+    AUDIT_CHECKPOINT_JOB: _run_audit_checkpoint,
+    DEPLOY_JOB: _run_deploy,
+}
 """The jobs ``python -m jobs scheduler`` knows, by name."""
 
 
@@ -398,15 +469,22 @@ class ScheduledJob:
     run: JobFunction
 
 
-def jobs_from_settings(settings: Settings) -> dict[str, ScheduledJob]:
-    """The monitor and alerts jobs on the settings' cron expressions (UTC)."""
+def cron_expressions(settings: Settings) -> dict[str, str]:
+    """Each default job's cron expression (UTC) from the settings."""
     return {
-        MONITOR_JOB: ScheduledJob(
-            CronTrigger.from_crontab(settings.scheduler_monitor_cron, timezone=UTC), DEFAULT_JOBS[MONITOR_JOB]
-        ),
-        ALERTS_JOB: ScheduledJob(
-            CronTrigger.from_crontab(settings.scheduler_alerts_cron, timezone=UTC), DEFAULT_JOBS[ALERTS_JOB]
-        ),
+        MONITOR_JOB: settings.scheduler_monitor_cron,
+        ALERTS_JOB: settings.scheduler_alerts_cron,
+        EXPIRE_PENDING_JOB: settings.scheduler_expire_pending_cron,
+        AUDIT_CHECKPOINT_JOB: settings.scheduler_audit_checkpoint_cron,
+        DEPLOY_JOB: DEPLOY_CRON,
+    }
+
+
+def jobs_from_settings(settings: Settings) -> dict[str, ScheduledJob]:
+    """Every job of :data:`DEFAULT_JOBS` on its cron expression from the settings (UTC)."""
+    return {
+        name: ScheduledJob(CronTrigger.from_crontab(expression, timezone=UTC), DEFAULT_JOBS[name])
+        for name, expression in cron_expressions(settings).items()
     }
 
 
@@ -552,11 +630,8 @@ def _cli(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         scheduler = StudioScheduler(factory, store, jobs_from_settings(settings), settings=settings)
-        print(
-            f"scheduler {scheduler.owner}: monitor '{settings.scheduler_monitor_cron}', "
-            f"alerts '{settings.scheduler_alerts_cron}' (UTC); Ctrl-C to stop",
-            flush=True,
-        )
+        schedule = ", ".join(f"{name} '{cron}'" for name, cron in cron_expressions(settings).items())
+        print(f"scheduler {scheduler.owner}: {schedule} (UTC); Ctrl-C to stop", flush=True)
         # ECS stops tasks with SIGTERM: stop cleanly and hand the lease over at once.
         signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
         try:
@@ -574,7 +649,7 @@ def _cli(args: argparse.Namespace, settings: Settings) -> int:
 def register_cli(subparsers: Any) -> None:
     """``scheduler [--once JOB]``: run the cron scheduler, or one job once under its run lease."""
     parser = subparsers.add_parser(
-        "scheduler", help="run the monitor and alert jobs on their cron schedules (one leader at a time)"
+        "scheduler", help="run the scheduled jobs on their cron schedules (one leader at a time)"
     )
     parser.add_argument(
         "--once",

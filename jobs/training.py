@@ -15,17 +15,34 @@ project before it reads or writes anything, then
 5. registers a new version of ``<project>.<model>`` tagged with the creator, the
    project, the run id, the feature lists and the SHA-256 digest of the model files;
 6. writes the training data's reference profile to ``reference_profiles``
-   partition ``project/model/version``.
+   partition ``project/model/version``;
+7. appends ``model.trained`` to the audit log (project, model, version, run id,
+   artifact digest, commit, acting user), also when the profile write failed.
 
-Progress is reported as ``progress(stage, fraction)`` with ``fraction`` rising
-from 0 to 1.
+Commit: the version and its run carry the tag ``mms.git_sha``
+(:data:`jobs.github.TAG_GIT_SHA`, which links GitHub workflow runs to versions)
+when the commit is known: the ``git_sha`` argument (``--git-sha``), else the
+``GITHUB_SHA`` environment variable, else ``git rev-parse HEAD`` of the checkout
+holding this code. A missing commit never fails training; a malformed explicit one does.
+
+Progress and cancellation: ``progress(stage, fraction)`` is called before each
+step with ``fraction`` rising from 0 to 1 (the same shape as the monitor and demo
+jobs; a progress bar shows ``fraction``). To cancel, raise from the callback: the
+exception propagates unchanged and nothing is registered, written or audited, as
+long as it is raised up to and including the ``registering`` report. From then on
+the version exists, so the job finishes its writes and its audit entry; an
+exception raised by the callback after that point is logged and ignored.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
+import re
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs import registry
+from jobs import audit, registry
 from jobs.contracts import (
     LABEL_COLUMN,
     PARTITION_KEYS,
@@ -47,6 +64,8 @@ from jobs.contracts import (
     segment_columns,
     validate_training_table,
 )
+from jobs.db.session import session_scope
+from jobs.github import TAG_GIT_SHA
 from jobs.permissions import Actor, Permission, require
 
 CLASSIFICATION = "classification"
@@ -66,7 +85,18 @@ SKOPS_TRUSTED_TYPES = (
 )
 _MISSING_CATEGORY = "__missing__"
 
+GIT_SHA_ENV = "GITHUB_SHA"
+AUDIT_ACTION = "model.trained"
+_GIT_SHA_RE = re.compile(r"[0-9a-f]{40}")
+_GIT_TIMEOUT_S = 5.0
+
+log = logging.getLogger(__name__)
+
+LAST_CANCELLABLE_FRACTION = 0.85
+"""Fraction of the ``registering`` report: the last one at which raising from the callback cancels."""
+
 Progress = Callable[[str, float], None]
+"""``progress(stage, fraction)``; raising from it cancels the job (see the module doc)."""
 
 
 class TrainingError(RuntimeError):
@@ -190,6 +220,8 @@ class TrainResult:
         n_train: Training rows.
         n_test: Hold-out rows.
         reference_profile_uri: Where the reference profile was written.
+        git_sha: Commit the model was trained from (tag ``mms.git_sha``), ``None`` when unknown.
+        audit_seq: Sequence number of the ``model.trained`` audit entry.
         duration_s: Wall time of the whole job.
     """
 
@@ -208,6 +240,8 @@ class TrainResult:
     n_train: int
     n_test: int
     reference_profile_uri: str
+    git_sha: str | None = None
+    audit_seq: int | None = None
     duration_s: float = field(default=0.0)
 
     @property
@@ -217,8 +251,74 @@ class TrainResult:
 
 
 def _report(progress: Progress | None, stage: str, fraction: float) -> None:
+    """Report a step; an exception raised by the callback cancels the job."""
     if progress is not None:
         progress(stage, fraction)
+
+
+def _report_committed(progress: Progress | None, stage: str, fraction: float) -> None:
+    """Report a step after the version exists: the job no longer stops, so a cancellation is ignored."""
+    if progress is None:
+        return
+    try:
+        progress(stage, fraction)
+    except Exception:  # the version is registered: finishing its profile and audit beats stopping halfway
+        log.warning(
+            "progress callback raised at %r after registration; training continues", stage, exc_info=True
+        )
+
+
+# --------------------------------------------------------------------------- commit
+
+
+def _git_head(directory: str | os.PathLike[str]) -> str | None:
+    """``git rev-parse HEAD`` in ``directory``; ``None`` without git, a checkout or an answer in time."""
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=_GIT_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip().lower() if completed.returncode == 0 else None
+
+
+def resolve_git_sha(
+    explicit: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    code_dir: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """The commit training runs from: ``explicit``, else ``$GITHUB_SHA``, else the code's ``git HEAD``.
+
+    Args:
+        explicit: A commit given by the caller (``--git-sha``): a full 40-character hex SHA.
+        environ: Environment to read ``GITHUB_SHA`` from (default ``os.environ``).
+        code_dir: Checkout to ask ``git rev-parse HEAD`` (default: the folder of this module).
+
+    Returns:
+        The lowercase SHA, or ``None`` when no source knows it (never an error then).
+
+    Raises:
+        ValueError: if ``explicit`` is given but is not a full hex SHA.
+    """
+    if explicit is not None and explicit.strip():
+        sha = explicit.strip().lower()
+        if not _GIT_SHA_RE.fullmatch(sha):
+            raise ValueError(f"git sha {explicit!r} must be a full 40-character hex commit SHA")
+        return sha
+    env = os.environ if environ is None else environ
+    from_env = (env.get(GIT_SHA_ENV) or "").strip().lower()
+    if _GIT_SHA_RE.fullmatch(from_env):
+        return from_env
+    if from_env:
+        log.warning("ignoring %s=%r: not a full 40-character hex commit SHA", GIT_SHA_ENV, from_env)
+    head = _git_head(code_dir if code_dir is not None else os.path.dirname(os.path.abspath(__file__)))
+    return head if head is not None and _GIT_SHA_RE.fullmatch(head) else None
 
 
 # --------------------------------------------------------------------------- data
@@ -481,12 +581,17 @@ def train_model(
     model: str,
     store: Any,
     tracking_uri: str,
+    session_factory: Any,
     config: TrainConfig | Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     registry_uri: str | None = None,
     artifact_root: str | None = None,
+    git_sha: str | None = None,
 ) -> TrainResult:
-    """Train ``model`` of ``project`` on its training data and register a new version.
+    """Train ``model`` of ``project`` on its training data, register a new version and audit it.
+
+    No database transaction is held while training: the audit entry is appended in a
+    short transaction of its own once the version exists.
 
     Args:
         actor: Who trains; needs ``TRAIN_MODELS`` on ``project``.
@@ -494,24 +599,30 @@ def train_model(
         model: Model name within the project.
         store: The Parquet store (``analytics.store.ParquetStore``).
         tracking_uri: MLflow tracking URI.
+        session_factory: Session factory of the metadata database (the audit log).
         config: :class:`TrainConfig` or a mapping of its fields; defaults apply when ``None``.
-        progress: Optional ``progress(stage, fraction)`` callback.
+        progress: Optional ``progress(stage, fraction)`` callback; raise from it to cancel
+            (honoured up to the ``registering`` report, see the module doc).
         registry_uri: MLflow registry URI (defaults to the tracking URI).
         artifact_root: Artifact root for a new experiment; defaults to ``mlartifacts``
             next to a SQLite tracking database (see :func:`jobs.registry.default_artifact_root`).
+        git_sha: Commit the model is trained from; ``None`` looks it up (:func:`resolve_git_sha`).
 
     Returns:
-        The registered version and its metrics.
+        The registered version, its metrics and its audit entry's sequence number.
 
     Raises:
         Forbidden: if the actor may not train models on the project (nothing is read or written).
-        ValueError: for an invalid project/model name or configuration.
+        ValueError: for an invalid project/model name, configuration or ``git_sha``.
         InsufficientData: if the training data is missing or too small.
         jobs.contracts.ContractError: if the training data breaks its contract.
-        TrainingError: if MLflow or the profile write fails (the message says which step).
+        TrainingError: if MLflow or the profile write fails (the message says which step; a
+            version registered before the failure is audited all the same).
+        Exception: whatever the progress callback raised to cancel the job.
     """
     require(actor, Permission.TRAIN_MODELS, project)
     started = time.monotonic()
+    commit = resolve_git_sha(git_sha)
     name = registry.registered_model_name(project, model)
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_mapping(config)
@@ -577,7 +688,9 @@ def train_model(
     mlflow = registry.import_mlflow()
     if artifact_root is None:
         artifact_root = registry.default_artifact_root(tracking_uri)
+    commit_tags = {TAG_GIT_SHA: commit} if commit else {}
     version_tags = {
+        **commit_tags,
         registry.TAG_CREATED_BY: actor.username,
         registry.TAG_PROJECT: project,
         registry.TAG_MODEL: model,
@@ -592,6 +705,7 @@ def train_model(
             _report(progress, "logging to MLflow", 0.7)
             experiment_id = _experiment_id(client, project, artifact_root)
             run_tags = {
+                **commit_tags,
                 registry.TAG_CREATED_BY: actor.username,
                 registry.TAG_PROJECT: project,
                 registry.TAG_MODEL: model,
@@ -611,7 +725,7 @@ def train_model(
                 )
                 run_id = run.info.run_id
 
-            _report(progress, "registering", 0.85)
+            _report(progress, "registering", LAST_CANCELLABLE_FRACTION)
             with tempfile.TemporaryDirectory(prefix="mms-digest-") as scratch:
                 local = mlflow.artifacts.download_artifacts(
                     artifact_uri=model_info.model_uri, dst_path=scratch
@@ -638,8 +752,24 @@ def train_model(
     except mlflow.exceptions.MlflowException as error:
         raise TrainingError(f"MLflow refused the training run of {name}: {error.message}") from error
 
-    _report(progress, "writing reference profile", 0.92)
+    # The version exists from here on: cancelling now would leave it unaudited and without a profile.
+    _report_committed(progress, "writing reference profile", 0.92)
     partition = {"project": project, "model": model, "version": str(version.version)}
+    facts = {
+        "project": project,
+        "model": model,
+        "registered_model": name,
+        "version": str(version.version),
+        "run_id": run_id,
+        "artifact_digest": digest,
+        "git_sha": commit,
+        "task": task,
+        "estimator": config.estimator,
+        # NaN is not JSON (an R² of a constant hold-out label): leave such a metric out.
+        "metrics": {key: value for key, value in metrics.items() if math.isfinite(value)},
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+    }
     try:
         store.write_partition(
             REFERENCE_PROFILES, partition, profile_table, file_name=PROFILE_FILE_NAME, replace_partition=True
@@ -649,6 +779,7 @@ def train_model(
         client_after.set_model_version_tag(
             name, str(version.version), registry.TAG_REFERENCE_PROFILE, "missing"
         )
+        _audit_training(session_factory, actor, {**facts, "reference_profile": None})
         raise TrainingError(
             f"{name} version {version.version} was registered but its reference profile could not be "
             f"written: {error}"
@@ -658,7 +789,10 @@ def train_model(
         name, str(version.version), registry.TAG_REFERENCE_PROFILE, profile_uri
     )
 
-    _report(progress, "done", 1.0)
+    _report_committed(progress, "recording the audit entry", 0.97)
+    audit_seq = _audit_training(session_factory, actor, {**facts, "reference_profile": profile_uri})
+
+    _report_committed(progress, "done", 1.0)
     return TrainResult(
         registered_model=name,
         version=str(version.version),
@@ -675,8 +809,17 @@ def train_model(
         n_train=len(y_train),
         n_test=len(y_test),
         reference_profile_uri=profile_uri,
+        git_sha=commit,
+        audit_seq=audit_seq,
         duration_s=time.monotonic() - started,
     )
+
+
+def _audit_training(session_factory: Any, actor: Actor, facts: Mapping[str, Any]) -> int:
+    """Append ``model.trained`` in a transaction of its own; return the entry's sequence number."""
+    target = f"model_version:{facts['registered_model']}/{facts['version']}"
+    with session_scope(session_factory, write=True) as session:
+        return audit.append(session, actor.username, AUDIT_ACTION, target, facts).seq
 
 
 # --------------------------------------------------------------------------- command line
@@ -686,7 +829,7 @@ def _train_command(args: argparse.Namespace, settings: Any) -> int:
     from analytics.store import ParquetStore
     from jobs.cli import EXIT_FAILURE, EXIT_OK, UsageError
     from jobs.contracts import ContractError
-    from jobs.db import make_engine, make_session_factory, session_scope
+    from jobs.db import make_engine, make_session_factory
     from jobs.users import actor_for, get_user
 
     options = json.loads(args.options) if args.options else {}
@@ -694,25 +837,24 @@ def _train_command(args: argparse.Namespace, settings: Any) -> int:
         raise UsageError("--options must be a JSON object")
     if args.estimator:
         options["estimator"] = args.estimator
-    engine = make_engine(settings.database_url)
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            user = get_user(session, args.actor)
-            actor = actor_for(session, user.id) if user else None
-    finally:
-        engine.dispose()
-    if actor is None:
-        raise UsageError(f"--actor {args.actor!r} is not an active user")
     try:
         config = TrainConfig.from_mapping(options)
+        git_sha = resolve_git_sha(args.git_sha)
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from error
 
     def show(stage: str, fraction: float) -> None:
         print(f"[{fraction:4.0%}] {stage}", flush=True)
 
+    engine = make_engine(settings.database_url)
     store = ParquetStore(settings.store_config())
     try:
+        session_factory = make_session_factory(engine)
+        with session_scope(session_factory) as session:
+            user = get_user(session, args.actor)
+            actor = actor_for(session, user.id) if user else None
+        if actor is None:
+            raise UsageError(f"--actor {args.actor!r} is not an active user")
         result = train_model(
             actor,
             project=args.project,
@@ -720,25 +862,35 @@ def _train_command(args: argparse.Namespace, settings: Any) -> int:
             store=store,
             tracking_uri=settings.mlflow_tracking_uri,
             registry_uri=settings.mlflow_registry_uri,
+            session_factory=session_factory,
             config=config,
             progress=show,
+            git_sha=git_sha,
         )
     except (TrainingError, ContractError) as error:
         print(f"error: {error}")
         return EXIT_FAILURE
     finally:
         store.close()
+        engine.dispose()
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))
-    print(f"registered {result.registered_model} version {result.version} ({result.task}; {metrics})")
+    commit = f"; commit {result.git_sha[:12]}" if result.git_sha else ""
+    print(f"registered {result.registered_model} version {result.version} ({result.task}; {metrics}{commit})")
     return EXIT_OK
 
 
 def register_train(subparsers: Any) -> None:
     """``train``: train a model from its training data and register a new MLflow version."""
     parser = subparsers.add_parser("train", help="train a model and register a new version in MLflow")
-    parser.add_argument("--actor", required=True, help="username of who trains (needs train_models)")
+    parser.add_argument(
+        "--actor", "--as", dest="actor", required=True, help="username of who trains (needs train_models)"
+    )
     parser.add_argument("--project", required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--estimator", choices=ESTIMATORS)
     parser.add_argument("--options", help="TrainConfig fields as JSON, e.g. '{\"max_iter\": 100}'")
+    parser.add_argument(
+        "--git-sha",
+        help=f"commit the model is trained from (tag {TAG_GIT_SHA}); default ${GIT_SHA_ENV}, else git HEAD",
+    )
     parser.set_defaults(func=_train_command)

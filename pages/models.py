@@ -1,4 +1,10 @@
-"""Models: registered models and their versions per environment, from the MLflow registry."""
+"""Models: registered models and their versions per environment, from the MLflow registry.
+
+Besides the registry view, the page starts the two long jobs of a model: training a
+new version and a monitoring backfill over a date range. Both run as background
+callbacks with a progress bar and a cancel button; their forms are shown only to
+users who may start them (the callbacks and the jobs check again).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from app.components import page_header
 
 NAME = "Models"
 DESCRIPTION = "Registered models and their versions per environment, with the training runs behind them."
+ENVIRONMENTS = ("dev", "staging", "prod")
+ALL_ENVIRONMENTS = "all"  # backfill every environment of the model (a Select shows "" as blank)
 
 
 class ID:
@@ -17,10 +25,134 @@ class ID:
 
     PROJECT = "models-project"
     REGISTRY = "models-registry"
+    TRAIN_CARD = "models-train-card"
+    TRAIN_MODEL = "models-train-model"
+    TRAIN_START = "models-train-start"
+    TRAIN_CANCEL = "models-train-cancel"
+    TRAIN_PROGRESS = "models-train-progress"
+    TRAIN_RESULT = "models-train-result"
+    BACKFILL_CARD = "models-backfill-card"
+    BACKFILL_MODEL = "models-backfill-model"
+    BACKFILL_ENVIRONMENT = "models-backfill-environment"
+    BACKFILL_SINCE = "models-backfill-since"
+    BACKFILL_UNTIL = "models-backfill-until"
+    BACKFILL_START = "models-backfill-start"
+    BACKFILL_CANCEL = "models-backfill-cancel"
+    BACKFILL_PROGRESS = "models-backfill-progress"
+    BACKFILL_RESULT = "models-backfill-result"
+
+
+def _labelled(label: str, control: object, component_id: str, width: int) -> dbc.Col:
+    return dbc.Col([dbc.Label(label, html_for=component_id, class_name="small mb-1"), control], md=width)
+
+
+def _train_card() -> dbc.Card:
+    return dbc.Card(
+        [
+            dbc.CardHeader("Train new version"),
+            dbc.CardBody(
+                [
+                    dbc.Row(
+                        [
+                            _labelled(
+                                "Model",
+                                dbc.Input(id=ID.TRAIN_MODEL, placeholder="credit-default", maxLength=128),
+                                ID.TRAIN_MODEL,
+                                5,
+                            ),
+                            dbc.Col(
+                                [
+                                    dbc.Button(
+                                        "Train", id=ID.TRAIN_START, color="primary", class_name="me-2"
+                                    ),
+                                    dbc.Button(
+                                        "Cancel",
+                                        id=ID.TRAIN_CANCEL,
+                                        color="secondary",
+                                        outline=True,
+                                        disabled=True,
+                                    ),
+                                ],
+                                md="auto",
+                                class_name="d-flex align-items-end",
+                            ),
+                        ],
+                        class_name="g-2 mb-2",
+                    ),
+                    dbc.Progress(id=ID.TRAIN_PROGRESS, value=0, label="", class_name="mb-2"),
+                    html.Div(id=ID.TRAIN_RESULT),
+                ]
+            ),
+        ],
+        id=ID.TRAIN_CARD,
+        class_name="mb-3",
+        style={"display": "none"},
+    )
+
+
+def _backfill_card() -> dbc.Card:
+    return dbc.Card(
+        [
+            dbc.CardHeader("Monitoring backfill"),
+            dbc.CardBody(
+                [
+                    dbc.Row(
+                        [
+                            _labelled(
+                                "Model",
+                                dbc.Input(id=ID.BACKFILL_MODEL, placeholder="credit-default", maxLength=128),
+                                ID.BACKFILL_MODEL,
+                                3,
+                            ),
+                            _labelled(
+                                "Environment",
+                                dbc.Select(
+                                    id=ID.BACKFILL_ENVIRONMENT,
+                                    options=[{"label": "all", "value": ALL_ENVIRONMENTS}]
+                                    + [{"label": env, "value": env} for env in ENVIRONMENTS],
+                                    value=ALL_ENVIRONMENTS,
+                                ),
+                                ID.BACKFILL_ENVIRONMENT,
+                                2,
+                            ),
+                            _labelled(
+                                "From", dbc.Input(id=ID.BACKFILL_SINCE, type="date"), ID.BACKFILL_SINCE, 2
+                            ),
+                            _labelled(
+                                "To", dbc.Input(id=ID.BACKFILL_UNTIL, type="date"), ID.BACKFILL_UNTIL, 2
+                            ),
+                            dbc.Col(
+                                [
+                                    dbc.Button(
+                                        "Backfill", id=ID.BACKFILL_START, color="primary", class_name="me-2"
+                                    ),
+                                    dbc.Button(
+                                        "Cancel",
+                                        id=ID.BACKFILL_CANCEL,
+                                        color="secondary",
+                                        outline=True,
+                                        disabled=True,
+                                    ),
+                                ],
+                                md="auto",
+                                class_name="d-flex align-items-end",
+                            ),
+                        ],
+                        class_name="g-2 mb-2",
+                    ),
+                    dbc.Progress(id=ID.BACKFILL_PROGRESS, value=0, label="", class_name="mb-2"),
+                    html.Div(id=ID.BACKFILL_RESULT),
+                ]
+            ),
+        ],
+        id=ID.BACKFILL_CARD,
+        class_name="mb-3",
+        style={"display": "none"},
+    )
 
 
 def layout() -> html.Div:
-    """Project selector and the registry view of that project."""
+    """Project selector, the long jobs (shown to those who may start them) and the registry view."""
     return html.Div(
         [
             page_header(NAME, DESCRIPTION),
@@ -32,6 +164,8 @@ def layout() -> html.Div:
                 align="center",
                 class_name="g-2 mb-3",
             ),
+            _train_card(),
+            _backfill_card(),
             dcc.Loading(html.Div(id=ID.REGISTRY), type="default"),
         ]
     )

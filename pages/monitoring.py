@@ -2,7 +2,9 @@
 
 The page is a selection bar (project, model, environment, dates, window, segment) over five panels:
 the feature x window drift heatmap, the drill-down into the clicked feature, performance and latency
-timelines, and the alerts of the selection. ``callbacks.monitoring`` fills every panel; the component
+timelines, and the alerts of the selection. The segment (a slice of the traffic, ``region=north``,
+offered when the monitoring job wrote segment metrics) filters every panel but the alerts.
+``callbacks.monitoring`` fills every panel; the component
 ids below are the contract between the two modules (``pages`` may not import ``callbacks``, and a unit
 test checks that every id a monitoring callback uses exists in this layout).
 """
@@ -41,6 +43,8 @@ ALERTS = "monitoring-alerts"
 ALERT_COMMENT = "monitoring-alert-comment"
 ALERT_FEEDBACK = "monitoring-alert-feedback"
 ALERTS_VERSION = "monitoring-alerts-version"
+HEATMAP_SHOWN = "monitoring-heatmap-shown"
+"""Store of the key of the selection whose heatmap is drawn (the selection bar sends the first one)."""
 ALERT_ACK_TYPE = "monitoring-alert-ack"
 """``type`` of the pattern-matching id ``{"type": ALERT_ACK_TYPE, "alert": <alert id>}`` of ack buttons."""
 
@@ -75,7 +79,11 @@ def _selection_bar() -> dbc.Card:
                 3,
             ),
             _labelled("Window", dbc.RadioItems(id=WINDOW, options=[], inline=True), 1),
-            _labelled("Segment", dcc.Dropdown(id=SEGMENT, disabled=True, placeholder="All traffic"), 2),
+            _labelled(
+                "Segment",
+                dcc.Dropdown(id=SEGMENT, disabled=True, clearable=False, placeholder="All traffic"),
+                2,
+            ),
         ],
         class_name="g-3",
     )
@@ -121,6 +129,7 @@ def layout() -> html.Div:
         [
             html.P(id=SUMMARY, className="small text-body-secondary mb-2"),
             _graph(HEATMAP, 520),
+            dcc.Store(id=HEATMAP_SHOWN),
             html.P(
                 "Colour: drift statistic relative to its threshold (1 = at the threshold). "
                 "Click a cell to inspect that feature and window.",

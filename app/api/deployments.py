@@ -2,10 +2,9 @@
 
 Flask-free, written like a job (acting user, permission re-checked in the
 transaction, audit entry), on the ``deployments`` table of
-:mod:`jobs.db.governance`. The deployment job that carries deployments out
-belongs to ``jobs`` and is written separately; these two commands only change
-the queue it reads. (They belong in a ``jobs.deployments`` module once it
-exists; nothing here depends on Flask.)
+:mod:`jobs.db.governance`. The deployment job that carries deployments out is
+:mod:`jobs.deploy` (``docs/DEPLOYMENTS.md``); these two commands only change
+the queue it reads. Nothing here depends on Flask.
 
 Queueing (:func:`queue_deployment`, ``DEPLOY``). A ``deployments`` row exists only
 for an approved promotion request (``UNIQUE (request_id)``), and the approval that
@@ -24,7 +23,9 @@ Rolling back (:func:`rollback_deployment`, ``ROLLBACK``) applies to the newest
 deployment of a model in an environment: it is marked ``rollback_queued``, and
 the audit entry ``deployment.rollback_queued`` names the version to return to —
 the newest earlier deployment of another version that did not fail. The
-deployment job redeploys that version and marks the row ``rolled_back``.
+deployment job returns traffic to the version that served before the rollout
+(``previous_version``; this one when the row has none) and marks the row
+``rolled_back``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ ROLLBACK_QUEUED = "rollback_queued"
 ROLLED_BACK = "rolled_back"
 FAILED = "failed"
 # A deployment in one of these states does not count as "the version running there".
-NOT_RUNNING = frozenset({FAILED, ROLLBACK_QUEUED, ROLLED_BACK, "cancelled"})
+NOT_RUNNING = frozenset({FAILED, ROLLBACK_QUEUED, ROLLED_BACK, "cancelled", "aborted"})
 
 
 class ApprovalRequired(Conflict):

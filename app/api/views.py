@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -30,6 +30,7 @@ from app.api.routing import GITHUB_SIGNATURE, PREFIX, PUBLIC, Api, Call, Param, 
 from app.auth import db_session, services
 from jobs import alerts as alert_jobs
 from jobs import approvals, audit, github, registry
+from jobs import deploy as deploy_job
 from jobs.contracts import METRICS
 from jobs.db.alerting import ALERT_STATES, Alert
 from jobs.db.governance import PENDING, PROMOTION_STATUSES, Deployment, PromotionRequest
@@ -152,13 +153,67 @@ def _limit(call: Call) -> int:
     return int(call.params.get("limit", DEFAULT_PAGE))
 
 
-def _slice(rows: list[Any], call: Call) -> tuple[list[Any], Mapping[str, int] | None]:
-    """Offset pagination over an in-memory list (for lists that do not come from the database)."""
-    offset = decode_cursor(call.params.get("cursor"), "offset") or 0
+Fetch = Callable[[Session, int | None, int], Sequence[Any]]
+"""``fetch(session, position, n)``: up to ``n`` rows after ``position`` (``None``: from the start)."""
+
+
+def paged(
+    call: Call,
+    fetch: Fetch,
+    render: Callable[[Any], dict[str, Any]] | None = None,
+    *,
+    permission: Permission | None = None,
+    keyset: Callable[[Any], int] | None = None,
+) -> Reply:
+    """One page of a list operation: project check, cursor, fetch, render and the next cursor.
+
+    Args:
+        call: The request.
+        fetch: Reads up to ``n`` rows after ``position``; it is asked for one row more than the
+            page holds, to learn whether another page follows.
+        render: Turns a row into its JSON item, inside the session (default: the row as is).
+        permission: When given, a ``project`` query parameter is checked for it (403) first.
+        keyset: Keyset pagination: the rows come in descending key order and ``position`` is the
+            key of the previous page's last row (the cursor's ``before``). ``None``: offset
+            pagination, ``position`` counts the rows of the previous pages.
+
+    Raises:
+        Forbidden: if the actor lacks ``permission`` on the ``project`` parameter.
+        ApiError: 422 for a cursor of another list.
+    """
+    actor = _actor(call)
+    if permission is not None and call.params.get("project") is not None:
+        require(actor, permission, call.params["project"])
+    position = decode_cursor(call.params.get("cursor"), "before" if keyset else "offset")
     limit = _limit(call)
-    chunk = rows[offset : offset + limit]
-    more = offset + limit < len(rows)
-    return chunk, ({"offset": offset + limit} if more else None)
+    with db_session() as session:
+        rows = list(fetch(session, position, limit + 1))
+        items = [render(row) if render else row for row in rows[:limit]]
+    if len(rows) <= limit:
+        following = None
+    elif keyset is not None:
+        following = {"before": keyset(rows[limit - 1])}
+    else:
+        following = {"offset": (position or 0) + limit}
+    return page(items, following)
+
+
+def from_list(rows: Sequence[Any]) -> Fetch:
+    """A :data:`Fetch` over an in-memory list (for lists that do not come from the database)."""
+
+    def fetch(_session: Session, offset: int | None, count: int) -> Sequence[Any]:
+        start = offset or 0
+        return rows[start : start + count]
+
+    return fetch
+
+
+def _in_projects(query: Any, call: Call, permission: Permission) -> Any:
+    """``query`` (joined to ``Project``) limited to the ``project`` parameter and the visible projects."""
+    if call.params.get("project") is not None:
+        query = query.where(Project.slug == call.params["project"])
+    visible = _visible(_actor(call), permission)
+    return query if visible is None else query.where(Project.slug.in_(visible))
 
 
 # ---------------------------------------------------------------------------- shared checks
@@ -265,8 +320,7 @@ def list_projects_view(call: Call) -> Reply:
     actor = _actor(call)
     with db_session() as session:
         rows = [_project_json(p) for p in list_projects(session, actor)]
-    items, following = _slice(rows, call)
-    return page(items, following)
+    return paged(call, from_list(rows))
 
 
 @API.operation(
@@ -344,8 +398,7 @@ def list_model_versions(call: Call) -> Reply:
         }
         for v in reversed(versions)
     ]
-    items, following = _slice(rows, call)
-    return page(items, following)
+    return paged(call, from_list(rows))
 
 
 # ---------------------------------------------------------------------------- promotions
@@ -429,17 +482,9 @@ def _versions_provider() -> approvals.MlflowVersions:
 )
 def list_promotions(call: Call) -> Reply:
     """Requests on projects where the actor holds ``VIEW_APPROVALS``."""
-    actor = _actor(call)
     now = utcnow()
-    before = decode_cursor(call.params.get("cursor"), "before")
     query = select(PromotionRequest).join(Project, PromotionRequest.project_id == Project.id)
-    project = call.params.get("project")
-    if project is not None:
-        require(actor, Permission.VIEW_APPROVALS, project)
-        query = query.where(Project.slug == project)
-    visible = _visible(actor, Permission.VIEW_APPROVALS)
-    if visible is not None:
-        query = query.where(Project.slug.in_(visible))
+    query = _in_projects(query, call, Permission.VIEW_APPROVALS)
     status = call.params.get("status")
     if status == PENDING:
         query = query.where(PromotionRequest.status == PENDING, PromotionRequest.expires_at > now)
@@ -452,13 +497,18 @@ def list_promotions(call: Call) -> Reply:
         )
     elif status is not None:
         query = query.where(PromotionRequest.status == status)
-    if before is not None:
-        query = query.where(PromotionRequest.id < before)
-    limit = _limit(call)
-    with db_session() as session:
-        rows = list(session.scalars(query.order_by(PromotionRequest.id.desc()).limit(limit + 1)).unique())
-        items = [_promotion_json(r, now) for r in rows[:limit]]
-    return page(items, {"before": rows[limit - 1].id} if len(rows) > limit else None)
+
+    def fetch(session: Session, before: int | None, count: int) -> Sequence[PromotionRequest]:
+        scoped = query if before is None else query.where(PromotionRequest.id < before)
+        return session.scalars(scoped.order_by(PromotionRequest.id.desc()).limit(count)).unique().all()
+
+    return paged(
+        call,
+        fetch,
+        lambda r: _promotion_json(r, now),
+        permission=Permission.VIEW_APPROVALS,
+        keyset=lambda r: r.id,
+    )
 
 
 PROMOTION_BODY = obj(
@@ -677,15 +727,8 @@ def _deployment_json(row: Deployment) -> dict[str, Any]:
 )
 def list_deployments(call: Call) -> Reply:
     """Deployments on projects where the actor holds ``VIEW_CICD``."""
-    actor = _actor(call)
-    before = decode_cursor(call.params.get("cursor"), "before")
     query = select(Deployment).join(Project, Deployment.project_id == Project.id)
-    if call.params.get("project") is not None:
-        require(actor, Permission.VIEW_CICD, call.params["project"])
-        query = query.where(Project.slug == call.params["project"])
-    visible = _visible(actor, Permission.VIEW_CICD)
-    if visible is not None:
-        query = query.where(Project.slug.in_(visible))
+    query = _in_projects(query, call, Permission.VIEW_CICD)
     for name, column in (
         ("model", Deployment.model),
         ("environment", Deployment.environment),
@@ -693,13 +736,12 @@ def list_deployments(call: Call) -> Reply:
     ):
         if call.params.get(name) is not None:
             query = query.where(column == call.params[name])
-    if before is not None:
-        query = query.where(Deployment.id < before)
-    limit = _limit(call)
-    with db_session() as session:
-        rows = list(session.scalars(query.order_by(Deployment.id.desc()).limit(limit + 1)).unique())
-        items = [_deployment_json(r) for r in rows[:limit]]
-    return page(items, {"before": rows[limit - 1].id} if len(rows) > limit else None)
+
+    def fetch(session: Session, before: int | None, count: int) -> Sequence[Deployment]:
+        scoped = query if before is None else query.where(Deployment.id < before)
+        return session.scalars(scoped.order_by(Deployment.id.desc()).limit(count)).unique().all()
+
+    return paged(call, fetch, _deployment_json, permission=Permission.VIEW_CICD, keyset=lambda r: r.id)
 
 
 DEPLOY_BODY = {
@@ -837,6 +879,107 @@ def rollback_deployment_view(call: Call) -> Reply:
         )
 
 
+DEPLOYMENT_ACTION = obj(
+    {
+        "deployment": DEPLOYMENT,
+        "action": {"type": "string", "enum": list(deploy_job.ACTIONS)},
+        "requested_action": nullable(TEXT),
+        "reason": nullable(TEXT),
+        "allowed_actions": {"type": "array", "items": TEXT},
+    }
+)
+"""What a manual action on a deployment did: carried out at once, or recorded for the deployment job."""
+
+
+def _declare_deployment_action(
+    action: str,
+    command: Callable[..., deploy_job.DeploymentView],
+    permission: Permission,
+    summary: str,
+    description: str,
+) -> None:
+    """Declare ``POST /deployments/{id}/<action>``, calling ``command`` of :mod:`jobs.deploy`."""
+    reason_required = action == deploy_job.ABORT
+    body = obj(
+        {"reason": {"type": "string", "minLength": 1, "maxLength": deploy_job.MAX_REASON_LENGTH}},
+        required=["reason"] if reason_required else [],
+        additionalProperties=False,
+    )
+
+    def handler(call: Call) -> Reply:
+        actor = _actor(call)
+        deployment_id = call.params["deployment_id"]
+        with db_session() as session:
+            deploys.get_deployment(session, actor, deployment_id)  # 404 before 403 on another project's id
+        reason = (call.body or {}).get("reason", "")
+        view = command(services().session_factory, actor, deployment_id, reason)
+        with db_session() as session:
+            row = deploys.get_deployment(session, actor, deployment_id)
+            payload = {
+                "deployment": _deployment_json(row),
+                "action": action,
+                "requested_action": view.requested_action,
+                "reason": view.reason,
+                "allowed_actions": list(view.allowed_actions),
+            }
+        # Recorded for the job (it changes traffic within a poll) -> 202; done at once -> 200.
+        return Reply(202 if view.requested_action is not None else 200, payload)
+
+    handler.__name__ = handler.__qualname__ = f"{action}_deployment_view"
+    handler.__doc__ = (
+        f":func:`jobs.deploy.{command.__name__}` with the token's actor (``{permission.name}``)."
+    )
+    API.operation(
+        "POST",
+        f"/deployments/{{deployment_id}}/{action}",
+        operation_id=f"{action}_deployment",
+        summary=summary,
+        tag="deployments",
+        permission=permission,
+        params=DEPLOYMENT_ID,
+        body=body,
+        success=202,
+        response=DEPLOYMENT_ACTION,
+        extra_success={200: ("Carried out at once (the rollout had not started).", DEPLOYMENT_ACTION)},
+        errors=(409,),
+        description=description,
+    )(handler)
+
+
+for _action, _command, _permission, _summary, _description in (
+    (
+        deploy_job.PROMOTE,
+        deploy_job.promote_deployment,
+        Permission.DEPLOY,
+        "Promote a canary (running or paused) to 100 % now.",
+        "Recorded on the deployment; the deployment job moves the stable alias to the canary within a poll.",
+    ),
+    (
+        deploy_job.PAUSE,
+        deploy_job.pause_deployment,
+        Permission.DEPLOY,
+        "Hold a rollout at its current traffic split.",
+        "A queued deployment is paused at once (200); a running one by the deployment job (202).",
+    ),
+    (
+        deploy_job.RESUME,
+        deploy_job.resume_deployment,
+        Permission.DEPLOY,
+        "Resume a paused rollout: the current step bakes again.",
+        "Recorded on the deployment; the deployment job carries it out.",
+    ),
+    (
+        deploy_job.ABORT,
+        deploy_job.abort_deployment,
+        Permission.ROLLBACK,
+        "Abort a rollout: all traffic back to the stable version.",
+        "A queued deployment is aborted at once (200); otherwise the deployment job returns the traffic "
+        "and marks it `aborted` (202). `reason` is required.",
+    ),
+):
+    _declare_deployment_action(_action, _command, _permission, _summary, _description)
+
+
 # ---------------------------------------------------------------------------- alerts
 
 ALERT = obj(
@@ -906,24 +1049,20 @@ def _alert_json(alert: Alert, slug: str) -> dict[str, Any]:
 )
 def list_alerts_view(call: Call) -> Reply:
     """Alerts of projects where the actor holds ``VIEW_MONITORING`` (``jobs.alerts.list_alerts``)."""
-    actor = _actor(call)
-    project = call.params.get("project")
-    if project is not None:
-        require(actor, Permission.VIEW_MONITORING, project)
     state = call.params.get("state")
-    offset = decode_cursor(call.params.get("cursor"), "offset") or 0
-    limit = _limit(call)
-    with db_session() as session:
+
+    def fetch(session: Session, offset: int | None, count: int) -> Sequence[tuple[Alert, str]]:
+        start = offset or 0
         rows = alert_jobs.list_alerts(
             session,
-            actor,
-            project=project,
+            _actor(call),
+            project=call.params.get("project"),
             states=[state] if state else None,
-            limit=min(offset + limit + 1, 10_000),
+            limit=min(start + count, 10_000),
         )
-        items = [_alert_json(alert, slug) for alert, slug in rows[offset : offset + limit]]
-    more = len(rows) > offset + limit
-    return page(items, {"offset": offset + limit} if more else None)
+        return rows[start : start + count]
+
+    return paged(call, fetch, lambda row: _alert_json(*row), permission=Permission.VIEW_MONITORING)
 
 
 @API.operation(
@@ -1101,8 +1240,7 @@ def query_metrics(call: Call) -> Reply:
         }
         for row in (table.to_pylist() if table.num_rows else [])
     ]
-    items, following = _slice(rows, call)
-    reply = page(items, following)
+    reply = paged(call, from_list(rows))
     payload = {
         **reply.payload,
         "status": "ok" if rows else "insufficient_data",
@@ -1147,40 +1285,37 @@ CHAIN = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,32}$"}
 )
 def list_audit(call: Call) -> Reply:
     """Entries of one chain (``VIEW_AUDIT``), by descending sequence number."""
-    actor = _actor(call)
-    require(actor, Permission.VIEW_AUDIT)
-    before = decode_cursor(call.params.get("cursor"), "before")
+    require(_actor(call), Permission.VIEW_AUDIT)
     chain = call.params.get("chain", audit.DEFAULT_CHAIN)
     query = select(AuditEntry).where(AuditEntry.chain == chain)
     if "action" in call.params:
         query = query.where(AuditEntry.action == call.params["action"])
     if "actor" in call.params:
         query = query.where(AuditEntry.actor == call.params["actor"])
-    if before is not None:
-        query = query.where(AuditEntry.seq < before)
-    limit = _limit(call)
-    with db_session() as session:
-        rows = list(session.scalars(query.order_by(AuditEntry.seq.desc()).limit(limit + 1)))
-    items = []
-    for entry in rows[:limit]:
-        try:
-            details = json.loads(entry.details)
-        except ValueError:
-            details = {"unreadable": entry.details}
-        items.append(
-            {
-                "chain": entry.chain,
-                "seq": entry.seq,
-                "at": _time(entry.at),
-                "actor": entry.actor,
-                "action": entry.action,
-                "target": entry.target,
-                "details": details if isinstance(details, dict) else {"value": details},
-                "prev_hash": entry.prev_hash,
-                "hash": entry.hash,
-            }
-        )
-    return page(items, {"before": rows[limit - 1].seq} if len(rows) > limit else None)
+
+    def fetch(session: Session, before: int | None, count: int) -> Sequence[AuditEntry]:
+        scoped = query if before is None else query.where(AuditEntry.seq < before)
+        return session.scalars(scoped.order_by(AuditEntry.seq.desc()).limit(count)).all()
+
+    return paged(call, fetch, _audit_json, keyset=lambda entry: entry.seq)
+
+
+def _audit_json(entry: AuditEntry) -> dict[str, Any]:
+    try:
+        details = json.loads(entry.details)
+    except ValueError:
+        details = {"unreadable": entry.details}
+    return {
+        "chain": entry.chain,
+        "seq": entry.seq,
+        "at": _time(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "details": details if isinstance(details, dict) else {"value": details},
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 @API.operation(
@@ -1259,42 +1394,39 @@ WORKFLOW_RUN = obj(
 )
 def list_workflow_runs(call: Call) -> Reply:
     """``jobs.github.list_workflow_runs`` (``VIEW_CICD``)."""
-    actor = _actor(call)
-    if call.params.get("project") is not None:
-        require(actor, Permission.VIEW_CICD, call.params["project"])
-    before = decode_cursor(call.params.get("cursor"), "before")
-    limit = _limit(call)
-    with db_session() as session:
-        rows = github.list_workflow_runs(
+
+    def fetch(session: Session, before: int | None, count: int) -> Sequence[Any]:
+        return github.list_workflow_runs(
             session,
-            actor,
+            _actor(call),
             project=call.params.get("project"),
             head_sha=call.params.get("head_sha"),
             branch=call.params.get("branch"),
             before_id=before,
-            limit=limit + 1,
+            limit=count,
         )
-        items = [
-            {
-                "id": r.id,
-                "project": r.project.slug,
-                "repository": r.repository,
-                "github_run_id": r.github_run_id,
-                "run_attempt": r.run_attempt,
-                "workflow_name": r.workflow_name,
-                "event": r.event,
-                "head_sha": r.head_sha,
-                "head_branch": r.head_branch,
-                "status": r.status,
-                "conclusion": r.conclusion,
-                "html_url": r.html_url,
-                "run_created_at": _time(r.run_created_at),
-                "run_updated_at": _time(r.run_updated_at),
-                "model_versions": list(r.model_versions or []),
-            }
-            for r in rows[:limit]
-        ]
-    return page(items, {"before": rows[limit - 1].id} if len(rows) > limit else None)
+
+    return paged(call, fetch, _workflow_run_json, permission=Permission.VIEW_CICD, keyset=lambda r: r.id)
+
+
+def _workflow_run_json(run: Any) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "project": run.project.slug,
+        "repository": run.repository,
+        "github_run_id": run.github_run_id,
+        "run_attempt": run.run_attempt,
+        "workflow_name": run.workflow_name,
+        "event": run.event,
+        "head_sha": run.head_sha,
+        "head_branch": run.head_branch,
+        "status": run.status,
+        "conclusion": run.conclusion,
+        "html_url": run.html_url,
+        "run_created_at": _time(run.run_created_at),
+        "run_updated_at": _time(run.run_updated_at),
+        "model_versions": list(run.model_versions or []),
+    }
 
 
 WEBHOOK_RESULT = obj(

@@ -1,5 +1,33 @@
-# EventBridge Scheduler runs `python -m jobs monitor` as an ECS Fargate task on a cron schedule.
+# EventBridge Scheduler runs each job of `python -m jobs scheduler` (monitor, alerts, deploy,
+# expire_pending, audit_checkpoint) as an ECS Fargate task on its own schedule, with `--once JOB`:
+# the job takes the scheduler's DB lease, so an overlapping run (a canary rollout of `deploy` lasts
+# longer than its one-minute schedule) exits at once instead of running twice.
 # A failed delivery (after retries) lands in an encrypted dead-letter queue, which is alarmed on.
+
+locals {
+  scheduled_jobs = {
+    monitor = {
+      expression  = var.monitor_schedule_expression
+      description = "Runs the monitor job then alert evaluation"
+    }
+    alerts = {
+      expression  = var.job_schedule_expressions.alerts
+      description = "Evaluates alert rules, freshness included, between monitor runs"
+    }
+    deploy = {
+      expression  = var.job_schedule_expressions.deploy
+      description = "Carries out queued deployments and owns running canary rollouts"
+    }
+    expire_pending = {
+      expression  = var.job_schedule_expressions.expire_pending
+      description = "Expires promotion requests left pending past their deadline"
+    }
+    audit_checkpoint = {
+      expression  = var.job_schedule_expressions.audit_checkpoint
+      description = "Signs the audit chain head into the Object Lock audit bucket"
+    }
+  }
+}
 
 resource "aws_scheduler_schedule_group" "main" {
   name = local.name
@@ -55,11 +83,13 @@ resource "aws_iam_role_policy" "scheduler" {
   policy = data.aws_iam_policy_document.scheduler.json
 }
 
-resource "aws_scheduler_schedule" "monitor" {
-  name                         = "${local.name}-monitor"
+resource "aws_scheduler_schedule" "job" {
+  for_each = local.scheduled_jobs
+
+  name                         = "${local.name}-${replace(each.key, "_", "-")}"
   group_name                   = aws_scheduler_schedule_group.main.name
-  description                  = "Runs the monitor job then alert evaluation (python -m jobs scheduler --once monitor) under the DB lease"
-  schedule_expression          = var.monitor_schedule_expression
+  description                  = "${each.value.description} (python -m jobs scheduler --once ${each.key}) under the DB lease"
+  schedule_expression          = each.value.expression
   schedule_expression_timezone = var.monitor_schedule_timezone
   kms_key_arn                  = aws_kms_key.main.arn
 
@@ -72,7 +102,7 @@ resource "aws_scheduler_schedule" "monitor" {
     role_arn = aws_iam_role.scheduler.arn
     input = jsonencode({
       containerOverrides = [
-        { name = "job", command = ["python", "-m", "jobs", "scheduler", "--once", "monitor"] },
+        { name = "job", command = ["python", "-m", "jobs", "scheduler", "--once", each.key] },
       ]
     })
 

@@ -324,13 +324,32 @@ variable "s3_force_destroy" {
 # --- Jobs ----------------------------------------------------------------------------------------------
 
 variable "monitor_schedule_expression" {
-  description = "EventBridge Scheduler expression of the monitor job (`python -m jobs monitor`)."
+  description = "EventBridge Scheduler expression of the monitor job (`python -m jobs scheduler --once monitor`)."
   type        = string
   default     = "cron(15 * * * ? *)"
 }
 
+variable "job_schedule_expressions" {
+  description = "EventBridge Scheduler expressions of the other scheduled jobs (alerts, deploy, expire_pending, audit_checkpoint; see scheduler.tf)."
+  type = object({
+    alerts           = optional(string, "rate(5 minutes)")
+    deploy           = optional(string, "rate(1 minute)")
+    expire_pending   = optional(string, "cron(7 * * * ? *)")
+    audit_checkpoint = optional(string, "cron(30 * * * ? *)")
+  })
+  default = {}
+
+  validation {
+    condition = alltrue([
+      for expression in values(var.job_schedule_expressions) :
+      can(regex("^(rate\\(\\d+ (minute|minutes|hour|hours|day|days)\\)|cron\\(.+\\))$", expression))
+    ])
+    error_message = "Each job schedule must be an EventBridge rate(...) or cron(...) expression."
+  }
+}
+
 variable "monitor_schedule_timezone" {
-  description = "Time zone of monitor_schedule_expression."
+  description = "Time zone of every job schedule (monitor_schedule_expression and job_schedule_expressions)."
   type        = string
   default     = "UTC"
 }

@@ -157,6 +157,28 @@ class Deployment(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=DEPLOYMENT_QUEUED)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # The rollout state machine of jobs.deploy (migration 0005); see docs/DEPLOYMENTS.md.
+    # Canary steps in percent ("10,25,50,100") and bake seconds, fixed when the rollout starts.
+    steps: Mapped[str | None] = mapped_column(String(64))
+    bake_seconds: Mapped[int | None] = mapped_column(Integer)
+    # What a job restarted after a crash does with a rollout in progress: "resume" or "rollback".
+    on_restart: Mapped[str | None] = mapped_column(String(16))
+    current_step: Mapped[int | None] = mapped_column(Integer)
+    # Canary weight in basis points as last written to the registry (0 when no split).
+    canary_weight: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # Version serving the environment when the rollout started: the rollback target.
+    previous_version: Mapped[str | None] = mapped_column(String(32))
+    step_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The job process that owns the rollout until lease_expires_at (it renews the lease while it runs).
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A manual action waiting for the job (promote, pause, resume, abort, rollback), who asked and why.
+    requested_action: Mapped[str | None] = mapped_column(String(16))
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    requested_reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
 
     request: Mapped[PromotionRequest] = relationship(back_populates="deployment")
     project: Mapped[Project] = relationship(lazy="joined", innerjoin=True)

@@ -213,3 +213,5 @@ from jobs.db import governance  # noqa: E402, F401 - registers the governance ta
 from jobs.db import alerting  # noqa: E402, F401  # isort: skip - registers the alerting tables on this Base
 
 from jobs.db import api_models  # noqa: E402, F401  # isort: skip - registers the API and GitHub tables on this Base
+
+from jobs.db import deployments  # noqa: E402, F401  # isort: skip - registers the deployment_events table on this Base

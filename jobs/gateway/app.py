@@ -42,7 +42,13 @@ from starlette.routing import Route as HttpRoute
 from analytics.store import ParquetStore, StoreError
 from app.settings import Settings, load_settings
 from jobs import registry
-from jobs.contracts import INFERENCE_LOGS, LABELS, key_segment_problem
+from jobs.contracts import (
+    INFERENCE_LOGS,
+    LABELS,
+    MAX_ERROR_MESSAGE_LENGTH,
+    REQUEST_ERRORS,
+    key_segment_problem,
+)
 from jobs.gateway import metrics as m
 from jobs.gateway.config import GatewayConfig
 from jobs.gateway.logbuffer import LogBuffer
@@ -368,10 +374,12 @@ class Gateway:
             return project, model
         return "", ""
 
-    def _count_error(self, endpoint: str, reason: str, project: str = "", model: str = "") -> None:
+    def _count_error(
+        self, endpoint: str, reason: str, project: str = "", model: str = "", version: str = ""
+    ) -> None:
         self.metrics.inc(
             "mms_gateway_request_errors_total",
-            m.labels_of(endpoint=endpoint, reason=reason, project=project, model=model),
+            m.labels_of(endpoint=endpoint, reason=reason, project=project, model=model, version=version),
         )
 
     # ----------------------------------------------------------------- predict
@@ -406,11 +414,34 @@ class Gateway:
                 *(
                     self.batcher.score(model, [records[i].features for i in indexes])
                     for model, indexes in groups
-                )
+                ),
+                return_exceptions=True,
             )
-            for (_model, indexes), (answers, predictions, scores) in zip(groups, scored, strict=True):
+            failures: list[_Failure] = []
+            for (model, indexes), outcome in zip(groups, scored, strict=True):
+                if isinstance(outcome, BaseException):
+                    if not isinstance(outcome, Exception):
+                        raise outcome
+                    log.error(
+                        "%s.%s version %s failed to score %d record(s): %r",
+                        project,
+                        model_name,
+                        model.version,
+                        len(indexes),
+                        outcome,
+                    )
+                    failures += [
+                        _Failure(i, MODEL_ERROR, f"{type(outcome).__name__}: {outcome}") for i in indexes
+                    ]
+                    continue
+                answers, predictions, scores = outcome
                 for position, index in enumerate(indexes):
                     results[index] = (answers[position], predictions[position], scores[position])
+                    problem = _output_problem(predictions[position], scores[position])
+                    if problem is not None:
+                        failures.append(_Failure(index, BAD_OUTPUT, problem))
+            if failures:
+                return self._failed(project, model_name, received_us, started, records, failures)
         except (HttpError, PayloadError) as error:
             reason = error.error if isinstance(error, HttpError) else "invalid_payload"
             status = error.status if isinstance(error, HttpError) else 422
@@ -452,6 +483,73 @@ class Gateway:
         if batch:
             return _json({**common, "predictions": answer_items})
         return _json({**common, **answer_items[0]})
+
+    def _failed(
+        self,
+        project: str,
+        model: str,
+        received_us: int,
+        started: float,
+        records: Sequence[_Record],
+        failures: Sequence[_Failure],
+    ) -> Response:
+        """Answer 500 for a request a version failed to score, and record each failed record.
+
+        Only the records of the failing versions become ``request_errors`` rows: the other records
+        of a batch request were scored correctly but are not served (the request fails as a whole),
+        so they count neither as predictions nor as errors of their version.
+        """
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        elapsed = latency_ms / 1000.0
+        by_version: dict[str, list[_Failure]] = {}
+        for failure in failures:
+            by_version.setdefault(records[failure.index].model.version, []).append(failure)
+        for version, failed in by_version.items():
+            kinds = sorted({f.kind for f in failed})
+            labels = m.labels_of(project=project, model=model, version=version)
+            self.metrics.observe("mms_gateway_request_duration_seconds", labels, elapsed)
+            self._count("predict", 500, project, model, version)
+            self._count_error("predict", kinds[0], project, model, version)
+            for kind in kinds:
+                count = sum(1 for f in failed if f.kind == kind)
+                self.metrics.inc(
+                    "mms_gateway_record_errors_total",
+                    m.labels_of(project=project, model=model, version=version, kind=kind),
+                    count,
+                )
+        if self.config.logging_enabled:
+            partition = {
+                "project": project,
+                "model": model,
+                "environment": self.environment,
+                "date": _day_of(received_us).isoformat(),
+            }
+            rows = [
+                {
+                    "version": records[f.index].model.version,
+                    "request_id": records[f.index].request_id,
+                    "timestamp": received_us,
+                    "status_code": 500,
+                    "error_kind": f.kind,
+                    "latency_ms": latency_ms,
+                    "message": f.message[:MAX_ERROR_MESSAGE_LENGTH],
+                }
+                for f in failures
+            ]
+            self.buffer.add_rows(REQUEST_ERRORS, partition, (), rows)
+        first = failures[0]
+        return _json(
+            {
+                "error": "internal",
+                "field": "",
+                "message": "the model failed to score the request"
+                if first.kind == MODEL_ERROR
+                else "the model returned an invalid prediction",
+                "error_kind": first.kind,
+                "versions": sorted(by_version),
+            },
+            500,
+        )
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
         limit = self.config.max_body_bytes
@@ -766,6 +864,26 @@ class Gateway:
         """``GET /metrics``: Prometheus text format."""
         text = await anyio.to_thread.run_sync(self.render_metrics)
         return Response(text, media_type=m.CONTENT_TYPE)
+
+
+MODEL_ERROR = "model_error"
+BAD_OUTPUT = "bad_output"
+
+
+@dataclass(frozen=True)
+class _Failure:
+    index: int
+    kind: str
+    message: str
+
+
+def _output_problem(prediction: Any, score: Any) -> str | None:
+    """Why a scored record's output cannot be served, ``None`` when it can."""
+    if isinstance(prediction, float) and not math.isfinite(prediction):
+        return f"the prediction is {prediction}"
+    if score is not None and not (isinstance(score, float) and math.isfinite(score) and 0.0 <= score <= 1.0):
+        return f"the score {score!r} is not a probability"
+    return None
 
 
 @dataclass(frozen=True)

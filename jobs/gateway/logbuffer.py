@@ -51,12 +51,14 @@ from jobs.contracts import (
     FILE_SCHEMAS,
     INFERENCE_LOGS,
     LABELS,
+    REQUEST_ERRORS,
     SEGMENT_PREFIX,
     ContractError,
     partition_keys,
     require_valid,
     validate_inference_table,
     validate_labels_table,
+    validate_request_errors_table,
 )
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class Chunk:
     """Rows of one partition, validated and ready to publish as one Parquet file.
 
     Attributes:
-        dataset: ``inference_logs`` or ``labels``.
+        dataset: ``inference_logs``, ``labels`` or ``request_errors``.
         partition: The partition, keys in the dataset's order.
         table: The rows, without partition-key columns.
         file_name: Name of the Parquet file inside the partition (fixed: retries replace it).
@@ -111,8 +113,12 @@ def validate_chunk(chunk: Chunk) -> None:
         require_valid(validate_inference_table(chunk.table, chunk.feature_columns, partition=chunk.partition))
     elif chunk.dataset == LABELS:
         require_valid(validate_labels_table(chunk.table, partition=chunk.partition))
+    elif chunk.dataset == REQUEST_ERRORS:
+        require_valid(validate_request_errors_table(chunk.table, partition=chunk.partition))
     else:
-        raise ValueError(f"the log buffer writes {INFERENCE_LOGS} and {LABELS}, not {chunk.dataset!r}")
+        raise ValueError(
+            f"the log buffer writes {INFERENCE_LOGS}, {LABELS} and {REQUEST_ERRORS}, not {chunk.dataset!r}"
+        )
 
 
 def split_unique(table: pa.Table, key: str = "request_id") -> list[pa.Table]:
@@ -259,7 +265,7 @@ class _Pending:
 
 
 class LogBuffer:
-    """Buffer rows of ``inference_logs``/``labels``, write them in the background, spill on failure.
+    """Buffer contract rows (logs, labels, request errors), write them in the background, spill on failure.
 
     Args:
         store: The Parquet store to write to.
@@ -367,10 +373,10 @@ class LogBuffer:
         """Buffer rows of one partition (the request path: no I/O unless the buffer is full).
 
         Args:
-            dataset: ``inference_logs`` or ``labels``.
+            dataset: ``inference_logs``, ``labels`` or ``request_errors``.
             partition: Partition values, keys in the dataset's order.
             columns: Feature and ``segment_*`` columns of the rows with their Arrow types
-                (empty for ``labels``).
+                (empty for ``labels`` and ``request_errors``).
             rows: Dicts with the dataset's fixed columns (timestamps as UTC microseconds or
                 aware datetimes) and the open columns.
         """

@@ -39,7 +39,14 @@ DESCRIPTIONS: Mapping[str, tuple[str, str]] = {
         COUNTER,
         "HTTP requests answered, by endpoint, model, version and status code.",
     ),
-    "mms_gateway_request_errors_total": (COUNTER, "Requests answered with an error, by reason."),
+    "mms_gateway_request_errors_total": (
+        COUNTER,
+        "Requests answered with an error, by reason, model and version (version empty before routing).",
+    ),
+    "mms_gateway_record_errors_total": (
+        COUNTER,
+        "Records a version failed to score server-side, by kind (written to request_errors).",
+    ),
     "mms_gateway_request_duration_seconds": (
         HISTOGRAM,
         "Time from request receipt to response, per model version.",

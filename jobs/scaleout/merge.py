@@ -1,4 +1,4 @@
-"""The merge step: combine a run's partial profiles and write results as the single-process job does.
+"""The merge step: combine a run's partials and write results as the single-process job does.
 
 :func:`merge` reads the run's listing, every partial under ``units/`` and:
 
@@ -8,31 +8,41 @@
    them and nothing is written;
 3. merges, per (project, model, environment, date, version, window), the units' profiles in unit
    order with :meth:`analytics.profile.Profile.merge` (counts and histograms exact, moments by Chan's
-   formula);
-4. runs the monitoring job (:func:`jobs.monitor.run_monitor`) with those window profiles as its
-   ``window_profiles`` source: the job writes ``profiles``, ``metrics`` and its state exactly as in a
-   single-process run and calls :func:`analytics.profile.profile` itself only for a batch the run
-   does not cover (files changed since planning, a reference written since): see
-   :class:`MergedProfiles`.
+   formula) and gathers their other aggregates (window counts, latency, classification and regression
+   partials of ``analytics.performance``);
+4. runs the monitoring job's per-target run over the plan's files (:func:`run_merged_monitor`): every
+   date the run covers exactly takes its profiles, counts, latency and performance from the merged
+   partials, so the merge neither lists nor reads an inference log; the job's own code computes
+   drift, quality and the rows and writes ``profiles``, ``metrics`` and its state as in a
+   single-process run. A date the run does not cover (a unit met an input problem, the labels or a
+   reference changed since the map) is read and computed by the job as usual, and reported
+   (``declined``).
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from analytics.profile import Profile, merge_profiles
-from analytics.store import ParquetStore
-from jobs.scaleout.profile_unit import partial_info, partial_profiles
+from analytics.performance import (
+    classification_from_partials,
+    latency_from_partials,
+    regression_from_partials,
+)
+from analytics.profile import Profile, ProfileSpec, merge_profiles
+from analytics.store import ParquetStore, StoredFile
+from jobs.scaleout.profile_unit import POSITIVE_LABEL, partial_aggregates, partial_info, partial_profiles
 from jobs.scaleout.units import (
     RunPlan,
     ScaleoutError,
@@ -133,6 +143,53 @@ DateKey = tuple[str, str, str, str]
 
 
 @dataclass
+class DayAggregates:
+    """What the units of one date computed besides profiles: all the merge needs instead of the logs.
+
+    Attributes:
+        rows: Inference rows of the date.
+        versions: Model versions seen.
+        new_columns: Columns the logs carry that the reference does not know, in file order.
+        scores: Version -> non-null scores (decides the task of a version without a reference).
+        errors: Version -> task -> why its aggregates could not be computed.
+        tasks: Version -> the tasks every unit of the date computed aggregates for.
+        labels_sha256: Digests of the label files each unit read (one value when they agree).
+        parts: Version -> part (``counts``, ``latency``, ``classification``, ``regression``) -> the
+            units' tables, in unit order.
+    """
+
+    rows: int = 0
+    versions: tuple[str, ...] = ()
+    new_columns: tuple[str, ...] = ()
+    scores: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    tasks: dict[str, set[str]] = field(default_factory=dict)
+    labels_sha256: set[str] = field(default_factory=set)
+    parts: dict[str, dict[str, list[pa.Table]]] = field(default_factory=dict)
+
+    def add(self, info: Mapping[str, Any], aggregates: Mapping[str, Mapping[str, pa.Table]]) -> None:
+        """Add one unit's partial (its metadata and aggregates)."""
+        self.rows += int(info["rows"])
+        self.versions = tuple(sorted({*self.versions, *info["versions"]}))
+        self.new_columns = tuple(dict.fromkeys([*self.new_columns, *info.get("new_columns", ())]))
+        for version, count in info.get("scores", {}).items():
+            self.scores[version] = self.scores.get(version, 0) + int(count)
+        for version, computed in info.get("tasks", {}).items():
+            known = self.tasks.get(version)
+            self.tasks[version] = set(computed) if known is None else known & set(computed)
+        for version, errors in info.get("aggregate_errors", {}).items():
+            self.errors.setdefault(version, {}).update(errors)
+        self.labels_sha256.add(info.get("labels_sha256", ""))
+        for version, parts in aggregates.items():
+            for part, table in parts.items():
+                self.parts.setdefault(version, {}).setdefault(part, []).append(table)
+
+    def tables(self, version: str, part: str) -> list[pa.Table]:
+        """The units' tables of one version's part (empty when the version has none)."""
+        return self.parts.get(version, {}).get(part, [])
+
+
+@dataclass
 class MergedProfiles:
     """Window profiles of a run, merged from its partials, and the monitoring job's source of them.
 
@@ -147,6 +204,7 @@ class MergedProfiles:
             (a read that failed once) does not leave the date without its profiles.
         served: Batches the monitoring job took from the run.
         declined: Batches it had to profile itself, with why.
+        aggregates: (project, model, environment, date) -> the units' other aggregates.
     """
 
     root: str
@@ -155,6 +213,7 @@ class MergedProfiles:
     files_sha256: dict[DateKey, str]
     specs: Mapping[str, Mapping[str, str]]
     incomplete: Mapping[DateKey, str] = field(default_factory=dict)
+    aggregates: dict[DateKey, DayAggregates] = field(default_factory=dict)
     served: int = 0
     declined: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -203,6 +262,52 @@ class MergedProfiles:
                 return f"{where} {day}: a task could not use every file ({self.incomplete[key]})"
         return None
 
+    def note_declined(self, why: str) -> None:
+        """Record a date the job computes from its logs (the run cannot stand in for them)."""
+        with self._lock:
+            self.declined.append(why)
+
+    def day_aggregates(
+        self,
+        key: DateKey,
+        window: str,
+        files: Sequence[StoredFile],
+        label_files_sha256: str,
+        spec_of: Callable[[str], ProfileSpec | None],
+        task_of: Callable[[str], str | None],
+    ) -> tuple[DayAggregates | None, str]:
+        """A date's aggregates if they stand in exactly for the job's reading of the date's logs.
+
+        They do when the date's files, label files and every version's reference spec are those the
+        units used, no unit met an input problem and the aggregates of each version's task exist.
+
+        Returns:
+            ``(aggregates, "")`` or ``(None, why not)``.
+        """
+        where = f"{key[0]}/{key[1]}/{key[2]} {key[3]}"
+        aggregates = self.aggregates.get(key)
+        if aggregates is None:
+            return None, f"{where}: not in the run"
+        if window != self.window:
+            return None, f"{where}: window {window}, the run computed {self.window}"
+        if self.files_sha256.get(key) != files_digest(files, self.root):
+            return None, f"{where}: the log files differ from the run's"
+        if key in self.incomplete:
+            return None, f"{where}: a task could not use every file ({self.incomplete[key]})"
+        if aggregates.labels_sha256 != {label_files_sha256}:
+            return None, f"{where}: the label files changed since the units read them"
+        planned = self.specs.get(f"{key[0]}/{key[1]}", {})
+        for version in aggregates.versions:
+            spec = spec_of(version)
+            if (spec_digest(spec) if spec is not None else None) != planned.get(version):
+                return None, f"{where} version {version}: the reference spec differs from the run's"
+            task = task_of(version) or ("classification" if aggregates.scores.get(version) else "regression")
+            if task in aggregates.errors.get(version, {}):
+                return None, f"{where} version {version}: {aggregates.errors[version][task]}"
+            if task not in aggregates.tasks.get(version, ()):
+                return None, f"{where} version {version}: the units did not compute {task} aggregates"
+        return aggregates, ""
+
 
 def merge_partials(plan: RunPlan, partials: Partials) -> MergedProfiles:
     """Merge the partials of a run into window profiles, unit by unit in index order.
@@ -223,10 +328,13 @@ def merge_partials(plan: RunPlan, partials: Partials) -> MergedProfiles:
     )
     files: dict[DateKey, list[Any]] = defaultdict(list)
     incomplete: dict[DateKey, str] = {}
+    aggregates: dict[DateKey, DayAggregates] = defaultdict(DayAggregates)
     for unit in sorted(plan.units, key=lambda u: u.index):
         key = (unit.project, unit.model, unit.environment, unit.date)
         files[key].extend(unit.files)
-        problems = partial_info(partials.tables[unit.unit_id])["problems"]
+        info = partial_info(partials.tables[unit.unit_id])
+        aggregates[key].add(info, partial_aggregates(partials.tables[unit.unit_id]))
+        problems = info["problems"]
         if problems and key not in incomplete:
             incomplete[key] = problems[0]["reason"]
         for version, windows in partial_profiles(partials.tables[unit.unit_id]).items():
@@ -246,6 +354,318 @@ def merge_partials(plan: RunPlan, partials: Partials) -> MergedProfiles:
         files_sha256={key: files_digest(items, plan.root) for key, items in files.items()},
         specs={key: {v: ref.sha256 for v, ref in refs.items()} for key, refs in plan.specs.items()},
         incomplete=incomplete,
+        aggregates=dict(aggregates),
+    )
+
+
+# --------------------------------------------------------------------------- the job, from the aggregates
+
+
+_PARTITION_RE = {name: re.compile(rf"/{name}=([^/]+)/") for name in ("project", "model", "environment")}
+
+
+def plan_log_files(plan: RunPlan) -> dict[tuple[str, str, str], dict[date, list[StoredFile]]]:
+    """The log files of a run, as the monitoring job's listing would give them (from the plan)."""
+    targets: dict[tuple[str, str, str], dict[date, list[StoredFile]]] = defaultdict(lambda: defaultdict(list))
+    for unit in sorted(plan.units, key=lambda u: u.index):
+        partition = {
+            "project": unit.project,
+            "model": unit.model,
+            "environment": unit.environment,
+            "date": unit.date,
+        }
+        for item in unit.files:
+            targets[unit.target][unit.day].append(StoredFile(item.path, item.size, dict(partition)))
+    return {
+        key: {day: sorted(items, key=lambda f: f.path) for day, items in sorted(days.items())}
+        for key, days in targets.items()
+    }
+
+
+def _target_run_class() -> type:
+    """The monitoring job's per-target run, taking a date's inputs from the run's aggregates.
+
+    Built on first use: ``jobs.monitor`` imports ``jobs.scaleout`` for its command-line options.
+    Every step but reading the logs and computing their aggregates is the job's own (planning,
+    references, drift, quality, the rows, the latency baseline, the writes and the state); see
+    ``docs/SCALE_OUT.md`` ("What the merge reads").
+    """
+    from jobs import _monitor_inputs as inputs
+    from jobs import _monitor_rows as rows_of
+    from jobs import monitor
+    from jobs._monitor_inputs import DayInput
+
+    class MergedTargetRun(monitor._TargetRun):
+        def __init__(self, *args: Any, merged: MergedProfiles) -> None:
+            super().__init__(*args, merged.window_profiles)
+            self.merged = merged
+            self.served_days: dict[date, DayAggregates] = {}
+            # Segment slices need the logs' segment columns, which units do not aggregate: a date
+            # served from the aggregates keeps the segment metrics it has (the single-process job
+            # writes them) instead of having them removed as "no slices".
+            publish_segments = self.segments.publish
+
+            def publish_unless_merged(store: Any, partition: Mapping[str, str], day: date) -> int:
+                return 0 if day in self.served_days else publish_segments(store, partition, day)
+
+            self.segments.publish = publish_unless_merged
+
+        def _task_of(self, version: str) -> str | None:
+            return self._reference(version).task
+
+        def _read_day(self, day: date) -> DayInput:
+            key = (self.project, self.model, self.environment, day.isoformat())
+            labels = inputs.fingerprint(self.store, self.label_files.get(day.isoformat(), []))
+            aggregates, why = self.merged.day_aggregates(
+                key, self.unit, self.log_files[day], labels, self._spec_of, self._task_of
+            )
+            if aggregates is None:
+                self.merged.note_declined(why)
+                return super()._read_day(day)
+            self.served_days[day] = aggregates
+            return DayInput(day, versions=aggregates.versions, new_columns=aggregates.new_columns)
+
+        def _compute(self, days: Sequence[DayInput]) -> dict[date, Any]:
+            served = [d for d in days if d.day in self.served_days]
+            if not served:
+                return super()._compute(days)
+            rest = [d for d in days if d.day not in self.served_days]
+            versions = sorted({v for d in served for v in d.versions})
+            latency = {
+                version: latency_from_partials(
+                    [t for d in served for t in self.served_days[d.day].tables(version, "latency")], self.unit
+                )
+                for version in versions
+            }
+            # Baselines see every window of the batch that precedes theirs, whatever the version.
+            for _version, report in sorted(latency.items()):
+                for window in report.windows:
+                    self._remember_latency(monitor._utc(window.window_start), window)
+            outputs: dict[date, Any] = defaultdict(monitor._DayOutput)
+            if rest:
+                outputs.update(super()._compute(rest))
+            new_columns = {d.day: d.new_columns for d in served}
+            files = {d.day: tuple(self.log_files[d.day]) for d in served}
+            for version in versions:
+                self._version_rows(version, served, latency[version], new_columns, files, outputs)
+            return outputs
+
+        def _version_rows(
+            self,
+            version: str,
+            days: Sequence[DayInput],
+            latency: Any,
+            new_columns: Mapping[date, Sequence[str]],
+            files: Mapping[date, Sequence[StoredFile]],
+            outputs: dict[date, Any],
+        ) -> None:
+            """``_TargetRun._compute_version`` with the aggregates in place of the logs' queries."""
+            day_parts = [self.served_days[d.day] for d in days]
+
+            def tables(part: str) -> list[pa.Table]:
+                return [t for item in day_parts for t in item.tables(version, part)]
+
+            reference = self._reference(version)
+            thresholds = self.request.thresholds
+            counts: dict[datetime, tuple[int, datetime]] = {}
+            for table in tables("counts"):
+                for row in table.to_pylist():
+                    start = monitor._utc(row["window_start"])
+                    rows, latest = counts.get(start, (0, row["latest"]))
+                    counts[start] = (rows + int(row["rows"]), max(latest, row["latest"]))
+            scores = sum(item.scores.get(version, 0) for item in day_parts)
+            task = reference.task or ("classification" if scores else "regression")
+            if task == "classification":
+                performance = classification_from_partials(
+                    tables("classification"), self.unit, positive_label=POSITIVE_LABEL
+                )
+            else:
+                performance = regression_from_partials(tables("regression"), self.unit)
+            performance_by_window = {monitor._utc(w.window_start): w for w in performance.windows}
+            latency_by_window = {monitor._utc(w.window_start): w for w in latency.windows}
+            windows: dict[datetime, Profile] = {}
+            if reference.profile is not None:
+                query = monitor.WindowProfileQuery(
+                    self.project,
+                    self.model,
+                    self.environment,
+                    version,
+                    reference.profile.spec,
+                    self.unit,
+                    files,
+                )
+                profiled = self.window_profiles(query)
+                if profiled is None:
+                    raise ScaleoutError(f"the run has no profiles of version {version} for {sorted(files)}")
+                windows = {monitor._utc(start): item for start, item in profiled.items()}
+            for start, (rows_in_window, latest) in sorted(counts.items()):
+                end = start + self.length
+                output = outputs[start.date()]
+                output.rows += rows_of.window_rows(
+                    version,
+                    start,
+                    end,
+                    rows_in_window=rows_in_window,
+                    reference_rows=reference.profile.rows if reference.profile is not None else 0,
+                    latest=latest,
+                    new_columns=new_columns.get(start.date(), ()),
+                    thresholds=thresholds,
+                )
+                if reference.profile is None:
+                    output.rows.append(
+                        rows_of.missing_reference_row(
+                            version, start, end, rows_in_window, reference.why_missing or ""
+                        )
+                    )
+                elif start in windows:
+                    current = windows[start]
+                    output.profiles.setdefault(version, []).append(current)
+                    report = monitor.drift(reference.profile, current, self.request.policy)
+                    output.rows += rows_of.drift_rows(version, start, end, report, self.request.policy)
+                    output.rows += rows_of.quality_rows(
+                        version,
+                        start,
+                        end,
+                        reference.profile,
+                        current,
+                        monitor.quality(reference.profile, current),
+                        thresholds,
+                    )
+                if start in performance_by_window:
+                    output.rows += rows_of.performance_rows(version, start, end, performance_by_window[start])
+                if start in latency_by_window:
+                    output.rows += rows_of.latency_rows(
+                        version, start, end, latency_by_window[start], self._baseline(start), thresholds
+                    )
+
+        def _write_day(self, day_input: DayInput, output: Any) -> int:
+            written = super()._write_day(day_input, output)
+            aggregates = self.served_days.get(day_input.day)
+            if aggregates is not None:
+                key = (day_input.day.isoformat(), self.unit)
+                self.state[key] = replace(self.state[key], rows=aggregates.rows)
+            return written
+
+        def run(self) -> Any:
+            result = super().run()
+            served = [self.served_days[d] for d in result.computed if d in self.served_days]
+            latest = [result.latest_request] if result.latest_request is not None else []
+            for item in served:
+                for parts in item.parts.values():
+                    for table in parts.get("counts", []):
+                        latest.extend(v for v in table.column("latest").to_pylist() if v is not None)
+            return replace(
+                result,
+                rows_read=result.rows_read + sum(item.rows for item in served),
+                latest_request=max(latest) if latest else None,
+            )
+
+    return MergedTargetRun
+
+
+_JOB_HOOKS = {
+    "_TargetRun": ("_read_day", "_compute", "_write_day", "run", "_reference", "_spec_of", "_baseline"),
+    "_DayOutput": (),
+    "WindowProfileQuery": (),
+}
+_TARGET_RUN_PARAMETERS = ("store", "request", "key", "log_files", "now", "window_profiles")
+
+
+def check_job_hooks() -> None:
+    """Check that ``jobs.monitor`` still has what :func:`run_merged_monitor` builds on.
+
+    Raises:
+        ScaleoutError: naming what is missing (the merge would otherwise fail midway).
+    """
+    from jobs import monitor
+
+    missing = [
+        f"{name}.{method}" if method else name
+        for name, methods in _JOB_HOOKS.items()
+        for method in (methods or ("",))
+        if not hasattr(monitor, name) or (method and not hasattr(getattr(monitor, name), method))
+    ]
+    if not missing:
+        parameters = tuple(inspect.signature(monitor._TargetRun.__init__).parameters)[1:]
+        if parameters != _TARGET_RUN_PARAMETERS:
+            missing.append(f"_TargetRun({', '.join(_TARGET_RUN_PARAMETERS)})")
+    if missing:
+        raise ScaleoutError(
+            f"jobs.monitor lacks {', '.join(missing)}: the merge cannot run the monitoring job on the "
+            "run's partials (see docs/SCALE_OUT.md, 'The monitoring job's hooks')"
+        )
+
+
+def _plan_problems(plan: RunPlan) -> list[Any]:
+    from jobs.monitor import InputProblem
+
+    problems = []
+    for text in plan.problems:
+        path = text.split(" is not under ", 1)[0]
+        key = [m.group(1) if (m := pattern.search(path)) else "?" for pattern in _PARTITION_RE.values()]
+        problems.append(InputProblem(key[0], key[1], key[2], None, path, "bad_partition", "*", text))
+    return problems
+
+
+def run_merged_monitor(
+    store: ParquetStore,
+    plan: RunPlan,
+    merged: MergedProfiles,
+    request: Any,
+    *,
+    now: datetime | None = None,
+    actor: Any = None,
+) -> Any:
+    """The monitoring job over a run's files, with the run's profiles and aggregates as its inputs.
+
+    :func:`jobs.monitor.run_monitor` except that the log files come from the plan (the logs are
+    neither listed nor read) and each date the run covers exactly takes its profiles, window
+    counts, latency and performance from the merged partials; a date it does not cover is read and
+    computed by the job as usual (``merged.declined`` says why).
+
+    Returns:
+        The job's ``MonitorSummary``.
+
+    Raises:
+        jobs.permissions.Forbidden: if ``actor`` may not run the job on a project (nothing written).
+    """
+    from jobs.monitor import MonitorSummary, _utc
+    from jobs.permissions import Permission, require
+
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    now = _utc(now or started_at)
+    filters = request.filters()
+    targets = {
+        key: {day: items for day, items in days.items() if request.in_range(day)}
+        for key, days in plan_log_files(plan).items()
+        if key[0] not in request.exclude_projects
+        and all(
+            dict(zip(("project", "model", "environment"), key, strict=True))[k] == v
+            for k, v in filters.items()
+        )
+    }
+    targets = {key: days for key, days in targets.items() if days}
+    if actor is not None:
+        for project in sorted({key[0] for key in targets}):
+            require(actor, Permission.RUN_BACKFILL, project)
+    run_class = _target_run_class()
+
+    def monitor(key: tuple[str, str, str]) -> Any:
+        return run_class(store, request, key, targets[key], now, merged=merged).run()
+
+    keys = sorted(targets)
+    if request.workers > 1 and len(keys) > 1:
+        with ThreadPoolExecutor(max_workers=request.workers, thread_name_prefix="merge") as pool:
+            results = list(pool.map(monitor, keys))
+    else:
+        results = [monitor(key) for key in keys]
+    return MonitorSummary(
+        request=request,
+        targets=tuple(results),
+        problems=tuple(_plan_problems(plan)),
+        started_at=started_at,
+        duration_s=time.monotonic() - started,
     )
 
 
@@ -329,26 +749,21 @@ def merge(
 
     Raises:
         MissingUnitsError: if a unit has no partial (nothing written).
-        ScaleoutError: if the run does not exist or the monitoring job has no ``window_profiles`` hook.
+        ScaleoutError: if the run does not exist or the monitoring job lacks a hook the merge uses.
         jobs.permissions.Forbidden: if ``actor`` may not run the job on a project (nothing written).
     """
-    from jobs.monitor import run_monitor
-
-    if "window_profiles" not in inspect.signature(run_monitor).parameters:
-        raise ScaleoutError(
-            "jobs.monitor.run_monitor takes no window_profiles source: the merge cannot hand it the "
-            "run's profiles (see docs/SCALE_OUT.md, 'The monitoring job's hook')"
-        )
+    check_job_hooks()
     started = time.monotonic()
     plan = load_plan(store, run_id)
     partials = load_partials(store, plan)
     merged = merge_partials(plan, partials)
-    summary = run_monitor(
+    summary = run_merged_monitor(
         store,
+        plan,
+        merged,
         request if request is not None else request_from_plan(plan),
         now=now,
         actor=actor,
-        window_profiles=merged.window_profiles,
     )
     result = MergeResult(
         run_id=run_id,

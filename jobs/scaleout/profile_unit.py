@@ -5,19 +5,25 @@ profile with), never a connection: it opens its own DuckDB connection with the u
 and ``memory_limit`` (:func:`task_connection`) and closes it before returning. Files are read and
 normalised by the monitoring job's own input functions (``jobs._monitor_inputs``), so a unit's rows
 are exactly the rows the single-process job profiles, and each version's rows are profiled with
-``analytics.profile.profile`` on the version's reference spec, per window.
+``analytics.profile.profile`` on the version's reference spec, per window. The task also reads the
+labels of its date (``labels`` is partitioned by the request's date) and computes each version's
+mergeable aggregates: rows and latest request per window, ``analytics.performance.latency_partial``,
+``classification_partial`` or ``regression_partial`` (the reference's task; both for a version
+whose reference has no label: the job then decides from the batch's scores).
 
 The partial is one Parquet file: the long-format profile rows of every version (a ``version`` column
 in front of :func:`analytics.profile.profiles_to_arrow`'s columns) and, in the schema metadata
 ``mms.scaleout.partial``, the unit's identity (run, index, unit id, target, date, window, file
-digest), each version's ``mms.profile`` metadata and the problems found. It is written to a
-deterministic key (``units/<index>.parquet``) in one atomic step, so a retried task replaces its own
-earlier output and the merge, which deduplicates by unit id, counts a unit once.
+digest, label files digest), each version's ``mms.profile`` metadata and the problems found; the
+metadata ``mms.scaleout.aggregates`` holds the aggregates (one Arrow IPC stream, base64). It is
+written to a deterministic key (``units/<index>.parquet``) in one atomic step, so a retried task
+replaces its own earlier output and the merge, which deduplicates by unit id, counts a unit once.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import time
 from collections.abc import Mapping
@@ -29,9 +35,18 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analytics.performance import (
+    CLASSIFICATION_PARTIAL_SCHEMA,
+    LATENCY_PARTIAL_SCHEMA,
+    REGRESSION_PARTIAL_SCHEMA,
+    classification_partial,
+    latency_partial,
+    regression_partial,
+)
 from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
 from analytics.store import ParquetStore, StoreConfig, StoredFile
 from jobs import _monitor_inputs as inputs
+from jobs.contracts import LABELS
 from jobs.scaleout.units import (
     FORMAT,
     RunLayout,
@@ -45,6 +60,21 @@ from jobs.scaleout.units import (
 )
 
 PARTIAL_METADATA = b"mms.scaleout.partial"
+AGGREGATES_METADATA = b"mms.scaleout.aggregates"
+POSITIVE_LABEL = 1.0
+"""The positive class of classification models, as the monitoring job passes it."""
+COUNTS_SCHEMA = pa.schema(
+    [("window_start", pa.timestamp("us")), ("rows", pa.int64()), ("latest", pa.timestamp("us", tz="UTC"))]
+)
+"""Rows and latest request time per window of one version (the job's ``_window_counts``)."""
+AGGREGATE_PARTS: Mapping[str, pa.Schema] = {
+    "counts": COUNTS_SCHEMA,
+    "latency": LATENCY_PARTIAL_SCHEMA,
+    "classification": CLASSIFICATION_PARTIAL_SCHEMA,
+    "regression": REGRESSION_PARTIAL_SCHEMA,
+}
+"""The aggregates a unit publishes per version besides its profiles (``docs/SCALE_OUT.md``)."""
+_AGGREGATE_ERRORS = (ValueError, ArithmeticError, duckdb.Error, pa.ArrowException)
 PROFILE_METADATA = b"mms.profile"
 VERSION_COLUMN = "version"
 
@@ -122,8 +152,132 @@ def _empty_partial_schema() -> pa.Schema:
     return pa.schema([pa.field(VERSION_COLUMN, pa.string()), *base]).remove_metadata()
 
 
+def _read_labels(
+    store: ParquetStore, unit: WorkUnit
+) -> tuple[list[StoredFile], pa.Table, list[inputs.Problem]]:
+    """The label files of the unit's date, read and checked as the monitoring job does."""
+    partition = {"project": unit.project, "model": unit.model, "environment": unit.environment}
+    files = [f for f in store.list_files(LABELS, filters=partition) if f.partition.get("date") == unit.date]
+    tables, problems = [], []
+    for stored in files:
+        _check_inside(store, stored.path, "label file")
+        table, problem = inputs.read_parquet_file(store, stored)
+        if problem is None:
+            table, label_problems = inputs.check_label_table(stored.path, table)
+            problems.extend(label_problems)
+        else:
+            problems.append(problem)
+        if table is not None:
+            tables.append(table)
+    labels = pa.concat_tables(tables) if tables else inputs.EMPTY_LABELS.empty_table()
+    return files, labels, problems
+
+
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+
+
+TASKS = ("classification", "regression")
+
+
+def version_aggregates(
+    con: duckdb.DuckDBPyConnection,
+    logs: pa.Table,
+    labels: pa.Table,
+    window: str,
+    tasks: tuple[str, ...] = TASKS,
+) -> tuple[dict[str, pa.Table], dict[str, str], int]:
+    """The mergeable aggregates of one version's rows: counts, latency and the tasks' performance.
+
+    ``tasks`` is the reference's task when the plan knows it; without a labelled reference the job
+    decides from the whole batch's scores, so both are computed. A task whose columns do not fit is
+    recorded as an error (the merge then lets the job compute that date from the logs, as it would
+    have).
+
+    Returns:
+        ``(part -> table, task -> error, non-null scores)``.
+    """
+    from jobs.monitor import _window_counts  # the job's own definition of a window's rows
+
+    relation = con.from_arrow(logs)
+    label_relation = con.from_arrow(labels)
+    counts = _window_counts(relation, window)
+    parts = {
+        "counts": pa.table(
+            {
+                "window_start": pa.array([w.replace(tzinfo=None) for w in counts], pa.timestamp("us")),
+                "rows": pa.array([n for n, _ in counts.values()], pa.int64()),
+                "latest": pa.array([latest for _, latest in counts.values()], pa.timestamp("us", tz="UTC")),
+            },
+            schema=COUNTS_SCHEMA,
+        ),
+        "latency": latency_partial(relation, window),
+    }
+    errors = {}
+    for task in tasks:
+        try:
+            if task == "classification":
+                parts[task] = classification_partial(
+                    relation, label_relation, window, positive_label=POSITIVE_LABEL
+                )
+            else:
+                parts[task] = regression_partial(relation, label_relation, window)
+        except _AGGREGATE_ERRORS as error:
+            errors[task] = _first_line(error)
+    scores = int(pc.count(logs.column("score")).as_py()) if "score" in logs.column_names else 0
+    return parts, errors, scores
+
+
+def aggregates_bytes(by_version: Mapping[str, Mapping[str, pa.Table]]) -> bytes:
+    """The aggregates of every version as one Arrow IPC stream (``version``, ``part`` + the columns)."""
+    tables = []
+    for version, parts in sorted(by_version.items()):
+        for part, table in parts.items():
+            table = table.select(AGGREGATE_PARTS[part].names).cast(AGGREGATE_PARTS[part])
+            table = table.add_column(0, "part", pa.array([part] * table.num_rows, pa.string()))
+            tables.append(
+                table.add_column(0, VERSION_COLUMN, pa.array([version] * table.num_rows, pa.string()))
+            )
+    if not tables:
+        return b""
+    combined = pa.concat_tables(tables, promote_options="permissive")
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(
+        sink, combined.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")
+    ) as writer:
+        writer.write_table(combined)
+    return sink.getvalue().to_pybytes()
+
+
+def partial_aggregates(table: pa.Table) -> dict[str, dict[str, pa.Table]]:
+    """The aggregates of a partial: version -> part (``counts``, ``latency``, ...) -> table.
+
+    Raises:
+        ScaleoutError: if the table is not a partial.
+    """
+    partial_info(table)
+    raw = (table.schema.metadata or {}).get(AGGREGATES_METADATA, b"")
+    if not raw:
+        return {}
+    combined = pa.ipc.open_stream(pa.BufferReader(base64.b64decode(raw))).read_all()
+    result: dict[str, dict[str, pa.Table]] = {}
+    versions = combined.column(VERSION_COLUMN)
+    parts = combined.column("part")
+    for version in sorted(set(versions.to_pylist())):
+        for part, schema in AGGREGATE_PARTS.items():
+            mask = pc.and_(pc.equal(versions, version), pc.equal(parts, part))
+            rows = combined.filter(mask)
+            if rows.num_rows or part in ("counts", "latency"):
+                result.setdefault(version, {})[part] = rows.select(schema.names).cast(schema)
+    return result
+
+
 def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: StoreConfig) -> pa.Table:
     """Profile a unit's files per version and window; return the partial profile table.
+
+    Besides the profiles, the partial carries each version's mergeable aggregates (window counts,
+    latency, classification and regression partials joined with the labels of the unit's date), so
+    the merge never reads the logs again.
 
     Args:
         unit: The unit.
@@ -132,7 +286,7 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
 
     Returns:
         The partial: a ``version`` column plus the ``profiles_to_arrow`` columns, with the
-        ``mms.scaleout.partial`` metadata (see the module doc).
+        ``mms.scaleout.partial`` and ``mms.scaleout.aggregates`` metadata (see the module doc).
 
     Raises:
         ScaleoutError: if a file lies outside the data root or DuckDB refuses the unit's limits.
@@ -144,30 +298,45 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
     tables: list[pa.Table] = []
     problems: list[inputs.Problem] = []
     versions: set[str] = set()
+    new_columns: dict[str, None] = {}
     for item in unit.files:
         _check_inside(store, item.path, "log file")
         table, problem = inputs.read_parquet_file(store, StoredFile(item.path, item.size, {}))
         if problem is not None:
             problems.append(problem)
             continue
-        checked, file_problems, file_versions, _new = inputs.check_log_table(item.path, table, day, specs.get)
+        checked, file_problems, file_versions, new = inputs.check_log_table(item.path, table, day, specs.get)
         problems.extend(file_problems)
         versions.update(file_versions)
+        new_columns.update(dict.fromkeys(new))
         if checked is not None:
             tables.append(checked)
+    label_files, labels, label_problems = _read_labels(store, unit)
+    problems.extend(label_problems)
     rows = sum(t.num_rows for t in tables)
     by_version: dict[str, dict[datetime, Profile]] = {}
+    aggregates: dict[str, dict[str, pa.Table]] = {}
+    errors: dict[str, dict[str, str]] = {}
+    scores: dict[str, int] = {}
+    tasks: dict[str, tuple[str, ...]] = {}
     # A date with an unusable file is not computed by the monitoring job: nothing to profile.
     if tables and not problems:
         logs = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
         con = task_connection(task_config.threads, task_config.memory_limit)
         try:
             for version in sorted(versions):
+                # Filtered in Arrow: a DuckDB constant expression would import pandas in every task.
+                version_logs = logs.filter(pc.equal(logs.column(VERSION_COLUMN), version))
+                ref = unit.specs.get(version)
+                tasks[version] = (ref.task,) if ref is not None and ref.task else TASKS
+                aggregates[version], task_errors, scores[version] = version_aggregates(
+                    con, version_logs, labels, unit.window, tasks[version]
+                )
+                if task_errors:
+                    errors[version] = task_errors
                 spec = specs.get(version)
                 if spec is None:
                     continue
-                # Filtered in Arrow: a DuckDB constant expression would import pandas in every task.
-                version_logs = logs.filter(pc.equal(logs.column(VERSION_COLUMN), version))
                 windows = profile(
                     con.from_arrow(version_logs), spec, window=unit.window, timestamp_column="timestamp"
                 )
@@ -193,8 +362,13 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
         "date": unit.date,
         "window": unit.window,
         "files_sha256": files_digest(unit.files, store.root),
+        "labels_sha256": files_digest(label_files, store.root),
         "rows": rows,
         "versions": sorted(versions),
+        "new_columns": list(new_columns),
+        "scores": scores,
+        "tasks": {version: list(computed) for version, computed in tasks.items()},
+        "aggregate_errors": errors,
         "specs": {v: ref.sha256 for v, ref in sorted(unit.specs.items())},
         "profiles": profile_meta,
         "problems": [
@@ -202,7 +376,12 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
         ],
         "seconds": round(time.monotonic() - started, 6),
     }
-    return partial.replace_schema_metadata({PARTIAL_METADATA: json.dumps(meta, allow_nan=False)})
+    return partial.replace_schema_metadata(
+        {
+            PARTIAL_METADATA: json.dumps(meta, allow_nan=False),
+            AGGREGATES_METADATA: base64.b64encode(aggregates_bytes(aggregates)),
+        }
+    )
 
 
 def partial_info(table: pa.Table) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from analytics.profile import Profile, ProfileSpec, profiles_from_arrow, profile
 from analytics.store import STAGING_DIR, ParquetStore, StoredFile
 from jobs.contracts import INFERENCE_LOGS, LABEL_COLUMN, REFERENCE_PROFILES
 
-FORMAT = 1
+FORMAT = 2
 """Version of the run layout and of the manifest, partial and listing formats."""
 
 RUNS_DIR = "profiling/runs"
@@ -338,10 +338,24 @@ class SpecRef:
     Attributes:
         uri: Where the spec file is.
         sha256: :func:`spec_digest` of the spec, checked when it is read.
+        task: ``classification`` or ``regression`` from the reference's label (as the monitoring
+            job decides it), ``None`` when the reference has no label (the job then decides from
+            the logged scores, so a task computes both tasks' aggregates).
     """
 
     uri: str
     sha256: str
+    task: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The reference as JSON (``task`` only when known)."""
+        return {"uri": self.uri, "sha256": self.sha256, **({"task": self.task} if self.task else {})}
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> SpecRef:
+        """Read :meth:`to_json`'s form."""
+        task = payload.get("task")
+        return cls(str(payload["uri"]), str(payload["sha256"]), str(task) if task else None)
 
 
 @dataclass(frozen=True)
@@ -404,7 +418,7 @@ class WorkUnit:
             "date": self.date,
             "window": self.window,
             "files": [{"path": f.path, "size": f.size} for f in self.files],
-            "specs": {v: {"uri": s.uri, "sha256": s.sha256} for v, s in sorted(self.specs.items())},
+            "specs": {v: s.to_json() for v, s in sorted(self.specs.items())},
             "duckdb": {"threads": self.duckdb_threads, "memory_limit": self.duckdb_memory_limit},
         }
 
@@ -429,7 +443,7 @@ class WorkUnit:
                 date=date.fromisoformat(str(payload["date"])).isoformat(),
                 window=str(payload["window"]),
                 files=tuple(UnitFile(str(f["path"]), int(f["size"])) for f in payload["files"]),
-                specs={str(v): SpecRef(str(s["uri"]), str(s["sha256"])) for v, s in payload["specs"].items()},
+                specs={str(v): SpecRef.from_json(s) for v, s in payload["specs"].items()},
                 duckdb_threads=int(duckdb["threads"]) if duckdb.get("threads") is not None else None,
                 duckdb_memory_limit=(
                     str(duckdb["memory_limit"]) if duckdb.get("memory_limit") is not None else None
@@ -513,7 +527,7 @@ class RunPlan:
             "created_at": self.created_at,
             "request": dict(self.request),
             "specs": {
-                key: {v: {"uri": s.uri, "sha256": s.sha256} for v, s in sorted(by_version.items())}
+                key: {v: s.to_json() for v, s in sorted(by_version.items())}
                 for key, by_version in sorted(self.specs.items())
             },
             "problems": list(self.problems),
@@ -561,7 +575,7 @@ def load_plan(store: ParquetStore, run_id: str) -> RunPlan:
             )
         units.append(unit)
     specs = {
-        key: {v: SpecRef(s["uri"], s["sha256"]) for v, s in by_version.items()}
+        key: {v: SpecRef.from_json(s) for v, s in by_version.items()}
         for key, by_version in listing.get("specs", {}).items()
     }
     return RunPlan(
@@ -580,6 +594,13 @@ def load_plan(store: ParquetStore, run_id: str) -> RunPlan:
 def reference_spec(profile: Profile) -> ProfileSpec:
     """The spec the monitoring job profiles logs with: the reference's, without the label column."""
     return profile.spec.select([name for name in profile.spec.names if name != LABEL_COLUMN])
+
+
+def reference_task(profile: Profile) -> str | None:
+    """The model's task as the monitoring job reads it from a reference: the label column's kind."""
+    if LABEL_COLUMN not in profile.spec.names:
+        return None
+    return "classification" if profile.spec.column(LABEL_COLUMN).kind == "categorical" else "regression"
 
 
 def read_spec(store: ParquetStore, ref: SpecRef) -> ProfileSpec:
@@ -622,7 +643,7 @@ def _load_specs(
         write_bytes_atomically(
             store, uri, table_bytes(profiles_to_arrow([Profile(spec=spec, rows=0, columns=())]))
         )
-        refs[version] = SpecRef(uri, digest)
+        refs[version] = SpecRef(uri, digest, reference_task(reference))
     return refs, notes
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite with every server it needs, on a machine that may have none of them.
 # Installs Debian chromium when absent, uses the machine's PostgreSQL when it answers (else starts a
-# throwaway cluster and stops it afterwards), and lets the S3 fixture start SeaweedFS itself.
+# throwaway cluster and stops it afterwards), installs Debian redis-server when no Redis answers on
+# 127.0.0.1:6379 (the Redis fixture then starts a throwaway one), and lets the S3 fixture start
+# SeaweedFS itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=.venv/bin
@@ -45,6 +47,23 @@ ensure_postgres() {
   log "started a throwaway PostgreSQL at ${MMS_TEST_PG_URL}"
 }
 
+redis_answers() { "$BIN/python" - <<'PY'
+import socket, sys
+try:
+    with socket.create_connection(("127.0.0.1", 6379), timeout=3) as connection:
+        connection.sendall(b"PING\r\n")
+        sys.exit(0 if connection.recv(16).startswith(b"+PONG") else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
+
+ensure_redis() {
+  if [ -n "${MMS_TEST_REDIS_URL:-}" ] || redis_answers; then log "using Redis at ${MMS_TEST_REDIS_URL:-redis://127.0.0.1:6379}"; return; fi
+  if [ ! -x /usr/bin/redis-server ]; then log "installing Debian redis-server"; apt_install redis-server; fi
+  log "no Redis answers: the Redis fixture starts a throwaway redis-server"
+}
+
 cleanup() {
   if [ -n "$STARTED_PG_DIR" ]; then
     local bindir run_as=()
@@ -59,6 +78,7 @@ trap cleanup EXIT
 
 ensure_chromium
 ensure_postgres
+ensure_redis
 export MLFLOW_DISABLE_TELEMETRY=true
 log "ruff"
 "$BIN/ruff" check .

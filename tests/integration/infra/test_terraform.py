@@ -462,17 +462,23 @@ def test_mlflow_database_bootstrap_creates_the_database_once(postgres_server_url
 # --- jobs: scheduler and step functions ----------------------------------------------------------------
 
 
-def test_monitor_job_is_an_eventbridge_scheduler_ecs_run_task() -> None:
-    schedule = resource("aws_scheduler_schedule", "monitor")
+def test_every_scheduler_job_is_an_eventbridge_scheduler_ecs_run_task() -> None:
+    from jobs.scheduler import DEFAULT_JOBS  # the jobs `python -m jobs scheduler --once` accepts
+
+    schedule = resource("aws_scheduler_schedule", "job")
+    scheduled = set(re.findall(r"^    (\w+) = \{", (TF_DIR / "scheduler.tf").read_text(), re.MULTILINE))
+    assert scheduled == set(DEFAULT_JOBS), "every job the scheduler runs has an EventBridge schedule"
+    assert schedule["for_each"] == "${local.scheduled_jobs}"
+    assert schedule["schedule_expression"] == "${each.value.expression}"
     target = block(schedule, "target")
     assert target["arn"] == "${aws_ecs_cluster.main.arn}"
     ecs = block(target, "ecs_parameters")
     assert ecs["task_definition_arn"] == "${aws_ecs_task_definition.job.arn}"
     assert ecs["launch_type"] == "FARGATE"
-    # --once takes the scheduler's DB lease, so a duplicate task run is harmless.
-    assert '["python", "-m", "jobs", "scheduler", "--once", "monitor"]' in target["input"]
+    # --once takes the scheduler's DB lease, so a duplicate or overlapping task run is harmless.
+    assert '["python", "-m", "jobs", "scheduler", "--once", each.key]' in target["input"]
     assert "dead_letter_config" in target
-    assert schedule["schedule_expression"] == "${var.monitor_schedule_expression}"
+    assert "var.monitor_schedule_expression" in (TF_DIR / "scheduler.tf").read_text()
 
 
 def _template_call() -> dict[str, Any]:

@@ -19,6 +19,8 @@ from jobs import registry
 from jobs.batch_predict import BatchPredictError, batch_predict, filesystem_for
 from jobs.cli import main
 from jobs.contracts import INFERENCE_LOGS, TRAINING_DATA
+from jobs.db import make_engine, make_session_factory
+from jobs.db.migrate import upgrade
 from jobs.demo_data import CREDIT_DEFAULT, training_table
 from jobs.gateway.models import MlflowModelLoader
 from jobs.gateway.routing import (
@@ -53,14 +55,19 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> dict[str, 
         training_table(CREDIT_DEFAULT, seed=9, rows=1_200),
     )
     tracking = f"sqlite:///{root / 'mlflow.db'}"
+    studio = f"sqlite:///{root / 'studio.db'}"  # the audit log training appends to
+    upgrade(studio)
+    engine = make_engine(studio)
     trained = train_model(
         ENGINEER,
         project=PROJECT,
         model=MODEL,
         store=store,
         tracking_uri=tracking,
+        session_factory=make_session_factory(engine),
         config={"estimator": "linear"},
     )
+    engine.dispose()
     # A second version with the very same artifacts (and digest): a canary costs no second training.
     first = registry.get_version(NAME, trained.version, tracking_uri=tracking)
     with registry.mlflow_target(tracking) as client:  # MLflow resolves a models:/ source globally

@@ -17,8 +17,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,7 +30,10 @@ import pytest
 from analytics.store import ParquetStore
 from jobs import registry
 from jobs.contracts import INFERENCE_LOGS, LABELS, TRAINING_DATA
+from jobs.db import make_engine, make_session_factory
+from jobs.db.migrate import upgrade
 from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.gateway.launch import GatewayProcess, start_gateway
 from jobs.gateway.routing import canary_weight_tag, request_bucket
 from jobs.permissions import Actor, Role
 from jobs.training import train_model
@@ -60,12 +61,6 @@ FEATURES = {
     "loan_purpose": "car",
     "employment_type": "salaried",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _reset(sock: socket.socket) -> None:
@@ -143,12 +138,13 @@ class TcpRelay:
 
 
 class Gateway:
-    """A running ``python -m jobs serve`` process and a small HTTP client for it."""
+    """A running ``python -m jobs serve`` process (started by ``jobs.gateway.launch``) and an HTTP client."""
 
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.log_path = log_path
+    def __init__(self, server: GatewayProcess) -> None:
+        self.server = server
+        self.process = server.process
+        self.port = server.port
+        self.log_path = server.log_path
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
@@ -167,7 +163,7 @@ class Gateway:
         return self.request("POST", f"/v1/models/{model}/predict?project={PROJECT}", body, raw)
 
     def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+        return self.server.log_tail()
 
 
 def wait_for(
@@ -225,6 +221,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> dict[str, 
         training_table(CREDIT_DEFAULT, seed=5, rows=1_200),
     )
     tracking = f"sqlite:///{root / 'mlflow.db'}"
+    studio = f"sqlite:///{root / 'studio.db'}"  # the audit log training writes to
+    upgrade(studio)
+    engine = make_engine(studio)
     versions = [
         train_model(
             ENGINEER,
@@ -232,10 +231,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> dict[str, 
             model=MODEL,
             store=store,
             tracking_uri=tracking,
+            session_factory=make_session_factory(engine),
             config={"estimator": "linear", "max_iter": 100, "c": c},
         ).version
         for c in (1.0, 0.01)
     ]
+    engine.dispose()
     registry.set_alias(NAME, "prod", versions[0], tracking_uri=tracking)
     registry.set_alias(NAME, "prod-canary", versions[1], tracking_uri=tracking)
     registry.client(tracking).set_registered_model_tag(NAME, canary_weight_tag("prod"), str(CANARY_WEIGHT))
@@ -255,7 +256,6 @@ def relay(seaweedfs) -> Iterator[TcpRelay]:
 @pytest.fixture(scope="module")
 def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[Gateway]:
     root: Path = workspace["root"]
-    port = _free_port()
     environ = {
         **os.environ,
         "MMS_ENV": "test",
@@ -269,57 +269,19 @@ def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[G
         "MMS_GATEWAY_RETRY_INTERVAL_S": "0.5",
         "PYTHONPATH": str(ROOT),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "jobs",
-        "serve",
-        "--env",
-        "prod",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "--refresh-interval",
-        "1",
-        "--flush-interval",
-        "0.5",
-        "--preload",
-        f"{PROJECT}/{MODEL}",
-        "--state-dir",
-        str(root / "state"),
-    ]
-    log_path = root / "gateway.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = Gateway(process, port, log_path)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the gateway exited with {process.returncode}:\n{server.log_tail()}")
-        # Each worker answers /readyz for itself; /metrics lists the routes every worker serves.
-        with contextlib.suppress(OSError):
-            if server.request("GET", "/readyz")[0] != 200:
-                return False
-            text = server.request("GET", "/metrics")[1]
-            return len(set(re.findall(r'mms_gateway_route_weight\{[^}]*worker="(\d+)"', text))) == 2
-        return False
-
+    server = start_gateway(
+        environment="prod",
+        state_dir=root / "state",
+        log_path=root / "gateway.log",
+        environ=environ,
+        cwd=ROOT,
+        preload=[f"{PROJECT}/{MODEL}"],
+        options=["--refresh-interval", "1", "--flush-interval", "0.5"],
+    )
     try:
-        wait_for(ready, 180, "gateway ready", server)
-        yield server
+        yield Gateway(server)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        server.stop(timeout_s=60)
 
 
 def stored(workspace: dict[str, Any], dataset: str, prefix: str) -> list[dict[str, Any]]:

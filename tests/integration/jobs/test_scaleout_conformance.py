@@ -17,9 +17,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from analytics.performance import (
+    classification_from_partials,
+    classification_partial,
+    latency_from_partials,
+    latency_partial,
+)
 from analytics.store import ParquetStore
+from jobs._monitor_rows import SIGNIFICANT_DIGITS
+from jobs.contracts import INFERENCE_LOGS
 from jobs.scaleout import make_engine, run_scaleout
 from jobs.scaleout.engines import UnitsFailedError
 from jobs.scaleout.engines.sfn import StateMachineRun, render_template
@@ -215,3 +226,70 @@ def test_a_missing_unit_makes_the_merge_refuse_and_write_nothing(store_kind: str
         uri.rsplit("/", 1)[-1] for uri, _ in list_folder(store, RunLayout(store.root, plan.run_id).run_dir)
     ]
     assert names == ["run.json"]  # no result.json either
+
+
+# --------------------------------------------------------------------------- the merge reads no log
+
+
+@pytest.mark.parametrize("store_kind", ["local", "s3"])
+def test_the_merge_reads_no_inference_log(store_kind: str, workspace, baseline) -> None:
+    """After the map, the logs are deleted: the merge still writes what the single-process job writes."""
+    store = workspace(store_kind)
+    plan = plan_run(store, support.REQUEST, unit_bytes=1)
+    map_in_process(store, plan)
+    for stored in store.list_files(INFERENCE_LOGS):
+        store.filesystem().delete_file(fs_path(store, stored.path))
+    assert store.list_files(INFERENCE_LOGS) == []
+    result = merge(store, plan.run_id, now=support.NOW)
+    assert result.ok, result.to_text()
+    assert result.served == 2 and result.declined == ()
+    assert result.summary.computed_dates == len(support.DAYS)
+    assert sum(t.rows_read for t in result.summary.targets) == sum(
+        n for files in support.LAYOUT.values() for _, versions, _ in files for n in versions.values()
+    )
+    assert_matches_baseline(store, baseline(store_kind))
+
+
+def _day_rows(day, version: str) -> tuple[pa.Table, pa.Table]:
+    """The fixture's log rows of one version and day, and the day's labels (as written)."""
+    logs, labels = [], []
+    for name, versions, options in support.LAYOUT[day]:
+        table = support.log_table(day, name, versions, options)
+        if table.num_rows:
+            labels.append(support.label_table(table, day))
+        columns = table.select(["version", "request_id", "timestamp", "score", "latency_ms"])
+        logs.append(columns.filter(pc.equal(columns.column("version"), version)))
+    return pa.concat_tables(logs), pa.concat_tables(labels)
+
+
+def test_merged_latency_and_auc_equal_the_shared_method(workspace) -> None:
+    """Latency quantiles and ROC AUC of the merge equal one partial of all the window's rows, exactly."""
+    store = workspace("local")
+    plan = plan_run(store, support.REQUEST, unit_bytes=1)  # one unit per file: two or three per date
+    map_in_process(store, plan)
+    assert merge(store, plan.run_id, now=support.NOW).ok
+    written = {
+        (r["version"], r["window_start"].date(), r["metric"]): r["statistic"]
+        for r in support.metric_rows(store)
+    }
+    checked = 0
+    con = duckdb.connect()
+    for day, files in support.LAYOUT.items():
+        for version in sorted({v for _, versions, _ in files for v in versions}):
+            logs, labels = _day_rows(day, version)
+            latency = latency_from_partials([latency_partial(con.from_arrow(logs))]).windows
+            performance = classification_from_partials(
+                [classification_partial(con.from_arrow(logs), con.from_arrow(labels), positive_label=1.0)]
+            ).windows
+            assert len(latency) == len(performance) == 1
+            expected = {
+                "latency_p50": latency[0].p50_ms,
+                "latency_p95": latency[0].p95_ms,
+                "latency_p99": latency[0].p99_ms,
+                "roc_auc": performance[0].roc_auc,
+            }
+            for metric, value in expected.items():
+                assert written[(version, day, metric)] == float(f"{value:.{SIGNIFICANT_DIGITS}g}"), metric
+                checked += 1
+    con.close()
+    assert checked == 4 * 4

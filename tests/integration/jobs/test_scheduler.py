@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,19 +13,33 @@ import pyarrow as pa
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from analytics.store import ParquetStore, StoreConfig
 from app.settings import load_settings
+from jobs import audit
 from jobs.alerts import RuleSpec, create_rule
+from jobs.approvals import RequestPromotion, VersionInfo
+from jobs.audit_checkpoint import (
+    CHECKPOINT_ACTION,
+    CHECKPOINT_REFUSED_ACTION,
+    read_checkpoints,
+    verify_with_checkpoints,
+)
 from jobs.cli import main
 from jobs.contracts import METRICS_SCHEMA
 from jobs.db.alerting import Alert, SchedulerLease
-from jobs.permissions import Actor
+from jobs.db.governance import PromotionRequest
+from jobs.db.models import AuditEntry
+from jobs.permissions import Actor, Role
 from jobs.projects import create_project
 from jobs.scheduler import (
     ALERTS_JOB,
+    AUDIT_CHECKPOINT_JOB,
+    DEFAULT_JOBS,
+    DEPLOY_JOB,
+    EXPIRE_PENDING_JOB,
     LEADER_LEASE,
     MONITOR_JOB,
     JobContext,
@@ -36,6 +51,8 @@ from jobs.scheduler import (
     release_lease,
     run_once,
 )
+from jobs.users import actor_for, create_user, grant_role
+from tests.integration.jobs.conftest import drop_audit_triggers
 
 pytestmark = pytest.mark.integration
 
@@ -378,16 +395,33 @@ def test_cron_expressions_come_from_the_settings(tmp_path: Path) -> None:
             "MMS_VAR_DIR": str(tmp_path),
             "MMS_SCHEDULER_MONITOR_CRON": "15 * * * *",
             "MMS_SCHEDULER_ALERTS_CRON": "*/5 * * * *",
+            "MMS_SCHEDULER_EXPIRE_PENDING_CRON": "0 3 * * *",
+            "MMS_SCHEDULER_AUDIT_CHECKPOINT_CRON": "*/15 * * * *",
         }
     )
     jobs = jobs_from_settings(settings)
-    assert set(jobs) == {MONITOR_JOB, ALERTS_JOB}
+    assert set(jobs) == {MONITOR_JOB, ALERTS_JOB, EXPIRE_PENDING_JOB, AUDIT_CHECKPOINT_JOB, DEPLOY_JOB}
     after = datetime(2026, 3, 1, 10, 16, 30, tzinfo=UTC)
-    assert jobs[MONITOR_JOB].trigger.get_next_fire_time(None, after) == datetime(
-        2026, 3, 1, 11, 15, tzinfo=UTC
+    expected = {
+        MONITOR_JOB: datetime(2026, 3, 1, 11, 15, tzinfo=UTC),
+        ALERTS_JOB: datetime(2026, 3, 1, 10, 20, tzinfo=UTC),
+        EXPIRE_PENDING_JOB: datetime(2026, 3, 2, 3, 0, tzinfo=UTC),
+        AUDIT_CHECKPOINT_JOB: datetime(2026, 3, 1, 10, 30, tzinfo=UTC),
+        DEPLOY_JOB: datetime(2026, 3, 1, 10, 17, tzinfo=UTC),
+    }
+    assert {name: job.trigger.get_next_fire_time(None, after) for name, job in jobs.items()} == expected
+    assert {name: job.run for name, job in jobs.items()} == dict(DEFAULT_JOBS)
+
+
+def test_housekeeping_crons_have_hourly_defaults(tmp_path: Path) -> None:
+    settings = load_settings({"MMS_VAR_DIR": str(tmp_path)})
+    after = datetime(2026, 3, 1, 10, 16, 30, tzinfo=UTC)
+    jobs = jobs_from_settings(settings)
+    assert jobs[EXPIRE_PENDING_JOB].trigger.get_next_fire_time(None, after) == datetime(
+        2026, 3, 1, 11, 7, tzinfo=UTC
     )
-    assert jobs[ALERTS_JOB].trigger.get_next_fire_time(None, after) == datetime(
-        2026, 3, 1, 10, 20, tzinfo=UTC
+    assert jobs[AUDIT_CHECKPOINT_JOB].trigger.get_next_fire_time(None, after) == datetime(
+        2026, 3, 1, 10, 30, tzinfo=UTC
     )
 
 
@@ -418,3 +452,165 @@ def test_run_once_runs_the_real_monitor_job_then_evaluates_the_alerts(
     assert alerts.opened == tuple(a.id for a in stale)
     assert sorted(a.environment for a in stale) == ["prod", "staging"]
     assert {a.metric for a in stale} == {"freshness"}
+
+
+# --------------------------------------------------------------------------- housekeeping jobs
+
+
+def _entries(factory: sessionmaker[Session], *actions: str) -> list[AuditEntry]:
+    with factory() as reader:
+        query = select(AuditEntry).where(AuditEntry.action.in_(actions)).order_by(AuditEntry.seq)
+        return list(reader.scalars(query))
+
+
+def test_run_once_expires_overdue_promotion_requests_and_audits_each_run(
+    factory: sessionmaker[Session], session: Session, admin: Actor, store: ParquetStore
+) -> None:
+    create_project(session, admin, "credit-risk", "Credit risk")
+    engineer = create_user(session, admin, "maya", "maya-password-123")
+    grant_role(session, admin, engineer, "credit-risk", Role.ML_ENGINEER)
+    session.commit()
+    maya = actor_for(session, engineer.id)
+    info = VersionInfo(version="3", run_id="3f2a" * 8, artifact_digest="ab" * 32, created_by="trainer")
+
+    def request(model: str, at: datetime) -> PromotionRequest:
+        return RequestPromotion(
+            maya, "credit-risk", model, "3", "prod", "better AUC", version_info=info, now=at
+        ).run(factory)
+
+    overdue = request("credit-default", T0)
+    recent = request("churn", T0 + timedelta(days=10))
+    run_at = Clock(T0 + timedelta(days=14, minutes=1))
+
+    first = run_once(EXPIRE_PENDING_JOB, session_factory=factory, store=store, clock=run_at)
+    again = run_once(EXPIRE_PENDING_JOB, session_factory=factory, store=store, clock=run_at)
+
+    assert first.ran and first.ok, first.error
+    assert (first.result, again.result) == ([overdue.id], [])
+    with factory() as reader:
+        assert reader.get(PromotionRequest, overdue.id).status == "expired"
+        assert reader.get(PromotionRequest, recent.id).status == "pending"
+    [expired] = _entries(factory, "promotion.expired")
+    assert (expired.actor, expired.target) == ("system", f"promotion:{overdue.id}")
+    runs = _entries(factory, "promotion.expiry_run")
+    assert [(e.actor, json.loads(e.details)["expired"]) for e in runs] == [
+        ("system", [overdue.id]),
+        ("system", []),
+    ]
+
+
+def test_run_once_signs_the_audit_head_and_audits_each_checkpoint(
+    factory: sessionmaker[Session],
+    session: Session,
+    admin: Actor,
+    store: ParquetStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MMS_AUDIT_HMAC_KEY", raising=False)
+    settings = load_settings({"MMS_VAR_DIR": str(tmp_path / "var")})
+    create_project(session, admin, "credit-risk", "Credit risk")
+    session.commit()
+    head = audit.head(session).seq
+
+    first = run_once(AUDIT_CHECKPOINT_JOB, session_factory=factory, store=store, settings=settings)
+    second = run_once(AUDIT_CHECKPOINT_JOB, session_factory=factory, store=store, settings=settings)
+
+    assert first.ok and second.ok, (first.error, second.error)
+    # Each checkpoint signs the head before its own entry; the next one covers that entry.
+    assert (first.result.seq, second.result.seq) == (head, head + 1)
+    runs = _entries(factory, CHECKPOINT_ACTION)
+    assert [(e.seq, e.actor, json.loads(e.details)["seq"]) for e in runs] == [
+        (head + 1, "system", head),
+        (head + 2, "system", head + 1),
+    ]
+    assert json.loads(runs[0].details)["uri"] == first.result.uri
+    key = (tmp_path / "var" / "audit_hmac.key").read_bytes().strip()
+    assert [c.seq for c in read_checkpoints(store)] == [head, head + 1]
+    with factory() as reader:
+        verdict = verify_with_checkpoints(reader, store, key)
+    assert verdict.ok, verdict.problems
+
+
+def test_the_checkpoint_job_refuses_a_broken_chain_and_says_so_in_the_log(
+    factory: sessionmaker[Session],
+    session: Session,
+    admin: Actor,
+    store: ParquetStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MMS_AUDIT_HMAC_KEY", "k" * 40)
+    create_project(session, admin, "credit-risk", "Credit risk")
+    session.commit()
+    drop_audit_triggers(session)
+    session.execute(text("UPDATE audit_log SET details = '{}' WHERE seq = 1"))
+    session.commit()
+
+    result = run_once(AUDIT_CHECKPOINT_JOB, session_factory=factory, store=store)
+
+    assert result.ran and result.error is not None and result.error.startswith("ChainBroken")
+    assert read_checkpoints(store) == []
+    [refused] = _entries(factory, CHECKPOINT_REFUSED_ACTION)
+    assert refused.actor == "system" and "broken at seq 1" in json.loads(refused.details)["reason"]
+
+
+def test_scheduler_command_runs_the_housekeeping_jobs_once(
+    migrated_database_url: str,
+    factory: sessionmaker[Session],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environ = {
+        "MMS_DATABASE_URL": migrated_database_url,
+        "MMS_VAR_DIR": str(tmp_path / "var"),
+        "MMS_DATA_URI": str(tmp_path / "data"),
+        "MMS_AUDIT_HMAC_KEY": "k" * 40,
+    }
+    assert main(["scheduler", "--once", "expire_pending"], environ) == 0
+    assert main(["scheduler", "--once", "audit_checkpoint"], environ) == 0
+    out = capsys.readouterr().out
+    assert "expire_pending: done in" in out and "audit_checkpoint: done in" in out
+    entries = _entries(factory, "promotion.expiry_run", CHECKPOINT_ACTION)
+    assert [(e.actor, e.action) for e in entries] == [
+        ("system", "promotion.expiry_run"),
+        ("system", CHECKPOINT_ACTION),
+    ]
+
+
+def test_run_once_deploys_the_queued_deployments(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    """``scheduler --once deploy`` is one ``deploy run --once`` pass: a queued direct deployment goes live."""
+    from jobs.contracts import TRAINING_DATA
+    from jobs.demo_data import CREDIT_DEFAULT, training_table
+    from jobs.deploy import SUCCEEDED
+    from tests.integration.jobs.deploy_support import MODEL, PROJECT, Team, routing_state, train_versions
+
+    store = ParquetStore(StoreConfig(data_uri=str(tmp_path / "data")))
+    store.write_partition(
+        TRAINING_DATA, {"project": PROJECT, "model": MODEL}, training_table(CREDIT_DEFAULT, seed=5, rows=300)
+    )
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    settings = load_settings({"MMS_VAR_DIR": str(tmp_path / "var"), "MMS_MLFLOW_TRACKING_URI": tracking})
+    versions, engine = train_versions(tmp_path, store, tracking, 1)
+    try:
+        team = Team.create(factory)
+        deployment_id = team.approve(versions[0], tracking)
+
+        result = run_once(DEPLOY_JOB, session_factory=factory, store=store, settings=settings)
+        idle = run_once(DEPLOY_JOB, session_factory=factory, store=store, settings=settings)
+
+        assert result.ran and result.ok, result.error
+        assert [(o.deployment_id, o.status) for o in result.result] == [(deployment_id, SUCCEEDED)]
+        assert idle.ok and idle.result == []
+        assert routing_state(tracking)[0]["prod"] == versions[0]
+        assert [e.actor for e in _entries(factory, "deployment.succeeded")] == ["system"]
+    finally:
+        store.close()
+        engine.dispose()
+
+
+def test_the_deploy_job_needs_the_settings(factory: sessionmaker[Session], store: ParquetStore) -> None:
+    result = run_once(DEPLOY_JOB, session_factory=factory, store=store)
+    assert (
+        result.ran
+        and result.error == "RuntimeError: the deploy job needs the studio settings (the MLflow tracking URI)"
+    )

@@ -10,24 +10,33 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from sklearn.metrics import r2_score, roc_auc_score
+from sqlalchemy import select
 
 from analytics.store import ParquetStore, StoreConfig
 from jobs import registry
 from jobs.contracts import INFERENCE_LOGS, REFERENCE_PROFILES, TRAINING_DATA, ContractError
+from jobs.db import make_engine, make_session_factory
+from jobs.db.migrate import upgrade
+from jobs.db.models import AuditEntry
 from jobs.demo_data import CREDIT_DEFAULT, DEMAND, generate_demo_data, training_table
+from jobs.github import TAG_GIT_SHA, MlflowShaLookup
 from jobs.permissions import Actor, Forbidden, Role
 from jobs.training import (
+    AUDIT_ACTION,
     InsufficientData,
     TrainConfig,
     TrainingError,
     read_reference_profile,
+    resolve_git_sha,
     train_model,
 )
 
 pytestmark = pytest.mark.integration
 
 NAME = "credit-risk.credit-default"
+DEMAND_NAME = "demand-forecast.demand"
 FAST = {"max_iter": 30, "max_leaf_nodes": 15}
+TRAIN_DEMAND = ["train", "--actor", "root-admin", "--project", "demand-forecast", "--model", "demand"]
 ENGINEER = Actor(
     user_id=7,
     username="maya",
@@ -44,7 +53,7 @@ def features_frame(table: pa.Table, columns) -> object:
 
 
 class Workspace:
-    """A data root and an MLflow store under one temporary folder."""
+    """A data root, an MLflow store and a migrated metadata database (the audit log) under one folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -52,6 +61,23 @@ class Workspace:
         self.database = root / "mlflow" / "mlflow.db"
         self.database.parent.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = f"sqlite:///{self.database}"
+        self.studio_url = f"sqlite:///{root / 'studio.db'}"
+        upgrade(self.studio_url)
+        self.engine = make_engine(self.studio_url)
+        self.session_factory = make_session_factory(self.engine)
+
+    def audit_entries(self, action: str = AUDIT_ACTION) -> list[dict]:
+        with self.session_factory() as session:
+            rows = session.scalars(
+                select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.seq)
+            )
+            return [
+                {"actor": r.actor, "target": r.target, "seq": r.seq, **json.loads(r.details)} for r in rows
+            ]
+
+    def close(self) -> None:
+        self.store.close()
+        self.engine.dispose()
 
     def write_training(self, model, rows: int, seed: int = 7) -> None:
         table = training_table(model, seed=seed, rows=rows)
@@ -59,7 +85,13 @@ class Workspace:
 
     def train(self, project: str, model: str, actor: Actor = ENGINEER, **kwargs):
         return train_model(
-            actor, project=project, model=model, store=self.store, tracking_uri=self.tracking_uri, **kwargs
+            actor,
+            project=project,
+            model=model,
+            store=self.store,
+            tracking_uri=self.tracking_uri,
+            session_factory=self.session_factory,
+            **kwargs,
         )
 
 
@@ -69,7 +101,7 @@ def workspace(tmp_path_factory) -> Workspace:
     space.write_training(CREDIT_DEFAULT, rows=3_000)
     space.write_training(DEMAND, rows=2_000)
     yield space
-    space.store.close()
+    space.close()
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +145,97 @@ def test_training_registers_a_tagged_version_with_progress(workspace: Workspace,
     run = client.get_run(result.run_id)
     assert run.data.metrics["roc_auc"] == pytest.approx(result.metrics["roc_auc"])
     assert run.data.params["model.max_iter"] == "30"
+
+
+def test_training_appends_one_audit_entry_with_the_version_it_registered(workspace: Workspace, first) -> None:
+    result, _stages = first
+    entries = [
+        e for e in workspace.audit_entries() if e["target"] == f"model_version:{NAME}/{result.version}"
+    ]
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["seq"] == result.audit_seq
+    assert (entry["actor"], entry["target"]) == ("maya", f"model_version:{NAME}/{result.version}")
+    assert entry["project"] == "credit-risk" and entry["model"] == "credit-default"
+    assert entry["run_id"] == result.run_id and entry["artifact_digest"] == result.artifact_digest
+    assert entry["git_sha"] == result.git_sha
+    assert entry["reference_profile"] == result.reference_profile_uri
+    assert entry["metrics"]["roc_auc"] == pytest.approx(result.metrics["roc_auc"])
+
+
+def test_the_commit_is_a_version_tag_that_links_workflow_runs_to_the_version(workspace: Workspace) -> None:
+    sha = "C0FFEE" + "1" * 34
+    # The demand model: credit-default's version numbers belong to the tests below.
+    result = workspace.train("demand-forecast", "demand", config={"estimator": "linear"}, git_sha=sha)
+    assert result.git_sha == sha.lower()
+    version = registry.get_version(DEMAND_NAME, result.version, tracking_uri=workspace.tracking_uri)
+    assert version.tags[TAG_GIT_SHA] == sha.lower()
+    run = registry.client(workspace.tracking_uri).get_run(result.run_id)
+    assert run.data.tags[TAG_GIT_SHA] == sha.lower()
+    # The GitHub webhook's registry lookup finds exactly this version from the commit.
+    lookup = MlflowShaLookup(workspace.tracking_uri)
+    assert lookup("demand-forecast", sha.lower()) == [{"model": "demand", "version": result.version}]
+    assert lookup("demand-forecast", "d" * 40) == [] and lookup("credit-risk", sha.lower()) == []
+    audited = [
+        e for e in workspace.audit_entries() if e["target"] == f"model_version:{DEMAND_NAME}/{result.version}"
+    ]
+    assert [e["git_sha"] for e in audited] == [sha.lower()]
+
+
+def test_the_commit_comes_from_github_sha_when_not_given(workspace: Workspace, monkeypatch) -> None:
+    sha = "e" * 40
+    monkeypatch.setenv("GITHUB_SHA", sha)
+    result = workspace.train("demand-forecast", "demand", config={"estimator": "linear"})
+    assert result.git_sha == sha
+    tags = registry.get_version(
+        "demand-forecast.demand", result.version, tracking_uri=workspace.tracking_uri
+    ).tags
+    assert tags[TAG_GIT_SHA] == sha
+
+
+def test_a_malformed_commit_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    space = Workspace(tmp_path)
+    space.write_training(CREDIT_DEFAULT, rows=200)
+    with pytest.raises(ValueError, match="40-character"):
+        space.train("credit-risk", "credit-default", git_sha="abc123")
+    assert not space.database.exists()
+    assert space.audit_entries() == []
+    space.close()
+
+
+def test_raising_from_progress_cancels_before_registration_and_is_ignored_after(tmp_path: Path) -> None:
+    class Cancelled(Exception):
+        pass
+
+    space = Workspace(tmp_path)
+    space.write_training(CREDIT_DEFAULT, rows=300)
+
+    def cancel_at(stage_to_cancel: str):
+        seen: list[str] = []
+
+        def progress(stage: str, _fraction: float) -> None:
+            seen.append(stage)
+            if stage == stage_to_cancel:
+                raise Cancelled(stage)
+
+        return progress, seen
+
+    for stage in ("splitting", "fitting", "logging to MLflow", "registering"):
+        progress, seen = cancel_at(stage)
+        with pytest.raises(Cancelled):
+            space.train("credit-risk", "credit-default", config={"estimator": "linear"}, progress=progress)
+        assert seen[-1] == stage
+    assert registry.list_versions(NAME, tracking_uri=space.tracking_uri) == []
+    assert space.audit_entries() == []
+    assert space.store.list_files(REFERENCE_PROFILES) == []
+
+    # Once the version is registered, a cancellation no longer stops the job halfway.
+    progress, seen = cancel_at("writing reference profile")
+    result = space.train("credit-risk", "credit-default", config={"estimator": "linear"}, progress=progress)
+    assert seen[-1] == "done" and result.version == "1"
+    assert read_reference_profile(space.store, "credit-risk", "credit-default", "1").rows == 300
+    assert [e["version"] for e in space.audit_entries()] == ["1"]
+    space.close()
 
 
 def test_alias_loads_the_model_and_it_predicts(workspace: Workspace, first) -> None:
@@ -221,7 +344,8 @@ def test_actor_without_train_models_is_refused_before_anything_is_written(tmp_pa
     assert stages == []
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     assert not space.database.exists()
-    space.store.close()
+    assert space.audit_entries() == []
+    space.close()
 
 
 def test_missing_or_broken_training_data_is_refused_before_mlflow(tmp_path: Path) -> None:
@@ -243,7 +367,8 @@ def test_missing_or_broken_training_data_is_refused_before_mlflow(tmp_path: Path
     with pytest.raises(InsufficientData, match="at least 50"):
         space.train("credit-risk", "credit-default")
     assert not space.database.exists()
-    space.store.close()
+    assert space.audit_entries() == []
+    space.close()
 
 
 def test_bad_names_and_options_are_refused(tmp_path: Path) -> None:
@@ -261,7 +386,7 @@ def test_bad_names_and_options_are_refused(tmp_path: Path) -> None:
             "credit-default",
             config={"numeric_features": ["income"], "categorical_features": ["income"]},
         )
-    space.store.close()
+    space.close()
 
 
 def test_demo_workspace_on_s3_trains_and_profiles(tmp_path: Path, s3_store_config) -> None:
@@ -273,14 +398,19 @@ def test_demo_workspace_on_s3_trains_and_profiles(tmp_path: Path, s3_store_confi
             scenario.inference_rows.values()
         )
         tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        studio_url = f"sqlite:///{tmp_path / 'studio.db'}"
+        upgrade(studio_url)
+        engine = make_engine(studio_url)
         result = train_model(
             ENGINEER,
             project="credit-risk",
             model="churn",
             store=store,
             tracking_uri=tracking_uri,
+            session_factory=make_session_factory(engine),
             config={"estimator": "linear"},
         )
+        engine.dispose()
         assert result.reference_profile_uri.startswith("s3://")
         profile = read_reference_profile(store, "credit-risk", "churn", result.version)
         assert profile.rows == 600 and "monthly_charges" in profile.names
@@ -336,6 +466,31 @@ def test_command_line_writes_the_demo_and_trains(tmp_path: Path, capsys) -> None
     assert "[100%] done" in out and "registered demand-forecast.demand version 1" in out
     versions = registry.list_versions("demand-forecast.demand", tracking_uri=settings.mlflow_tracking_uri)
     assert [v.created_by for v in versions] == ["root-admin"]
+    assert versions[0].tags.get(TAG_GIT_SHA) == resolve_git_sha()
+
+    sha = "f" * 40
+    # --as is --actor's alias (the spelling of the deploy command).
+    as_root = ["train", "--as", "root-admin", "--project", "demand-forecast", "--model", "demand"]
+    args = parser.parse_args([*as_root, "--estimator", "linear", "--git-sha", sha])
+    assert args.func(args, settings) == 0
+    assert "version 2 (regression; " in capsys.readouterr().out
+    version = registry.get_version("demand-forecast.demand", "2", tracking_uri=settings.mlflow_tracking_uri)
+    assert version.tags[TAG_GIT_SHA] == sha
+    engine = make_engine(settings.database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        trained = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == AUDIT_ACTION).order_by(AuditEntry.seq)
+        ).all()
+        assert [(e.actor, json.loads(e.details)["version"]) for e in trained] == [
+            ("root-admin", "1"),
+            ("root-admin", "2"),
+        ]
+        assert json.loads(trained[1].details)["git_sha"] == sha
+    engine.dispose()
+
+    args = parser.parse_args([*TRAIN_DEMAND, "--git-sha", "not-a-sha"])
+    with pytest.raises(UsageError, match="40-character"):
+        args.func(args, settings)
 
     args = parser.parse_args(
         ["train", "--actor", "nobody", "--project", "demand-forecast", "--model", "demand"]

@@ -367,3 +367,105 @@ def test_merge_refuses_profiles_of_different_specs() -> None:
 )
 def test_kind_of_duckdb_types(dtype: str, kind: str | None) -> None:
     assert kind_of(dtype) == kind
+
+
+finite_floats = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.floats(-1e3, 1e3),
+    st.floats(1e15, 1e16),
+    st.integers(-20, 20).map(float),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edges=st.lists(finite_floats, min_size=1, max_size=90, unique=True).map(sorted),
+    values=st.lists(finite_floats, max_size=200),
+    near=st.integers(0, 3),
+)
+def test_lookup_grid_binning_equals_searchsorted(edges: list[float], values: list[float], near: int) -> None:
+    from analytics.profile import _Binner
+
+    # Values on, just below and just above every edge: where a rounding slip would show.
+    around = [math.nextafter(e, direction) for e in edges for direction in (-math.inf, math.inf)] * (near > 0)
+    data = np.array(values + list(edges) + around, dtype=float)
+    data = data[np.isfinite(data)]
+    binner = _Binner(edges)
+    assert binner.counts(data).tolist() == numpy_histogram(data, tuple(edges))
+
+
+def test_lookup_table_searches_only_the_buckets_holding_an_edge_and_stays_exact() -> None:
+    from analytics.profile import _Binner
+
+    rng = np.random.default_rng(11)
+    for values in (rng.normal(5, 2, 50_000), rng.lognormal(0, 2, 50_000), rng.poisson(3, 50_000) * 1.0):
+        edges = tuple(sorted(set(np.quantile(values[:2000], np.linspace(0, 1, 80)).tolist())))
+        binner = _Binner(edges)
+        # An edge lies inside at most one bucket; only those buckets are searched.
+        assert int(np.count_nonzero(binner.table == binner.n_bins)) <= len(edges)
+        probe = np.concatenate([values, np.asarray(edges), np.nextafter(np.asarray(edges), np.inf)])
+        assert binner.counts(probe).tolist() == numpy_histogram(probe, edges)
+
+
+def test_numeric_distinct_estimate_is_close(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    values = np.concatenate(
+        [rng.normal(size=30_000), np.arange(500.0), [math.inf, -math.inf, math.nan, -0.0, 0.0]]
+    )
+    path = write(
+        tmp_path, "d", {"x": float_column(values.tolist()), "k": pa.array(rng.integers(0, 40, values.size))}
+    )
+    result = profile_reference(relation(path))
+    exact = len(set(values[~np.isnan(values)].tolist()))  # -0.0 == 0.0
+    assert result["x"].distinct == pytest.approx(exact, rel=0.05)
+    assert result["k"].distinct == 40 and not result["k"].distinct_exact
+
+
+fine_floats = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.sampled_from([0.0, -0.0, 5e-324, -5e-324, sys.float_info.max, -sys.float_info.max, 2.2e-308]),
+    st.floats(999.0, 1001.0),
+    st.integers(-5, 5).map(float),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    batches=st.lists(st.lists(fine_floats, min_size=1, max_size=60), min_size=1, max_size=4),
+    bins=st.integers(2, 40),
+)
+def test_reference_edges_from_the_fine_histogram_count_exactly(batches: list[list[float]], bins: int) -> None:
+    """Edges placed on the fine buckets (re-based and coarsened across batches) keep every count exact."""
+    from analytics.profile import _FineHistogram, quantile_levels
+
+    fine = _FineHistogram()
+    lows, highs = [], []
+    for batch in batches:
+        low, high = fine.add(np.array(batch, dtype=float))
+        lows.append(low)
+        highs.append(high)
+    data = np.array([v for batch in batches for v in batch], dtype=float)
+    assert min(lows) == data.min() and max(highs) == data.max()
+    edges, counts = fine.place_edges(quantile_levels(bins), data.size, min(lows), max(highs))
+    assert list(edges) == sorted(set(edges)) and all(math.isfinite(e) for e in edges)
+    assert list(counts) == numpy_histogram(data, edges)
+    assert edges[-1] == data.max()
+    if data.min() > -sys.float_info.max:
+        assert math.nextafter(edges[0], math.inf) == data.min() and counts[0] == 0
+
+
+def test_fine_histogram_resolves_a_narrow_feature_far_from_zero() -> None:
+    from analytics.profile import _FineHistogram, quantile_levels
+
+    rng = np.random.default_rng(13)
+    values = rng.normal(1000.0, 1.0, 100_000)
+    fine = _FineHistogram()
+    for chunk in np.array_split(values, 4):
+        fine.add(chunk)
+    edges, counts = fine.place_edges(quantile_levels(64), values.size, values.min(), values.max())
+    assert list(counts) == numpy_histogram(values, edges)
+    # Every quantile level keeps its own edge, within a few thousandths of a standard deviation.
+    assert len(edges) >= len(quantile_levels(64))
+    inner = np.quantile(values, np.arange(1, 64) / 64)
+    nearest = np.min(np.abs(np.asarray(edges)[None, :] - inner[:, None]), axis=1)
+    assert np.max(nearest) < 0.01

@@ -56,6 +56,8 @@ def test_production_refuses_debug() -> None:
         ("MMS_SECRET_KEY", "short"),
         ("MMS_BACKGROUND_MANAGER", "threads"),
         ("MMS_SCHEDULER_MONITOR_CRON", "every hour"),
+        ("MMS_SCHEDULER_EXPIRE_PENDING_CRON", "7 * * *"),
+        ("MMS_SCHEDULER_AUDIT_CHECKPOINT_CRON", "30 * * * * *"),
         ("MMS_REDIS_URL", "http://127.0.0.1:6379"),
     ],
 )

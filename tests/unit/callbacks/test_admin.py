@@ -215,6 +215,7 @@ def test_settings_view_masks_secrets() -> None:
             "MMS_S3_ACCESS_KEY_ID": "AKIAEXAMPLEKEY1234",
             "MMS_S3_SECRET_ACCESS_KEY": "very-secret-s3-key",
             "MMS_REDIS_URL": "redis://:redis-pass@cache:6379/0",
+            "MMS_CELERY_BROKER_URL": "redis://:broker-pass@broker:6379/1",
         }
     )
     shown_rows = dict(
@@ -228,6 +229,7 @@ def test_settings_view_masks_secrets() -> None:
         "db-password-123",
         "very-secret-s3-key",
         "redis-pass",
+        "broker-pass",
         "ghp_secret_token",
         "AKIAEXAMPLE",
     ):

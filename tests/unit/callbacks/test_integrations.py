@@ -7,6 +7,7 @@ GitHub does, including the 401/404 bodies, so the real HTTP client code runs.
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
 import threading
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import dash
 import pytest
 from dash.exceptions import PreventUpdate
 from flask_login import login_user
@@ -25,12 +27,14 @@ from sqlalchemy import select
 import callbacks.integrations as cb
 from analytics.store import StoreConfig
 from app.auth import StudioUser
-from jobs import integrations
+from jobs import github, integrations
+from jobs.db.api_models import GithubIntegration
 from jobs.db.models import AuditEntry
 from jobs.integrations import GitHubConfig, check_data_store, check_github, check_mlflow, github_config
+from jobs.permissions import Role
 from jobs.registry import client
-from jobs.users import InvalidInput
-from tests.unit.app.studio import Studio, build_studio, texts
+from jobs.users import InvalidInput, actor_for, create_user, get_user, grant_role
+from tests.unit.app.studio import Studio, build_studio, callback_request, csrf_header, texts
 
 pytestmark = pytest.mark.unit
 
@@ -245,3 +249,165 @@ def test_roles_without_manage_integrations_cannot_check(studio: Studio, username
             session.scalars(select(AuditEntry.id).where(AuditEntry.action == "integration.check")).all()
         )
     assert after == before
+
+
+# --------------------------------------------------------------------------- GitHub webhooks
+
+REPOSITORY = "example-org/credit-models"
+WEBHOOK_SECRET = "webhook-secret-typed-once-1234"
+
+
+def _webhook_state(studio: Studio, username: str) -> tuple[Any, ...]:
+    with signed_in(studio, username):
+        return cb.show_github_webhooks(cb.WEBHOOK_REPOSITORIES, 0, None)
+
+
+def _stored(studio: Studio) -> dict[str, tuple[str, str]]:
+    with studio.db() as session:
+        rows = session.scalars(select(GithubIntegration)).all()
+        return {row.repository: (row.project.slug, row.secret_encrypted) for row in rows}
+
+
+def _clear_webhooks(studio: Studio) -> None:
+    with studio.db(write=True) as session:
+        for row in session.scalars(select(GithubIntegration)).all():
+            session.delete(row)
+
+
+def test_webhook_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
+    page = importlib.import_module("pages.integrations")
+    on_page = {name: value for name, value in vars(page.WebhookID).items() if name.isupper()}
+    in_callbacks = {name: getattr(cb, f"WEBHOOK_{name}") for name in on_page}
+    assert in_callbacks == on_page
+    with signed_in(studio, "admin"):
+        layout = json.dumps(page.layout(), cls=PlotlyJSONEncoder)
+    assert all(f'"{value}"' in layout for value in on_page.values())
+
+
+def test_production_configures_a_repository_and_the_secret_is_never_shown(studio: Studio) -> None:
+    _clear_webhooks(studio)
+    url, table, manage_hidden, projects, project, removable, _ = _webhook_state(studio, "production")
+    assert url == "http://localhost/api/v1/integrations/github/webhook"
+    assert "No repository is configured" in shown(table)[0]
+    assert manage_hidden is False
+    assert [option["value"] for option in projects] == ["credit-risk", "demand-forecast"]
+    assert project == "credit-risk" and removable == []
+
+    with signed_in(studio, "production"):
+        message, secret_field, refresh = cb.save_github_clicked(
+            1, "credit-risk", f" {REPOSITORY} ", WEBHOOK_SECRET, 3
+        )
+    assert message.color == "success", shown(message)
+    assert f"Webhooks of {REPOSITORY} are accepted for project credit-risk" in shown(message)[0]
+    assert "secret set on" in shown(message)[0]
+    assert (secret_field, refresh) == ("", 4)  # the field is emptied, the list refreshed
+
+    project_slug, encrypted = _stored(studio)[REPOSITORY]
+    assert project_slug == "credit-risk" and WEBHOOK_SECRET not in encrypted
+    assert github.SecretBox(studio.settings.secret_key).decrypt(encrypted) == WEBHOOK_SECRET
+    for username in ("production", "admin"):
+        state = _webhook_state(studio, username)
+        texts_shown = shown(state[1])
+        assert REPOSITORY in texts_shown and "credit-risk" in texts_shown
+        assert any(text.startswith("secret set on ") and text.endswith(" UTC") for text in texts_shown)
+        assert state[5] == [{"label": f"{REPOSITORY} (credit-risk)", "value": REPOSITORY}]
+        everything = json.dumps(state, cls=PlotlyJSONEncoder)
+        assert WEBHOOK_SECRET not in everything and encrypted not in everything
+    with studio.db() as session:
+        details = session.scalars(
+            select(AuditEntry.details).where(AuditEntry.action == "github.configure")
+        ).all()
+    assert details and all(WEBHOOK_SECRET not in entry for entry in details)
+
+
+def test_bad_repository_or_secret_is_refused_with_the_jobs_message(studio: Studio) -> None:
+    _clear_webhooks(studio)
+    with signed_in(studio, "admin"):
+        bad_name, kept, unchanged = cb.save_github_clicked(1, "credit-risk", "not a repo", WEBHOOK_SECRET, 0)
+        short, _, _ = cb.save_github_clicked(1, "credit-risk", REPOSITORY, "too-short", 0)
+        no_project, _, _ = cb.save_github_clicked(1, None, REPOSITORY, WEBHOOK_SECRET, 0)
+    assert bad_name.color == "danger" and "must be owner/name" in shown(bad_name)[0]
+    assert kept is dash.no_update and unchanged is dash.no_update  # what was typed stays to be corrected
+    assert short.color == "danger" and "16 to 1024 characters" in shown(short)[0]
+    assert no_project.color == "danger" and "Choose the project" in shown(no_project)[0]
+    assert _stored(studio) == {}
+
+
+def test_remove_stops_accepting_the_repository(studio: Studio) -> None:
+    _clear_webhooks(studio)
+    with signed_in(studio, "production"):
+        cb.save_github_clicked(1, "demand-forecast", REPOSITORY, WEBHOOK_SECRET, 0)
+        removed, refresh = cb.remove_github_confirmed(1, REPOSITORY, 5)
+        again, unchanged = cb.remove_github_confirmed(2, REPOSITORY, 6)
+    assert removed.color == "success" and "no longer accepted" in shown(removed)[0]
+    assert refresh == 6 and _stored(studio) == {}
+    assert again.color == "danger" and "is not configured" in shown(again)[0]
+    assert unchanged is dash.no_update
+
+
+def test_managing_a_repository_needs_manage_integrations_on_its_project(
+    studio: Studio, tmp_path: Path
+) -> None:
+    _clear_webhooks(studio)
+    with studio.db(write=True) as session:
+        admin = actor_for(session, get_user(session, "admin").id)
+        if get_user(session, "ops-one-project") is None:
+            user = create_user(session, admin, "ops-one-project", "ops-one-project-password")
+            grant_role(session, admin, user, "demand-forecast", Role.PRODUCTION_TEAM)
+            grant_role(session, admin, user, "credit-risk", Role.ML_ENGINEER)
+    with signed_in(studio, "admin"):
+        cb.save_github_clicked(1, "credit-risk", REPOSITORY, WEBHOOK_SECRET, 0)
+    state = _webhook_state(studio, "ops-one-project")
+    assert [option["value"] for option in state[3]] == ["demand-forecast"]
+    assert state[5] == []  # the credit-risk repository is not theirs to remove
+    with signed_in(studio, "ops-one-project"):
+        refused, _, _ = cb.save_github_clicked(1, "credit-risk", "example-org/other", WEBHOOK_SECRET, 0)
+        moved, _, _ = cb.save_github_clicked(1, "demand-forecast", REPOSITORY, WEBHOOK_SECRET, 0)
+        not_removed, _ = cb.remove_github_confirmed(1, REPOSITORY, 0)
+    assert (
+        refused.color == "danger"
+        and "may not manage_integrations on project 'credit-risk'" in shown(refused)[0]
+    )
+    assert moved.color == "danger" and "credit-risk" in shown(moved)[0]
+    assert not_removed.color == "danger"
+    assert set(_stored(studio)) == {REPOSITORY} and _stored(studio)[REPOSITORY][0] == "credit-risk"
+
+
+@pytest.mark.parametrize("username", ["mlengineer", "monitoring", "sponsor1"])
+def test_roles_without_integrations_rights_cannot_see_or_change_webhooks(
+    studio: Studio, username: str
+) -> None:
+    _clear_webhooks(studio)
+    with signed_in(studio, username):
+        with pytest.raises(PreventUpdate):
+            cb.show_github_webhooks(cb.WEBHOOK_REPOSITORIES, 0, None)
+        with pytest.raises(PreventUpdate):
+            cb.save_github_clicked(1, "credit-risk", REPOSITORY, WEBHOOK_SECRET, 0)
+        with pytest.raises(PreventUpdate):
+            cb.remove_github_confirmed(1, REPOSITORY, 0)
+    assert _stored(studio) == {}
+
+
+def test_forged_save_request_is_refused_by_the_guard(studio: Studio) -> None:
+    _clear_webhooks(studio)
+    client = studio.signed_in("mlengineer", "10.9.0.1")
+    body = callback_request(
+        "..integration-github-message.children...integration-github-secret.value..."
+        "integration-github-refresh.data..",
+        [
+            {"id": cb.WEBHOOK_MESSAGE, "property": "children"},
+            {"id": cb.WEBHOOK_SECRET, "property": "value"},
+            {"id": cb.WEBHOOK_REFRESH, "property": "data"},
+        ],
+        [{"id": cb.WEBHOOK_SAVE, "property": "n_clicks", "value": 1}],
+    )
+    body["state"] = [
+        {"id": cb.WEBHOOK_PROJECT, "property": "value", "value": "credit-risk"},
+        {"id": cb.WEBHOOK_REPOSITORY, "property": "value", "value": REPOSITORY},
+        {"id": cb.WEBHOOK_SECRET, "property": "value", "value": WEBHOOK_SECRET},
+        {"id": cb.WEBHOOK_REFRESH, "property": "data", "value": 0},
+    ]
+    assert body["output"] in studio.app.callback_map
+    response = client.post("/_dash-update-component", json=body, headers=csrf_header(client))
+    assert response.status_code == 403
+    assert _stored(studio) == {}

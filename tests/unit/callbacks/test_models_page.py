@@ -16,7 +16,7 @@ from plotly.utils import PlotlyJSONEncoder
 
 import callbacks.models as cb
 from analytics.store import ParquetStore
-from app.auth import StudioUser
+from app.auth import StudioUser, services
 from jobs import registry
 from jobs.contracts import TRAINING_DATA
 from jobs.demo_data import CREDIT_DEFAULT, training_table
@@ -48,6 +48,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Studio, A
             model="credit-default",
             store=store,
             tracking_uri=built.settings.mlflow_tracking_uri,
+            session_factory=services(built.app.server).session_factory,
             config=TrainConfig(max_iter=20, max_leaf_nodes=15),
         )
         # A second version registered by hand from the same run: no studio tags (creator, digest).
@@ -148,3 +149,86 @@ def test_missing_sqlite_registry_is_not_created_by_looking(studio, tmp_path) -> 
         == []
     )
     assert not absent.exists()
+
+
+# --------------------------------------------------------------------------- long jobs (background callbacks)
+
+
+def test_long_job_forms_follow_the_role_on_the_project(studio) -> None:
+    built, _results = studio
+    expected = {
+        "mlengineer": (cb.SHOWN, cb.SHOWN),
+        "datateam": (cb.HIDDEN, cb.SHOWN),
+        "sponsor1": (cb.HIDDEN, cb.HIDDEN),
+        "production": (cb.HIDDEN, cb.HIDDEN),
+    }
+    for username, styles in expected.items():
+        with signed_in(built, username):
+            assert cb.show_long_job_forms("credit-risk") == styles, username
+            assert cb.show_long_job_forms(None) == (cb.HIDDEN, cb.HIDDEN)
+
+
+def test_long_jobs_refuse_users_without_the_permission(studio) -> None:
+    built, _results = studio
+    reports: list[tuple] = []
+    with signed_in(built, "sponsor1"):
+        with pytest.raises(PreventUpdate):
+            cb.train_new_version(reports.append, 1, "credit-risk", "credit-default")
+        with pytest.raises(PreventUpdate):
+            cb.backfill_monitoring(reports.append, 1, "credit-risk", "credit-default", "", "2026-01-01", None)
+    with signed_in(built, "mlengineer"):
+        other = cb.train_new_version(reports.append, 1, "hidden-project", "credit-default")
+        unnamed = cb.train_new_version(reports.append, 1, "credit-risk", "  ")
+        with pytest.raises(PreventUpdate):
+            cb.train_new_version(reports.append, None, "credit-risk", "credit-default")
+    assert (
+        other.color == "danger"
+        and "mlengineer may not train_models on project 'hidden-project'" in other.children
+    )
+    assert unnamed.color == "danger" and "enter the model name" in unnamed.children
+    assert reports == []  # nothing started
+    # Outside a request and without a user handed over by the studio, a job function does not run.
+    with pytest.raises(PreventUpdate):
+        cb.train_new_version(reports.append, 1, "credit-risk", "credit-default")
+
+
+def test_training_callback_reports_progress_and_disables_cancel_once_registering(studio) -> None:
+    built, _results = studio
+    reports: list[tuple] = []
+    with signed_in(built, "mlengineer"):
+        outcome = cb.train_new_version(reports.append, 1, "credit-risk", "credit-default")
+    assert outcome.color == "success", outcome.children
+    assert "of credit-risk.credit-default registered from run" in outcome.children
+    percents = [report[0] for report in reports]
+    assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100
+    labels = [report[1] for report in reports]
+    assert "fitting · 20%" in labels and "registering · 85%" in labels
+    cancel_disabled = {report[1].split(" · ")[0]: report[2] for report in reports}
+    assert cancel_disabled["starting"] is False and cancel_disabled["fitting"] is False
+    assert cancel_disabled["registering"] is True and cancel_disabled["done"] is True
+
+
+def test_backfill_validates_the_form_and_runs_the_monitor(studio) -> None:
+    built, _results = studio
+    with pytest.raises(ValueError, match="choose the first date"):
+        cb.backfill_request("credit-risk", "credit-default", "", None, "2026-01-02")
+    with pytest.raises(ValueError, match=r"ends .* before it starts"):
+        cb.backfill_request("credit-risk", "credit-default", "", "2026-01-05", "2026-01-02")
+    with pytest.raises(ValueError, match="at most 366 days"):
+        cb.backfill_request("credit-risk", "credit-default", "", "2024-01-01", "2026-01-02")
+    with pytest.raises(ValueError, match="not a date"):
+        cb.backfill_request("credit-risk", "credit-default", "", "yesterday", "2026-01-02")
+    request = cb.backfill_request("credit-risk", "credit-default", "prod", "2026-01-01", "2026-01-31")
+    assert request.backfill and (request.since.day, request.until.day, request.environment) == (1, 31, "prod")
+    reports: list[tuple] = []
+    with signed_in(built, "monitoring"):
+        outcome = cb.backfill_monitoring(
+            reports.append, 1, "credit-risk", "credit-default", "", "2026-01-01", "2026-01-31"
+        )
+        bad = cb.backfill_monitoring(
+            reports.append, 1, "credit-risk", "credit-default", "qa", "2026-01-01", "2026-01-02"
+        )
+    assert outcome.color == "success"
+    assert "nothing to monitor" in shown(outcome)[1]
+    assert reports[0] == (0, "starting · 0%", False) and reports[-1] == (100, "done · 100%", False)
+    assert bad.color == "danger" and "environment must be one of" in bad.children

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
@@ -28,6 +29,7 @@ from analytics.figures import INSUFFICIENT_DATA
 from app.auth import StudioUser, services
 from app.factory import create_app
 from jobs.alerts import RuleSpec, create_rule, evaluate_alerts
+from jobs.contracts import SEGMENT_METRICS
 from jobs.db.alerting import Alert
 from jobs.permissions import Role
 from jobs.projects import create_project
@@ -196,7 +198,7 @@ def test_a_project_without_metrics_says_so(studio: Studio) -> None:
 
 def test_heatmap_shows_exactly_the_injected_drift(studio: Studio, demo: MonitoredDemo) -> None:
     with signed_in(studio, "monitoring"):
-        figure, summary, segments = cb.show_drift_heatmap(**_selection(demo))
+        figure, summary, segments, _key = cb.show_drift_heatmap(**_selection(demo))
     expected = {
         (feature, datetime(d.year, d.month, d.day, tzinfo=UTC).isoformat())
         for feature, d in demo.drifted("credit-default", "prod")
@@ -204,7 +206,35 @@ def test_heatmap_shows_exactly_the_injected_drift(studio: Studio, demo: Monitore
     assert _drifted_cells(figure) == expected
     assert len(figure.data[0].x) == len(demo.days)
     assert "income" in summary and f"{len(expected)} drifted" in summary
-    assert "segment_region is monitored for drift as a column" in segments and "not per segment" in segments
+    assert "segment_region is also monitored for drift as a column" in segments
+    assert "filter every panel but the alerts" in segments
+
+
+def test_the_selection_brings_its_heatmap_and_the_heatmap_callback_leaves_it(
+    studio: Studio, demo: MonitoredDemo
+) -> None:
+    bar = _bar(studio, "monitoring", "credit-risk", "credit-default", "prod")
+    selection = {
+        "start": bar["start"],
+        "end": bar["end"],
+        "window": bar["window"],
+        "segment": bar["segment"],
+        "project": "credit-risk",
+        "model": "credit-default",
+        "environment": "prod",
+    }
+    with signed_in(studio, "monitoring"):
+        direct, summary, _help, key = cb.show_drift_heatmap(**selection)
+        with pytest.raises(PreventUpdate):  # the range the bar set: its heatmap is already drawn
+            cb.show_drift_heatmap(**selection, shown=bar["heatmap_shown"])
+        _f, _s, _h, other = cb.show_drift_heatmap(
+            **{**selection, "start": demo.days[1].isoformat()}, shown=key
+        )
+    assert bar["heatmap_shown"] == key and bar["summary"] == summary
+    assert bar["heatmap"].data[0].z == direct.data[0].z
+    assert other != key and other[3] == demo.days[1].isoformat()
+    empty = _bar(studio, "admin", "markup")
+    assert empty["heatmap_shown"] is None and "No metrics yet" in empty["summary"]
 
 
 def test_feature_detail_defaults_to_the_worst_cell_then_follows_clicks(
@@ -271,10 +301,74 @@ def test_clicks_name_the_raw_feature_and_the_utc_window() -> None:
 def test_hourly_windows_and_ranges_too_long_for_them(studio: Studio, demo: MonitoredDemo) -> None:
     selection = {**_selection(demo), "window": "hour", "start": "2024-03-01", "end": "2024-03-02"}
     with signed_in(studio, "monitoring"):
-        figure, summary, _ = cb.show_drift_heatmap(**selection)
-        too_long, message, _ = cb.show_drift_heatmap(**{**selection, "start": "2024-01-01"})
+        figure, summary, _, _key = cb.show_drift_heatmap(**selection)
+        too_long, message, _, _key = cb.show_drift_heatmap(**{**selection, "start": "2024-01-01"})
     assert len(figure.data[0].x) == 48 and "hour window" in summary
     assert _is_empty(too_long) and "at most 31 days" in message
+
+
+# --------------------------------------------------------------------------- segments
+
+
+@contextmanager
+def segment_metrics(demo: MonitoredDemo, model: str = "credit-default") -> Iterator[list[str]]:
+    """The ``segment_metrics`` files the monitoring job wrote for one model in prod (``segment_region``)."""
+    store = demo.store()
+    try:
+        partition = {"project": "credit-risk", "model": model, "environment": "prod"}
+        yield [f.path for f in store.list_files(SEGMENT_METRICS, filters=partition)]
+    finally:
+        store.close()
+
+
+def test_segments_filter_every_panel_but_the_alerts(studio: Studio, demo: MonitoredDemo) -> None:
+    with segment_metrics(demo) as written:
+        assert {f"date={day.isoformat()}" for day in demo.days} <= {Path(p).parent.name for p in written}
+        bar = _bar(studio, "monitoring", "credit-risk", "credit-default", "prod")
+        regions = ["region=east", "region=north", "region=south", "region=west"]
+        assert [o["value"] for o in bar["segments"]] == ["", *regions]
+        assert bar["segment"] == "" and bar["segments_disabled"] is False
+        with signed_in(studio, "monitoring"):
+            whole, _summary, _help, _key = cb.show_drift_heatmap(**_selection(demo), segment="")
+            north, summary, note, _key = cb.show_drift_heatmap(**_selection(demo), segment="region=north")
+            title, _timeline, distribution, _quality = cb.show_feature_detail(
+                demo.first.isoformat(),
+                demo.last.isoformat(),
+                "day",
+                None,
+                "credit-risk",
+                "credit-default",
+                "prod",
+                "region=north",
+            )
+            performance = cb.show_performance(**_selection(demo), segment="region=north")
+            latency = cb.show_latency(**_selection(demo), segment="region=north")
+            download, _message = cb.export_metrics(
+                1,
+                demo.first.isoformat(),
+                demo.last.isoformat(),
+                "day",
+                "credit-risk",
+                "credit-default",
+                "prod",
+                "region=north",
+            )
+            unknown, unknown_summary, _, _key = cb.show_drift_heatmap(
+                **_selection(demo), segment="region=nowhere"
+            )
+            forged, forged_summary, _, _key = cb.show_drift_heatmap(**_selection(demo), segment="no-equals")
+    assert "region=north only" in note and "alerts cover the whole traffic" in note
+    # The slice's cells are its own: a segment column is not judged inside its slices.
+    assert "segment_region" in whole.data[0].y and "segment_region" not in north.data[0].y
+    assert whole.data[0].z != north.data[0].z and "feature(s) over" in summary
+    assert title.startswith("Feature ") and not _is_empty(distribution)  # the reference side alone
+    assert [t.name for t in performance.data] == ["label coverage", "accuracy", "ROC AUC"]
+    assert any(t.name == "p95" for t in latency.data)
+    assert download["filename"].endswith("-day-region_north.csv")
+    rows = list(csv.DictReader(io.StringIO(base64.b64decode(download["content"]).decode())))
+    assert {r["segment"] for r in rows} == {"region=north"}
+    assert _is_empty(unknown) and "No drift metrics yet" in unknown_summary
+    assert _is_empty(forged) and "<name>=<value>" in forged_summary
 
 
 # --------------------------------------------------------------------------- performance and latency
@@ -309,7 +403,7 @@ def test_a_forged_project_gets_nothing(studio: Studio, demo: MonitoredDemo) -> N
         bar = cb.show_selection(
             project="credit-risk", model="credit-default", environment="prod", window="day"
         )
-        figure, summary, _ = cb.show_drift_heatmap(**forged)
+        figure, summary, _, _key = cb.show_drift_heatmap(**forged)
         _title, timeline, distribution, _quality = cb.show_feature_detail(*states[:3], None, *states[3:])
         outputs = [figure, timeline, distribution, cb.show_performance(**forged), cb.show_latency(**forged)]
         alerts = cb.show_alerts(*states[:3], 0, *states[3:])
@@ -322,7 +416,7 @@ def test_a_forged_project_gets_nothing(studio: Studio, demo: MonitoredDemo) -> N
     assert download is None and message == cb.NO_DATA
     # The same answer for a project that does not exist at all: nothing tells the two apart.
     with signed_in(studio, "solo"):
-        unknown, unknown_summary, _ = cb.show_drift_heatmap(**{**forged, "project": "no-such-project"})
+        unknown, unknown_summary, _, _key = cb.show_drift_heatmap(**{**forged, "project": "no-such-project"})
     assert unknown_summary == summary and _is_empty(unknown)
 
 
@@ -340,7 +434,7 @@ def test_callbacks_refuse_users_without_the_permission(studio: Studio, demo: Mon
     assert response.status_code == 403 and response.get_json()["reason"] == "callback needs export_data"
     nobody = studio.client("10.9.0.2")
     assert sign_in(nobody, "nobody", SOLO_PASSWORD).status_code == 302
-    heatmap = _heatmap_request(demo)
+    heatmap = _heatmap_request(studio, demo)
     response = nobody.post("/_dash-update-component", json=heatmap, headers=csrf_header(nobody))
     assert response.status_code == 403 and response.get_json()["reason"] == "callback needs view_monitoring"
 
@@ -357,20 +451,27 @@ def _selection_states(demo: MonitoredDemo) -> list[dict[str, Any]]:
     ]
 
 
-def _heatmap_request(demo: MonitoredDemo) -> dict[str, Any]:
+def _declared_output(studio: Studio, component: str) -> str:
+    """The output key Dash declares for the callback writing ``component`` (``@hash`` included)."""
+    (key,) = [k for k in studio.app.callback_map if f"{component}." in k and "monitoring-project." not in k]
+    return key
+
+
+def _heatmap_request(studio: Studio, demo: MonitoredDemo) -> dict[str, Any]:
+    output = _declared_output(studio, cb.HEATMAP)
     return {
-        "output": f"..{cb.HEATMAP}.figure...{cb.SUMMARY}.children...{cb.SEGMENT_HELP}.children..",
+        "output": output,
         "outputs": [
-            {"id": cb.HEATMAP, "property": "figure"},
-            {"id": cb.SUMMARY, "property": "children"},
-            {"id": cb.SEGMENT_HELP, "property": "children"},
+            {"id": part.split(".")[0], "property": part.split(".", 1)[1]}
+            for part in output.strip(".").split("...")
         ],
         "inputs": [
             _state(cb.DATES, "start_date", demo.first.isoformat()),
             _state(cb.DATES, "end_date", demo.last.isoformat()),
             _state(cb.WINDOW, "value", "day"),
+            _state(cb.SEGMENT, "value", ""),
         ],
-        "state": _selection_states(demo),
+        "state": [*_selection_states(demo), _state(cb.HEATMAP_SHOWN, "data", None)],
         "changedPropIds": [f"{cb.WINDOW}.value"],
     }
 
@@ -388,6 +489,7 @@ def _export_request(demo: MonitoredDemo) -> dict[str, Any]:
             _state(cb.DATES, "end_date", demo.last.isoformat()),
             _state(cb.WINDOW, "value", "day"),
             *_selection_states(demo),
+            _state(cb.SEGMENT, "value", ""),
         ],
         "changedPropIds": [f"{cb.EXPORT}.n_clicks"],
     }
@@ -396,10 +498,15 @@ def _export_request(demo: MonitoredDemo) -> dict[str, Any]:
 def test_heatmap_over_http_matches_the_direct_call(studio: Studio, demo: MonitoredDemo) -> None:
     client = studio.signed_in("monitoring", "10.9.0.3")
     response = client.post(
-        "/_dash-update-component", json=_heatmap_request(demo), headers=csrf_header(client)
+        "/_dash-update-component", json=_heatmap_request(studio, demo), headers=csrf_header(client)
     )
     assert response.status_code == 200
     figure = go.Figure(response.get_json()["response"][cb.HEATMAP]["figure"])
+    assert response.get_json()["response"][cb.HEATMAP_SHOWN]["data"][:3] == [
+        "credit-risk",
+        "credit-default",
+        "prod",
+    ]
     assert {column for column, _ in _drifted_cells(figure)} == {"income"}
 
 

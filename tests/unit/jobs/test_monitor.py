@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from analytics.performance import LATENCY_RELATIVE_ACCURACY
 from analytics.profile import merge_profiles, profiles_from_arrow
 from analytics.store import ParquetStore, StoreConfig
 from jobs.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
@@ -233,7 +234,9 @@ def test_every_window_has_drift_quality_performance_and_latency_rows(workspace: 
     assert count["statistic"] == logs.num_rows and count["version"] == DEMO_VERSION
     assert count["window_end"] - count["window_start"] == timedelta(days=1)
     p95 = next(r for r in rows if r["metric"] == "latency_p95")
-    assert p95["statistic"] == pytest.approx(float(pc.quantile(logs["latency_ms"], q=0.95)[0].as_py()))
+    exact_p95 = float(pc.quantile(logs["latency_ms"], q=0.95)[0].as_py())
+    # Binned quantiles (the method a scaled-out merge shares), within their documented relative error.
+    assert p95["statistic"] == pytest.approx(exact_p95, rel=LATENCY_RELATIVE_ACCURACY)
     latest = next(r for r in rows if r["metric"] == "last_inference_at")
     assert latest["statistic"] == pc.max(logs["timestamp"]).as_py().timestamp()
     profiles = read_window_profiles(
@@ -265,10 +268,12 @@ def test_a_run_killed_between_staging_and_publishing_then_rerun_equals_one_clean
     calls = {"n": 0}
 
     def publish_once_failing(self, staged: str, final: str) -> None:
-        calls["n"] += 1
-        if calls["n"] == 30:  # in the second environment, after the first one and 4 dates were published
-            assert os.path.exists(staged)  # the file is staged, complete, but not yet visible
-            raise failure("killed between staging and publishing")
+        # The 5th metrics file of the second environment: the first environment and 4 dates are done.
+        if f"environment={STAGING}" in final and "/metrics/" in final.replace(os.sep, "/"):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                assert os.path.exists(staged)  # the file is staged, complete, but not yet visible
+                raise failure("killed between staging and publishing")
         original(self, staged, final)
 
     monkeypatch.setattr(ParquetStore, "_publish", publish_once_failing)
@@ -278,7 +283,7 @@ def test_a_run_killed_between_staging_and_publishing_then_rerun_equals_one_clean
     else:
         summary = run_monitor(store, request, now=NOW)
         assert not summary.ok and {p.kind for p in summary.all_problems} == {"write_failed"}
-    assert calls["n"] >= 30
+    assert calls["n"] >= 5
     # Readers see whole files only, no staging file is left behind, nothing is duplicated.
     assert not list((tmp_path / "killed" / "_staging").glob("*.parquet"))
     partial = metric_rows(store)
@@ -667,7 +672,7 @@ def test_a_date_the_analytics_cannot_compute_fails_alone(
 ) -> None:
     import jobs.monitor as monitor_module
 
-    original = monitor_module.latency_metrics
+    original = monitor_module.latency_partial
 
     def failing_on_day_5(relation, window):
         days = {
@@ -678,7 +683,7 @@ def test_a_date_the_analytics_cannot_compute_fails_alone(
             raise ValueError("latency cannot be computed for this data")
         return original(relation, window)
 
-    monkeypatch.setattr(monitor_module, "latency_metrics", failing_on_day_5)
+    monkeypatch.setattr(monitor_module, "latency_partial", failing_on_day_5)
     summary = run_monitor(workspace, MonitorRequest(model="churn", environment=PROD), now=NOW)
     (target,) = summary.targets
     assert target.failed == (day(5),) and set(target.computed) == {day(i) for i in range(12)} - {day(5)}

@@ -17,6 +17,7 @@ import pytest
 from app.api.routing import TOKEN
 from app.api.views import API
 from jobs.db.governance import Deployment
+from jobs.deploy import pause_deployment
 from jobs.permissions import Permission, Role, has_permission
 from tests.unit.app.api.world import MODEL, PROJECT, USERS, ApiWorld
 
@@ -51,6 +52,23 @@ def _reject(world: ApiWorld) -> Case:
 def _rollback(world: ApiWorld) -> Case:
     _first, latest = world.dev_deployments(2)
     return Case("POST", f"/api/v1/deployments/{latest}/rollback", {"reason": "latency regression"}, 202)
+
+
+def _paused_deployment(world: ApiWorld) -> int:
+    (deployment_id,) = world.dev_deployments(1)
+    pause_deployment(world.sessions, world.actor("admin"), deployment_id, "hold")
+    return deployment_id
+
+
+def _deployment_action(action: str, body: dict[str, str], success: int) -> Callable[[ApiWorld], Case]:
+    def case(world: ApiWorld) -> Case:
+        if action in ("promote", "resume"):
+            deployment_id = _paused_deployment(world)
+        else:
+            (deployment_id,) = world.dev_deployments(1)
+        return Case("POST", f"/api/v1/deployments/{deployment_id}/{action}", body, success)
+
+    return case
 
 
 def _metrics(world: ApiWorld) -> Case:
@@ -89,6 +107,11 @@ CASES: dict[str, Callable[[ApiWorld], Case]] = {
     ),
     "get_deployment": lambda w: Case("GET", f"/api/v1/deployments/{w.staging_deployment_id}"),
     "rollback_deployment": _rollback,
+    # Queued deployments are paused or aborted at once (200); promote/resume wait for the job (202).
+    "pause_deployment": _deployment_action("pause", {}, 200),
+    "abort_deployment": _deployment_action("abort", {"reason": "wrong version"}, 200),
+    "promote_deployment": _deployment_action("promote", {"reason": "looks good"}, 202),
+    "resume_deployment": _deployment_action("resume", {}, 202),
     "list_alerts": lambda w: Case("GET", f"/api/v1/alerts?project={PROJECT}"),
     "acknowledge_alert": lambda w: Case(
         "POST", f"/api/v1/alerts/{w.take_alert()}/acknowledge", {"comment": "looking"}
@@ -300,6 +323,31 @@ def test_rollback_restores_the_previous_version_once(world: ApiWorld) -> None:
         assert session.get(Deployment, first).status == "queued"
     audit = world.call("monitoring", "GET", "/api/v1/audit?action=deployment.rollback_queued&limit=1").json
     assert audit["items"][0]["details"]["to_version"] == "1" and audit["items"][0]["actor"] == "production"
+
+
+def test_manual_deployment_actions_follow_the_deployment_job(world: ApiWorld) -> None:
+    (queued,) = world.dev_deployments(1)
+    paused = world.call("production", "POST", f"/api/v1/deployments/{queued}/pause", {})
+    assert paused.status_code == 200, paused.json
+    assert paused.json["deployment"]["status"] == "paused" and paused.json["requested_action"] is None
+    assert set(paused.json["allowed_actions"]) == {"promote", "resume", "abort", "rollback"}
+    resumed = world.call("production", "POST", f"/api/v1/deployments/{queued}/resume", {"reason": "go on"})
+    assert resumed.status_code == 202, resumed.json
+    assert resumed.json["requested_action"] == "resume" and resumed.json["allowed_actions"] == []
+    # One request waits at a time: a second is a conflict until the job carries the first out.
+    again = world.call("production", "POST", f"/api/v1/deployments/{queued}/promote", {})
+    assert again.status_code == 409 and "not possible now" in again.json["error"]["message"]
+    (other,) = world.dev_deployments(1)
+    no_reason = world.call("production", "POST", f"/api/v1/deployments/{other}/abort", {"reason": "  "})
+    assert no_reason.status_code == 422 and "reason" in no_reason.json["error"]["message"]
+    missing = world.call("production", "POST", f"/api/v1/deployments/{other}/abort", {})
+    assert missing.status_code == 422
+    aborted = world.call("production", "POST", f"/api/v1/deployments/{other}/abort", {"reason": "bad build"})
+    assert aborted.status_code == 200 and aborted.json["deployment"]["status"] == "aborted"
+    assert world.call("production", "POST", "/api/v1/deployments/999999/pause", {}).status_code == 404
+    audit = world.call("monitoring", "GET", "/api/v1/audit?action=deployment.resume&limit=1").json
+    assert audit["items"][0]["actor"] == "production"
+    assert audit["items"][0]["target"] == f"deployment:{queued}"
 
 
 def test_acknowledging_an_alert_twice_is_a_conflict(world: ApiWorld) -> None:

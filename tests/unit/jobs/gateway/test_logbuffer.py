@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from jobs.contracts import INFERENCE_LOGS, LABELS
+from jobs.contracts import INFERENCE_LOGS, LABELS, REQUEST_ERRORS
 from jobs.gateway.logbuffer import (
     Chunk,
     LogBuffer,
@@ -163,6 +163,60 @@ def test_outage_spills_to_disk_and_replays_every_row_exactly_once(
     assert stats["rows_written"] == 550
     assert stats["store_available"] == 1
     assert stats["rows_dropped"] == 0
+
+
+def error_rows(count: int, start: int = 0) -> list[dict[str, object]]:
+    return [
+        {
+            "version": "2",
+            "request_id": f"err-{start + i}",
+            "timestamp": NOON_US + start + i,
+            "status_code": 500,
+            "error_kind": "model_error" if i % 2 else "bad_output",
+            "latency_ms": 2.0,
+            "message": "ValueError: boom",
+        }
+        for i in range(count)
+    ]
+
+
+def test_request_errors_are_written_spilled_and_replayed_like_the_log(
+    make_buffer, root: Path, tmp_path: Path
+) -> None:
+    buffer = make_buffer()
+    buffer.start()
+    buffer.add_rows(REQUEST_ERRORS, PARTITION, (), error_rows(10))
+    buffer.add_rows(INFERENCE_LOGS, PARTITION, column_types(), log_rows(5))
+    assert buffer.flush(timeout_s=30)
+    assert len(stored_ids(root, REQUEST_ERRORS)) == 10
+    assert len(stored_ids(root)) == 5  # the inference log holds predictions only
+    outage = Outage(root)
+    outage.start()
+    buffer.add_rows(REQUEST_ERRORS, PARTITION, (), error_rows(20, 10))
+    buffer.flush()
+    wait_for(lambda: buffer.stats()["rows_spilled"] == 20)
+    assert buffer.stats()["rows_written"] == 15  # nothing reached the store during the outage
+    outage.stop()
+    wait_for(lambda: buffer.spill_file_count() == 0)
+    assert sorted(stored_ids(root, REQUEST_ERRORS)) == sorted(f"err-{i}" for i in range(30))
+    store = local_store(root)
+    try:
+        table = store.read(REQUEST_ERRORS, filters={"date": DAY.isoformat()})
+    finally:
+        store.close()
+    assert set(table.column("error_kind").to_pylist()) == {"model_error", "bad_output"}
+    assert set(table.column("version").to_pylist()) == {"2"}
+    assert buffer.stats()["rows_dropped"] == 0
+
+
+def test_request_errors_breaking_the_contract_are_set_aside(make_buffer, root: Path, tmp_path: Path) -> None:
+    buffer = make_buffer()
+    buffer.start()
+    bad = [{**row, "error_kind": "client_error"} for row in error_rows(3)]
+    buffer.add_rows(REQUEST_ERRORS, PARTITION, (), bad)
+    buffer.flush()
+    assert buffer.stats()["rows_rejected"] == 3
+    assert stored_ids(root, REQUEST_ERRORS) == []
 
 
 def test_replaying_the_same_spill_file_twice_does_not_duplicate_rows(root: Path, tmp_path: Path) -> None:

@@ -6,13 +6,14 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow.compute as pc
 import pytest
 
 from analytics.profile import profile
 from analytics.store import ParquetStore, StoredFile, read_source
 from jobs.cli import EXIT_FAILURE, EXIT_OK, main
-from jobs.contracts import INFERENCE_LOGS
-from jobs.monitor import MonitorRequest
+from jobs.contracts import INFERENCE_LOGS, LABELS
+from jobs.monitor import MonitorRequest, run_monitor
 from jobs.scaleout.merge import (
     MergedProfiles,
     MissingUnitsError,
@@ -21,7 +22,7 @@ from jobs.scaleout.merge import (
     merge_partials,
 )
 from jobs.scaleout.profile_unit import load_specs, run_unit
-from jobs.scaleout.units import RunPlan, list_folder, plan_run, read_json
+from jobs.scaleout.units import RunPlan, ScaleoutError, list_folder, plan_run, read_json
 from tests.unit.jobs.scaleout import support
 
 pytestmark = pytest.mark.unit
@@ -219,9 +220,51 @@ def test_a_date_a_task_could_not_fully_read_is_profiled_by_the_job(store: Parque
     for unit in plan.units[1:]:
         run_unit(unit, store.config)
     result = merge(store, plan.run_id, now=support.NOW)
-    # The job's only batch holds the first day: it profiles that batch itself, for both versions.
-    assert result.ok and result.served == 0
+    # The first day is read and profiled by the job itself (its version "1" only); the other days
+    # come from the run (one batch per version).
+    assert result.ok and result.served == 2
     assert len(result.declined) == 2 and all("could not use every file" in why for why in result.declined)
     assert result.summary.computed_dates == len(support.DAYS)
     first_windows = [key for key in support.window_profiles(store) if key[1].date() == support.DAYS[0]]
     assert first_windows == [("1", first_windows[0][1])]
+
+
+def test_a_date_whose_labels_changed_after_the_map_is_computed_from_its_logs(store: ParquetStore) -> None:
+    """Labels that arrive between the map and the merge are not lost: the job reads that date itself."""
+    plan = mapped(store, run_id="late-labels")
+    day = support.DAYS[1]
+    partition = {**support.TARGET, "date": day.isoformat()}
+    labels = store.read(LABELS, filters=partition).select(["request_id", "label", "label_timestamp"])
+    flipped = labels.set_column(1, "label", pc.subtract(1.0, labels.column("label")))
+    store.write_partition(LABELS, partition, flipped, file_name="labels-corrected.parquet")
+    result = merge(store, plan.run_id, now=support.NOW)
+    assert result.ok, result.to_text()
+    assert [why for why in result.declined if "label files changed" in why] == [
+        f"{support.PROJECT}/{support.MODEL}/{support.ENVIRONMENT} {day}: the label files changed since the "
+        "units read them"
+    ]
+    merged_rows = support.metric_rows(store)
+    single = run_monitor(store, support.REQUEST, now=support.NOW)
+    assert single.ok
+    support.assert_same_metrics(merged_rows, support.metric_rows(store))
+
+
+def test_a_merge_asked_for_another_window_computes_every_date_from_the_logs(store: ParquetStore) -> None:
+    plan = mapped(store, run_id="other-window")
+    result = merge(store, plan.run_id, request=MonitorRequest(backfill=True, window="hour"), now=support.NOW)
+    assert result.ok and result.served == 0
+    assert result.summary.computed_dates == len(support.DAYS)
+    assert any("window hour, the run computed day" in why for why in result.declined)
+    assert {start.hour for _, start in support.read_window_profiles_hourly(store)} > {0}
+
+
+def test_the_merge_refuses_a_monitoring_job_without_its_hooks(
+    store: ParquetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs import monitor
+
+    plan = mapped(store, run_id="no-hooks")
+    monkeypatch.delattr(monitor._TargetRun, "_read_day")
+    with pytest.raises(ScaleoutError, match=r"jobs.monitor lacks _TargetRun._read_day"):
+        merge(store, plan.run_id, now=support.NOW)
+    assert support.written_files(store) == []

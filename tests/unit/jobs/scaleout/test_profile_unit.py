@@ -7,9 +7,11 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from analytics.performance import classification_from_partials, latency_from_partials
 from analytics.profile import profile
 from analytics.store import ParquetStore, read_source
 from jobs.cli import EXIT_FAILURE, EXIT_OK, main
@@ -17,6 +19,7 @@ from jobs.contracts import INFERENCE_LOGS
 from jobs.scaleout.profile_unit import (
     PARTIAL_METADATA,
     load_specs,
+    partial_aggregates,
     partial_info,
     partial_profiles,
     profile_unit,
@@ -195,3 +198,32 @@ def test_the_task_connection_reads_no_file_and_stays_locked(tmp_path: Path) -> N
             con.execute("SET enable_external_access = true")
     finally:
         con.close()
+
+
+def test_a_partial_carries_the_aggregates_of_the_reference_task(store: ParquetStore, plan: RunPlan) -> None:
+    """Window counts, latency and the task's performance, joined with the labels of the date."""
+    unit = unit_of(plan, 2, "a.parquet")  # versions 1 and 2, labels for every other request
+    assert {v: ref.task for v, ref in unit.specs.items()} == {"1": "classification", "2": "classification"}
+    partial = profile_unit(unit, load_specs(store, unit), store.config)
+    info, aggregates = partial_info(partial), partial_aggregates(partial)
+    assert info["tasks"] == {"1": ["classification"], "2": ["classification"]}
+    assert info["labels_sha256"] and info["aggregate_errors"] == {}
+    logs = pq.read_table(unit.files[0].path)
+    # Rows 0-109 are version 1, rows 110-179 version 2; every other row of the file is labelled.
+    for version, rows, labelled in (("1", 110, 55), ("2", 70, 35)):
+        assert sorted(aggregates[version]) == ["classification", "counts", "latency"]
+        assert aggregates[version]["counts"].column("rows").to_pylist() == [rows]
+        latency = latency_from_partials([aggregates[version]["latency"]]).windows[0]
+        assert latency.n == latency.n_latency == rows
+        mine = logs.filter(pc.equal(logs.column("version"), version)).column("latency_ms").to_numpy()
+        assert latency.max_ms == mine.max()
+        performance = classification_from_partials([aggregates[version]["classification"]]).windows[0]
+        assert (performance.n, performance.n_labelled, performance.n_evaluated) == (rows, labelled, labelled)
+
+
+def test_a_version_without_a_labelled_reference_gets_both_tasks(store: ParquetStore, plan: RunPlan) -> None:
+    unit = unit_of(plan, 2, "a.parquet")
+    unit = replace(unit, specs={v: replace(ref, task=None) for v, ref in unit.specs.items()})
+    partial = profile_unit(unit, load_specs(store, unit), store.config)
+    assert partial_info(partial)["tasks"]["1"] == ["classification", "regression"]
+    assert sorted(partial_aggregates(partial)["1"]) == ["classification", "counts", "latency", "regression"]

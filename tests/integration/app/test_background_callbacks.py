@@ -1,0 +1,178 @@
+"""Background callbacks of the Models page run for real through the studio's Flask app.
+
+The test client posts what dash-renderer posts: the request that starts the job, the polls
+(``cacheKey``/``job``/``endId`` query arguments) that bring its progress and its result, and the
+request of the cancel button. Jobs run in processes forked by the diskcache manager, as in
+production; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import psutil
+import pytest
+from flask.testing import FlaskClient
+
+from analytics.store import ParquetStore
+from jobs import registry
+from jobs.contracts import TRAINING_DATA
+from jobs.demo_data import CREDIT_DEFAULT, training_table
+from tests.unit.app.studio import Studio, build_studio, callback_request, csrf_header
+
+pytestmark = pytest.mark.integration
+
+TRAIN_OUTPUT = "models-train-result.children"
+CANCEL_OUTPUT = "models-train-cancel.id"
+JOB_TIMEOUT_S = 240.0
+_CONFIG = re.compile(r'<script id="_dash-config" type="application/json">(.*?)</script>', re.S)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
+    """A seeded studio whose store holds training data of credit-risk/credit-default."""
+    built = build_studio(tmp_path_factory.mktemp("background-callbacks"))
+    store = ParquetStore(built.settings.store_config())
+    try:
+        store.write_partition(
+            TRAINING_DATA,
+            {"project": "credit-risk", "model": "credit-default"},
+            training_table(CREDIT_DEFAULT, rows=3_000),
+        )
+    finally:
+        store.close()
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def _end_id(client: FlaskClient) -> str:
+    page = client.get("/models")
+    assert page.status_code == 200
+    return json.loads(_CONFIG.search(page.text).group(1))["end_id"]
+
+
+def _train_body(n_clicks: int, model: str = "credit-default") -> dict[str, Any]:
+    body = callback_request(
+        TRAIN_OUTPUT,
+        {"id": "models-train-result", "property": "children"},
+        [{"id": "models-train-start", "property": "n_clicks", "value": n_clicks}],
+        ["models-train-start.n_clicks"],
+    )
+    body["state"] = [
+        {"id": "models-project", "property": "value", "value": "credit-risk"},
+        {"id": "models-train-model", "property": "value", "value": model},
+    ]
+    return body
+
+
+def _post(client: FlaskClient, body: dict[str, Any], **args: str) -> Any:
+    return client.post(f"/_dash-update-component?{urlencode(args)}", json=body, headers=csrf_header(client))
+
+
+def _start(client: FlaskClient, end_id: str, n_clicks: int) -> dict[str, str]:
+    started = _post(client, _train_body(n_clicks), endId=end_id)
+    assert started.status_code == 200, started.text
+    handles = started.get_json()
+    assert {"cacheKey", "job", "cancel", "progressDefault"} <= set(handles), handles
+    return handles
+
+
+def _poll(client: FlaskClient, end_id: str, handles: dict[str, str]) -> Any:
+    body = _train_body(0)
+    for item in body["inputs"] + body["state"]:
+        item["value"] = None  # dash-renderer clears the values of polls
+    return _post(client, body, endId=end_id, cacheKey=handles["cacheKey"], job=handles["job"])
+
+
+def _versions(studio: Studio) -> int:
+    name = registry.registered_model_name("credit-risk", "credit-default")
+    try:
+        return len(registry.list_versions(name, tracking_uri=studio.settings.mlflow_tracking_uri))
+    except Exception:  # no registered model yet
+        return 0
+
+
+def test_training_runs_in_the_background_with_progress_then_its_result(studio: Studio) -> None:
+    client = studio.signed_in("mlengineer", "10.31.0.1")
+    end_id = _end_id(client)
+    started_at = time.monotonic()
+    handles = _start(client, end_id, 1)
+    assert time.monotonic() - started_at < 10  # the request only starts the job
+
+    progress: list[str] = []
+    result = None
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        polled = _poll(client, end_id, handles)
+        assert polled.status_code in (200, 204), polled.text
+        payload = polled.get_json(silent=True) or {}
+        if "progress" in payload:
+            progress.append(json.dumps(payload["progress"]))
+        if "response" in payload:
+            result = payload["response"]
+            break
+        time.sleep(0.3)
+    assert result is not None, f"no result within {JOB_TIMEOUT_S} s; progress seen: {progress}"
+    assert progress, "no progress was reported while the job ran"
+    labels = " ".join(progress)
+    assert "fitting" in labels or "logging to MLflow" in labels or "registering" in labels, labels
+    alert = result["models-train-result"]["children"]
+    assert alert["props"]["color"] == "success", alert
+    assert "Version 1 of credit-risk.credit-default registered" in alert["props"]["children"]
+    assert _versions(studio) == 1
+
+
+def test_cancel_stops_the_training_process(studio: Studio) -> None:
+    client = studio.signed_in("mlengineer", "10.31.0.2")
+    end_id = _end_id(client)
+    before = _versions(studio)
+    children_before = {child.pid for child in psutil.Process().children()}
+    handles = _start(client, end_id, 2)
+    jobs = [child for child in psutil.Process().children() if child.pid not in children_before]
+    assert len(jobs) == 1, jobs  # the job runs in a process of its own
+    # Press Cancel as soon as the browser holds the job's handle (dash-renderer sends it as cancelJob).
+    cancel = callback_request(
+        CANCEL_OUTPUT,
+        {"id": "models-train-cancel", "property": "id"},
+        [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
+        ["models-train-cancel.n_clicks"],
+    )
+    cancelled = _post(client, cancel, endId=end_id, cancelJob=handles["job"])
+    assert cancelled.status_code in (200, 204), cancelled.text
+    # The job's process is gone: polls end with no result, and no version is registered.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        polled = _poll(client, end_id, handles)
+        if polled.status_code == 204 or "response" in (polled.get_json(silent=True) or {}):
+            break
+        time.sleep(0.2)
+    payload = polled.get_json(silent=True) or {}
+    assert polled.status_code == 204 or payload.get("response", {}) == {}, payload
+    (job,) = jobs
+    assert not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
+    assert _versions(studio) == before
+
+
+def test_users_without_the_permission_cannot_start_poll_or_cancel(studio: Studio) -> None:
+    client = studio.signed_in("sponsor1", "10.31.0.3")
+    end_id = _end_id(client)
+    refused = _post(client, _train_body(1), endId=end_id)
+    assert refused.status_code == 403
+    assert "train_models" in refused.get_json()["reason"]
+    cancel = callback_request(
+        CANCEL_OUTPUT,
+        {"id": "models-train-cancel", "property": "id"},
+        [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
+        ["models-train-cancel.n_clicks"],
+    )
+    assert _post(client, cancel, endId=end_id, cancelJob="1").status_code == 403
+    anonymous = studio.client("10.31.0.4")
+    anonymous.get("/login")
+    assert _post(anonymous, _train_body(1)).status_code == 403

@@ -1,0 +1,295 @@
+"""Background callbacks of the Models page run on a real Celery worker (``MMS_BACKGROUND_MANAGER=celery``).
+
+The studio under test and a worker subprocess (``celery -A app.celery_worker worker``) are built
+from the same ``MMS_*`` environment, with Redis (a database of its own, flushed) as broker and
+result backend. The Flask test client posts what dash-renderer posts (start, polls, cancel), as in
+``test_background_callbacks.py`` whose helpers it reuses; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from analytics.store import ParquetStore
+from app.factory import create_app
+from app.settings import load_settings
+from jobs.contracts import TRAINING_DATA
+from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.seed import seed_demo_accounts
+from tests.integration.app.test_background_callbacks import (
+    CANCEL_OUTPUT,
+    _end_id,
+    _poll,
+    _post,
+    _start,
+    _train_body,
+    _versions,
+)
+from tests.unit.app.studio import Studio, callback_request
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[3]
+# A Redis database of its own, flushed before and after: the queue and results of no one else.
+REDIS_DB = 13
+WORKER_READY_TIMEOUT_S = 90.0
+# Generous: on a loaded 2-core machine one training job has taken over 100 s (17 s when idle).
+JOB_TIMEOUT_S = 240.0
+
+
+@dataclass
+class CeleryStudio:
+    """A studio whose background callbacks go to a Celery worker subprocess."""
+
+    studio: Studio
+    worker: subprocess.Popen[bytes]
+    worker_log: Path
+    broker_url: str
+
+    def log_tail(self) -> str:
+        """The end of the worker's log (for failure messages)."""
+        return self.worker_log.read_text(errors="replace")[-4000:]
+
+
+def _studio_environ(root: Path, broker_url: str) -> dict[str, str]:
+    """The ``MMS_*`` environment both the studio and the worker are built from."""
+    return {
+        "MMS_ENV": "test",
+        "MMS_VAR_DIR": str(root / "var"),
+        "MMS_DATA_URI": str(root / "data"),
+        "MMS_BACKGROUND_MANAGER": "celery",
+        "MMS_CELERY_BROKER_URL": broker_url,
+    }
+
+
+def _worker_command(hostname: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "app.celery_worker",
+        "worker",
+        "--pool=prefork",  # cancelling terminates the pool process running the job
+        "--concurrency=1",
+        "--loglevel=INFO",
+        f"--hostname={hostname}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+
+
+def _process_environ(mms: dict[str, str]) -> dict[str, str]:
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("MMS_")}
+    environ.update(mms)
+    environ.update(MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return environ
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is not None:
+        return
+    os.killpg(worker.pid, signal.SIGTERM)  # warm shutdown of the worker and its pool processes
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+@pytest.fixture(scope="module")
+def celery_studio(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> Iterator[CeleryStudio]:
+    """A seeded studio with training data of credit-risk/credit-default and its running Celery worker."""
+    broker_url = f"{redis_server_url}/{REDIS_DB}"
+    broker = redis.Redis.from_url(broker_url)
+    broker.flushdb()
+    root = tmp_path_factory.mktemp("background-celery")
+    mms = _studio_environ(root, broker_url)
+    settings = load_settings(mms)
+    studio = Studio(app=create_app(settings), settings=settings)  # migrates the SQLite database
+    with studio.db(write=True) as session:
+        assert seed_demo_accounts(session)
+    store = ParquetStore(settings.store_config())
+    try:
+        store.write_partition(
+            TRAINING_DATA,
+            {"project": "credit-risk", "model": "credit-default"},
+            training_table(CREDIT_DEFAULT, rows=3_000),
+        )
+    finally:
+        store.close()
+
+    worker_log = root / "celery-worker.log"
+    with worker_log.open("wb") as log:
+        worker = subprocess.Popen(
+            _worker_command(f"mms-test-{uuid.uuid4().hex[:8]}@%h"),
+            cwd=ROOT,
+            env=_process_environ(mms),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped with its pool processes
+        )
+    running = CeleryStudio(studio=studio, worker=worker, worker_log=worker_log, broker_url=broker_url)
+    try:
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while " ready." not in worker_log.read_text(errors="replace"):
+            assert worker.poll() is None, f"the Celery worker exited:\n{running.log_tail()}"
+            assert time.monotonic() < deadline, f"the Celery worker is not ready:\n{running.log_tail()}"
+            time.sleep(0.3)
+        yield running
+    finally:
+        _stop(worker)
+        studio.close()
+        broker.flushdb()
+        broker.close()
+
+
+def _pool_processes(worker: subprocess.Popen[bytes]) -> set[int]:
+    """Pids of the worker's live pool processes (a killed one not yet reaped is a zombie: left out)."""
+    live = set()
+    for child in psutil.Process(worker.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                live.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return live
+
+
+def test_the_worker_refuses_to_start_without_the_celery_manager(tmp_path: Path) -> None:
+    mms = {"MMS_ENV": "test", "MMS_VAR_DIR": str(tmp_path / "var"), "MMS_DATA_URI": str(tmp_path / "data")}
+    refused = subprocess.run(
+        _worker_command("mms-refused@%h"),
+        cwd=ROOT,
+        env=_process_environ(mms),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0
+    assert "needs MMS_BACKGROUND_MANAGER=celery (it is 'diskcache')" in refused.stdout + refused.stderr
+
+
+def test_training_runs_on_the_celery_worker_with_progress_then_its_result(
+    celery_studio: CeleryStudio,
+) -> None:
+    studio = celery_studio.studio
+    client = studio.signed_in("mlengineer", "10.32.0.1")
+    end_id = _end_id(client)
+    children_before = {child.pid for child in psutil.Process().children()}
+    started_at = time.monotonic()
+    handles = _start(client, end_id, 1)
+    assert time.monotonic() - started_at < 10  # the request only sends the job to the broker
+
+    progress: list[str] = []
+    result = None
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        polled = _poll(client, end_id, handles)
+        assert polled.status_code in (200, 204), polled.text
+        payload = polled.get_json(silent=True) or {}
+        if "progress" in payload:
+            progress.append(json.dumps(payload["progress"]))
+        if "response" in payload:
+            result = payload["response"]
+            break
+        time.sleep(0.3)
+    assert result is not None, (
+        f"no result within {JOB_TIMEOUT_S} s; progress seen: {progress}\n{celery_studio.log_tail()}"
+    )
+    assert progress, "no progress was reported while the job ran"
+    labels = " ".join(progress)
+    assert "fitting" in labels or "logging to MLflow" in labels or "registering" in labels, labels
+    alert = result["models-train-result"]["children"]
+    assert alert["props"]["color"] == "success", alert
+    assert "Version 1 of credit-risk.credit-default registered" in alert["props"]["children"]
+    assert _versions(studio) == 1
+    # The job ran on the worker: the web process forked nothing (the worker is its only child).
+    assert {child.pid for child in psutil.Process().children()} <= children_before
+    assert "background_callback_" in celery_studio.log_tail()  # the worker received the task
+
+
+def test_cancel_terminates_the_job_on_the_worker(celery_studio: CeleryStudio) -> None:
+    studio = celery_studio.studio
+    client = studio.signed_in("mlengineer", "10.32.0.2")
+    end_id = _end_id(client)
+    before = _versions(studio)
+    handles = _start(client, end_id, 2)
+    # Press Cancel once the job runs on the worker (its first progress report enables the button).
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        payload = _poll(client, end_id, handles).get_json(silent=True) or {}
+        assert "response" not in payload, f"the job ended before it could be cancelled: {payload}"
+        if "progress" in payload:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the job reported no progress:\n{celery_studio.log_tail()}")
+    pool = _pool_processes(celery_studio.worker)
+    assert len(pool) == 1, pool  # --concurrency=1: the process running the job
+    cancel = callback_request(
+        CANCEL_OUTPUT,
+        {"id": "models-train-cancel", "property": "id"},
+        [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
+        ["models-train-cancel.n_clicks"],
+    )
+    cancelled = _post(client, cancel, endId=end_id, cancelJob=handles["job"])
+    assert cancelled.status_code in (200, 204), cancelled.text
+
+    # The pool process running the job is terminated (the worker replaces it) ...
+    (job_process,) = pool
+    deadline = time.monotonic() + 30
+    while job_process in _pool_processes(celery_studio.worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job_process not in _pool_processes(celery_studio.worker), celery_studio.log_tail()
+    # ... polls end with no result, and no version is registered.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        polled = _poll(client, end_id, handles)
+        if polled.status_code == 204 or "response" in (polled.get_json(silent=True) or {}):
+            break
+        time.sleep(0.2)
+    payload = polled.get_json(silent=True) or {}
+    assert polled.status_code == 204 or payload.get("response", {}) == {}, payload
+    assert _versions(studio) == before
+    assert celery_studio.worker.poll() is None  # the worker itself goes on
+
+
+def test_users_without_the_permission_send_nothing_to_the_worker(celery_studio: CeleryStudio) -> None:
+    studio = celery_studio.studio
+    broker = redis.Redis.from_url(celery_studio.broker_url)
+    try:
+        tasks_before = len(broker.keys("celery-task-meta-*"))
+        client = studio.signed_in("sponsor1", "10.32.0.3")
+        end_id = _end_id(client)
+        refused = _post(client, _train_body(1), endId=end_id)
+        assert refused.status_code == 403
+        assert "train_models" in refused.get_json()["reason"]
+        cancel = callback_request(
+            CANCEL_OUTPUT,
+            {"id": "models-train-cancel", "property": "id"},
+            [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
+            ["models-train-cancel.n_clicks"],
+        )
+        assert _post(client, cancel, endId=end_id, cancelJob="1").status_code == 403
+        anonymous = studio.client("10.32.0.4")
+        anonymous.get("/login")
+        assert _post(anonymous, _train_body(1)).status_code == 403
+        assert broker.llen("celery") == 0  # nothing queued
+        assert len(broker.keys("celery-task-meta-*")) == tasks_before
+    finally:
+        broker.close()

@@ -1,0 +1,181 @@
+"""Per-segment metrics of the monitoring job (``jobs._monitor_segments``) on real DuckDB and Parquet.
+
+Three days of logs with ``segment_region`` (three regions and some rows without one) and
+``segment_user`` (too many values to slice); ``x`` drifts in region ``b`` on the second day only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from analytics.drift import drift
+from analytics.policy import DEFAULT_POLICY
+from analytics.profile import build_spec, profile
+from analytics.store import ParquetStore, StoreConfig
+from jobs._monitor_rows import Thresholds
+from jobs._monitor_segments import MAX_SEGMENT_VALUES, SegmentMetrics, find_slices
+from jobs.contracts import SEGMENT_METRICS, require_valid, validate_metrics_table
+
+pytestmark = pytest.mark.unit
+
+DAYS = [date(2024, 4, 1) + timedelta(days=i) for i in range(3)]
+REGIONS = ("a", "b", "c")
+ROWS_PER_DAY = 1500
+PARTITION = {"project": "p", "model": "m", "environment": "prod"}
+
+
+def _logs() -> pa.Table:
+    rng = np.random.default_rng(7)
+    columns: dict[str, list] = {k: [] for k in ("version", "request_id", "timestamp", "x", "kind")}
+    columns |= {"segment_region": [], "segment_user": [], "prediction": [], "score": [], "latency_ms": []}
+    for index, day in enumerate(DAYS):
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        for row in range(ROWS_PER_DAY):
+            region = REGIONS[row % 3] if row % 50 else None
+            shifted = index == 1 and region == "b"
+            columns["version"].append("1")
+            columns["request_id"].append(f"{day}-{row}")
+            columns["timestamp"].append(start + timedelta(seconds=row * 50))
+            columns["x"].append(float(rng.normal(3.0 if shifted else 0.0, 1.0)))
+            columns["kind"].append(["u", "v"][row % 2])
+            columns["segment_region"].append(region)
+            columns["segment_user"].append(f"user{row % (MAX_SEGMENT_VALUES + 5)}")
+            columns["prediction"].append(float(row % 2))
+            columns["score"].append(0.5)
+            columns["latency_ms"].append(float(20 + row % 7))
+    table = pa.table(columns)
+    return table.set_column(2, "timestamp", table["timestamp"].cast(pa.timestamp("us", tz="UTC")))
+
+
+@pytest.fixture
+def store(tmp_path):
+    built = ParquetStore(StoreConfig(data_uri=str(tmp_path / "data")))
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def batch(store: ParquetStore):
+    """The logs, the labels (half the requests) and the reference, as the driver has them."""
+    logs = _logs()
+    labels = pa.table(
+        {
+            "request_id": logs["request_id"].to_pylist()[::2],
+            "label": [float(i % 2) for i in range(0, logs.num_rows, 2)],
+            "label_timestamp": logs["timestamp"].to_pylist()[::2],
+        }
+    )
+    rng = np.random.default_rng(3)
+    training = pa.table(
+        {
+            "x": rng.normal(0.0, 1.0, 4000),
+            "kind": ["u", "v"] * 2000,
+            "segment_region": list(REGIONS) * 1333 + ["a"],
+        }
+    )
+    cursor = store.cursor()
+    reference_relation = cursor.from_arrow(training)
+    reference = profile(reference_relation, build_spec(reference_relation, ["x", "kind", "segment_region"]))
+    return logs, labels, reference, cursor.from_arrow(logs), cursor.from_arrow(labels)
+
+
+def _computed(store: ParquetStore, batch) -> SegmentMetrics:
+    _logs_table, _labels, reference, relation, labels = batch
+    segments = SegmentMetrics(store, "day", DEFAULT_POLICY, Thresholds())
+    segments.compute("1", relation, labels, reference, "classification")
+    return segments
+
+
+def test_only_columns_with_few_values_are_sliced(store: ParquetStore, batch) -> None:
+    slices = find_slices(batch[3], "day")
+    assert [s.name for s in slices] == ["region=a", "region=b", "region=c"]
+    assert all(len(s.windows) == len(DAYS) for s in slices)
+
+
+def test_drift_is_found_in_the_slice_and_the_day_it_was_injected(store: ParquetStore, batch) -> None:
+    segments = _computed(store, batch)
+    drifted = {
+        (row["segment"], row["window_start"].date(), row["column"])
+        for day in DAYS
+        for row in segments.table(day).to_pylist()
+        if row["metric"] == "drift" and row["drifted"]
+    }
+    assert drifted == {("region=b", DAYS[1], "x")}
+    columns = {r["column"] for r in segments.table(DAYS[0]).to_pylist() if r["metric"] == "drift"}
+    assert columns == {"x", "kind"}  # the segment column is not judged inside its own slices
+
+
+def test_slices_match_a_direct_computation_of_each_slice(store: ParquetStore, batch) -> None:
+    logs, _labels, reference, relation, _label_relation = batch
+    segments = _computed(store, batch)
+    table = segments.table(DAYS[1])
+    spec = reference.spec.select(["x", "kind"])
+    restricted = replace(reference, spec=spec, columns=tuple(reference[n] for n in spec.names))
+    for region in REGIONS:
+        rows = table.filter(pc.equal(table["segment"], f"region={region}")).to_pylist()
+        direct = profile(
+            relation.filter(f"segment_region = '{region}'"), spec, window="day", timestamp_column="timestamp"
+        )
+        window = next(w for w in direct if w.date() == DAYS[1])
+        report = drift(restricted, direct[window], DEFAULT_POLICY)
+        stored = {r["column"]: r["statistic"] for r in rows if r["metric"] == "drift"}
+        assert stored == pytest.approx({c.column: c.statistic for c in report.columns}, rel=1e-9)
+        count = next(r["statistic"] for r in rows if r["metric"] == "row_count")
+        assert count == direct[window].rows
+    per_day = pc.sum(
+        pc.and_(
+            pc.is_valid(logs["segment_region"]),
+            pc.equal(pc.cast(pc.cast(logs["timestamp"], pa.date32()), pa.string()), DAYS[1].isoformat()),
+        )
+    ).as_py()
+    counted = [r["statistic"] for r in table.to_pylist() if r["metric"] == "row_count"]
+    assert sum(counted) == per_day  # rows without a region belong to no slice
+
+
+def test_performance_and_latency_are_computed_per_slice(store: ParquetStore, batch) -> None:
+    rows = _computed(store, batch).table(DAYS[0]).to_pylist()
+    metrics = {(r["segment"], r["metric"]) for r in rows}
+    for region in REGIONS:
+        assert {(f"region={region}", m) for m in ("accuracy", "label_coverage", "latency_p95")} <= metrics
+    coverage = [r["statistic"] for r in rows if r["metric"] == "label_coverage"]
+    assert all(0.4 < value < 0.6 for value in coverage)
+    p95 = [r for r in rows if r["metric"] == "latency_p95"]
+    assert all(r["drifted"] is None and "baseline" in r["reason"] for r in p95)
+
+
+def test_published_rows_follow_the_contract_and_a_rerun_replaces_them(store: ParquetStore, batch) -> None:
+    segments = _computed(store, batch)
+    first = segments.table(DAYS[0])
+    require_valid(validate_metrics_table(first, dataset=SEGMENT_METRICS))
+    segments.compute("1", batch[3], batch[4], batch[2], "classification")  # the batch computed again
+    assert segments.table(DAYS[0]).equals(first)  # replaced, not duplicated
+    partition = {**PARTITION, "date": DAYS[0].isoformat()}
+    assert segments.publish(store, partition, DAYS[0]) == first.num_rows
+    written = store.read(SEGMENT_METRICS, filters=partition)
+    assert written.num_rows == first.num_rows
+    # Logs without segment columns any more: the day's earlier segment file goes away.
+    empty = SegmentMetrics(store, "day", DEFAULT_POLICY, Thresholds())
+    empty.compute("1", batch[3].project("* EXCLUDE (segment_region, segment_user)"), batch[4], batch[2], "x")
+    assert empty.publish(store, partition, DAYS[0]) == 0
+    assert store.list_files(SEGMENT_METRICS, filters=partition) == []
+
+
+def test_a_bad_segment_name_breaks_the_contract() -> None:
+    table = pa.table({"segment": ["no equals sign"]})
+    problems = validate_metrics_table(table, dataset=SEGMENT_METRICS)
+    assert any(p.column == "segment" and p.kind == "bad_value" for p in problems)
+    with pytest.raises(ValueError, match="not a metrics dataset"):
+        validate_metrics_table(table, dataset="labels")
+
+
+def test_segments_can_be_turned_off(store: ParquetStore, batch) -> None:
+    segments = SegmentMetrics(store, "day", DEFAULT_POLICY, Thresholds(), max_values=0)
+    segments.compute("1", batch[3], batch[4], batch[2], "classification")
+    assert segments.table(DAYS[0]) is None
+    assert [s.name for s in find_slices(batch[3], "day", max_values=2)] == []  # three regions
