@@ -352,10 +352,15 @@ def connect_duckdb(config: StoreConfig, allowed_paths: Sequence[str] = ()) -> du
     for extra in allowed_paths:
         kind, value = _allowance(extra)
         (directories if kind == "directory" else files).append(value)
-    try:
-        extension = _duckdb.httpfs_extension_path()
-    except FileNotFoundError as error:
-        raise StoreError(str(error)) from error
+    # httpfs only where something is read from S3: loading it costs ~0.1 s per connection, which a
+    # local store (the embedded default, every page worker and the monitor job) would pay for nothing.
+    needs_httpfs = _uses_s3(config) or any(path.startswith("s3://") for path in directories + files)
+    extension = None
+    if needs_httpfs:
+        try:
+            extension = _duckdb.httpfs_extension_path()
+        except FileNotFoundError as error:
+            raise StoreError(str(error)) from error
     try:
         con = duckdb.connect(
             ":memory:",
@@ -372,7 +377,8 @@ def connect_duckdb(config: StoreConfig, allowed_paths: Sequence[str] = ()) -> du
             f"threads={config.threads!r}: {error}"
         ) from error
     try:
-        con.execute(f"LOAD {_duckdb.sql_literal(str(extension))}")
+        if extension is not None:
+            con.execute(f"LOAD {_duckdb.sql_literal(str(extension))}")
         if _uses_s3(config):
             con.execute(
                 _duckdb.s3_secret_sql(

@@ -450,21 +450,26 @@ def train_version(
     )
 
 
+def _background_job(start: str, cancel: str, progress: str) -> dict[str, Any]:
+    """``dash.callback`` arguments of a long job: runs in the background, start button disabled while
+    it runs, progress bar value and label, and the cancel button (enabled by the first progress report:
+    only then does the browser hold the job handle a cancel needs)."""
+    return {
+        "background": True,
+        "running": [(Output(start, "disabled"), True, False)],
+        "progress": [Output(progress, "value"), Output(progress, "label"), Output(cancel, "disabled")],
+        "progress_default": [0, "", True],
+        "cancel": [Input(cancel, "n_clicks")],
+        "prevent_initial_call": True,
+    }
+
+
 @dash.callback(
     Output(TRAIN_RESULT, "children"),
     Input(TRAIN_START, "n_clicks"),
     State(PROJECT, "value"),
     State(TRAIN_MODEL, "value"),
-    background=True,
-    running=[(Output(TRAIN_START, "disabled"), True, False)],
-    progress=[
-        Output(TRAIN_PROGRESS, "value"),
-        Output(TRAIN_PROGRESS, "label"),
-        Output(TRAIN_CANCEL, "disabled"),
-    ],
-    progress_default=[0, "", True],
-    cancel=[Input(TRAIN_CANCEL, "n_clicks")],
-    prevent_initial_call=True,
+    **_background_job(TRAIN_START, TRAIN_CANCEL, TRAIN_PROGRESS),
 )
 @requires(Permission.TRAIN_MODELS)
 def train_new_version(
@@ -560,16 +565,7 @@ def run_backfill(actor: Actor, settings: Settings, request: Any, report: Callabl
     State(BACKFILL_ENVIRONMENT, "value"),
     State(BACKFILL_SINCE, "value"),
     State(BACKFILL_UNTIL, "value"),
-    background=True,
-    running=[(Output(BACKFILL_START, "disabled"), True, False)],
-    progress=[
-        Output(BACKFILL_PROGRESS, "value"),
-        Output(BACKFILL_PROGRESS, "label"),
-        Output(BACKFILL_CANCEL, "disabled"),
-    ],
-    progress_default=[0, "", True],
-    cancel=[Input(BACKFILL_CANCEL, "n_clicks")],
-    prevent_initial_call=True,
+    **_background_job(BACKFILL_START, BACKFILL_CANCEL, BACKFILL_PROGRESS),
 )
 @requires(Permission.RUN_BACKFILL)
 def backfill_monitoring(

@@ -44,12 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.drift import drift
-from analytics.performance import (
-    classification_from_partials,
-    classification_partial,
-    latency_metrics,
-    regression_metrics,
-)
+from analytics.performance import classification_metrics, latency_metrics, regression_metrics
 from analytics.policy import Policy
 from analytics.profile import Profile, profile, quote
 from analytics.quality import quality
@@ -303,13 +298,7 @@ class SegmentMetrics:
             return slices[index], moment - timedelta(days=index * span)
 
         if task == "classification":
-            # The binned partials, as for the whole traffic (jobs.monitor): a slice's ROC AUC is then
-            # computed as the total's is, and at a third of the cost of the exact rank-based AUC.
-            performance = classification_from_partials(
-                [classification_partial(stacked, labels, self.unit, positive_label=1.0)],
-                self.unit,
-                positive_label=1.0,
-            )
+            performance = classification_metrics(stacked, labels, self.unit, positive_label=1.0)
         else:
             performance = regression_metrics(stacked, labels, self.unit)
         latency = latency_metrics(stacked, self.unit)

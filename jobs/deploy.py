@@ -1475,15 +1475,7 @@ class DeploymentRunner:
             name, environment, deployment.version, keep_previous=stable if strategy == BLUE_GREEN else None
         )
         if strategy == DIRECT or stable is None:
-            return self._transition(
-                deployment.id,
-                "succeeded",
-                {"stable_version": deployment.version},
-                audit_action="deployment.succeeded",
-                status=SUCCEEDED,
-                finished_at=_now(),
-                canary_weight=0,
-            )
+            return self._succeed(deployment)
         # Blue-green: green serves everything now; watch it for one bake on absolute thresholds.
         return self._transition(
             deployment.id,
@@ -1528,10 +1520,7 @@ class DeploymentRunner:
             self.switch.set_canary(name, deployment.environment, deployment.version, weight)
         elif deployment.strategy == DIRECT or not deployment.previous_version:
             self.switch.switch(name, deployment.environment, deployment.version)
-            return self._transition(
-                deployment.id, "succeeded", {"stable_version": deployment.version},
-                audit_action="deployment.succeeded", status=SUCCEEDED, finished_at=_now(), canary_weight=0,
-            )  # fmt: skip
+            return self._succeed(deployment)
         else:
             self.switch.switch(
                 name,
@@ -1584,15 +1573,7 @@ class DeploymentRunner:
                 reason=f"analysis inconclusive, waiting for a person: {analysis.reason}",
             )
         if deployment.strategy != CANARY:
-            return self._transition(
-                deployment.id,
-                "succeeded",
-                {"stable_version": deployment.version},
-                audit_action="deployment.succeeded",
-                status=SUCCEEDED,
-                finished_at=_now(),
-                canary_weight=0,
-            )
+            return self._succeed(deployment)
         next_step = step + 1
         if next_step >= len(steps) or steps[next_step] >= 100:
             return self._complete(deployment, "every step passed its analysis")
@@ -1639,6 +1620,18 @@ class DeploymentRunner:
             self.config.thresholds,
             canary_errors=canary_errors,
             stable_errors=errors.get(stable_version, 0),
+        )
+
+    def _succeed(self, deployment: Deployment) -> Deployment:
+        """End a rollout whose version already serves all traffic (direct, blue-green after its bake)."""
+        return self._transition(
+            deployment.id,
+            "succeeded",
+            {"stable_version": deployment.version},
+            audit_action="deployment.succeeded",
+            status=SUCCEEDED,
+            finished_at=_now(),
+            canary_weight=0,
         )
 
     def _complete(self, deployment: Deployment, why: str, *, actor: str = SYSTEM_ACTOR) -> Deployment:

@@ -46,108 +46,71 @@ def _labelled(label: str, control: object, component_id: str, width: int) -> dbc
     return dbc.Col([dbc.Label(label, html_for=component_id, class_name="small mb-1"), control], md=width)
 
 
-def _train_card() -> dbc.Card:
+def _job_card(
+    title: str, inputs: list[dbc.Col], start_label: str, ids: tuple[str, str, str, str, str]
+) -> dbc.Card:
+    """A long job's form: its inputs, start and cancel buttons, a progress bar and the result.
+
+    Args:
+        title: Card heading.
+        inputs: Labelled input columns of the form.
+        start_label: Text of the start button.
+        ids: Card, start button, cancel button, progress bar and result ids.
+    """
+    card, start, cancel, progress, result = ids
+    buttons = dbc.Col(
+        [
+            dbc.Button(start_label, id=start, color="primary", class_name="me-2"),
+            dbc.Button("Cancel", id=cancel, color="secondary", outline=True, disabled=True),
+        ],
+        md="auto",
+        class_name="d-flex align-items-end",
+    )
     return dbc.Card(
         [
-            dbc.CardHeader("Train new version"),
+            dbc.CardHeader(title),
             dbc.CardBody(
                 [
-                    dbc.Row(
-                        [
-                            _labelled(
-                                "Model",
-                                dbc.Input(id=ID.TRAIN_MODEL, placeholder="credit-default", maxLength=128),
-                                ID.TRAIN_MODEL,
-                                5,
-                            ),
-                            dbc.Col(
-                                [
-                                    dbc.Button(
-                                        "Train", id=ID.TRAIN_START, color="primary", class_name="me-2"
-                                    ),
-                                    dbc.Button(
-                                        "Cancel",
-                                        id=ID.TRAIN_CANCEL,
-                                        color="secondary",
-                                        outline=True,
-                                        disabled=True,
-                                    ),
-                                ],
-                                md="auto",
-                                class_name="d-flex align-items-end",
-                            ),
-                        ],
-                        class_name="g-2 mb-2",
-                    ),
-                    dbc.Progress(id=ID.TRAIN_PROGRESS, value=0, label="", class_name="mb-2"),
-                    html.Div(id=ID.TRAIN_RESULT),
+                    dbc.Row([*inputs, buttons], class_name="g-2 mb-2"),
+                    dbc.Progress(id=progress, value=0, label="", class_name="mb-2"),
+                    html.Div(id=result),
                 ]
             ),
         ],
-        id=ID.TRAIN_CARD,
+        id=card,
         class_name="mb-3",
-        style={"display": "none"},
+        style={"display": "none"},  # shown by the callback to those who may start the job
+    )
+
+
+def _train_card() -> dbc.Card:
+    model = dbc.Input(id=ID.TRAIN_MODEL, placeholder="credit-default", maxLength=128)
+    return _job_card(
+        "Train new version",
+        [_labelled("Model", model, ID.TRAIN_MODEL, 5)],
+        "Train",
+        (ID.TRAIN_CARD, ID.TRAIN_START, ID.TRAIN_CANCEL, ID.TRAIN_PROGRESS, ID.TRAIN_RESULT),
     )
 
 
 def _backfill_card() -> dbc.Card:
-    return dbc.Card(
+    model = dbc.Input(id=ID.BACKFILL_MODEL, placeholder="credit-default", maxLength=128)
+    environment = dbc.Select(
+        id=ID.BACKFILL_ENVIRONMENT,
+        options=[{"label": "all", "value": ALL_ENVIRONMENTS}]
+        + [{"label": env, "value": env} for env in ENVIRONMENTS],
+        value=ALL_ENVIRONMENTS,
+    )
+    return _job_card(
+        "Monitoring backfill",
         [
-            dbc.CardHeader("Monitoring backfill"),
-            dbc.CardBody(
-                [
-                    dbc.Row(
-                        [
-                            _labelled(
-                                "Model",
-                                dbc.Input(id=ID.BACKFILL_MODEL, placeholder="credit-default", maxLength=128),
-                                ID.BACKFILL_MODEL,
-                                3,
-                            ),
-                            _labelled(
-                                "Environment",
-                                dbc.Select(
-                                    id=ID.BACKFILL_ENVIRONMENT,
-                                    options=[{"label": "all", "value": ALL_ENVIRONMENTS}]
-                                    + [{"label": env, "value": env} for env in ENVIRONMENTS],
-                                    value=ALL_ENVIRONMENTS,
-                                ),
-                                ID.BACKFILL_ENVIRONMENT,
-                                2,
-                            ),
-                            _labelled(
-                                "From", dbc.Input(id=ID.BACKFILL_SINCE, type="date"), ID.BACKFILL_SINCE, 2
-                            ),
-                            _labelled(
-                                "To", dbc.Input(id=ID.BACKFILL_UNTIL, type="date"), ID.BACKFILL_UNTIL, 2
-                            ),
-                            dbc.Col(
-                                [
-                                    dbc.Button(
-                                        "Backfill", id=ID.BACKFILL_START, color="primary", class_name="me-2"
-                                    ),
-                                    dbc.Button(
-                                        "Cancel",
-                                        id=ID.BACKFILL_CANCEL,
-                                        color="secondary",
-                                        outline=True,
-                                        disabled=True,
-                                    ),
-                                ],
-                                md="auto",
-                                class_name="d-flex align-items-end",
-                            ),
-                        ],
-                        class_name="g-2 mb-2",
-                    ),
-                    dbc.Progress(id=ID.BACKFILL_PROGRESS, value=0, label="", class_name="mb-2"),
-                    html.Div(id=ID.BACKFILL_RESULT),
-                ]
-            ),
+            _labelled("Model", model, ID.BACKFILL_MODEL, 3),
+            _labelled("Environment", environment, ID.BACKFILL_ENVIRONMENT, 2),
+            _labelled("From", dbc.Input(id=ID.BACKFILL_SINCE, type="date"), ID.BACKFILL_SINCE, 2),
+            _labelled("To", dbc.Input(id=ID.BACKFILL_UNTIL, type="date"), ID.BACKFILL_UNTIL, 2),
         ],
-        id=ID.BACKFILL_CARD,
-        class_name="mb-3",
-        style={"display": "none"},
+        "Backfill",
+        (ID.BACKFILL_CARD, ID.BACKFILL_START, ID.BACKFILL_CANCEL, ID.BACKFILL_PROGRESS, ID.BACKFILL_RESULT),
     )
 
 

@@ -410,13 +410,7 @@ class Gateway:
                 by_model.setdefault(id(record.model), (record.model, []))[1].append(index)
             results: list[Any] = [None] * len(records)
             groups = list(by_model.values())
-            scored = await asyncio.gather(
-                *(
-                    self.batcher.score(model, [records[i].features for i in indexes])
-                    for model, indexes in groups
-                ),
-                return_exceptions=True,
-            )
+            scored = await self._score_groups(groups, records)
             failures: list[_Failure] = []
             for (model, indexes), outcome in zip(groups, scored, strict=True):
                 if isinstance(outcome, BaseException):
@@ -483,6 +477,22 @@ class Gateway:
         if batch:
             return _json({**common, "predictions": answer_items})
         return _json({**common, **answer_items[0]})
+
+    async def _score_groups(
+        self, groups: list[tuple[LoadedModel, list[int]]], records: list[_Record]
+    ) -> list[Any]:
+        """Each group's ``(answers, predictions, scores)``, or the exception its version raised."""
+        if len(groups) == 1:
+            # The common case (one version): no gather, i.e. no extra task per request.
+            model, indexes = groups[0]
+            try:
+                return [await self.batcher.score(model, [records[i].features for i in indexes])]
+            except Exception as error:  # noqa: BLE001 - reported per group, as gather would
+                return [error]
+        return await asyncio.gather(
+            *(self.batcher.score(model, [records[i].features for i in indexes]) for model, indexes in groups),
+            return_exceptions=True,
+        )
 
     def _failed(
         self,

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from jobs import registry
 from jobs.contracts import SEGMENT_PREFIX, feature_name_problem, key_segment_problem
+from jobs.gateway.fastpath import CompiledScorer, compile_linear_pipeline, probe_records
 from jobs.gateway.routing import NoRoute, Route, RoutingError, RoutingTable, choose_route, request_bucket
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class LoadedModel:
     classes: tuple[Any, ...] | None = None
     _numeric_set: frozenset[str] = field(init=False, repr=False)
     _categorical_set: frozenset[str] = field(init=False, repr=False)
+    _scorer: CompiledScorer | None = field(init=False, repr=False, default=None)
+    _column_types: tuple[tuple[str, pa.DataType], ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         self._numeric_set = frozenset(self.numeric)
@@ -101,6 +104,40 @@ class LoadedModel:
             problem = feature_name_problem(name)
             if problem:
                 raise registry.RegistryError(f"{self.project}.{self.model} v{self.version}: {problem}")
+        # Built once: every logged request uses it as part of its buffer key.
+        self._column_types = tuple((n, pa.float64()) for n in self.numeric) + tuple(
+            (n, pa.string()) for n in self.categorical
+        )
+        self._scorer = self._compiled_scorer()
+
+    def _compiled_scorer(self) -> CompiledScorer | None:
+        """The NumPy scorer of a ``jobs.training`` linear pipeline, if it scores the probes exactly.
+
+        The estimator stays the reference: the compiled scorer is used only when it returns the
+        estimator's own outputs on records with missing values and every known (and an unknown)
+        category; otherwise, or if anything fails, every call goes through the estimator.
+        """
+        try:
+            scorer = compile_linear_pipeline(self.estimator, self.numeric, self.categorical, self.task)
+            if scorer is None:
+                return None
+            probes = probe_records(self.numeric, self.categorical, self.estimator)
+            expected = self._estimator_output(self._frame(probes))
+            actual = scorer(*self._arrays(probes))
+            if expected.shape == actual.shape and np.allclose(actual, expected, rtol=1e-9, atol=1e-12):
+                return scorer
+            log.info("%s.%s v%s: compiled scorer differs from the estimator; not used", *self._name())
+        except Exception as error:  # noqa: BLE001 - an optimisation only: the estimator always works
+            log.info("%s.%s v%s: no compiled scorer (%s)", *self._name(), error)
+        return None
+
+    def _name(self) -> tuple[str, str, str]:
+        return self.project, self.model, self.version
+
+    @property
+    def compiled(self) -> bool:
+        """Whether single requests are scored by the compiled NumPy scorer (same outputs, less CPU)."""
+        return self._scorer is not None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -110,9 +147,7 @@ class LoadedModel:
     @property
     def column_types(self) -> tuple[tuple[str, pa.DataType], ...]:
         """The feature columns of this version's inference-log rows and their Arrow types."""
-        return tuple((n, pa.float64()) for n in self.numeric) + tuple(
-            (n, pa.string()) for n in self.categorical
-        )
+        return self._column_types
 
     def parse_features(self, features: object, where: str) -> tuple[dict[str, Any], list[FieldError]]:
         """Validate one record's ``features`` object against this version's inputs.
@@ -190,6 +225,26 @@ class LoadedModel:
             (``None`` when a class label is not numeric) and the positive-class probability
             of a binary classifier (``None`` otherwise).
         """
+        if self._scorer is not None:
+            labels, predictions, scores = self._outputs(self._scorer(*self._arrays(records)))
+        else:
+            labels, predictions, scores = self.predict_frame(self._frame(records))
+        size = len(records)
+        return (
+            labels.tolist(),
+            predictions.tolist() if predictions is not None else [None] * size,
+            scores.tolist() if scores is not None else [None] * size,
+        )
+
+    def _arrays(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, list[list[Any]]]:
+        """The compiled scorer's inputs: numeric matrix (``None`` as NaN) and categorical rows."""
+        numeric, categorical = self.numeric, self.categorical
+        matrix = np.array([[r[n] for n in numeric] for r in records], dtype=np.float64).reshape(
+            len(records), len(numeric)
+        )
+        return matrix, [[r[n] for n in categorical] for r in records]
+
+    def _frame(self, records: Sequence[Mapping[str, Any]]) -> Any:
         import pandas as pd
 
         columns: dict[str, Any] = {}
@@ -199,13 +254,7 @@ class LoadedModel:
             # Plain object columns with None, as in training: pandas would otherwise infer its
             # Arrow-backed string dtype, which costs a conversion inside every transformer.
             columns[name] = pd.Series([r[name] for r in records], dtype=object)
-        labels, predictions, scores = self.predict_frame(pd.DataFrame(columns, columns=list(self.features)))
-        size = len(records)
-        return (
-            labels.tolist(),
-            predictions.tolist() if predictions is not None else [None] * size,
-            scores.tolist() if scores is not None else [None] * size,
-        )
+        return pd.DataFrame(columns, columns=list(self.features))
 
     def predict_frame(self, frame: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Score a pandas frame holding the features (categories as ``object`` with ``None``).
@@ -215,15 +264,23 @@ class LoadedModel:
             predictions as float64 (``None`` when labels are not numeric), the positive-class
             probabilities of a binary classifier (``None`` otherwise).
         """
+        return self._outputs(self._estimator_output(frame))
+
+    def _estimator_output(self, frame: Any) -> np.ndarray:
+        """Class probabilities of a classifier (``predict_proba``), else the predicted values."""
+        if self.task == CLASSIFICATION and hasattr(self.estimator, "predict_proba"):
+            return np.asarray(self.estimator.predict_proba(frame))
+        return np.asarray(self.estimator.predict(frame))
+
+    def _outputs(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         scores = None
         if self.task == CLASSIFICATION and hasattr(self.estimator, "predict_proba"):
-            probabilities = np.asarray(self.estimator.predict_proba(frame))
             classes = np.asarray(self.classes if self.classes is not None else self.estimator.classes_)
-            labels = classes[np.argmax(probabilities, axis=1)]
+            labels = classes[np.argmax(raw, axis=1)]
             if classes.shape[0] == 2:
-                scores = probabilities[:, 1].astype(np.float64)
+                scores = raw[:, 1].astype(np.float64)
         else:
-            labels = np.asarray(self.estimator.predict(frame))
+            labels = raw
         numeric = np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_
         predictions = labels.astype(np.float64) if numeric else None
         return labels, predictions, scores

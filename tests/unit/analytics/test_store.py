@@ -245,15 +245,32 @@ def test_duckdb_connection_is_locked_down(tmp_path) -> None:
         assert settings["autoload_known_extensions"] == "false"
         assert settings["threads"] == "1"
         assert f"{tmp_path}/" in settings["allowed_directories"]
-        # httpfs registers its settings when loaded (duckdb_extensions() would list a denied folder).
+        # httpfs registers its settings when loaded (duckdb_extensions() would list a denied folder):
+        # a local store reads nothing from S3 and does not load it.
         httpfs = con.execute("SELECT count(*) FROM duckdb_settings() WHERE name = 's3_region'").fetchone()
-        assert httpfs == (1,)
+        assert httpfs == (0,)
         with pytest.raises(duckdb.Error, match="locked"):
             con.execute("SET enable_external_access = true")
         with pytest.raises(duckdb.Error, match="locked"):
             con.execute("SET allowed_directories = ['/']")
     finally:
         con.close()
+
+
+@unit
+def test_duckdb_loads_httpfs_only_when_something_is_read_from_s3(tmp_path) -> None:
+    def httpfs_loaded(config: StoreConfig, allowed: tuple[str, ...] = ()) -> bool:
+        con = connect_duckdb(config, allowed_paths=allowed)
+        try:
+            settings = "SELECT count(*) FROM duckdb_settings() WHERE name = 's3_region'"
+            return con.execute(settings).fetchone()[0] == 1
+        finally:
+            con.close()
+
+    local = StoreConfig(data_uri=str(tmp_path), memory_limit="256MB", threads=1)
+    assert not httpfs_loaded(local)
+    assert httpfs_loaded(local, ("s3://bucket/reference/",))
+    assert httpfs_loaded(StoreConfig(data_uri="s3://bucket/prefix", memory_limit="256MB", threads=1))
 
 
 @unit

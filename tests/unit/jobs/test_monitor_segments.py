@@ -19,7 +19,7 @@ from analytics.policy import DEFAULT_POLICY
 from analytics.profile import build_spec, profile
 from analytics.store import ParquetStore, StoreConfig
 from jobs._monitor_rows import Thresholds
-from jobs._monitor_segments import MAX_SEGMENT_VALUES, SegmentMetrics, find_slices
+from jobs._monitor_segments import MAX_SEGMENT_VALUES, SegmentMetrics, find_slices, stacked_table
 from jobs.contracts import SEGMENT_METRICS, require_valid, validate_metrics_table
 
 pytestmark = pytest.mark.unit
@@ -179,3 +179,28 @@ def test_segments_can_be_turned_off(store: ParquetStore, batch) -> None:
     segments.compute("1", batch[3], batch[4], batch[2], "classification")
     assert segments.table(DAYS[0]) is None
     assert [s.name for s in find_slices(batch[3], "day", max_values=2)] == []  # three regions
+
+
+@pytest.mark.parametrize("unit", ["day", "hour"])
+def test_the_stacked_rows_are_the_rows_of_each_slice_moved_by_its_span(batch, unit: str) -> None:
+    logs, relation = batch[0], batch[3]
+    slices = find_slices(relation, unit)
+    stacked, first, span = stacked_table(logs, slices, unit)
+    assert (first, span) == (DAYS[0], len(DAYS))
+    rows = stacked.select(["request_id", "timestamp"]).to_pylist()
+    origin = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    got: dict[str, set[tuple[str, datetime]]] = {}
+    for item in rows:
+        index = (item["timestamp"] - origin).days // span
+        moved_back = item["timestamp"] - timedelta(days=index * span)
+        got.setdefault(slices[index].name, set()).add((item["request_id"], moved_back))
+    length = timedelta(days=1) if unit == "day" else timedelta(hours=1)
+    for item in slices:
+        expected = {
+            (row["request_id"], row["timestamp"])
+            for row in logs.select(["request_id", "timestamp", item.column]).to_pylist()
+            if row[item.column] == item.value
+            and origin + ((row["timestamp"] - origin) // length) * length in item.windows
+        }
+        assert got.get(item.name, set()) == expected
+    assert stacked.schema == logs.schema
