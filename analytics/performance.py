@@ -65,11 +65,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any, Literal
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_data"
@@ -1358,6 +1360,50 @@ def classification_partial(
     return table
 
 
+class _AucBins:
+    """The ``auc`` rows of classification partials: positives and negatives per (window, score bin).
+
+    :meth:`twice_u` is the Mann-Whitney ``2U`` of some windows' rows from their bins (ties within a
+    bin count half): the integer of a loop over the sorted bins, computed in NumPy.
+    """
+
+    _EPOCH = datetime(1970, 1, 1)
+
+    def __init__(self, rows: pa.Table) -> None:
+        rows = rows.filter(pc.is_valid(rows.column("window_start")))
+        starts = pc.cast(rows.column("window_start"), pa.int64()).to_numpy()
+        bins = pc.fill_null(rows.column("bin"), 0).to_numpy()
+        order = np.lexsort((bins, starts))
+        self.starts, self.bins = starts[order], bins[order]
+        self.pos = pc.fill_null(rows.column("pos"), 0).to_numpy()[order]
+        self.neg = pc.fill_null(rows.column("neg"), 0).to_numpy()[order]
+        firsts = np.flatnonzero(np.r_[True, self.starts[1:] != self.starts[:-1]]) if len(order) else []
+        bounds = [*map(int, firsts), len(order)]
+        # Window start (a naive datetime, as to_pylist gives it) -> its rows [lo, hi).
+        self.windows = {
+            self._EPOCH + timedelta(microseconds=int(self.starts[lo])): (lo, hi)
+            for lo, hi in pairwise(bounds)
+        }
+
+    def twice_u(self, keys: Sequence[Any]) -> int:
+        """``2U`` of the rows of the windows ``keys`` (window starts as in the partials)."""
+        spans = [self.windows[key] for key in keys if key in self.windows]
+        if not spans:
+            return 0
+        pieces = [np.arange(lo, hi) for lo, hi in spans]
+        chosen = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        bins, pos, neg = self.bins[chosen], self.pos[chosen], self.neg[chosen]
+        if int(pos.sum()) * int(neg.sum()) >= 2**60:  # int64 could overflow: exact Python integers
+            pos, neg = pos.astype(object), neg.astype(object)
+        if len(spans) > 1:
+            order = np.argsort(bins, kind="stable")
+            bins, pos, neg = bins[order], pos[order], neg[order]
+        first = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+        pos, neg = np.add.reduceat(pos, first), np.add.reduceat(neg, first)
+        below = np.cumsum(neg) - neg
+        return int((pos * (2 * below + neg)).sum())
+
+
 def classification_from_partials(
     partials: Sequence[pa.Table],
     window: str = "day",
@@ -1384,10 +1430,12 @@ def classification_from_partials(
     _check_window(window)
     table = _concat_partials(partials, CLASSIFICATION_PARTIAL_SCHEMA)
     counts: dict[Any, dict[str, Any]] = {}
-    auc: dict[Any, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     ece: dict[Any, dict[int, list[Any]]] = defaultdict(lambda: defaultdict(lambda: [0, []]))
     missing = 0
-    for row in table.to_pylist():
+    is_auc = pc.equal(table.column("kind"), "auc")
+    # The score-bin rows (up to AUC_SCORE_BINS per window) are summed in NumPy; the others are few.
+    auc_rows = _AucBins(table.filter(is_auc))
+    for row in table.filter(pc.invert(pc.fill_null(is_auc, False))).to_pylist():
         start, kind = row["window_start"], row["kind"]
         if kind == "missing_timestamp":
             missing += int(row["n"])
@@ -1396,10 +1444,6 @@ def classification_from_partials(
             for name in _CLASSIFICATION_COUNTS:
                 item[name] += int(row[name])
             item["log_loss"].append(row["log_loss_sum"])
-        elif kind == "auc":
-            pair = auc[start][int(row["bin"])]
-            pair[0] += int(row["pos"])
-            pair[1] += int(row["neg"])
         elif kind == "ece":
             entry = ece[start][int(row["bin"])]
             entry[0] += int(row["pos"])
@@ -1410,21 +1454,12 @@ def classification_from_partials(
         for name in _CLASSIFICATION_COUNTS:
             row[name] = sum(counts[key][name] for key in keys)
         row["log_loss_sum"] = _sum_or_none([v for key in keys for v in counts[key]["log_loss"]])
-        score_bins: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         ece_bins: dict[int, list[Any]] = defaultdict(lambda: [0, []])
         for key in keys:
-            for b, (pos, neg) in auc.get(key, {}).items():
-                score_bins[b][0] += pos
-                score_bins[b][1] += neg
             for b, (pos, sums) in ece.get(key, {}).items():
                 ece_bins[b][0] += pos
                 ece_bins[b][1].extend(sums)
-        twice_u, below = 0, 0
-        for b in sorted(score_bins):
-            pos, neg = score_bins[b]
-            twice_u += pos * (2 * below + neg)
-            below += neg
-        row["auc_twice_u"] = twice_u
+        row["auc_twice_u"] = auc_rows.twice_u(keys)
         gaps = [abs(pos - (_sum_or_none(sums) or 0.0)) for _b, (pos, sums) in sorted(ece_bins.items())]
         row["ece_gap_sum"] = _sum_or_none(gaps)
         return _classification_window(row)

@@ -43,6 +43,7 @@ disjoint columns, so every column is read once.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
@@ -426,14 +427,23 @@ class Profile(TabularMixin):
     missing: tuple[str, ...] = ()
     retyped: tuple[tuple[str, str], ...] = ()
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, ColumnProfile]:
+        # Cached on the instance (frozen dataclasses allow it: cached_property writes __dict__
+        # directly): the monitor job looks columns up tens of thousands of times per run.
+        return {column.name: column for column in self.columns}
+
     def __getitem__(self, name: str) -> ColumnProfile:
-        for column in self.columns:
-            if column.name == name:
-                return column
-        raise KeyError(f"column {name!r} is not profiled (profiled: {', '.join(self.names)})")
+        try:
+            return self._by_name[name]
+        except (KeyError, TypeError):
+            raise KeyError(f"column {name!r} is not profiled (profiled: {', '.join(self.names)})") from None
 
     def __contains__(self, name: object) -> bool:
-        return any(column.name == name for column in self.columns)
+        try:
+            return name in self._by_name
+        except TypeError:  # an unhashable name is not a column name
+            return False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -1271,8 +1281,12 @@ _T_LOWEST = 0x0010_0000_0000_0000  # order key of -DBL_MAX (its bits 0xFFEF...F,
 
 def _order_keys(finite: np.ndarray) -> np.ndarray:
     """Unsigned 64-bit keys ordered like the doubles: the sign bit flipped on positives, every bit on
-    negatives (so ``a < b`` iff ``key(a) < key(b)``, with ``-0.0`` just below ``0.0``)."""
-    bits = finite.view(np.int64)
+    negatives (so ``a < b`` iff ``key(a) < key(b)``).
+
+    ``-0.0`` is keyed as ``0.0`` (adding ``0.0`` turns it positive): the two compare equal, and a key
+    of its own just below ``0.0`` would let an edge at ``-0.0`` split equal values between two bins.
+    """
+    bits = (finite + 0.0).view(np.int64)
     keys = bits >> 63  # -1 on negatives, 0 elsewhere
     keys |= np.int64(-_SIGN)
     keys ^= bits

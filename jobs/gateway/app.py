@@ -6,8 +6,10 @@ requests inline (scoring is CPU-bound: with one worker per core, a thread pool
 would only add GIL hand-offs), while background threads refresh routes and write
 logs. Single-record requests that arrive together are scored in one estimator
 call (:class:`MicroBatcher`): a scikit-learn pipeline costs about as much for 64
-rows as for one, so under load the per-request cost falls to the HTTP handling
-(about 1.5 ms of CPU per request in ``bench/gateway_bench.py``).
+rows as for one. Linear pipelines trained by ``jobs.training`` skip scikit-learn on
+the request path altogether (:mod:`jobs.gateway.fastpath`, checked against the
+estimator at load), so the per-request cost is mostly the HTTP handling (about
+0.3-0.5 ms of CPU per request in ``bench/gateway_bench.py``).
 
 Endpoints (``docs/GATEWAY.md`` has the payloads):
 

@@ -79,14 +79,8 @@ def test_other_estimators_keep_the_scikit_learn_path() -> None:
     assert np.allclose(scores, model.estimator.predict_proba(_frame(records))[:, 1])
 
 
-def test_a_scorer_that_differs_from_the_estimator_is_not_used() -> None:
+def test_features_in_another_order_than_the_pipeline_columns_are_not_compiled() -> None:
     estimator = _fitted(CLASSIFICATION, "linear")
-    model = _loaded(estimator, CLASSIFICATION)
-    assert model.compiled
-    # Changing the fitted model after compiling: a new LoadedModel re-checks and still agrees...
-    estimator.named_steps["model"].coef_ = estimator.named_steps["model"].coef_ * 2
-    assert _loaded(estimator, CLASSIFICATION).compiled
-    # ...but one whose features are listed in another order than the pipeline's columns is refused.
     reordered = LoadedModel(
         PROJECT,
         MODEL,
@@ -98,3 +92,17 @@ def test_a_scorer_that_differs_from_the_estimator_is_not_used() -> None:
         classes=(0, 1),
     )
     assert not reordered.compiled
+
+
+def test_a_scorer_that_differs_from_the_estimator_on_the_probes_is_not_used(monkeypatch) -> None:
+    from jobs.gateway import models
+
+    def off_by_a_little(*args):
+        scorer = compile_linear_pipeline(*args)
+        return lambda matrix, categories: scorer(matrix, categories) * (1 + 1e-6)
+
+    monkeypatch.setattr(models, "compile_linear_pipeline", off_by_a_little)
+    model = _loaded(_fitted(CLASSIFICATION, "linear"), CLASSIFICATION)
+    assert not model.compiled
+    records = _records(model)
+    assert np.allclose(model.predict(records)[2], model.estimator.predict_proba(_frame(records))[:, 1])
