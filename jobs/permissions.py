@@ -88,9 +88,7 @@ MATRIX: Mapping[Role, frozenset[Permission]] = {
 }
 
 # Permissions that only make sense globally (not per project): granted by the Admin role alone.
-GLOBAL_ONLY = frozenset(
-    {P.ADMIN_USERS, P.ADMIN_SETTINGS, P.MANAGE_PROJECTS, P.VERIFY_AUDIT}
-)
+GLOBAL_ONLY = frozenset({P.ADMIN_USERS, P.ADMIN_SETTINGS, P.MANAGE_PROJECTS, P.VERIFY_AUDIT})
 
 
 @dataclass(frozen=True)
