@@ -63,9 +63,13 @@ def test_each_role_sees_its_pages_and_signs_out(
         if username == "admin":
             screenshot(page, f"page-{_slug(name)}")
 
+    # Sign out once the last page's callbacks have answered: a click while they are in flight can be
+    # lost to the re-render under load, and their requests would then fail against a closed session.
+    page.wait_for_load_state("networkidle")
     page.click("#nav-user-menu")
+    expect(page.locator("#nav-sign-out")).to_be_visible()
     page.click("#nav-sign-out")
-    expect(page.locator("#login-message")).to_have_text("You have signed out.")
+    expect(page.locator("#login-message")).to_have_text("You have signed out.", timeout=15_000)
     page.goto(f"{live_server.url}/")
     expect(page).to_have_url(f"{live_server.url}/login?next=/")
     _assert_clean(browser_log)
