@@ -32,6 +32,7 @@ from tests.integration.jobs.test_gateway_server import (
     FEATURES,
     Gateway,
     TcpRelay,
+    gateway_environ,
     metric_sum,
     parse_metrics,
     wait_for,
@@ -88,19 +89,7 @@ def relay(seaweedfs) -> Iterator[TcpRelay]:
 @pytest.fixture(scope="module")
 def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[Gateway]:
     root: Path = workspace["root"]
-    environ = {
-        **os.environ,
-        "MMS_ENV": "test",
-        "MMS_VAR_DIR": str(root / "var"),
-        "MMS_DATA_URI": workspace["config"].data_uri,
-        "MMS_S3_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
-        "MMS_S3_REGION": seaweedfs.region,
-        "MMS_S3_ACCESS_KEY_ID": seaweedfs.access_key,
-        "MMS_S3_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-        "MMS_MLFLOW_TRACKING_URI": workspace["tracking"],
-        "MMS_GATEWAY_RETRY_INTERVAL_S": "0.5",
-        "PYTHONPATH": str(ROOT),
-    }
+    environ = gateway_environ(workspace, relay, seaweedfs)
     server = start_gateway(
         environment="prod",
         state_dir=root / "state",

@@ -254,10 +254,10 @@ def relay(seaweedfs) -> Iterator[TcpRelay]:
     relay.close()
 
 
-@pytest.fixture(scope="module")
-def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[Gateway]:
+def gateway_environ(workspace: dict[str, Any], relay: TcpRelay, seaweedfs: Any) -> dict[str, str]:
+    """Environment of a test gateway: the workspace's store reached through ``relay``, its MLflow."""
     root: Path = workspace["root"]
-    environ = {
+    return {
         **os.environ,
         "MMS_ENV": "test",
         "MMS_VAR_DIR": str(root / "var"),
@@ -270,6 +270,12 @@ def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[G
         "MMS_GATEWAY_RETRY_INTERVAL_S": "0.5",
         "PYTHONPATH": str(ROOT),
     }
+
+
+@pytest.fixture(scope="module")
+def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[Gateway]:
+    root: Path = workspace["root"]
+    environ = gateway_environ(workspace, relay, seaweedfs)
     server = start_gateway(
         environment="prod",
         state_dir=root / "state",
