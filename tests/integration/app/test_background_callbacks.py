@@ -160,8 +160,14 @@ def test_cancel_stops_the_training_process(studio: Studio) -> None:
     assert _versions(studio) == before
 
 
-def test_users_without_the_permission_cannot_start_poll_or_cancel(studio: Studio) -> None:
-    client = studio.signed_in("sponsor1", "10.31.0.3")
+def assert_training_refused_without_permission(studio: Studio, network: str) -> None:
+    """A sponsor (no ``train_models``) gets 403 on start and cancel, and so does an anonymous client.
+
+    Args:
+        studio: The running studio.
+        network: First three octets of the clients' addresses (``"10.31.0"``).
+    """
+    client = studio.signed_in("sponsor1", f"{network}.3")
     end_id = _end_id(client)
     refused = _post(client, _train_body(1), endId=end_id)
     assert refused.status_code == 403
@@ -173,6 +179,10 @@ def test_users_without_the_permission_cannot_start_poll_or_cancel(studio: Studio
         ["models-train-cancel.n_clicks"],
     )
     assert _post(client, cancel, endId=end_id, cancelJob="1").status_code == 403
-    anonymous = studio.client("10.31.0.4")
+    anonymous = studio.client(f"{network}.4")
     anonymous.get("/login")
     assert _post(anonymous, _train_body(1)).status_code == 403
+
+
+def test_users_without_the_permission_cannot_start_poll_or_cancel(studio: Studio) -> None:
+    assert_training_refused_without_permission(studio, "10.31.0")

@@ -35,8 +35,8 @@ from tests.integration.app.test_background_callbacks import (
     _poll,
     _post,
     _start,
-    _train_body,
     _versions,
+    assert_training_refused_without_permission,
 )
 from tests.unit.app.studio import Studio, callback_request
 
@@ -274,21 +274,7 @@ def test_users_without_the_permission_send_nothing_to_the_worker(celery_studio: 
     broker = redis.Redis.from_url(celery_studio.broker_url)
     try:
         tasks_before = len(broker.keys("celery-task-meta-*"))
-        client = studio.signed_in("sponsor1", "10.32.0.3")
-        end_id = _end_id(client)
-        refused = _post(client, _train_body(1), endId=end_id)
-        assert refused.status_code == 403
-        assert "train_models" in refused.get_json()["reason"]
-        cancel = callback_request(
-            CANCEL_OUTPUT,
-            {"id": "models-train-cancel", "property": "id"},
-            [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
-            ["models-train-cancel.n_clicks"],
-        )
-        assert _post(client, cancel, endId=end_id, cancelJob="1").status_code == 403
-        anonymous = studio.client("10.32.0.4")
-        anonymous.get("/login")
-        assert _post(anonymous, _train_body(1)).status_code == 403
+        assert_training_refused_without_permission(studio, "10.32.0")
         assert broker.llen("celery") == 0  # nothing queued
         assert len(broker.keys("celery-task-meta-*")) == tasks_before
     finally:
