@@ -25,12 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session, services
+from app.components.ids.admin import ID
 from app.components.roles import RoleForm, role_change_callbacks
 from app.rbac import requires
 from callbacks.projects import (
     ROLE_OPTIONS,
     change_membership,
     notice,
+    project_choice,
     project_options,
     refresh_after,
     role_names,
@@ -42,50 +44,6 @@ from jobs.db.models import ENVIRONMENT_NAMES, Membership, Project, User
 from jobs.integrations import MASK, github_config, redact_url
 from jobs.permissions import Actor, Permission, has_permission
 from jobs.users import InvalidInput, create_user, set_user_active
-
-# Component ids of the Admin page (pages/admin.py uses the same constants).
-REFRESH = "admin-refresh"
-USERS_TABLE = "admin-users"
-NEW_USERNAME = "admin-new-username"
-NEW_DISPLAY_NAME = "admin-new-display-name"
-NEW_PASSWORD = "admin-new-password"  # noqa: S105 - a component id, not a password
-NEW_IS_ADMIN = "admin-new-is-admin"
-CREATE_USER = "admin-create-user"
-USER_MESSAGE = "admin-user-message"
-ACCOUNT_USER = "admin-account-user"
-ACTIVATE = "admin-activate"
-DEACTIVATE = "admin-deactivate"
-ROLES_TABLE = "admin-roles"
-ROLE_USER = "admin-role-user"
-ROLE_PROJECT = "admin-role-project"
-ROLE_ROLE = "admin-role-role"
-GRANT = "admin-role-grant"
-REVOKE = "admin-role-revoke"
-ROLE_MESSAGE = "admin-role-message"
-RULES_PROJECT = "admin-rules-project"
-RULES_TABLE = "admin-rules"
-RULE_NAME = "admin-rule-name"
-RULE_MODEL = "admin-rule-model"
-RULE_KIND = "admin-rule-kind"
-RULE_METRIC = "admin-rule-metric"
-RULE_COLUMN = "admin-rule-column"
-RULE_OPERATOR = "admin-rule-operator"
-RULE_THRESHOLD = "admin-rule-threshold"
-RULE_WINDOWS = "admin-rule-windows"
-RULE_MAX_AGE = "admin-rule-max-age"
-RULE_SEVERITY = "admin-rule-severity"
-RULE_ENVIRONMENT = "admin-rule-environment"
-CREATE_RULE = "admin-rule-create"
-RULE_SELECT = "admin-rule-select"
-RULE_NEW_THRESHOLD = "admin-rule-new-threshold"
-UPDATE_THRESHOLD = "admin-rule-update-threshold"
-ENABLE_RULE = "admin-rule-enable"
-DISABLE_RULE = "admin-rule-disable"
-RULE_MESSAGE = "admin-rule-message"
-SETTINGS_TABLE = "admin-settings"
-ROLES_SECTION = "admin-roles-section"
-RULES_SECTION = "admin-rules-section"
-SETTINGS_SECTION = "admin-settings-section"
 
 SECRET_SETTINGS = frozenset({"secret_key", "s3_secret_access_key", "s3_session_token"})
 URL_SETTINGS = frozenset(
@@ -110,15 +68,15 @@ def _options(values: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
 
 
 @dash.callback(
-    Output(ROLES_SECTION, "hidden"),
-    Output(RULES_SECTION, "hidden"),
-    Output(SETTINGS_SECTION, "hidden"),
-    Output(ROLE_ROLE, "options"),
-    Output(RULE_KIND, "options"),
-    Output(RULE_OPERATOR, "options"),
-    Output(RULE_SEVERITY, "options"),
-    Output(RULE_ENVIRONMENT, "options"),
-    Input(ROLES_SECTION, "id"),
+    Output(ID.ROLES_SECTION, "hidden"),
+    Output(ID.RULES_SECTION, "hidden"),
+    Output(ID.SETTINGS_SECTION, "hidden"),
+    Output(ID.ROLE_ROLE, "options"),
+    Output(ID.RULE_KIND, "options"),
+    Output(ID.RULE_OPERATOR, "options"),
+    Output(ID.RULE_SEVERITY, "options"),
+    Output(ID.RULE_ENVIRONMENT, "options"),
+    Input(ID.ROLES_SECTION, "id"),
 )
 @requires(Permission.ADMIN_USERS)
 def page_sections(_component_id: str) -> tuple[Any, ...]:
@@ -152,11 +110,11 @@ def _user_rows(db: Session) -> list[tuple[User, dict[str, list[str]]]]:
 
 
 @dash.callback(
-    Output(USERS_TABLE, "children"),
-    Output(ACCOUNT_USER, "options"),
-    Output(ROLE_USER, "options"),
-    Input(USERS_TABLE, "id"),
-    Input(REFRESH, "data"),
+    Output(ID.USERS_TABLE, "children"),
+    Output(ID.ACCOUNT_USER, "options"),
+    Output(ID.ROLE_USER, "options"),
+    Input(ID.USERS_TABLE, "id"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.ADMIN_USERS)
 def show_users(
@@ -191,14 +149,14 @@ def show_users(
 
 
 @dash.callback(
-    Output(USER_MESSAGE, "children"),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(CREATE_USER, "n_clicks"),
-    State(NEW_USERNAME, "value"),
-    State(NEW_DISPLAY_NAME, "value"),
-    State(NEW_PASSWORD, "value"),
-    State(NEW_IS_ADMIN, "value"),
-    State(REFRESH, "data"),
+    Output(ID.USER_MESSAGE, "children"),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.CREATE_USER, "n_clicks"),
+    State(ID.NEW_USERNAME, "value"),
+    State(ID.NEW_DISPLAY_NAME, "value"),
+    State(ID.NEW_PASSWORD, "value"),
+    State(ID.NEW_IS_ADMIN, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.ADMIN_USERS)
@@ -241,11 +199,11 @@ def _set_active(username: str | None, active: bool) -> dbc.Alert:
 
 
 @dash.callback(
-    Output(USER_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(ACTIVATE, "n_clicks"),
-    State(ACCOUNT_USER, "value"),
-    State(REFRESH, "data"),
+    Output(ID.USER_MESSAGE, "children", allow_duplicate=True),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.ACTIVATE, "n_clicks"),
+    State(ID.ACCOUNT_USER, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.ADMIN_USERS)
@@ -260,11 +218,11 @@ def activate_clicked(
 
 
 @dash.callback(
-    Output(USER_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(DEACTIVATE, "n_clicks"),
-    State(ACCOUNT_USER, "value"),
-    State(REFRESH, "data"),
+    Output(ID.USER_MESSAGE, "children", allow_duplicate=True),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.DEACTIVATE, "n_clicks"),
+    State(ID.ACCOUNT_USER, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.ADMIN_USERS)
@@ -282,10 +240,10 @@ def deactivate_clicked(
 
 
 @dash.callback(
-    Output(ROLES_TABLE, "children"),
-    Output(ROLE_PROJECT, "options"),
-    Input(ROLES_TABLE, "id"),
-    Input(REFRESH, "data"),
+    Output(ID.ROLES_TABLE, "children"),
+    Output(ID.ROLE_PROJECT, "options"),
+    Input(ID.ROLES_TABLE, "id"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.MANAGE_MEMBERS)
 def show_roles(_component_id: str, _refresh: int | None = None) -> tuple[Any, list[dict[str, str]]]:
@@ -310,13 +268,13 @@ def show_roles(_component_id: str, _refresh: int | None = None) -> tuple[Any, li
 
 grant_clicked, revoke_clicked = role_change_callbacks(
     RoleForm(
-        grant=GRANT,
-        revoke=REVOKE,
-        project=ROLE_PROJECT,
-        user=ROLE_USER,
-        role=ROLE_ROLE,
-        message=ROLE_MESSAGE,
-        refresh=REFRESH,
+        grant=ID.GRANT,
+        revoke=ID.REVOKE,
+        project=ID.ROLE_PROJECT,
+        user=ID.ROLE_USER,
+        role=ID.ROLE_ROLE,
+        message=ID.ROLE_MESSAGE,
+        refresh=ID.REFRESH,
     ),
     change_membership,
     refresh_after,
@@ -353,24 +311,22 @@ def _rule_text(rule: Any) -> tuple[str, str]:
 
 
 @dash.callback(
-    Output(RULES_PROJECT, "options"),
-    Output(RULES_PROJECT, "value"),
-    Input(RULES_PROJECT, "id"),
-    State(RULES_PROJECT, "value"),
+    Output(ID.RULES_PROJECT, "options"),
+    Output(ID.RULES_PROJECT, "value"),
+    Input(ID.RULES_PROJECT, "id"),
+    State(ID.RULES_PROJECT, "value"),
 )
 @requires(Permission.MANAGE_ALERT_RULES)
 def list_rule_projects(_component_id: str, selected: str | None) -> tuple[list[dict[str, str]], str | None]:
     """Projects whose alert rules the user manages."""
-    options = project_options(Permission.MANAGE_ALERT_RULES)
-    values = [option["value"] for option in options]
-    return options, selected if selected in values else (values[0] if values else None)
+    return project_choice(Permission.MANAGE_ALERT_RULES, selected)
 
 
 @dash.callback(
-    Output(RULES_TABLE, "children"),
-    Output(RULE_SELECT, "options"),
-    Input(RULES_PROJECT, "value"),
-    Input(REFRESH, "data"),
+    Output(ID.RULES_TABLE, "children"),
+    Output(ID.RULE_SELECT, "options"),
+    Input(ID.RULES_PROJECT, "value"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.MANAGE_ALERT_RULES)
 def show_rules(project: str | None, _refresh: int | None = None) -> tuple[Any, list[dict[str, str]]]:
@@ -429,22 +385,22 @@ def show_rules(project: str | None, _refresh: int | None = None) -> tuple[Any, l
 
 
 @dash.callback(
-    Output(RULE_MESSAGE, "children"),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(CREATE_RULE, "n_clicks"),
-    State(RULES_PROJECT, "value"),
-    State(RULE_NAME, "value"),
-    State(RULE_MODEL, "value"),
-    State(RULE_KIND, "value"),
-    State(RULE_METRIC, "value"),
-    State(RULE_COLUMN, "value"),
-    State(RULE_OPERATOR, "value"),
-    State(RULE_THRESHOLD, "value"),
-    State(RULE_WINDOWS, "value"),
-    State(RULE_MAX_AGE, "value"),
-    State(RULE_SEVERITY, "value"),
-    State(RULE_ENVIRONMENT, "value"),
-    State(REFRESH, "data"),
+    Output(ID.RULE_MESSAGE, "children"),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.CREATE_RULE, "n_clicks"),
+    State(ID.RULES_PROJECT, "value"),
+    State(ID.RULE_NAME, "value"),
+    State(ID.RULE_MODEL, "value"),
+    State(ID.RULE_KIND, "value"),
+    State(ID.RULE_METRIC, "value"),
+    State(ID.RULE_COLUMN, "value"),
+    State(ID.RULE_OPERATOR, "value"),
+    State(ID.RULE_THRESHOLD, "value"),
+    State(ID.RULE_WINDOWS, "value"),
+    State(ID.RULE_MAX_AGE, "value"),
+    State(ID.RULE_SEVERITY, "value"),
+    State(ID.RULE_ENVIRONMENT, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_ALERT_RULES)
@@ -513,12 +469,12 @@ def _change_rule(rule_id: str | None, **changes: Any) -> dbc.Alert:
 
 
 @dash.callback(
-    Output(RULE_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(UPDATE_THRESHOLD, "n_clicks"),
-    State(RULE_SELECT, "value"),
-    State(RULE_NEW_THRESHOLD, "value"),
-    State(REFRESH, "data"),
+    Output(ID.RULE_MESSAGE, "children", allow_duplicate=True),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.UPDATE_THRESHOLD, "n_clicks"),
+    State(ID.RULE_SELECT, "value"),
+    State(ID.RULE_NEW_THRESHOLD, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_ALERT_RULES)
@@ -537,11 +493,11 @@ def update_threshold_clicked(
 
 
 @dash.callback(
-    Output(RULE_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(ENABLE_RULE, "n_clicks"),
-    State(RULE_SELECT, "value"),
-    State(REFRESH, "data"),
+    Output(ID.RULE_MESSAGE, "children", allow_duplicate=True),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.ENABLE_RULE, "n_clicks"),
+    State(ID.RULE_SELECT, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_ALERT_RULES)
@@ -556,11 +512,11 @@ def enable_rule_clicked(
 
 
 @dash.callback(
-    Output(RULE_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(DISABLE_RULE, "n_clicks"),
-    State(RULE_SELECT, "value"),
-    State(REFRESH, "data"),
+    Output(ID.RULE_MESSAGE, "children", allow_duplicate=True),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.DISABLE_RULE, "n_clicks"),
+    State(ID.RULE_SELECT, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_ALERT_RULES)
@@ -603,7 +559,7 @@ def setting_rows(settings: Any, environ: Any = None) -> list[tuple[str, str]]:
     return rows
 
 
-@dash.callback(Output(SETTINGS_TABLE, "children"), Input(SETTINGS_TABLE, "id"))
+@dash.callback(Output(ID.SETTINGS_TABLE, "children"), Input(ID.SETTINGS_TABLE, "id"))
 @requires(Permission.ADMIN_SETTINGS)
 def show_settings(_component_id: str) -> dbc.Table:
     """The studio's settings, read-only, secrets masked."""

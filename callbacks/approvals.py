@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session, services
+from app.components.ids.approvals import ANY, ID
 from app.rbac import requires
 from callbacks.projects import bump, notice, project_options
 from jobs.approvals import (
@@ -54,29 +55,6 @@ from jobs.users import Conflict, InvalidInput
 
 log = logging.getLogger(__name__)
 
-# Component ids of the Approvals page (pages/approvals.py uses the same constants).
-PROJECT = "approvals-project"
-ENVIRONMENT = "approvals-environment"
-STATUS = "approvals-status"
-LIST = "approvals-list"
-MESSAGE = "approvals-message"
-DECIDED = "approvals-decided"
-REQUESTED = "approvals-requested"
-REQUEST_CARD = "approvals-request-card"
-REQUEST_PROJECT = "approvals-request-project"
-REQUEST_MODEL = "approvals-request-model"
-REQUEST_VERSION = "approvals-request-version"
-REQUEST_ENVIRONMENT = "approvals-request-environment"
-REQUEST_JUSTIFICATION = "approvals-request-justification"
-REQUEST_SUPERSEDE = "approvals-request-supersede"
-REQUEST_SUBMIT = "approvals-request-submit"
-REQUEST_MESSAGE = "approvals-request-message"
-APPROVE_TYPE = "approvals-approve"
-REJECT_TYPE = "approvals-reject"
-COMMENT_TYPE = "approvals-comment"
-BINDING_TYPE = "approvals-binding"
-
-ANY = "all"  # filter value meaning "do not filter"
 MAX_SHOWN = 30
 LIST_LIMIT = 500
 SHOWN = {"display": "block"}
@@ -107,11 +85,11 @@ def _number(value: float | None) -> str:
 
 
 @dash.callback(
-    Output(PROJECT, "options"),
-    Output(REQUEST_PROJECT, "options"),
-    Output(REQUEST_PROJECT, "value"),
-    Output(REQUEST_CARD, "style"),
-    Input(PROJECT, "id"),
+    Output(ID.PROJECT, "options"),
+    Output(ID.REQUEST_PROJECT, "options"),
+    Output(ID.REQUEST_PROJECT, "value"),
+    Output(ID.REQUEST_CARD, "style"),
+    Input(ID.PROJECT, "id"),
 )
 @requires(Permission.VIEW_APPROVALS)
 def fill_choices(_component_id: str) -> tuple[list[dict[str, str]], list[dict[str, str]], str | None, dict]:
@@ -278,21 +256,21 @@ def _decision_form(request: PromotionRequest, can: Decidable) -> html.Div | None
     buttons = []
     if can.approve:
         buttons.append(
-            dbc.Button("Approve", id={"type": APPROVE_TYPE, **key}, color="success", class_name="me-2")
+            dbc.Button("Approve", id={"type": ID.APPROVE_TYPE, **key}, color="success", class_name="me-2")
         )
-    buttons.append(dbc.Button("Reject", id={"type": REJECT_TYPE, **key}, color="danger", outline=True))
+    buttons.append(dbc.Button("Reject", id={"type": ID.REJECT_TYPE, **key}, color="danger", outline=True))
     return html.Div(
         [
             html.P(can.reason, className="small text-body-secondary mb-1") if can.reason else None,
             dbc.Textarea(
-                id={"type": COMMENT_TYPE, **key},
+                id={"type": ID.COMMENT_TYPE, **key},
                 placeholder="Comment (required to reject)",
                 maxLength=5000,
                 rows=2,
                 class_name="mb-2",
             ),
             dcc.Store(
-                id={"type": BINDING_TYPE, **key},
+                id={"type": ID.BINDING_TYPE, **key},
                 data={
                     "version": request.version,
                     "run_id": request.run_id,
@@ -379,12 +357,12 @@ def _gather_evidence(store: Any, request: PromotionRequest) -> Evidence | str:
 
 
 @dash.callback(
-    Output(LIST, "children"),
-    Input(PROJECT, "value"),
-    Input(ENVIRONMENT, "value"),
-    Input(STATUS, "value"),
-    Input(DECIDED, "data"),
-    Input(REQUESTED, "data"),
+    Output(ID.LIST, "children"),
+    Input(ID.PROJECT, "value"),
+    Input(ID.ENVIRONMENT, "value"),
+    Input(ID.STATUS, "value"),
+    Input(ID.DECIDED, "data"),
+    Input(ID.REQUESTED, "data"),
 )
 @requires(Permission.VIEW_APPROVALS)
 def show_requests(
@@ -499,15 +477,15 @@ def _by_request(values: list[Any] | None, ids: list[Any] | None) -> dict[int, An
 
 
 @dash.callback(
-    Output(MESSAGE, "children"),
-    Output(DECIDED, "data"),
-    Input({"type": APPROVE_TYPE, "request": ALL}, "n_clicks"),
-    Input({"type": REJECT_TYPE, "request": ALL}, "n_clicks"),
-    State({"type": COMMENT_TYPE, "request": ALL}, "value"),
-    State({"type": COMMENT_TYPE, "request": ALL}, "id"),
-    State({"type": BINDING_TYPE, "request": ALL}, "data"),
-    State({"type": BINDING_TYPE, "request": ALL}, "id"),
-    State(DECIDED, "data"),
+    Output(ID.MESSAGE, "children"),
+    Output(ID.DECIDED, "data"),
+    Input({"type": ID.APPROVE_TYPE, "request": ALL}, "n_clicks"),
+    Input({"type": ID.REJECT_TYPE, "request": ALL}, "n_clicks"),
+    State({"type": ID.COMMENT_TYPE, "request": ALL}, "value"),
+    State({"type": ID.COMMENT_TYPE, "request": ALL}, "id"),
+    State({"type": ID.BINDING_TYPE, "request": ALL}, "data"),
+    State({"type": ID.BINDING_TYPE, "request": ALL}, "id"),
+    State(ID.DECIDED, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.APPROVE_PROMOTION)
@@ -528,7 +506,7 @@ def decision_clicked(
     request_id = trigger.get("request")
     if not isinstance(request_id, int) or isinstance(request_id, bool):
         raise PreventUpdate
-    action = "approve" if trigger.get("type") == APPROVE_TYPE else "reject"
+    action = "approve" if trigger.get("type") == ID.APPROVE_TYPE else "reject"
     comment = _by_request(comments, comment_ids).get(request_id)
     binding = _by_request(bindings, binding_ids).get(request_id)
     outcome = decide(
@@ -576,16 +554,16 @@ def request_promotion(
 
 
 @dash.callback(
-    Output(REQUEST_MESSAGE, "children"),
-    Output(REQUESTED, "data"),
-    Input(REQUEST_SUBMIT, "n_clicks"),
-    State(REQUEST_PROJECT, "value"),
-    State(REQUEST_MODEL, "value"),
-    State(REQUEST_VERSION, "value"),
-    State(REQUEST_ENVIRONMENT, "value"),
-    State(REQUEST_JUSTIFICATION, "value"),
-    State(REQUEST_SUPERSEDE, "value"),
-    State(REQUESTED, "data"),
+    Output(ID.REQUEST_MESSAGE, "children"),
+    Output(ID.REQUESTED, "data"),
+    Input(ID.REQUEST_SUBMIT, "n_clicks"),
+    State(ID.REQUEST_PROJECT, "value"),
+    State(ID.REQUEST_MODEL, "value"),
+    State(ID.REQUEST_VERSION, "value"),
+    State(ID.REQUEST_ENVIRONMENT, "value"),
+    State(ID.REQUEST_JUSTIFICATION, "value"),
+    State(ID.REQUEST_SUPERSEDE, "value"),
+    State(ID.REQUESTED, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.REQUEST_PROMOTION)

@@ -26,27 +26,12 @@ from sqlalchemy import ColumnElement, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session
+from app.components.ids.audit import ID
 from app.rbac import requires
 from callbacks.projects import notice
 from jobs.audit import DEFAULT_CHAIN, verify
 from jobs.db.models import AuditEntry
 from jobs.permissions import Actor, Permission, has_permission
-
-# Component ids of the Audit log page (pages/audit.py uses the same constants).
-ACTOR = "audit-filter-actor"
-ACTION = "audit-filter-action"
-DATE_FROM = "audit-filter-from"
-DATE_TO = "audit-filter-to"
-APPLY = "audit-filter-apply"
-PAGE = "audit-page"
-PREVIOUS = "audit-page-previous"
-NEXT = "audit-page-next"
-PAGE_INFO = "audit-page-info"
-ENTRIES = "audit-entries"
-FILTER_MESSAGE = "audit-filter-message"
-VERIFY_SECTION = "audit-verify-section"
-VERIFY_BUTTON = "audit-verify"
-VERIFY_RESULT = "audit-verify-result"
 
 PAGE_SIZE = 50
 MAX_DETAILS_SHOWN = 600
@@ -181,17 +166,17 @@ def _entries_table(entries: list[AuditEntry]) -> dbc.Table:
 
 
 @dash.callback(
-    Output(ENTRIES, "children"),
-    Output(PAGE_INFO, "children"),
-    Output(FILTER_MESSAGE, "children"),
-    Output(PREVIOUS, "disabled"),
-    Output(NEXT, "disabled"),
-    Input(PAGE, "data"),
-    Input(APPLY, "n_clicks"),
-    State(ACTOR, "value"),
-    State(ACTION, "value"),
-    State(DATE_FROM, "value"),
-    State(DATE_TO, "value"),
+    Output(ID.ENTRIES, "children"),
+    Output(ID.PAGE_INFO, "children"),
+    Output(ID.FILTER_MESSAGE, "children"),
+    Output(ID.PREVIOUS, "disabled"),
+    Output(ID.NEXT, "disabled"),
+    Input(ID.PAGE, "data"),
+    Input(ID.APPLY, "n_clicks"),
+    State(ID.ACTOR, "value"),
+    State(ID.ACTION, "value"),
+    State(ID.DATE_FROM, "value"),
+    State(ID.DATE_TO, "value"),
 )
 @requires(Permission.VIEW_AUDIT)
 def show_entries(
@@ -222,9 +207,9 @@ def show_entries(
 
 
 @dash.callback(
-    Output(PAGE, "data"),
-    Input(PREVIOUS, "n_clicks"),
-    State(PAGE, "data"),
+    Output(ID.PAGE, "data"),
+    Input(ID.PREVIOUS, "n_clicks"),
+    State(ID.PAGE, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_AUDIT)
@@ -236,9 +221,9 @@ def previous_page(n_clicks: int | None, page: int | None) -> int:
 
 
 @dash.callback(
-    Output(PAGE, "data", allow_duplicate=True),
-    Input(NEXT, "n_clicks"),
-    State(PAGE, "data"),
+    Output(ID.PAGE, "data", allow_duplicate=True),
+    Input(ID.NEXT, "n_clicks"),
+    State(ID.PAGE, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_AUDIT)
@@ -250,8 +235,8 @@ def next_page(n_clicks: int | None, page: int | None) -> int:
 
 
 @dash.callback(
-    Output(PAGE, "data", allow_duplicate=True),
-    Input(APPLY, "n_clicks"),
+    Output(ID.PAGE, "data", allow_duplicate=True),
+    Input(ID.APPLY, "n_clicks"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_AUDIT)
@@ -262,14 +247,16 @@ def first_page_on_filter(n_clicks: int | None) -> int:
     return 1
 
 
-@dash.callback(Output(VERIFY_SECTION, "hidden"), Input(VERIFY_SECTION, "id"))
+@dash.callback(Output(ID.VERIFY_SECTION, "hidden"), Input(ID.VERIFY_SECTION, "id"))
 @requires(Permission.VIEW_AUDIT)
 def verification_hidden(_component_id: str) -> bool:
     """Reveal the verification for those who may verify (the verify callback checks again)."""
     return not has_permission(current_actor(), Permission.VERIFY_AUDIT)
 
 
-@dash.callback(Output(VERIFY_RESULT, "children"), Input(VERIFY_BUTTON, "n_clicks"), prevent_initial_call=True)
+@dash.callback(
+    Output(ID.VERIFY_RESULT, "children"), Input(ID.VERIFY_BUTTON, "n_clicks"), prevent_initial_call=True
+)
 @requires(Permission.VERIFY_AUDIT)
 def verify_clicked(n_clicks: int | None) -> list[dbc.Alert]:
     """Walk every chain of the audit log and say whether it is intact, or where it first breaks."""

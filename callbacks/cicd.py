@@ -40,8 +40,9 @@ from dash import Input, Output, State, html
 from dash.exceptions import PreventUpdate
 
 from app.auth import current_actor, db_session, services
+from app.components.ids.cicd import ALL, ID
 from app.rbac import requires
-from callbacks.projects import bump, notice, project_options
+from callbacks.projects import bump, kept_choice, notice, project_options
 from jobs import deploy
 from jobs.approvals import list_requests
 from jobs.db.api_models import WorkflowRun
@@ -49,39 +50,6 @@ from jobs.db.governance import PromotionRequest
 from jobs.github import list_workflow_runs, versions_for_commit
 from jobs.permissions import Actor, Forbidden, Permission, has_permission
 from jobs.users import Conflict, InvalidInput
-
-# Component ids of the CI/CD page (pages/cicd.py ``ID`` holds the same values).
-PROJECT = "cicd-project"
-ENVIRONMENT = "cicd-environment"
-TICK = "cicd-tick"
-REFRESH = "cicd-refresh"
-DEPLOYMENTS = "cicd-deployments"
-DEPLOYMENTS_PAGE = "cicd-deployments-page"
-DEPLOYMENTS_PREVIOUS = "cicd-deployments-previous"
-DEPLOYMENTS_NEXT = "cicd-deployments-next"
-DEPLOYMENTS_INFO = "cicd-deployments-info"
-DEPLOYMENT = "cicd-deployment"
-DETAIL = "cicd-deployment-detail"
-REASON = "cicd-action-reason"
-ACTION_MESSAGE = "cicd-action-message"
-PROMOTE_SECTION = "cicd-promote-section"
-PROMOTE_CONFIRM = "cicd-promote-confirm"
-PAUSE_SECTION = "cicd-pause-section"
-PAUSE_CONFIRM = "cicd-pause-confirm"
-RESUME_SECTION = "cicd-resume-section"
-RESUME_CONFIRM = "cicd-resume-confirm"
-ABORT_SECTION = "cicd-abort-section"
-ABORT_CONFIRM = "cicd-abort-confirm"
-ROLLBACK_SECTION = "cicd-rollback-section"
-ROLLBACK_CONFIRM = "cicd-rollback-confirm"
-RUNS = "cicd-runs"
-RUNS_CURSORS = "cicd-runs-cursors"
-RUNS_NEXT_CURSOR = "cicd-runs-next-cursor"
-RUNS_PREVIOUS = "cicd-runs-previous"
-RUNS_NEXT = "cicd-runs-next"
-RUNS_INFO = "cicd-runs-info"
-# The filters' "all" choice (an empty value would select dbc.Select's hidden placeholder; no slug has "*").
-ALL = "*"
 
 DEPLOYMENTS_PAGE_SIZE = 20
 MAX_DEPLOYMENTS = 500  # jobs.deploy.list_deployments' largest limit
@@ -102,11 +70,11 @@ ACTION_PERMISSIONS: dict[str, Permission] = {
 }
 # Action -> the wrapper its button sits in (revealed when the action is possible and permitted).
 ACTION_SECTIONS: dict[str, str] = {
-    deploy.PROMOTE: PROMOTE_SECTION,
-    deploy.PAUSE: PAUSE_SECTION,
-    deploy.RESUME: RESUME_SECTION,
-    deploy.ABORT: ABORT_SECTION,
-    deploy.ROLLBACK: ROLLBACK_SECTION,
+    deploy.PROMOTE: ID.PROMOTE_SECTION,
+    deploy.PAUSE: ID.PAUSE_SECTION,
+    deploy.RESUME: ID.RESUME_SECTION,
+    deploy.ABORT: ID.ABORT_SECTION,
+    deploy.ROLLBACK: ID.ROLLBACK_SECTION,
 }
 STATUS_COLOURS = {
     deploy.QUEUED: "secondary",
@@ -307,10 +275,10 @@ def _empty_deployments(project: str | None, environment: str | None) -> html.P:
 
 
 @dash.callback(
-    Output(PROJECT, "options"),
-    Output(PROJECT, "value"),
-    Input(PROJECT, "id"),
-    State(PROJECT, "value"),
+    Output(ID.PROJECT, "options"),
+    Output(ID.PROJECT, "value"),
+    Input(ID.PROJECT, "id"),
+    State(ID.PROJECT, "value"),
 )
 @requires(Permission.VIEW_CICD)
 def list_cicd_projects(_component_id: str, selected: str | None) -> tuple[list[dict[str, str]], str]:
@@ -321,18 +289,18 @@ def list_cicd_projects(_component_id: str, selected: str | None) -> tuple[list[d
 
 
 @dash.callback(
-    Output(DEPLOYMENTS, "children"),
-    Output(DEPLOYMENTS_INFO, "children"),
-    Output(DEPLOYMENTS_PREVIOUS, "disabled"),
-    Output(DEPLOYMENTS_NEXT, "disabled"),
-    Output(DEPLOYMENT, "options"),
-    Output(DEPLOYMENT, "value"),
-    Input(PROJECT, "value"),
-    Input(ENVIRONMENT, "value"),
-    Input(DEPLOYMENTS_PAGE, "data"),
-    Input(TICK, "n_intervals"),
-    Input(REFRESH, "data"),
-    State(DEPLOYMENT, "value"),
+    Output(ID.DEPLOYMENTS, "children"),
+    Output(ID.DEPLOYMENTS_INFO, "children"),
+    Output(ID.DEPLOYMENTS_PREVIOUS, "disabled"),
+    Output(ID.DEPLOYMENTS_NEXT, "disabled"),
+    Output(ID.DEPLOYMENT, "options"),
+    Output(ID.DEPLOYMENT, "value"),
+    Input(ID.PROJECT, "value"),
+    Input(ID.ENVIRONMENT, "value"),
+    Input(ID.DEPLOYMENTS_PAGE, "data"),
+    Input(ID.TICK, "n_intervals"),
+    Input(ID.REFRESH, "data"),
+    State(ID.DEPLOYMENT, "value"),
 )
 @requires(Permission.VIEW_CICD)
 def show_deployments(
@@ -366,8 +334,7 @@ def show_deployments(
     if not shown:
         return _empty_deployments(project, environment), "", True, True, [], None
     options = [{"label": deployment_label(view), "value": str(view.id)} for view in shown]
-    values = [option["value"] for option in options]
-    value = selected if selected in values else values[0]
+    value = kept_choice(options, selected)
     info = f"Page {page} · deployments {(page - 1) * DEPLOYMENTS_PAGE_SIZE + 1} to "
     info += f"{(page - 1) * DEPLOYMENTS_PAGE_SIZE + len(shown)}"
     table = deployments_table(shown, _current_ids(views))
@@ -375,9 +342,9 @@ def show_deployments(
 
 
 @dash.callback(
-    Output(DEPLOYMENTS_PAGE, "data"),
-    Input(DEPLOYMENTS_PREVIOUS, "n_clicks"),
-    State(DEPLOYMENTS_PAGE, "data"),
+    Output(ID.DEPLOYMENTS_PAGE, "data"),
+    Input(ID.DEPLOYMENTS_PREVIOUS, "n_clicks"),
+    State(ID.DEPLOYMENTS_PAGE, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_CICD)
@@ -389,9 +356,9 @@ def previous_deployments(n_clicks: int | None, page: int | None) -> int:
 
 
 @dash.callback(
-    Output(DEPLOYMENTS_PAGE, "data", allow_duplicate=True),
-    Input(DEPLOYMENTS_NEXT, "n_clicks"),
-    State(DEPLOYMENTS_PAGE, "data"),
+    Output(ID.DEPLOYMENTS_PAGE, "data", allow_duplicate=True),
+    Input(ID.DEPLOYMENTS_NEXT, "n_clicks"),
+    State(ID.DEPLOYMENTS_PAGE, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_CICD)
@@ -403,10 +370,10 @@ def next_deployments(n_clicks: int | None, page: int | None) -> int:
 
 
 @dash.callback(
-    Output(DEPLOYMENTS_PAGE, "data", allow_duplicate=True),
-    Output(RUNS_CURSORS, "data"),
-    Input(PROJECT, "value"),
-    Input(ENVIRONMENT, "value"),
+    Output(ID.DEPLOYMENTS_PAGE, "data", allow_duplicate=True),
+    Output(ID.RUNS_CURSORS, "data"),
+    Input(ID.PROJECT, "value"),
+    Input(ID.ENVIRONMENT, "value"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_CICD)
@@ -543,11 +510,11 @@ def hidden_actions(actor: Actor | None, view: deploy.DeploymentView | None) -> t
 
 
 @dash.callback(
-    Output(DETAIL, "children"),
+    Output(ID.DETAIL, "children"),
     *(Output(section, "hidden") for section in ACTION_SECTIONS.values()),
-    Input(DEPLOYMENT, "value"),
-    Input(TICK, "n_intervals"),
-    Input(REFRESH, "data"),
+    Input(ID.DEPLOYMENT, "value"),
+    Input(ID.TICK, "n_intervals"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.VIEW_CICD)
 def show_deployment(selected: str | None, _tick: int | None, _refresh: int | None) -> tuple[Any, ...]:
@@ -603,17 +570,17 @@ def _after(outcome: dbc.Alert, refresh: int | None) -> tuple[dbc.Alert, Any]:
 
 def _action_callback(confirm: str) -> Callable[[Callable[..., Any]], Any]:
     return dash.callback(
-        Output(ACTION_MESSAGE, "children", allow_duplicate=True),
-        Output(REFRESH, "data", allow_duplicate=True),
+        Output(ID.ACTION_MESSAGE, "children", allow_duplicate=True),
+        Output(ID.REFRESH, "data", allow_duplicate=True),
         Input(confirm, "submit_n_clicks"),
-        State(DEPLOYMENT, "value"),
-        State(REASON, "value"),
-        State(REFRESH, "data"),
+        State(ID.DEPLOYMENT, "value"),
+        State(ID.REASON, "value"),
+        State(ID.REFRESH, "data"),
         prevent_initial_call=True,
     )
 
 
-@_action_callback(PROMOTE_CONFIRM)
+@_action_callback(ID.PROMOTE_CONFIRM)
 @requires(Permission.DEPLOY)
 def promote_confirmed(
     submit_n_clicks: int | None, selected: str | None, reason: str | None, refresh: int | None
@@ -624,7 +591,7 @@ def promote_confirmed(
     return _after(run_action(deploy.PROMOTE, deploy.promote_deployment, selected, reason), refresh)
 
 
-@_action_callback(PAUSE_CONFIRM)
+@_action_callback(ID.PAUSE_CONFIRM)
 @requires(Permission.DEPLOY)
 def pause_confirmed(
     submit_n_clicks: int | None, selected: str | None, reason: str | None, refresh: int | None
@@ -635,7 +602,7 @@ def pause_confirmed(
     return _after(run_action(deploy.PAUSE, deploy.pause_deployment, selected, reason), refresh)
 
 
-@_action_callback(RESUME_CONFIRM)
+@_action_callback(ID.RESUME_CONFIRM)
 @requires(Permission.DEPLOY)
 def resume_confirmed(
     submit_n_clicks: int | None, selected: str | None, reason: str | None, refresh: int | None
@@ -646,7 +613,7 @@ def resume_confirmed(
     return _after(run_action(deploy.RESUME, deploy.resume_deployment, selected, reason), refresh)
 
 
-@_action_callback(ABORT_CONFIRM)
+@_action_callback(ID.ABORT_CONFIRM)
 @requires(Permission.ROLLBACK)
 def abort_confirmed(
     submit_n_clicks: int | None, selected: str | None, reason: str | None, refresh: int | None
@@ -657,7 +624,7 @@ def abort_confirmed(
     return _after(run_action(deploy.ABORT, deploy.abort_deployment, selected, reason), refresh)
 
 
-@_action_callback(ROLLBACK_CONFIRM)
+@_action_callback(ID.ROLLBACK_CONFIRM)
 @requires(Permission.ROLLBACK)
 def rollback_confirmed(
     submit_n_clicks: int | None, selected: str | None, reason: str | None, refresh: int | None
@@ -795,14 +762,14 @@ def _empty_runs(project: str | None) -> html.P:
 
 
 @dash.callback(
-    Output(RUNS, "children"),
-    Output(RUNS_INFO, "children"),
-    Output(RUNS_PREVIOUS, "disabled"),
-    Output(RUNS_NEXT, "disabled"),
-    Output(RUNS_NEXT_CURSOR, "data"),
-    Input(PROJECT, "value"),
-    Input(RUNS_CURSORS, "data"),
-    Input(TICK, "n_intervals"),
+    Output(ID.RUNS, "children"),
+    Output(ID.RUNS_INFO, "children"),
+    Output(ID.RUNS_PREVIOUS, "disabled"),
+    Output(ID.RUNS_NEXT, "disabled"),
+    Output(ID.RUNS_NEXT_CURSOR, "data"),
+    Input(ID.PROJECT, "value"),
+    Input(ID.RUNS_CURSORS, "data"),
+    Input(ID.TICK, "n_intervals"),
 )
 @requires(Permission.VIEW_CICD)
 def show_runs(project: str | None, cursors: list[int] | None, _tick: int | None) -> tuple[Any, ...]:
@@ -829,10 +796,10 @@ def show_runs(project: str | None, cursors: list[int] | None, _tick: int | None)
 
 
 @dash.callback(
-    Output(RUNS_CURSORS, "data", allow_duplicate=True),
-    Input(RUNS_NEXT, "n_clicks"),
-    State(RUNS_CURSORS, "data"),
-    State(RUNS_NEXT_CURSOR, "data"),
+    Output(ID.RUNS_CURSORS, "data", allow_duplicate=True),
+    Input(ID.RUNS_NEXT, "n_clicks"),
+    State(ID.RUNS_CURSORS, "data"),
+    State(ID.RUNS_NEXT_CURSOR, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_CICD)
@@ -844,9 +811,9 @@ def next_runs(n_clicks: int | None, cursors: list[int] | None, next_cursor: int 
 
 
 @dash.callback(
-    Output(RUNS_CURSORS, "data", allow_duplicate=True),
-    Input(RUNS_PREVIOUS, "n_clicks"),
-    State(RUNS_CURSORS, "data"),
+    Output(ID.RUNS_CURSORS, "data", allow_duplicate=True),
+    Input(ID.RUNS_PREVIOUS, "n_clicks"),
+    State(ID.RUNS_CURSORS, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_CICD)

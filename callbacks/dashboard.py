@@ -20,7 +20,7 @@ from analytics import figures
 from analytics.metrics import Overview, overview
 from analytics.store import StoreError
 from app.auth import current_actor, db_session
-from app.components import ids
+from app.components.ids.dashboard import ID
 from app.rbac import requires
 from callbacks.monitoring import SEVERITY_COLORS, metrics_reader, monitoring_projects
 from jobs.alerts import list_alerts
@@ -28,11 +28,6 @@ from jobs.db.alerting import ALERT_SEVERITIES
 from jobs.db.models import User
 from jobs.permissions import Permission
 from jobs.projects import list_projects
-
-KPIS = "dashboard-kpis"
-LATENCY = "dashboard-latency"
-ACCURACY = "dashboard-accuracy"
-ALERTS = "dashboard-alerts"
 
 OVERVIEW_DAYS = 14
 RECENT_ALERTS = 10
@@ -43,9 +38,9 @@ def _role_names(roles: frozenset) -> str:
 
 
 @dash.callback(
-    Output(ids.DASHBOARD_GREETING, "children"),
-    Output(ids.DASHBOARD_ROLES, "children"),
-    Input(ids.DASHBOARD_GREETING, "id"),
+    Output(ID.GREETING, "children"),
+    Output(ID.ROLES, "children"),
+    Input(ID.GREETING, "id"),
 )
 @requires(Permission.VIEW_DASHBOARD)
 def show_greeting(_component_id: str) -> tuple[list, html.Div | dbc.Table]:
@@ -176,10 +171,10 @@ def _lines(rows: Iterable[Mapping[str, Any]], value: str, title: str, y_title: s
 
 
 @dash.callback(
-    Output(KPIS, "children"),
-    Output(LATENCY, "figure"),
-    Output(ACCURACY, "figure"),
-    Input(KPIS, "id"),
+    Output(ID.KPIS, "children"),
+    Output(ID.LATENCY, "figure"),
+    Output(ID.ACCURACY, "figure"),
+    Input(ID.KPIS, "id"),
 )
 @requires(Permission.VIEW_DASHBOARD)
 def show_monitoring_overview(_component_id: str) -> tuple[Any, go.Figure, go.Figure]:
@@ -207,7 +202,7 @@ def show_monitoring_overview(_component_id: str) -> tuple[Any, go.Figure, go.Fig
     return _kpi_cards(data, open_alerts, len(projects)), latency, accuracy
 
 
-@dash.callback(Output(ALERTS, "children"), Input(ALERTS, "id"))
+@dash.callback(Output(ID.ALERTS, "children"), Input(ID.ALERTS, "id"))
 @requires(Permission.VIEW_DASHBOARD)
 def show_recent_alerts(_component_id: str) -> Any:
     """The newest alerts of the projects the user may monitor."""

@@ -27,8 +27,15 @@ from dash.exceptions import PreventUpdate
 from flask import request
 
 from app.auth import current_actor, db_session, services
+from app.components.ids.integrations import (
+    WebhookID,
+    check_button,
+    check_result,
+    checking_section,
+    config_view,
+)
 from app.rbac import requires
-from callbacks.projects import bump, notice, project_options
+from callbacks.projects import bump, kept_choice, notice, project_options
 from jobs.github import IntegrationView, configure_github, list_github, remove_github
 from jobs.integrations import (
     DATA_STORE,
@@ -43,40 +50,8 @@ from jobs.integrations import (
 from jobs.permissions import Forbidden, Permission, has_permission
 from jobs.users import Conflict, InvalidInput
 
-# Component ids of the GitHub webhook card (pages/integrations.py ``WebhookID`` holds the same values).
-WEBHOOK_URL = "integration-github-webhook-url"
-WEBHOOK_REPOSITORIES = "integration-github-repositories"
-WEBHOOK_REFRESH = "integration-github-refresh"
-WEBHOOK_MANAGE = "integration-github-manage"
-WEBHOOK_PROJECT = "integration-github-project"
-WEBHOOK_REPOSITORY = "integration-github-repository"
-WEBHOOK_SECRET = "integration-github-secret"  # noqa: S105 - a component id, not a password
-WEBHOOK_SAVE = "integration-github-save"
-WEBHOOK_REMOVE_REPOSITORY = "integration-github-remove-repository"
-WEBHOOK_REMOVE_CONFIRM = "integration-github-remove-confirm"
-WEBHOOK_MESSAGE = "integration-github-message"
 # Where the REST API receives deliveries (app/api/views.py ``github_webhook`` under /api/v1).
 WEBHOOK_PATH = "/api/v1/integrations/github/webhook"
-
-
-def config_view(integration: str) -> str:
-    """Id of the element showing what one integration points at."""
-    return f"integration-config-{integration.replace('_', '-')}"
-
-
-def checking_section(integration: str) -> str:
-    """Id of the wrapper of one integration's check button (shown to those who may check)."""
-    return f"integration-checking-{integration.replace('_', '-')}"
-
-
-def check_button(integration: str) -> str:
-    """Id of the "check connection" button of one integration."""
-    return f"integration-check-{integration.replace('_', '-')}"
-
-
-def check_result(integration: str) -> str:
-    """Id of the element showing one integration's check result."""
-    return f"integration-result-{integration.replace('_', '-')}"
 
 
 def _configured(value: str | None) -> str:
@@ -252,16 +227,16 @@ def repositories_table(views: list[IntegrationView]) -> Any:
 
 
 @dash.callback(
-    Output(WEBHOOK_URL, "children"),
-    Output(WEBHOOK_REPOSITORIES, "children"),
-    Output(WEBHOOK_MANAGE, "hidden"),
-    Output(WEBHOOK_PROJECT, "options"),
-    Output(WEBHOOK_PROJECT, "value"),
-    Output(WEBHOOK_REMOVE_REPOSITORY, "options"),
-    Output(WEBHOOK_REMOVE_REPOSITORY, "value"),
-    Input(WEBHOOK_REPOSITORIES, "id"),
-    Input(WEBHOOK_REFRESH, "data"),
-    State(WEBHOOK_PROJECT, "value"),
+    Output(WebhookID.URL, "children"),
+    Output(WebhookID.REPOSITORIES, "children"),
+    Output(WebhookID.MANAGE, "hidden"),
+    Output(WebhookID.PROJECT, "options"),
+    Output(WebhookID.PROJECT, "value"),
+    Output(WebhookID.REMOVE_REPOSITORY, "options"),
+    Output(WebhookID.REMOVE_REPOSITORY, "value"),
+    Input(WebhookID.REPOSITORIES, "id"),
+    Input(WebhookID.REFRESH, "data"),
+    State(WebhookID.PROJECT, "value"),
 )
 @requires(Permission.VIEW_INTEGRATIONS)
 def show_github_webhooks(
@@ -272,7 +247,6 @@ def show_github_webhooks(
     with db_session() as db:
         views = list_github(db, actor)
     projects = project_options(Permission.MANAGE_INTEGRATIONS)
-    values = [option["value"] for option in projects]
     removable = [
         {"label": f"{view.repository} ({view.project})", "value": view.repository}
         for view in views
@@ -283,7 +257,7 @@ def show_github_webhooks(
         repositories_table(views),
         not projects,
         projects,
-        selected_project if selected_project in values else (values[0] if values else None),
+        kept_choice(projects, selected_project),
         removable,
         removable[0]["value"] if removable else None,
     )
@@ -306,14 +280,14 @@ def _webhook_change(change: Any) -> tuple[dbc.Alert, bool]:
 
 
 @dash.callback(
-    Output(WEBHOOK_MESSAGE, "children"),
-    Output(WEBHOOK_SECRET, "value"),
-    Output(WEBHOOK_REFRESH, "data"),
-    Input(WEBHOOK_SAVE, "n_clicks"),
-    State(WEBHOOK_PROJECT, "value"),
-    State(WEBHOOK_REPOSITORY, "value"),
-    State(WEBHOOK_SECRET, "value"),
-    State(WEBHOOK_REFRESH, "data"),
+    Output(WebhookID.MESSAGE, "children"),
+    Output(WebhookID.SECRET, "value"),
+    Output(WebhookID.REFRESH, "data"),
+    Input(WebhookID.SAVE, "n_clicks"),
+    State(WebhookID.PROJECT, "value"),
+    State(WebhookID.REPOSITORY, "value"),
+    State(WebhookID.SECRET, "value"),
+    State(WebhookID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_INTEGRATIONS)
@@ -351,11 +325,11 @@ def save_github_clicked(
 
 
 @dash.callback(
-    Output(WEBHOOK_MESSAGE, "children", allow_duplicate=True),
-    Output(WEBHOOK_REFRESH, "data", allow_duplicate=True),
-    Input(WEBHOOK_REMOVE_CONFIRM, "submit_n_clicks"),
-    State(WEBHOOK_REMOVE_REPOSITORY, "value"),
-    State(WEBHOOK_REFRESH, "data"),
+    Output(WebhookID.MESSAGE, "children", allow_duplicate=True),
+    Output(WebhookID.REFRESH, "data", allow_duplicate=True),
+    Input(WebhookID.REMOVE_CONFIRM, "submit_n_clicks"),
+    State(WebhookID.REMOVE_REPOSITORY, "value"),
+    State(WebhookID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_INTEGRATIONS)

@@ -42,9 +42,10 @@ from flask import has_app_context
 from sqlalchemy import select
 
 from app.auth import current_actor, db_session, services
+from app.components.ids.models import ALL_ENVIRONMENTS, ID
 from app.rbac import acting_actor, requires
 from app.settings import Settings, load_settings
-from callbacks.projects import notice, project_options
+from callbacks.projects import notice, project_choice
 from jobs import registry
 from jobs.contracts import key_segment_problem
 from jobs.db import make_engine, make_session_factory
@@ -55,31 +56,12 @@ from jobs.permissions import Actor, Forbidden, Permission, has_permission
 
 log = logging.getLogger(__name__)
 
-# Component ids of the Models page (pages/models.py uses the same constants).
-PROJECT = "models-project"
-REGISTRY = "models-registry"
-TRAIN_CARD = "models-train-card"
-TRAIN_MODEL = "models-train-model"
-TRAIN_START = "models-train-start"
-TRAIN_CANCEL = "models-train-cancel"
-TRAIN_PROGRESS = "models-train-progress"
-TRAIN_RESULT = "models-train-result"
-BACKFILL_CARD = "models-backfill-card"
-BACKFILL_MODEL = "models-backfill-model"
-BACKFILL_ENVIRONMENT = "models-backfill-environment"
-BACKFILL_SINCE = "models-backfill-since"
-BACKFILL_UNTIL = "models-backfill-until"
-BACKFILL_START = "models-backfill-start"
-BACKFILL_CANCEL = "models-backfill-cancel"
-BACKFILL_PROGRESS = "models-backfill-progress"
-BACKFILL_RESULT = "models-backfill-result"
 
 MAX_VERSIONS = 20
 DIGEST_SHOWN = 12
 # Training reports "registering" at 0.85: from then on the version exists and the job must finish.
 TRAINING_POINT_OF_NO_RETURN = 0.85
 MAX_BACKFILL_DAYS = 366
-ALL_ENVIRONMENTS = "all"
 SHOWN = {"display": "block"}
 HIDDEN = {"display": "none"}
 
@@ -290,20 +272,20 @@ def _model_card(entry: ModelEntry, deployed: dict[str, str]) -> dbc.Card:
 
 
 @dash.callback(
-    Output(PROJECT, "options"),
-    Output(PROJECT, "value"),
-    Input(PROJECT, "id"),
-    State(PROJECT, "value"),
+    Output(ID.PROJECT, "options"),
+    Output(ID.PROJECT, "value"),
+    Input(ID.PROJECT, "id"),
+    State(ID.PROJECT, "value"),
 )
 @requires(Permission.VIEW_MODELS)
 def list_model_projects(_component_id: str, selected: str | None) -> tuple[list[dict[str, str]], str | None]:
     """Projects whose models the user may view."""
-    options = project_options(Permission.VIEW_MODELS)
-    values = [option["value"] for option in options]
-    return options, selected if selected in values else (values[0] if values else None)
+    return project_choice(Permission.VIEW_MODELS, selected)
 
 
-@dash.callback(Output(REGISTRY, "children"), Input(PROJECT, "value"), Input(TRAIN_RESULT, "children"))
+@dash.callback(
+    Output(ID.REGISTRY, "children"), Input(ID.PROJECT, "value"), Input(ID.TRAIN_RESULT, "children")
+)
 @requires(Permission.VIEW_MODELS)
 def show_registry(project: str | None, _trained: Any = None) -> Any:
     """Registered models of the project, their versions and deployments (again after a training job).
@@ -334,9 +316,9 @@ def show_registry(project: str | None, _trained: Any = None) -> Any:
 
 
 @dash.callback(
-    Output(TRAIN_CARD, "style"),
-    Output(BACKFILL_CARD, "style"),
-    Input(PROJECT, "value"),
+    Output(ID.TRAIN_CARD, "style"),
+    Output(ID.BACKFILL_CARD, "style"),
+    Input(ID.PROJECT, "value"),
 )
 @requires(Permission.VIEW_MODELS)
 def show_long_job_forms(project: str | None) -> tuple[dict[str, str], dict[str, str]]:
@@ -434,10 +416,10 @@ def train_version(
                 progress=report,
             )
     except Forbidden as error:
-        return notice("danger", str(error), TRAIN_RESULT + "-message")
+        return notice("danger", str(error), ID.TRAIN_RESULT + "-message")
     except Exception as error:  # the job's message is the answer, never a crash
         log.warning("training %s/%s failed", project, model, exc_info=True)
-        return notice("danger", f"Training failed: {first_line(error)}", TRAIN_RESULT + "-message")
+        return notice("danger", f"Training failed: {first_line(error)}", ID.TRAIN_RESULT + "-message")
     finally:
         store.close()
         engine.dispose()
@@ -446,7 +428,7 @@ def train_version(
         "success",
         f"Version {result.version} of {result.registered_model} registered from run {result.run_id}"
         f" ({metrics or 'no metric'}).",
-        TRAIN_RESULT + "-message",
+        ID.TRAIN_RESULT + "-message",
     )
 
 
@@ -465,11 +447,11 @@ def _background_job(start: str, cancel: str, progress: str) -> dict[str, Any]:
 
 
 @dash.callback(
-    Output(TRAIN_RESULT, "children"),
-    Input(TRAIN_START, "n_clicks"),
-    State(PROJECT, "value"),
-    State(TRAIN_MODEL, "value"),
-    **_background_job(TRAIN_START, TRAIN_CANCEL, TRAIN_PROGRESS),
+    Output(ID.TRAIN_RESULT, "children"),
+    Input(ID.TRAIN_START, "n_clicks"),
+    State(ID.PROJECT, "value"),
+    State(ID.TRAIN_MODEL, "value"),
+    **_background_job(ID.TRAIN_START, ID.TRAIN_CANCEL, ID.TRAIN_PROGRESS),
 )
 @requires(Permission.TRAIN_MODELS)
 def train_new_version(
@@ -485,7 +467,7 @@ def train_new_version(
         actor = _job_actor(Permission.TRAIN_MODELS, project)
         name = _model_name(model)
     except (Forbidden, ValueError) as error:
-        return notice("danger", str(error), TRAIN_RESULT + "-message")
+        return notice("danger", str(error), ID.TRAIN_RESULT + "-message")
     report = progress_reporter(set_progress, point_of_no_return=TRAINING_POINT_OF_NO_RETURN)
     report("starting", 0.0)
     assert project is not None
@@ -539,10 +521,10 @@ def run_backfill(actor: Actor, settings: Settings, request: Any, report: Callabl
     try:
         summary = run_monitor(store, request, actor=actor, progress=report)
     except Forbidden as error:
-        return notice("danger", str(error), BACKFILL_RESULT + "-message")
+        return notice("danger", str(error), ID.BACKFILL_RESULT + "-message")
     except Exception as error:  # the job's message is the answer, never a crash
         log.warning("backfill of %s failed", request, exc_info=True)
-        return notice("danger", f"Backfill failed: {first_line(error)}", BACKFILL_RESULT + "-message")
+        return notice("danger", f"Backfill failed: {first_line(error)}", ID.BACKFILL_RESULT + "-message")
     finally:
         store.close()
     report("done", 1.0)
@@ -553,19 +535,19 @@ def run_backfill(actor: Actor, settings: Settings, request: Any, report: Callabl
         ],
         color="success" if summary.ok else "warning",
         class_name="py-2 mb-2",
-        id=BACKFILL_RESULT + "-message",
+        id=ID.BACKFILL_RESULT + "-message",
     )
 
 
 @dash.callback(
-    Output(BACKFILL_RESULT, "children"),
-    Input(BACKFILL_START, "n_clicks"),
-    State(PROJECT, "value"),
-    State(BACKFILL_MODEL, "value"),
-    State(BACKFILL_ENVIRONMENT, "value"),
-    State(BACKFILL_SINCE, "value"),
-    State(BACKFILL_UNTIL, "value"),
-    **_background_job(BACKFILL_START, BACKFILL_CANCEL, BACKFILL_PROGRESS),
+    Output(ID.BACKFILL_RESULT, "children"),
+    Input(ID.BACKFILL_START, "n_clicks"),
+    State(ID.PROJECT, "value"),
+    State(ID.BACKFILL_MODEL, "value"),
+    State(ID.BACKFILL_ENVIRONMENT, "value"),
+    State(ID.BACKFILL_SINCE, "value"),
+    State(ID.BACKFILL_UNTIL, "value"),
+    **_background_job(ID.BACKFILL_START, ID.BACKFILL_CANCEL, ID.BACKFILL_PROGRESS),
 )
 @requires(Permission.RUN_BACKFILL)
 def backfill_monitoring(
@@ -585,7 +567,7 @@ def backfill_monitoring(
         assert project is not None
         request = backfill_request(project, model, environment, since, until)
     except (Forbidden, ValueError) as error:  # MonitorError is a ValueError
-        return notice("danger", str(error), BACKFILL_RESULT + "-message")
+        return notice("danger", str(error), ID.BACKFILL_RESULT + "-message")
     report = progress_reporter(set_progress)
     report("starting", 0.0)
     return run_backfill(actor, job_settings(), request, report)

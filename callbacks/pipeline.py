@@ -12,6 +12,7 @@ Changes go through :mod:`jobs.pipelines`, which re-checks ``EDIT_PIPELINE`` /
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +24,9 @@ from dash.exceptions import PreventUpdate
 from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session
+from app.components.ids.pipeline import ID
 from app.rbac import requires
-from callbacks.projects import project_options, refresh_after, run_change
+from callbacks.projects import project_choice, refresh_after, run_change
 from jobs.db.models import PIPELINE_STAGES
 from jobs.permissions import Actor, Forbidden, Permission, has_permission
 from jobs.pipelines import (
@@ -41,24 +43,6 @@ from jobs.pipelines import (
     update_node_config,
 )
 from jobs.users import Conflict
-
-# Component ids of the Pipeline page (pages/pipeline.py uses the same constants).
-PROJECT = "pipeline-project"
-REFRESH = "pipeline-refresh"
-LEGEND = "pipeline-legend"
-DAG = "pipeline-dag"
-DAG_CONTAINER = "pipeline-dag-container"
-STAGE_TABLE = "pipeline-stage-table"
-STAGE = "pipeline-stage"
-NODE_INFO = "pipeline-node-info"
-NODE_FORM = "pipeline-node-form"
-NODE_VERSION = "pipeline-node-version"
-SAVE_BUTTON = "pipeline-node-save"
-LOCK_BUTTON = "pipeline-node-lock"
-UNLOCK_BUTTON = "pipeline-node-unlock"
-LOCK_REASON = "pipeline-node-lock-reason"
-NODE_MESSAGE = "pipeline-node-message"
-FIELD_TYPE = "pipeline-field"
 
 STATUS_COLOURS = {
     "never_run": "#adb5bd",
@@ -204,22 +188,20 @@ def legend() -> list[Any]:
 
 
 @dash.callback(
-    Output(PROJECT, "options"),
-    Output(PROJECT, "value"),
-    Output(STAGE, "options"),
-    Output(LEGEND, "children"),
-    Input(PROJECT, "id"),
-    State(PROJECT, "value"),
+    Output(ID.PROJECT, "options"),
+    Output(ID.PROJECT, "value"),
+    Output(ID.STAGE, "options"),
+    Output(ID.LEGEND, "children"),
+    Input(ID.PROJECT, "id"),
+    State(ID.PROJECT, "value"),
 )
 @requires(Permission.VIEW_PIPELINE)
 def list_pipeline_projects(
     _component_id: str, selected: str | None
 ) -> tuple[list[dict[str, str]], str | None, list[dict[str, str]], list[Any]]:
     """Projects whose pipeline the user may view, the stages, and the DAG's colour key."""
-    options = project_options(Permission.VIEW_PIPELINE)
-    values = [option["value"] for option in options]
+    options, value = project_choice(Permission.VIEW_PIPELINE, selected)
     stages = [{"label": STAGE_TITLES[stage], "value": stage} for stage in PIPELINE_STAGES]
-    value = selected if selected in values else (values[0] if values else None)
     return options, value, stages, legend()
 
 
@@ -230,7 +212,7 @@ def dag(nodes: list[NodeView]) -> cyto.Cytoscape:
     page is being left can run a redraw on a destroyed instance (a JavaScript error).
     """
     return cyto.Cytoscape(
-        id=DAG,
+        id=ID.DAG,
         elements=dag_elements(nodes),
         layout={"name": "preset", "fit": True, "padding": 40},
         stylesheet=DAG_STYLESHEET,
@@ -245,10 +227,10 @@ def dag(nodes: list[NodeView]) -> cyto.Cytoscape:
 
 
 @dash.callback(
-    Output(DAG_CONTAINER, "children"),
-    Output(STAGE_TABLE, "children"),
-    Input(PROJECT, "value"),
-    Input(REFRESH, "data"),
+    Output(ID.DAG_CONTAINER, "children"),
+    Output(ID.STAGE_TABLE, "children"),
+    Input(ID.PROJECT, "value"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.VIEW_PIPELINE)
 def show_pipeline(project: str | None, _refresh: int | None = None) -> tuple[Any, Any]:
@@ -269,7 +251,7 @@ def show_pipeline(project: str | None, _refresh: int | None = None) -> tuple[Any
     return dag(nodes), _stage_table(nodes)
 
 
-@dash.callback(Output(STAGE, "value"), Input(DAG, "tapNodeData"), prevent_initial_call=True)
+@dash.callback(Output(ID.STAGE, "value"), Input(ID.DAG, "tapNodeData"), prevent_initial_call=True)
 @requires(Permission.VIEW_PIPELINE)
 def select_tapped_stage(node_data: dict[str, Any] | None) -> str:
     """Clicking a node of the DAG selects its stage."""
@@ -280,7 +262,7 @@ def select_tapped_stage(node_data: dict[str, Any] | None) -> str:
 
 
 def _field_control(spec: FieldSpec, text: str, disabled: bool, problem: str | None) -> Any:
-    control_id = {"type": FIELD_TYPE, "name": spec.name}
+    control_id = {"type": ID.FIELD_TYPE, "name": spec.name}
     if spec.kind == "choice":
         options = [{"label": "(not set)", "value": ""}] if not spec.required else []
         options += [{"label": choice, "value": choice} for choice in spec.choices]
@@ -335,15 +317,15 @@ def _node_info(node: NodeView) -> Any:
 
 
 @dash.callback(
-    Output(NODE_INFO, "children"),
-    Output(NODE_FORM, "children"),
-    Output(NODE_VERSION, "data"),
-    Output(SAVE_BUTTON, "disabled"),
-    Output(LOCK_BUTTON, "disabled"),
-    Output(UNLOCK_BUTTON, "disabled"),
-    Input(PROJECT, "value"),
-    Input(STAGE, "value"),
-    Input(REFRESH, "data"),
+    Output(ID.NODE_INFO, "children"),
+    Output(ID.NODE_FORM, "children"),
+    Output(ID.NODE_VERSION, "data"),
+    Output(ID.SAVE_BUTTON, "disabled"),
+    Output(ID.LOCK_BUTTON, "disabled"),
+    Output(ID.UNLOCK_BUTTON, "disabled"),
+    Input(ID.PROJECT, "value"),
+    Input(ID.STAGE, "value"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.VIEW_PIPELINE)
 def show_node(
@@ -377,15 +359,15 @@ def show_node(
 
 
 @dash.callback(
-    Output(NODE_MESSAGE, "children"),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(SAVE_BUTTON, "n_clicks"),
-    State(PROJECT, "value"),
-    State(STAGE, "value"),
-    State({"type": FIELD_TYPE, "name": ALL}, "value"),
-    State({"type": FIELD_TYPE, "name": ALL}, "id"),
-    State(NODE_VERSION, "data"),
-    State(REFRESH, "data"),
+    Output(ID.NODE_MESSAGE, "children"),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.SAVE_BUTTON, "n_clicks"),
+    State(ID.PROJECT, "value"),
+    State(ID.STAGE, "value"),
+    State({"type": ID.FIELD_TYPE, "name": ALL}, "value"),
+    State({"type": ID.FIELD_TYPE, "name": ALL}, "id"),
+    State(ID.NODE_VERSION, "data"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.EDIT_PIPELINE)
@@ -416,8 +398,16 @@ def save_node_clicked(
     return outcome, refresh_after(outcome, refresh)
 
 
-def _lock_change(locking: bool, project: str | None, stage: str | None, reason: str | None) -> Any:
-    if not project or stage not in PIPELINE_STAGES:
+def _lock_clicked(
+    locking: bool,
+    n_clicks: int | None,
+    project: str | None,
+    stage: str | None,
+    reason: str | None,
+    refresh: int | None,
+) -> tuple[Any, int]:
+    """Lock (``locking``) or unlock the selected stage: the message and, on success, the next refresh."""
+    if not n_clicks or not project or stage not in PIPELINE_STAGES:
         raise PreventUpdate
 
     def change(db: Session, actor: Actor) -> str:
@@ -427,46 +417,37 @@ def _lock_change(locking: bool, project: str | None, stage: str | None, reason: 
         unlock_node(db, actor, project, stage, reason=reason or "")
         return f"{STAGE_TITLES[stage]} unlocked."
 
-    return run_change(change)
+    outcome = run_change(change)
+    return outcome, refresh_after(outcome, refresh)
 
 
-@dash.callback(
-    Output(NODE_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(LOCK_BUTTON, "n_clicks"),
-    State(PROJECT, "value"),
-    State(STAGE, "value"),
-    State(LOCK_REASON, "value"),
-    State(REFRESH, "data"),
-    prevent_initial_call=True,
-)
+def _lock_callback(button: str) -> Callable[[Callable[..., Any]], Any]:
+    """``dash.callback`` of the Lock or Unlock ``button`` (the stage form in, message and refresh out)."""
+    return dash.callback(
+        Output(ID.NODE_MESSAGE, "children", allow_duplicate=True),
+        Output(ID.REFRESH, "data", allow_duplicate=True),
+        Input(button, "n_clicks"),
+        State(ID.PROJECT, "value"),
+        State(ID.STAGE, "value"),
+        State(ID.LOCK_REASON, "value"),
+        State(ID.REFRESH, "data"),
+        prevent_initial_call=True,
+    )
+
+
+@_lock_callback(ID.LOCK_BUTTON)
 @requires(Permission.LOCK_PIPELINE)
 def lock_clicked(
     n_clicks: int | None, project: str | None, stage: str | None, reason: str | None, refresh: int | None
 ) -> tuple[Any, int]:
     """Lock the selected stage."""
-    if not n_clicks:
-        raise PreventUpdate
-    outcome = _lock_change(True, project, stage, reason)
-    return outcome, refresh_after(outcome, refresh)
+    return _lock_clicked(True, n_clicks, project, stage, reason, refresh)
 
 
-@dash.callback(
-    Output(NODE_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(UNLOCK_BUTTON, "n_clicks"),
-    State(PROJECT, "value"),
-    State(STAGE, "value"),
-    State(LOCK_REASON, "value"),
-    State(REFRESH, "data"),
-    prevent_initial_call=True,
-)
+@_lock_callback(ID.UNLOCK_BUTTON)
 @requires(Permission.LOCK_PIPELINE)
 def unlock_clicked(
     n_clicks: int | None, project: str | None, stage: str | None, reason: str | None, refresh: int | None
 ) -> tuple[Any, int]:
     """Unlock the selected stage."""
-    if not n_clicks:
-        raise PreventUpdate
-    outcome = _lock_change(False, project, stage, reason)
-    return outcome, refresh_after(outcome, refresh)
+    return _lock_clicked(False, n_clicks, project, stage, reason, refresh)

@@ -22,38 +22,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import current_actor, db_session
-from app.components import ids
+from app.components.ids.projects import ID
 from app.components.roles import RoleForm, role_change_callbacks
 from app.rbac import requires
 from jobs.db.models import ENVIRONMENT_NAMES, Environment, Membership, Project, User
 from jobs.permissions import ROLE_TITLES, Actor, Forbidden, Permission, Role, has_permission
 from jobs.projects import archive_project, create_project, get_project, list_projects, update_project
 from jobs.users import PROJECT_ROLES, Conflict, InvalidInput, grant_role, revoke_role
-
-# Component ids of the Projects page (the layout in pages/projects.py uses the same constants).
-REFRESH = "projects-refresh"
-TABLE_WRAPPER = "projects-table-wrapper"
-CREATE_CARD = "project-create-card"
-EDIT_CARD = "project-edit-card"
-MEMBERS_CARD = "project-members-card"
-CREATE_SLUG = "project-create-slug"
-CREATE_NAME = "project-create-name"
-CREATE_DESCRIPTION = "project-create-description"
-CREATE_BUTTON = "project-create"
-CREATE_MESSAGE = "project-create-message"
-SELECT = "project-select"
-ENVIRONMENTS = "project-environments"
-MEMBERS = "project-members"
-EDIT_NAME = "project-edit-name"
-EDIT_DESCRIPTION = "project-edit-description"
-SAVE_BUTTON = "project-save"
-ARCHIVE_CONFIRM = "project-archive-confirm"
-EDIT_MESSAGE = "project-edit-message"
-MEMBER_USER = "project-member-user"
-MEMBER_ROLE = "project-member-role"
-GRANT_BUTTON = "project-member-grant"
-REVOKE_BUTTON = "project-member-revoke"
-MEMBER_MESSAGE = "project-member-message"
 
 ROLE_OPTIONS = [{"label": ROLE_TITLES[role], "value": role.value} for role in Role if role in PROJECT_ROLES]
 
@@ -102,6 +77,18 @@ def project_options(permission: Permission) -> list[dict[str, str]]:
     ]
 
 
+def kept_choice(options: list[dict[str, str]], selected: str | None) -> str | None:
+    """``selected`` while ``options`` still list it, else the first option (``None`` without options)."""
+    values = [option["value"] for option in options]
+    return selected if selected in values else (values[0] if values else None)
+
+
+def project_choice(permission: Permission, selected: str | None) -> tuple[list[dict[str, str]], str | None]:
+    """A project selector's options (projects where the user holds ``permission``) and its value."""
+    options = project_options(permission)
+    return options, kept_choice(options, selected)
+
+
 def bump(counter: int | None) -> int:
     """The next value of a page's refresh counter."""
     return (counter or 0) + 1
@@ -140,14 +127,14 @@ def _environment_names(environments: list[Environment]) -> str:
 # ---------------------------------------------------------------------------- listing
 
 
-@dash.callback(Output(TABLE_WRAPPER, "children"), Input(REFRESH, "data"), prevent_initial_call=True)
+@dash.callback(Output(ID.TABLE_WRAPPER, "children"), Input(ID.REFRESH, "data"), prevent_initial_call=True)
 @requires(Permission.VIEW_PROJECTS)
 def reload_projects_table(_refresh: int | None) -> html.Div:
     """After a change, mount a fresh project table: its own callback fills it again."""
-    return html.Div(id=ids.PROJECTS_TABLE)
+    return html.Div(id=ID.TABLE)
 
 
-@dash.callback(Output(ids.PROJECTS_TABLE, "children"), Input(ids.PROJECTS_TABLE, "id"))
+@dash.callback(Output(ID.TABLE, "children"), Input(ID.TABLE, "id"))
 @requires(Permission.VIEW_PROJECTS)
 def show_projects(_component_id: str) -> html.P | dbc.Table:
     """Table of visible projects: name, slug, description, environments and the user's roles."""
@@ -180,20 +167,18 @@ def show_projects(_component_id: str) -> html.P | dbc.Table:
 
 
 @dash.callback(
-    Output(SELECT, "options"),
-    Output(SELECT, "value"),
-    Input(SELECT, "id"),
-    Input(REFRESH, "data"),
-    State(SELECT, "value"),
+    Output(ID.SELECT, "options"),
+    Output(ID.SELECT, "value"),
+    Input(ID.SELECT, "id"),
+    Input(ID.REFRESH, "data"),
+    State(ID.SELECT, "value"),
 )
 @requires(Permission.VIEW_PROJECTS)
 def list_project_options(
     _component_id: str, _refresh: int | None, selected: str | None
 ) -> tuple[list[dict[str, str]], str | None]:
     """The project selector: visible projects, keeping the current choice while it is still listed."""
-    options = project_options(Permission.VIEW_PROJECTS)
-    values = [option["value"] for option in options]
-    return options, selected if selected in values else (values[0] if values else None)
+    return project_choice(Permission.VIEW_PROJECTS, selected)
 
 
 def _members_table(db: Session, project: Project) -> html.P | dbc.Table:
@@ -233,12 +218,12 @@ def _environments_table(project: Project) -> dbc.Table:
 
 
 @dash.callback(
-    Output(ENVIRONMENTS, "children"),
-    Output(MEMBERS, "children"),
-    Output(EDIT_NAME, "value"),
-    Output(EDIT_DESCRIPTION, "value"),
-    Input(SELECT, "value"),
-    Input(REFRESH, "data"),
+    Output(ID.ENVIRONMENTS, "children"),
+    Output(ID.MEMBERS, "children"),
+    Output(ID.EDIT_NAME, "value"),
+    Output(ID.EDIT_DESCRIPTION, "value"),
+    Input(ID.SELECT, "value"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.VIEW_PROJECTS)
 def show_project(slug: str | None, _refresh: int | None = None) -> tuple[object, object, str, str]:
@@ -273,13 +258,13 @@ def member_candidates() -> list[dict[str, str]]:
 
 
 @dash.callback(
-    Output(CREATE_CARD, "hidden"),
-    Output(EDIT_CARD, "hidden"),
-    Output(MEMBERS_CARD, "hidden"),
-    Output(MEMBER_ROLE, "options"),
-    Output(MEMBER_USER, "options"),
-    Input(SELECT, "value"),
-    Input(REFRESH, "data"),
+    Output(ID.CREATE_CARD, "hidden"),
+    Output(ID.EDIT_CARD, "hidden"),
+    Output(ID.MEMBERS_CARD, "hidden"),
+    Output(ID.MEMBER_ROLE, "options"),
+    Output(ID.MEMBER_USER, "options"),
+    Input(ID.SELECT, "value"),
+    Input(ID.REFRESH, "data"),
 )
 @requires(Permission.VIEW_PROJECTS)
 def management_controls(
@@ -305,13 +290,13 @@ def management_controls(
 
 
 @dash.callback(
-    Output(CREATE_MESSAGE, "children"),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(CREATE_BUTTON, "n_clicks"),
-    State(CREATE_SLUG, "value"),
-    State(CREATE_NAME, "value"),
-    State(CREATE_DESCRIPTION, "value"),
-    State(REFRESH, "data"),
+    Output(ID.CREATE_MESSAGE, "children"),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.CREATE_BUTTON, "n_clicks"),
+    State(ID.CREATE_SLUG, "value"),
+    State(ID.CREATE_NAME, "value"),
+    State(ID.CREATE_DESCRIPTION, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_PROJECTS)
@@ -331,13 +316,13 @@ def create_project_clicked(
 
 
 @dash.callback(
-    Output(EDIT_MESSAGE, "children"),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(SAVE_BUTTON, "n_clicks"),
-    State(SELECT, "value"),
-    State(EDIT_NAME, "value"),
-    State(EDIT_DESCRIPTION, "value"),
-    State(REFRESH, "data"),
+    Output(ID.EDIT_MESSAGE, "children"),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.SAVE_BUTTON, "n_clicks"),
+    State(ID.SELECT, "value"),
+    State(ID.EDIT_NAME, "value"),
+    State(ID.EDIT_DESCRIPTION, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_PROJECTS)
@@ -357,11 +342,11 @@ def save_project_clicked(
 
 
 @dash.callback(
-    Output(EDIT_MESSAGE, "children", allow_duplicate=True),
-    Output(REFRESH, "data", allow_duplicate=True),
-    Input(ARCHIVE_CONFIRM, "submit_n_clicks"),
-    State(SELECT, "value"),
-    State(REFRESH, "data"),
+    Output(ID.EDIT_MESSAGE, "children", allow_duplicate=True),
+    Output(ID.REFRESH, "data", allow_duplicate=True),
+    Input(ID.ARCHIVE_CONFIRM, "submit_n_clicks"),
+    State(ID.SELECT, "value"),
+    State(ID.REFRESH, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.MANAGE_PROJECTS)
@@ -403,13 +388,13 @@ def change_membership(grant: bool, slug: str | None, username: str | None, role:
 
 grant_clicked, revoke_clicked = role_change_callbacks(
     RoleForm(
-        grant=GRANT_BUTTON,
-        revoke=REVOKE_BUTTON,
-        project=SELECT,
-        user=MEMBER_USER,
-        role=MEMBER_ROLE,
-        message=MEMBER_MESSAGE,
-        refresh=REFRESH,
+        grant=ID.GRANT_BUTTON,
+        revoke=ID.REVOKE_BUTTON,
+        project=ID.SELECT,
+        user=ID.MEMBER_USER,
+        role=ID.MEMBER_ROLE,
+        message=ID.MEMBER_MESSAGE,
+        refresh=ID.REFRESH,
     ),
     change_membership,
     refresh_after,

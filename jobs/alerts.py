@@ -77,8 +77,8 @@ from jobs.notify import (
     deliver,
     queue_deliveries,
 )
-from jobs.permissions import Actor, Forbidden, Permission, has_permission, require
-from jobs.users import Conflict, InvalidInput, actor_for
+from jobs.permissions import Actor, Permission, has_permission, require
+from jobs.users import Conflict, InvalidInput, active_actor, actor_for
 
 SYSTEM_ACTOR = "system"
 FRESHNESS_LAG_METRIC = "freshness_lag_s"
@@ -205,20 +205,7 @@ class RuleSpec:
     @classmethod
     def of(cls, rule: AlertRule) -> RuleSpec:
         """The spec of a stored rule."""
-        return cls(
-            name=rule.name,
-            model=rule.model,
-            kind=rule.kind,
-            metric=rule.metric,
-            column=rule.column_name,
-            operator=rule.operator,
-            threshold=rule.threshold,
-            consecutive_windows=rule.consecutive_windows,
-            max_age_hours=rule.max_age_hours,
-            severity=rule.severity,
-            environment=rule.environment,
-            enabled=rule.enabled,
-        )
+        return cls(**_stored(rule, [f.name for f in fields(cls)]))
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dictionary (the audit details)."""
@@ -233,7 +220,7 @@ def _finite(value: object, what: str) -> float | None:
     return float(value)
 
 
-_RULE_COLUMNS = {"column": "column_name"}
+_RULE_COLUMNS = {"column": "column_name"}  # spec field -> AlertRule attribute, where they differ
 
 
 def _apply(rule: AlertRule, spec: RuleSpec) -> None:
@@ -241,12 +228,9 @@ def _apply(rule: AlertRule, spec: RuleSpec) -> None:
         setattr(rule, _RULE_COLUMNS.get(name, name), value)
 
 
-def _current_actor(session: Session, actor: Actor) -> Actor:
-    """The actor's roles as the database holds them now (a role revoked a moment ago no longer counts)."""
-    current = actor_for(session, actor.user_id) if actor is not None else None
-    if current is None:
-        raise Forbidden(f"{actor.username if actor else 'anonymous'} is not an active user")
-    return current
+def _stored(rule: AlertRule, names: Iterable[str]) -> dict[str, Any]:
+    """The stored values of the spec fields ``names`` of ``rule``."""
+    return {name: getattr(rule, _RULE_COLUMNS.get(name, name)) for name in names}
 
 
 def _project(session: Session, slug: str) -> Project:
@@ -278,7 +262,7 @@ def create_rule(session: Session, actor: Actor, project: str, spec: RuleSpec) ->
         Conflict: if the project does not exist or the rule name is taken.
     """
     require(actor, Permission.MANAGE_ALERT_RULES, project)
-    current = require(_current_actor(session, actor), Permission.MANAGE_ALERT_RULES, project)
+    current = require(active_actor(session, actor), Permission.MANAGE_ALERT_RULES, project)
     spec = spec.validated()
     owner = _project(session, project)
     taken = session.scalar(
@@ -333,7 +317,7 @@ def update_rule(
     """
     rule, slug = _rule_with_slug(session, rule_id)
     require(actor, Permission.MANAGE_ALERT_RULES, slug)
-    current = require(_current_actor(session, actor), Permission.MANAGE_ALERT_RULES, slug)
+    current = require(active_actor(session, actor), Permission.MANAGE_ALERT_RULES, slug)
     requested = {
         "name": name,
         "metric": metric,
@@ -411,8 +395,11 @@ def list_rules(session: Session, project: str, *, model: str | None = None) -> l
 # --------------------------------------------------------------------------- lifecycle
 
 
-def _alert_target(alert: Alert) -> str:
-    return f"alert:{alert.id}"
+def _audit_alert(
+    session: Session, who: str, action: str, alert: Alert, slug: str, details: dict[str, Any]
+) -> None:
+    """Append ``action`` on ``alert`` to the audit log: ``details`` and what the alert is about."""
+    audit.append(session, who, action, f"alert:{alert.id}", {**details, **_alert_details(alert, slug)})
 
 
 def _alert_details(alert: Alert, slug: str) -> dict[str, Any]:
@@ -456,6 +443,13 @@ def _clean_comment(comment: str) -> str:
     return comment
 
 
+def _alert_to_change(session: Session, actor: Actor, alert_id: int) -> tuple[Alert, str, Actor]:
+    """The alert, its project's slug and the acting user as of now (``ACK_ALERTS`` on the project)."""
+    alert, slug = _alert_with_slug(session, alert_id)
+    require(actor, Permission.ACK_ALERTS, slug)
+    return alert, slug, require(active_actor(session, actor), Permission.ACK_ALERTS, slug)
+
+
 def acknowledge(session: Session, actor: Actor, alert_id: int, comment: str) -> Alert:
     """Acknowledge an open alert: someone is on it.
 
@@ -476,9 +470,7 @@ def acknowledge(session: Session, actor: Actor, alert_id: int, comment: str) -> 
         InvalidInput: for a comment that is not text or too long.
         Conflict: if there is no such alert or it is not open.
     """
-    alert, slug = _alert_with_slug(session, alert_id)
-    require(actor, Permission.ACK_ALERTS, slug)
-    current = require(_current_actor(session, actor), Permission.ACK_ALERTS, slug)
+    alert, slug, current = _alert_to_change(session, actor, alert_id)
     comment = _clean_comment(comment)
     now = utcnow()
     changed = session.execute(
@@ -495,13 +487,7 @@ def acknowledge(session: Session, actor: Actor, alert_id: int, comment: str) -> 
     session.refresh(alert)
     if changed != 1:
         raise Conflict(f"alert {alert_id} is {alert.state}: only an open alert can be acknowledged")
-    audit.append(
-        session,
-        current.username,
-        "alert.acknowledge",
-        _alert_target(alert),
-        {"comment": comment, **_alert_details(alert, slug)},
-    )
+    _audit_alert(session, current.username, "alert.acknowledge", alert, slug, {"comment": comment})
     return alert
 
 
@@ -516,9 +502,7 @@ def resolve_alert(session: Session, actor: Actor, alert_id: int, comment: str) -
         InvalidInput: for a comment that is not text or too long.
         Conflict: if there is no such alert or it is already resolved.
     """
-    alert, slug = _alert_with_slug(session, alert_id)
-    require(actor, Permission.ACK_ALERTS, slug)
-    current = require(_current_actor(session, actor), Permission.ACK_ALERTS, slug)
+    alert, slug, current = _alert_to_change(session, actor, alert_id)
     comment = _clean_comment(comment)
     resolution = f"resolved by {current.username}" + (f": {comment}" if comment else "")
     changed = session.execute(
@@ -530,13 +514,7 @@ def resolve_alert(session: Session, actor: Actor, alert_id: int, comment: str) -
     session.refresh(alert)
     if changed != 1:
         raise Conflict(f"alert {alert_id} is already resolved")
-    audit.append(
-        session,
-        current.username,
-        "alert.resolve",
-        _alert_target(alert),
-        {"resolution": resolution, **_alert_details(alert, slug)},
-    )
+    _audit_alert(session, current.username, "alert.resolve", alert, slug, {"resolution": resolution})
     queue_deliveries(session, alert, EVENT_RESOLVED)
     return alert
 
@@ -552,13 +530,7 @@ def _resolve_active_alerts_of(session: Session, rule: AlertRule, resolution: str
         alert.resolved_by_id = actor.user_id
         alert.resolution = resolution
         session.flush()
-        audit.append(
-            session,
-            actor.username,
-            "alert.resolve",
-            _alert_target(alert),
-            {"resolution": resolution, **_alert_details(alert, slug)},
-        )
+        _audit_alert(session, actor.username, "alert.resolve", alert, slug, {"resolution": resolution})
         queue_deliveries(session, alert, EVENT_RESOLVED)
 
 
@@ -642,6 +614,10 @@ class _Rule:
     max_age_hours: float | None
     severity: str
     environment: str | None
+
+
+# The fields of a _Rule read from its AlertRule: all but its identity (ids and project slug).
+_DETACHED_FIELDS = tuple(f.name for f in fields(_Rule) if f.name not in {"id", "project_id", "project"})
 
 
 @dataclass(frozen=True)
@@ -832,13 +808,7 @@ def _open(
     session.add(alert)
     session.flush()
     session.refresh(alert, ["rule"])
-    audit.append(
-        session,
-        SYSTEM_ACTOR,
-        "alert.open",
-        _alert_target(alert),
-        {"rule": rule.name, **_alert_details(alert, rule.project)},
-    )
+    _audit_alert(session, SYSTEM_ACTOR, "alert.open", alert, rule.project, {"rule": rule.name})
     tally.opened.append(alert.id)
     tally.to_deliver.extend(d.id for d in queue_deliveries(session, alert, EVENT_OPENED))
     return alert
@@ -851,13 +821,7 @@ def _auto_resolve(
     alert.resolved_at = now
     alert.resolution = resolution
     session.flush()
-    audit.append(
-        session,
-        SYSTEM_ACTOR,
-        "alert.resolve",
-        _alert_target(alert),
-        {"resolution": resolution, **_alert_details(alert, rule.project)},
-    )
+    _audit_alert(session, SYSTEM_ACTOR, "alert.resolve", alert, rule.project, {"resolution": resolution})
     tally.resolved.append(alert.id)
     tally.updated.discard(alert.id)
     tally.to_deliver.extend(d.id for d in queue_deliveries(session, alert, EVENT_RESOLVED))
@@ -1026,22 +990,7 @@ def _load_rules(
         if model is not None:
             query = query.where(AlertRule.model == model)
         return [
-            _Rule(
-                id=rule.id,
-                project_id=rule.project_id,
-                project=slug,
-                name=rule.name,
-                model=rule.model,
-                kind=rule.kind,
-                metric=rule.metric,
-                column=rule.column_name,
-                operator=rule.operator,
-                threshold=rule.threshold,
-                consecutive_windows=rule.consecutive_windows,
-                max_age_hours=rule.max_age_hours,
-                severity=rule.severity,
-                environment=rule.environment,
-            )
+            _Rule(id=rule.id, project_id=rule.project_id, project=slug, **_stored(rule, _DETACHED_FIELDS))
             for rule, slug in session.execute(query).all()
         ]
 

@@ -81,7 +81,7 @@ from jobs.db.models import ENVIRONMENT_NAMES, Environment, Project, utcnow
 from jobs.db.session import session_scope
 from jobs.permissions import Actor, Forbidden, Permission, Role, has_permission, require
 from jobs.projects import project_by_slug
-from jobs.users import Conflict, InvalidInput, actor_for, validate_username
+from jobs.users import Conflict, InvalidInput, active_actor, validate_username
 
 logger = logging.getLogger(__name__)
 
@@ -318,18 +318,10 @@ def _check_request_id(request_id: object) -> int:
 # --------------------------------------------------------------------------- shared steps
 
 
-def _current_actor(session: Session, actor: Actor) -> Actor:
-    """The actor as the database knows it now (roles read in this transaction)."""
-    fresh = actor_for(session, actor.user_id)
-    if fresh is None or fresh.username != actor.username:
-        raise Forbidden(f"{actor.username} is not an active user")
-    return fresh
-
-
 def _authorise_sponsor(session: Session, actor: Actor, project: str) -> Actor:
     """Require APPROVE_PROMOTION *and* the Model Sponsor role, on the caller's and the database's view."""
     require(actor, Permission.APPROVE_PROMOTION, project)  # refuse before reading anything more
-    fresh = _current_actor(session, actor)
+    fresh = active_actor(session, actor)
     for who in (actor, fresh):
         require(who, Permission.APPROVE_PROMOTION, project)
         if Role.MODEL_SPONSOR not in who.roles.get(project, frozenset()):
@@ -568,7 +560,7 @@ class RequestPromotion:
 
         deployment = None
         with session_scope(sessions, write=True) as session:
-            requester = _current_actor(session, self.actor)
+            requester = active_actor(session, self.actor)
             require(requester, Permission.REQUEST_PROMOTION, self.project)
             project = project_by_slug(session, self.project)
             if project.archived:
@@ -917,7 +909,7 @@ class SetApprovalPolicy:
         ):
             raise InvalidInput(f"required approvals must be an integer from 0 to {MAX_REQUIRED_APPROVALS}")
         with session_scope(sessions, write=True) as session:
-            admin = _current_actor(session, self.actor)
+            admin = active_actor(session, self.actor)
             require(admin, Permission.MANAGE_PROJECTS)
             project = project_by_slug(session, self.project)
             environment = _environment(session, project, environment_name)

@@ -95,7 +95,7 @@ from jobs.db.governance import Deployment
 from jobs.db.models import ENVIRONMENT_NAMES, Project, utcnow
 from jobs.db.session import session_scope
 from jobs.permissions import Actor, Forbidden, Permission, has_permission, require
-from jobs.users import Conflict, InvalidInput, actor_for
+from jobs.users import Conflict, InvalidInput, active_actor, actor_for
 
 log = logging.getLogger(__name__)
 
@@ -923,14 +923,6 @@ def list_deployments(
 # ---------------------------------------------------------------------------- commands
 
 
-def _fresh_actor(session: Session, actor: Actor, permission: Permission, project: str) -> Actor:
-    require(actor, permission, project)
-    fresh = actor_for(session, actor.user_id)
-    if fresh is None or fresh.username != actor.username:
-        raise Forbidden(f"{actor.username} is not an active user")
-    return require(fresh, permission, project)
-
-
 _PERMISSION_OF = {
     PROMOTE: Permission.DEPLOY,
     PAUSE: Permission.DEPLOY,
@@ -980,7 +972,7 @@ class RequestAction:
             if deployment is None:
                 raise Conflict(f"no deployment {self.deployment_id}")
             slug = deployment.project.slug
-            current = _fresh_actor(session, self.actor, _PERMISSION_OF[self.action], slug)
+            current = active_actor(session, self.actor, _PERMISSION_OF[self.action], slug)
             if self.action not in allowed_actions(deployment):
                 waiting = f" ({deployment.requested_action} requested)" if deployment.requested_action else ""
                 raise Conflict(
@@ -1102,7 +1094,7 @@ def configure_deployment(
         deployment = session.get(Deployment, deployment_id)
         if deployment is None:
             raise Conflict(f"no deployment {deployment_id}")
-        current = _fresh_actor(session, actor, Permission.DEPLOY, deployment.project.slug)
+        current = active_actor(session, actor, Permission.DEPLOY, deployment.project.slug)
         changed = session.execute(
             update(Deployment)
             .where(

@@ -62,9 +62,9 @@ from jobs.contracts import key_segment_problem
 from jobs.db.api_models import MAX_REPOSITORY_LENGTH, GithubDelivery, GithubIntegration, WorkflowRun
 from jobs.db.models import Project, utcnow
 from jobs.db.session import session_scope
-from jobs.permissions import Actor, Forbidden, Permission, has_permission, require
+from jobs.permissions import Actor, Permission, has_permission, require
 from jobs.projects import project_by_slug
-from jobs.users import Conflict, InvalidInput, actor_for
+from jobs.users import Conflict, InvalidInput, active_actor, actor_for
 
 logger = logging.getLogger(__name__)
 
@@ -182,13 +182,6 @@ def validate_repository(repository: object) -> str:
     return repository
 
 
-def _current_actor(session: Session, actor: Actor) -> Actor:
-    fresh = actor_for(session, actor.user_id)
-    if fresh is None or fresh.username != actor.username:
-        raise Forbidden(f"{actor.username} is not an active user")
-    return fresh
-
-
 def configure_github(
     session: Session,
     actor: Actor,
@@ -220,7 +213,7 @@ def configure_github(
         Conflict: if the project does not exist.
     """
     require(actor, Permission.MANAGE_INTEGRATIONS, project)
-    current = require(_current_actor(session, actor), Permission.MANAGE_INTEGRATIONS, project)
+    current = require(active_actor(session, actor), Permission.MANAGE_INTEGRATIONS, project)
     repository = validate_repository(repository)
     if not isinstance(secret, str) or not MIN_SECRET_LENGTH <= len(secret) <= MAX_SECRET_LENGTH:
         raise InvalidInput(
@@ -269,7 +262,7 @@ def remove_github(session: Session, actor: Actor, repository: str) -> None:
         raise Conflict(f"repository {repository!r} is not configured")
     slug = integration.project.slug
     require(actor, Permission.MANAGE_INTEGRATIONS, slug)
-    current = require(_current_actor(session, actor), Permission.MANAGE_INTEGRATIONS, slug)
+    current = require(active_actor(session, actor), Permission.MANAGE_INTEGRATIONS, slug)
     session.delete(integration)
     session.flush()
     audit.append(session, current.username, "github.remove", f"github:{repository}", {"project": slug})

@@ -39,8 +39,8 @@ from jobs import audit
 from jobs.contracts import key_segment_problem
 from jobs.db.models import ENVIRONMENT_NAMES, PIPELINE_STAGES, Pipeline, PipelineNode, Project, User, utcnow
 from jobs.db.session import serialize
-from jobs.permissions import Actor, Forbidden, Permission, require
-from jobs.users import Conflict, InvalidInput, actor_for
+from jobs.permissions import Actor, Permission, require
+from jobs.users import Conflict, InvalidInput, active_actor, actor_for
 
 DEFAULT_PIPELINE = "default"
 SYSTEM_ACTOR = "system"
@@ -722,15 +722,6 @@ def node_view(session: Session, actor: Actor | None, project: str, stage: str) -
 # --------------------------------------------------------------------------- changing
 
 
-def _current_actor(session: Session, actor: Actor, permission: Permission, project: str) -> Actor:
-    """``actor`` as the database knows it now, if it still holds ``permission`` on ``project``."""
-    require(actor, permission, project)
-    current = actor_for(session, actor.user_id) if actor is not None else None
-    if current is None:
-        raise Forbidden(f"{actor.username if actor else 'anonymous'} is not an active user")
-    return require(current, permission, project)
-
-
 def _target(project: str, stage: str) -> str:
     return f"pipeline:{project}/{stage}"
 
@@ -772,7 +763,7 @@ def update_node_config(
         InvalidConfig: if the configuration is not valid.
         Conflict: if the project or stage does not exist.
     """
-    current = _current_actor(session, actor, Permission.EDIT_PIPELINE, project)
+    current = active_actor(session, actor, Permission.EDIT_PIPELINE, project)
     stage_fields(stage)
     serialize(session, f"pipeline:{project}")
     node = _node(session, project, stage)
@@ -828,7 +819,7 @@ def unlock_node(
 def _set_lock(
     session: Session, actor: Actor, project: str, stage: str, *, locked: bool, reason: str
 ) -> PipelineNode:
-    current = _current_actor(session, actor, Permission.LOCK_PIPELINE, project)
+    current = active_actor(session, actor, Permission.LOCK_PIPELINE, project)
     stage_fields(stage)
     reason = reason.strip() if isinstance(reason, str) else ""
     if len(reason) > MAX_REASON_LENGTH:

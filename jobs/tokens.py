@@ -46,7 +46,15 @@ from jobs.db.api_models import ApiToken
 from jobs.db.models import User, utcnow
 from jobs.db.session import serialize
 from jobs.permissions import Actor, Forbidden, Permission, Role, require
-from jobs.users import PROJECT_ROLES, Conflict, InvalidInput, actor_for, get_user, validate_username
+from jobs.users import (
+    PROJECT_ROLES,
+    Conflict,
+    InvalidInput,
+    active_actor,
+    actor_for,
+    get_user,
+    validate_username,
+)
 
 TOKEN_PREFIX = "mms_"  # noqa: S105 - the visible marker of studio tokens, not a secret
 SECRET_BYTES = 32
@@ -204,13 +212,6 @@ def _check_now(now: datetime | None) -> datetime:
     return now
 
 
-def _fresh_actor(session: Session, actor: Actor) -> Actor:
-    fresh = actor_for(session, actor.user_id)
-    if fresh is None or fresh.username != actor.username:
-        raise Forbidden(f"{actor.username} is not an active user")
-    return fresh
-
-
 def parse_scope(projects: Mapping[str, Iterable[Role | str]] | None, admin: bool = False) -> TokenScope:
     """Build a :class:`TokenScope` from plain values (``{"credit-risk": ["ml_engineer"]}``).
 
@@ -266,7 +267,7 @@ def create_service_account(session: Session, actor: Actor, username: str, *, dis
         Conflict: if the username is taken.
     """
     require(actor, Permission.ADMIN_USERS)
-    admin = require(_fresh_actor(session, actor), Permission.ADMIN_USERS)
+    admin = require(active_actor(session, actor), Permission.ADMIN_USERS)
     validate_username(username)
     if not isinstance(display_name, str) or len(display_name) > 128:
         raise InvalidInput("display name must be text of at most 128 characters")
@@ -323,7 +324,7 @@ def create_token(
         raise InvalidInput(f"a token expires after more than 0 and at most {MAX_LIFETIME.days} days")
     if scope is not None and not isinstance(scope, TokenScope):
         raise InvalidInput("scope must be a TokenScope (see jobs.tokens.parse_scope)")
-    creator = _fresh_actor(session, actor)
+    creator = active_actor(session, actor)
     if owner is None or owner == creator.username:
         kind = PERSONAL
         owner_actor = creator
@@ -403,7 +404,7 @@ def revoke_token(session: Session, actor: Actor, token_id: int, *, now: datetime
         Conflict: if there is no such token or it is already revoked.
     """
     now = _check_now(now)
-    current = _fresh_actor(session, actor)
+    current = active_actor(session, actor)
     token = _token_by_id(session, token_id)
     if token.owner_id != current.user_id:
         require(actor, Permission.ADMIN_USERS)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from jobs import audit
 from jobs.db.models import Membership, Project, User, utcnow
 from jobs.db.session import serialize
-from jobs.permissions import Actor, Permission, Role, require
+from jobs.permissions import Actor, Forbidden, Permission, Role, require
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
 MIN_PASSWORD_LENGTH = 10
@@ -219,6 +219,35 @@ def record_login(session: Session, username: str, ok: bool, ip: str | None) -> a
         f"user:{name}"[:255],
         {"ip": ip},
     )
+
+
+def active_actor(
+    session: Session,
+    actor: Actor | None,
+    permission: Permission | None = None,
+    project: str | None = None,
+) -> Actor:
+    """``actor`` as the database knows it now (roles read in this transaction).
+
+    A job re-reads its caller before acting: a role revoked or an account deactivated a moment ago
+    no longer counts, whatever the caller's session still says.
+
+    Args:
+        session: The job's session.
+        actor: The caller, as the web session or the CLI built it.
+        permission: When given, required on both the caller's and the database's view (the caller's
+            first, so a refusal reads nothing more).
+        project: Project slug ``permission`` applies to.
+
+    Raises:
+        Forbidden: if the account is missing, deactivated or renamed, or lacks ``permission``.
+    """
+    if permission is not None:
+        require(actor, permission, project)
+    fresh = actor_for(session, actor.user_id) if actor is not None else None
+    if fresh is None or actor is None or fresh.username != actor.username:
+        raise Forbidden(f"{actor.username if actor else 'anonymous'} is not an active user")
+    return fresh if permission is None else require(fresh, permission, project)
 
 
 def actor_for(session: Session, user_id: int) -> Actor | None:

@@ -7,155 +7,93 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
+from app.components.ids.admin import ID
 
 NAME = "Admin"
 DESCRIPTION = "User accounts, their roles per project, alert rules and thresholds, and the studio's settings."
-
-
-class ID:
-    """Component ids shared with ``callbacks/admin.py`` (pages may not import callbacks)."""
-
-    REFRESH = "admin-refresh"
-    USERS_TABLE = "admin-users"
-    NEW_USERNAME = "admin-new-username"
-    NEW_DISPLAY_NAME = "admin-new-display-name"
-    NEW_PASSWORD = "admin-new-password"  # noqa: S105 - a component id, not a password
-    NEW_IS_ADMIN = "admin-new-is-admin"
-    CREATE_USER = "admin-create-user"
-    USER_MESSAGE = "admin-user-message"
-    ACCOUNT_USER = "admin-account-user"
-    ACTIVATE = "admin-activate"
-    DEACTIVATE = "admin-deactivate"
-    ROLES_TABLE = "admin-roles"
-    ROLE_USER = "admin-role-user"
-    ROLE_PROJECT = "admin-role-project"
-    ROLE_ROLE = "admin-role-role"
-    GRANT = "admin-role-grant"
-    REVOKE = "admin-role-revoke"
-    ROLE_MESSAGE = "admin-role-message"
-    RULES_PROJECT = "admin-rules-project"
-    RULES_TABLE = "admin-rules"
-    RULE_NAME = "admin-rule-name"
-    RULE_MODEL = "admin-rule-model"
-    RULE_KIND = "admin-rule-kind"
-    RULE_METRIC = "admin-rule-metric"
-    RULE_COLUMN = "admin-rule-column"
-    RULE_OPERATOR = "admin-rule-operator"
-    RULE_THRESHOLD = "admin-rule-threshold"
-    RULE_WINDOWS = "admin-rule-windows"
-    RULE_MAX_AGE = "admin-rule-max-age"
-    RULE_SEVERITY = "admin-rule-severity"
-    RULE_ENVIRONMENT = "admin-rule-environment"
-    CREATE_RULE = "admin-rule-create"
-    RULE_SELECT = "admin-rule-select"
-    RULE_NEW_THRESHOLD = "admin-rule-new-threshold"
-    UPDATE_THRESHOLD = "admin-rule-update-threshold"
-    ENABLE_RULE = "admin-rule-enable"
-    DISABLE_RULE = "admin-rule-disable"
-    RULE_MESSAGE = "admin-rule-message"
-    SETTINGS_TABLE = "admin-settings"
-    ROLES_SECTION = "admin-roles-section"
-    RULES_SECTION = "admin-rules-section"
-    SETTINGS_SECTION = "admin-settings-section"
 
 
 def _field(label: str, control: object, width: int = 3) -> dbc.Col:
     return dbc.Col([dbc.Label(label, class_name="small mb-0"), control], md=width)
 
 
+def _form_row(*columns: dbc.Col) -> dbc.Row:
+    return dbc.Row(list(columns), class_name="g-2 mb-2")
+
+
+def _section(title: str, *children: object) -> html.Section:
+    return html.Section([html.H2(title, className="h5"), *children], className="mb-4")
+
+
+def _buttons(width: int, *buttons: dbc.Button) -> dbc.Col:
+    """A form row's column of buttons, level with the inputs below their labels."""
+    if len(buttons) == 1:
+        return dbc.Col(buttons[0], md=width, class_name="mt-4")
+    return dbc.Col(html.Div(list(buttons), className="d-flex gap-2"), md=width, class_name="mt-4")
+
+
 def _users_section() -> html.Section:
-    create = dbc.Row(
-        [
-            _field("Username", dbc.Input(id=ID.NEW_USERNAME, size="sm", maxLength=64, autoComplete="off")),
-            _field("Display name", dbc.Input(id=ID.NEW_DISPLAY_NAME, size="sm", maxLength=128), width=2),
-            _field(
-                "Password (10+ characters)",
-                dbc.Input(
-                    id=ID.NEW_PASSWORD,
-                    type="password",
-                    size="sm",
-                    maxLength=1024,
-                    autoComplete="new-password",
-                ),
+    create = _form_row(
+        _field("Username", dbc.Input(id=ID.NEW_USERNAME, size="sm", maxLength=64, autoComplete="off")),
+        _field("Display name", dbc.Input(id=ID.NEW_DISPLAY_NAME, size="sm", maxLength=128), width=2),
+        _field(
+            "Password (10+ characters)",
+            dbc.Input(
+                id=ID.NEW_PASSWORD,
+                type="password",
+                size="sm",
+                maxLength=1024,
+                autoComplete="new-password",
             ),
-            dbc.Col(
-                dbc.Checkbox(id=ID.NEW_IS_ADMIN, label="Administrator", value=False), md=2, class_name="mt-4"
-            ),
-            dbc.Col(
-                dbc.Button("Create account", id=ID.CREATE_USER, size="sm", color="primary"),
-                md=2,
-                class_name="mt-4",
-            ),
-        ],
-        class_name="g-2 mb-2",
+        ),
+        dbc.Col(
+            dbc.Checkbox(id=ID.NEW_IS_ADMIN, label="Administrator", value=False), md=2, class_name="mt-4"
+        ),
+        _buttons(2, dbc.Button("Create account", id=ID.CREATE_USER, size="sm", color="primary")),
     )
-    account = dbc.Row(
-        [
-            _field(
-                "Account",
-                dbc.Select(id=ID.ACCOUNT_USER, options=[], size="sm", placeholder="Choose an account"),
-                width=4,
-            ),
-            dbc.Col(
-                html.Div(
-                    [
-                        dbc.Button("Activate", id=ID.ACTIVATE, size="sm", color="outline-success"),
-                        dbc.Button("Deactivate", id=ID.DEACTIVATE, size="sm", color="outline-danger"),
-                    ],
-                    className="d-flex gap-2",
-                ),
-                md=4,
-                class_name="mt-4",
-            ),
-        ],
-        class_name="g-2 mb-2",
+    account = _form_row(
+        _field(
+            "Account",
+            dbc.Select(id=ID.ACCOUNT_USER, options=[], size="sm", placeholder="Choose an account"),
+            width=4,
+        ),
+        _buttons(
+            4,
+            dbc.Button("Activate", id=ID.ACTIVATE, size="sm", color="outline-success"),
+            dbc.Button("Deactivate", id=ID.DEACTIVATE, size="sm", color="outline-danger"),
+        ),
     )
-    return html.Section(
-        [
-            html.H2("Users", className="h5"),
-            html.Div(id=ID.USERS_TABLE),
-            create,
-            account,
-            html.Div(id=ID.USER_MESSAGE),
-        ],
-        className="mb-4",
+    return _section(
+        "Users",
+        html.Div(id=ID.USERS_TABLE),
+        create,
+        account,
+        html.Div(id=ID.USER_MESSAGE),
     )
 
 
 def _roles_section() -> html.Section:
-    form = dbc.Row(
-        [
-            _field("User", dbc.Select(id=ID.ROLE_USER, options=[], size="sm", placeholder="Choose a user")),
-            _field(
-                "Project",
-                dbc.Select(id=ID.ROLE_PROJECT, options=[], size="sm", placeholder="Choose a project"),
-            ),
-            _field(
-                "Role",
-                dbc.Select(id=ID.ROLE_ROLE, options=[], size="sm", placeholder="Choose a role"),
-            ),
-            dbc.Col(
-                html.Div(
-                    [
-                        dbc.Button("Grant", id=ID.GRANT, size="sm", color="primary"),
-                        dbc.Button("Revoke", id=ID.REVOKE, size="sm", color="outline-danger"),
-                    ],
-                    className="d-flex gap-2",
-                ),
-                md=3,
-                class_name="mt-4",
-            ),
-        ],
-        class_name="g-2 mb-2",
+    form = _form_row(
+        _field("User", dbc.Select(id=ID.ROLE_USER, options=[], size="sm", placeholder="Choose a user")),
+        _field(
+            "Project",
+            dbc.Select(id=ID.ROLE_PROJECT, options=[], size="sm", placeholder="Choose a project"),
+        ),
+        _field(
+            "Role",
+            dbc.Select(id=ID.ROLE_ROLE, options=[], size="sm", placeholder="Choose a role"),
+        ),
+        _buttons(
+            3,
+            dbc.Button("Grant", id=ID.GRANT, size="sm", color="primary"),
+            dbc.Button("Revoke", id=ID.REVOKE, size="sm", color="outline-danger"),
+        ),
     )
-    return html.Section(
-        [
-            html.H2("Roles per project", className="h5"),
-            html.Div(id=ID.ROLES_TABLE),
-            form,
-            html.Div(id=ID.ROLE_MESSAGE),
-        ],
-        className="mb-4",
+    return _section(
+        "Roles per project",
+        html.Div(id=ID.ROLES_TABLE),
+        form,
+        html.Div(id=ID.ROLE_MESSAGE),
     )
 
 
@@ -200,55 +138,35 @@ def _rules_section() -> html.Section:
                 ),
                 2,
             ),
-            dbc.Col(
-                dbc.Button("Create rule", id=ID.CREATE_RULE, size="sm", color="primary"),
-                md=2,
-                class_name="mt-4",
-            ),
+            _buttons(2, dbc.Button("Create rule", id=ID.CREATE_RULE, size="sm", color="primary")),
         ],
         class_name="g-2 mb-3",
     )
-    change = dbc.Row(
-        [
-            _field(
-                "Rule", dbc.Select(id=ID.RULE_SELECT, options=[], size="sm", placeholder="Choose a rule"), 4
-            ),
-            _field("New threshold", dbc.Input(id=ID.RULE_NEW_THRESHOLD, size="sm", inputMode="decimal"), 2),
-            dbc.Col(
-                html.Div(
-                    [
-                        dbc.Button("Set threshold", id=ID.UPDATE_THRESHOLD, size="sm", color="primary"),
-                        dbc.Button("Enable", id=ID.ENABLE_RULE, size="sm", color="outline-success"),
-                        dbc.Button("Disable", id=ID.DISABLE_RULE, size="sm", color="outline-danger"),
-                    ],
-                    className="d-flex gap-2",
-                ),
-                md=6,
-                class_name="mt-4",
-            ),
-        ],
-        class_name="g-2 mb-2",
+    change = _form_row(
+        _field("Rule", dbc.Select(id=ID.RULE_SELECT, options=[], size="sm", placeholder="Choose a rule"), 4),
+        _field("New threshold", dbc.Input(id=ID.RULE_NEW_THRESHOLD, size="sm", inputMode="decimal"), 2),
+        _buttons(
+            6,
+            dbc.Button("Set threshold", id=ID.UPDATE_THRESHOLD, size="sm", color="primary"),
+            dbc.Button("Enable", id=ID.ENABLE_RULE, size="sm", color="outline-success"),
+            dbc.Button("Disable", id=ID.DISABLE_RULE, size="sm", color="outline-danger"),
+        ),
     )
-    return html.Section(
-        [
-            html.H2("Alert rules and thresholds", className="h5"),
-            dbc.Select(
-                id=ID.RULES_PROJECT, options=[], size="sm", class_name="mb-2", style={"maxWidth": "28rem"}
-            ),
-            html.Div(id=ID.RULES_TABLE),
-            create,
-            change,
-            html.Div(id=ID.RULE_MESSAGE),
-        ],
-        className="mb-4",
+    return _section(
+        "Alert rules and thresholds",
+        dbc.Select(
+            id=ID.RULES_PROJECT, options=[], size="sm", class_name="mb-2", style={"maxWidth": "28rem"}
+        ),
+        html.Div(id=ID.RULES_TABLE),
+        create,
+        change,
+        html.Div(id=ID.RULE_MESSAGE),
     )
 
 
 def layout() -> html.Div:
     """Every section; those the administrator's permissions do not open stay hidden (see callbacks)."""
-    settings = html.Section(
-        [html.H2("Settings (read-only)", className="h5"), html.Div(id=ID.SETTINGS_TABLE)], className="mb-4"
-    )
+    settings = _section("Settings (read-only)", html.Div(id=ID.SETTINGS_TABLE))
     return html.Div(
         [
             page_header(NAME, DESCRIPTION),

@@ -14,35 +14,12 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
+from app.components.ids.approvals import ANY, ID
 
 NAME = "Approvals"
 DESCRIPTION = "Requests to promote a model version to staging or production, and the sponsors' decisions."
 ENVIRONMENTS = ("dev", "staging", "prod")
-ANY = "all"  # filter value meaning "do not filter" (a Select shows an empty value as blank)
 STATUSES = ("pending", "approved", "rejected", "expired", "superseded")
-
-# Component ids shared with callbacks/approvals.py (pages may not import callbacks).
-PROJECT = "approvals-project"
-ENVIRONMENT = "approvals-environment"
-STATUS = "approvals-status"
-LIST = "approvals-list"
-MESSAGE = "approvals-message"
-DECIDED = "approvals-decided"
-REQUESTED = "approvals-requested"
-REQUEST_CARD = "approvals-request-card"
-REQUEST_PROJECT = "approvals-request-project"
-REQUEST_MODEL = "approvals-request-model"
-REQUEST_VERSION = "approvals-request-version"
-REQUEST_ENVIRONMENT = "approvals-request-environment"
-REQUEST_JUSTIFICATION = "approvals-request-justification"
-REQUEST_SUPERSEDE = "approvals-request-supersede"
-REQUEST_SUBMIT = "approvals-request-submit"
-REQUEST_MESSAGE = "approvals-request-message"
-# Types of the pattern-matching ids of each request card's decision form.
-APPROVE_TYPE = "approvals-approve"
-REJECT_TYPE = "approvals-reject"
-COMMENT_TYPE = "approvals-comment"
-BINDING_TYPE = "approvals-binding"
 
 
 def _choice(label: str, component_id: str, options: list[dict[str, str]], value: str, width: int) -> dbc.Col:
@@ -58,10 +35,10 @@ def _choice(label: str, component_id: str, options: list[dict[str, str]], value:
 def _filters() -> dbc.Row:
     return dbc.Row(
         [
-            _choice("Project", PROJECT, [{"label": "All projects", "value": ANY}], ANY, 4),
+            _choice("Project", ID.PROJECT, [{"label": "All projects", "value": ANY}], ANY, 4),
             _choice(
                 "Environment",
-                ENVIRONMENT,
+                ID.ENVIRONMENT,
                 [{"label": "All environments", "value": ANY}]
                 + [{"label": e, "value": e} for e in ENVIRONMENTS],
                 ANY,
@@ -69,7 +46,7 @@ def _filters() -> dbc.Row:
             ),
             _choice(
                 "Status",
-                STATUS,
+                ID.STATUS,
                 [{"label": "All statuses", "value": ANY}] + [{"label": s, "value": s} for s in STATUSES],
                 ANY,
                 3,
@@ -90,46 +67,51 @@ def _request_form() -> dbc.Card:
                 [
                     dbc.Row(
                         [
-                            field("Project", dbc.Select(id=REQUEST_PROJECT, options=[]), REQUEST_PROJECT, 3),
+                            field(
+                                "Project",
+                                dbc.Select(id=ID.REQUEST_PROJECT, options=[]),
+                                ID.REQUEST_PROJECT,
+                                3,
+                            ),
                             field(
                                 "Model",
-                                dbc.Input(id=REQUEST_MODEL, maxLength=128, placeholder="credit-default"),
-                                REQUEST_MODEL,
+                                dbc.Input(id=ID.REQUEST_MODEL, maxLength=128, placeholder="credit-default"),
+                                ID.REQUEST_MODEL,
                                 3,
                             ),
                             field(
                                 "Version",
-                                dbc.Input(id=REQUEST_VERSION, maxLength=32, placeholder="3"),
-                                REQUEST_VERSION,
+                                dbc.Input(id=ID.REQUEST_VERSION, maxLength=32, placeholder="3"),
+                                ID.REQUEST_VERSION,
                                 2,
                             ),
                             field(
                                 "Environment",
                                 dbc.Select(
-                                    id=REQUEST_ENVIRONMENT,
+                                    id=ID.REQUEST_ENVIRONMENT,
                                     options=[{"label": e, "value": e} for e in ENVIRONMENTS],
                                     value="staging",
                                 ),
-                                REQUEST_ENVIRONMENT,
+                                ID.REQUEST_ENVIRONMENT,
                                 2,
                             ),
                         ],
                         class_name="g-2 mb-2",
                     ),
-                    dbc.Label("Justification", html_for=REQUEST_JUSTIFICATION, class_name="small mb-1"),
-                    dbc.Textarea(id=REQUEST_JUSTIFICATION, maxLength=5000, rows=2, class_name="mb-2"),
+                    dbc.Label("Justification", html_for=ID.REQUEST_JUSTIFICATION, class_name="small mb-1"),
+                    dbc.Textarea(id=ID.REQUEST_JUSTIFICATION, maxLength=5000, rows=2, class_name="mb-2"),
                     dbc.Checkbox(
-                        id=REQUEST_SUPERSEDE,
+                        id=ID.REQUEST_SUPERSEDE,
                         label="Replace a pending request for the same model and environment",
                         value=False,
                         class_name="mb-2",
                     ),
-                    dbc.Button("Request promotion", id=REQUEST_SUBMIT, color="primary", class_name="mb-2"),
-                    html.Div(id=REQUEST_MESSAGE),
+                    dbc.Button("Request promotion", id=ID.REQUEST_SUBMIT, color="primary", class_name="mb-2"),
+                    html.Div(id=ID.REQUEST_MESSAGE),
                 ]
             ),
         ],
-        id=REQUEST_CARD,
+        id=ID.REQUEST_CARD,
         class_name="mb-3",
         style={"display": "none"},
     )
@@ -140,12 +122,12 @@ def layout() -> html.Div:
     return html.Div(
         [
             page_header(NAME, DESCRIPTION),
-            dcc.Store(id=DECIDED, data=0),
-            dcc.Store(id=REQUESTED, data=0),
+            dcc.Store(id=ID.DECIDED, data=0),
+            dcc.Store(id=ID.REQUESTED, data=0),
             _request_form(),
             _filters(),
-            html.Div(id=MESSAGE),
-            dcc.Loading(html.Div(id=LIST), type="default"),
+            html.Div(id=ID.MESSAGE),
+            dcc.Loading(html.Div(id=ID.LIST), type="default"),
         ]
     )
 

@@ -7,28 +7,10 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
+from app.components.ids.audit import ID
 
 NAME = "Audit log"
 DESCRIPTION = "The append-only, hash-chained record of every sign-in and change, and its verification."
-
-
-class ID:
-    """Component ids shared with ``callbacks/audit.py`` (pages may not import callbacks)."""
-
-    ACTOR = "audit-filter-actor"
-    ACTION = "audit-filter-action"
-    DATE_FROM = "audit-filter-from"
-    DATE_TO = "audit-filter-to"
-    APPLY = "audit-filter-apply"
-    PAGE = "audit-page"
-    PREVIOUS = "audit-page-previous"
-    NEXT = "audit-page-next"
-    PAGE_INFO = "audit-page-info"
-    ENTRIES = "audit-entries"
-    FILTER_MESSAGE = "audit-filter-message"
-    VERIFY_SECTION = "audit-verify-section"
-    VERIFY_BUTTON = "audit-verify"
-    VERIFY_RESULT = "audit-verify-result"
 
 
 def _filters() -> dbc.Row:

@@ -7,6 +7,7 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
+from app.components.ids.cicd import ALL, ID
 
 NAME = "CI/CD"
 DESCRIPTION = "Deployments and rollbacks per environment, with the checks each release passed."
@@ -14,42 +15,6 @@ DESCRIPTION = "Deployments and rollbacks per environment, with the checks each r
 # How often the page asks for fresh deployments and runs (only while it is open: the interval lives here).
 REFRESH_MS = 5_000
 ENVIRONMENTS = ("dev", "staging", "prod")
-# The filters' "all" choice (the same value as callbacks/cicd.py ``ALL``).
-ALL = "*"
-
-
-class ID:
-    """Component ids shared with ``callbacks/cicd.py`` (pages may not import callbacks)."""
-
-    PROJECT = "cicd-project"
-    ENVIRONMENT = "cicd-environment"
-    TICK = "cicd-tick"
-    REFRESH = "cicd-refresh"
-    DEPLOYMENTS = "cicd-deployments"
-    DEPLOYMENTS_PAGE = "cicd-deployments-page"
-    DEPLOYMENTS_PREVIOUS = "cicd-deployments-previous"
-    DEPLOYMENTS_NEXT = "cicd-deployments-next"
-    DEPLOYMENTS_INFO = "cicd-deployments-info"
-    DEPLOYMENT = "cicd-deployment"
-    DETAIL = "cicd-deployment-detail"
-    REASON = "cicd-action-reason"
-    ACTION_MESSAGE = "cicd-action-message"
-    PROMOTE_SECTION = "cicd-promote-section"
-    PROMOTE_CONFIRM = "cicd-promote-confirm"
-    PAUSE_SECTION = "cicd-pause-section"
-    PAUSE_CONFIRM = "cicd-pause-confirm"
-    RESUME_SECTION = "cicd-resume-section"
-    RESUME_CONFIRM = "cicd-resume-confirm"
-    ABORT_SECTION = "cicd-abort-section"
-    ABORT_CONFIRM = "cicd-abort-confirm"
-    ROLLBACK_SECTION = "cicd-rollback-section"
-    ROLLBACK_CONFIRM = "cicd-rollback-confirm"
-    RUNS = "cicd-runs"
-    RUNS_CURSORS = "cicd-runs-cursors"
-    RUNS_NEXT_CURSOR = "cicd-runs-next-cursor"
-    RUNS_PREVIOUS = "cicd-runs-previous"
-    RUNS_NEXT = "cicd-runs-next"
-    RUNS_INFO = "cicd-runs-info"
 
 
 # (section id, confirm id, button label, button colour, confirmation question)

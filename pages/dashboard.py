@@ -1,7 +1,6 @@
 """Dashboard: the landing page: greeting and roles, monitoring KPIs, latency and accuracy, recent alerts.
 
-``callbacks.dashboard`` fills every part; the ids of the monitoring parts below are repeated there
-(pages may not import callbacks) and a unit test checks both agree.
+``callbacks.dashboard`` fills every part; both take the component ids from ``app.components.ids.dashboard``.
 """
 
 from __future__ import annotations
@@ -10,14 +9,11 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
-from app.components import ids, page_header
+from app.components import page_header
+from app.components.ids.dashboard import ID
 
 NAME = "Dashboard"
 
-KPIS = "dashboard-kpis"
-LATENCY = "dashboard-latency"
-ACCURACY = "dashboard-accuracy"
-ALERTS = "dashboard-alerts"
 
 GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -39,16 +35,16 @@ def layout() -> html.Div:
     return html.Div(
         [
             page_header(NAME, "Your projects and roles, and how the models you monitor are doing."),
-            html.Div(id=ids.DASHBOARD_GREETING),
-            dcc.Loading(html.Div(id=KPIS, className="mt-3"), delay_show=250),
+            html.Div(id=ID.GREETING),
+            dcc.Loading(html.Div(id=ID.KPIS, className="mt-3"), delay_show=250),
             dbc.Row(
                 [
-                    dbc.Col(_card("p95 latency per model", _graph(LATENCY)), lg=6),
-                    dbc.Col(_card("Accuracy of classification models", _graph(ACCURACY)), lg=6),
+                    dbc.Col(_card("p95 latency per model", _graph(ID.LATENCY)), lg=6),
+                    dbc.Col(_card("Accuracy of classification models", _graph(ID.ACCURACY)), lg=6),
                 ]
             ),
-            _card("Recent alerts", html.Div(id=ALERTS)),
-            _card("Your projects and roles", html.Div(id=ids.DASHBOARD_ROLES)),
+            _card("Recent alerts", html.Div(id=ID.ALERTS)),
+            _card("Your projects and roles", html.Div(id=ID.ROLES)),
         ]
     )
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dash
 import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
+from app.components.ids.integrations import (
+    WebhookID,
+    check_button,
+    check_result,
+    checking_section,
+    config_view,
+)
 
 NAME = "Integrations"
 DESCRIPTION = "Connections to the data store, the MLflow registry and GitHub, with a live check of each."
@@ -20,16 +29,10 @@ WHAT_IS_CHECKED = {
 }
 
 
-def _slug(integration: str) -> str:
-    return integration.replace("_", "-")
-
-
 def _card(integration: str) -> dbc.Col:
-    # Ids shared with callbacks/integrations.py: integration-{config,check,result,checking}-<name>.
-    name = _slug(integration)
     checking = html.Div(
-        dbc.Button("Check connection", id=f"integration-check-{name}", color="outline-primary", size="sm"),
-        id=f"integration-checking-{name}",
+        dbc.Button("Check connection", id=check_button(integration), color="outline-primary", size="sm"),
+        id=checking_section(integration),
         hidden=True,
     )
     return dbc.Col(
@@ -38,10 +41,10 @@ def _card(integration: str) -> dbc.Col:
                 dbc.CardHeader(INTEGRATIONS[integration]),
                 dbc.CardBody(
                     [
-                        html.Div(id=f"integration-config-{name}"),
+                        html.Div(id=config_view(integration)),
                         html.P(WHAT_IS_CHECKED[integration], className="small text-body-secondary"),
                         checking,
-                        html.Div(id=f"integration-result-{name}", className="mt-2"),
+                        html.Div(id=check_result(integration), className="mt-2"),
                     ]
                 ),
             ],
@@ -52,27 +55,15 @@ def _card(integration: str) -> dbc.Col:
     )
 
 
-class WebhookID:
-    """Component ids of the GitHub webhook card, shared with ``callbacks/integrations.py``."""
-
-    URL = "integration-github-webhook-url"
-    REPOSITORIES = "integration-github-repositories"
-    REFRESH = "integration-github-refresh"
-    MANAGE = "integration-github-manage"
-    PROJECT = "integration-github-project"
-    REPOSITORY = "integration-github-repository"
-    SECRET = "integration-github-secret"  # noqa: S105 - a component id, not a password
-    SAVE = "integration-github-save"
-    REMOVE_REPOSITORY = "integration-github-remove-repository"
-    REMOVE_CONFIRM = "integration-github-remove-confirm"
-    MESSAGE = "integration-github-message"
-
-
 GITHUB_EVENTS = "workflow_run, push and pull_request"
 REMOVE_QUESTION = (
     "Stop accepting webhooks from this repository? Its stored workflow runs stay; "
     "GitHub's deliveries will be refused until it is configured again."
 )
+
+
+def _labelled(label: str, control: Any, width: int) -> dbc.Col:
+    return dbc.Col([dbc.Label(label, html_for=control.id, class_name="small mb-0"), control], md=width)
 
 
 def _webhook_card() -> dbc.Card:
@@ -82,39 +73,29 @@ def _webhook_card() -> dbc.Card:
             html.H3("Configure a repository", className="h6 mt-3"),
             dbc.Row(
                 [
-                    dbc.Col(
-                        [
-                            dbc.Label("Project", html_for=WebhookID.PROJECT, class_name="small mb-0"),
-                            dbc.Select(id=WebhookID.PROJECT, options=[], size="sm"),
-                        ],
-                        md=3,
+                    _labelled("Project", dbc.Select(id=WebhookID.PROJECT, options=[], size="sm"), 3),
+                    _labelled(
+                        "Repository",
+                        dbc.Input(
+                            id=WebhookID.REPOSITORY,
+                            placeholder="owner/name",
+                            maxLength=201,
+                            size="sm",
+                            autocomplete="off",
+                        ),
+                        3,
                     ),
-                    dbc.Col(
-                        [
-                            dbc.Label("Repository", html_for=WebhookID.REPOSITORY, class_name="small mb-0"),
-                            dbc.Input(
-                                id=WebhookID.REPOSITORY,
-                                placeholder="owner/name",
-                                maxLength=201,
-                                size="sm",
-                                autocomplete="off",
-                            ),
-                        ],
-                        md=3,
-                    ),
-                    dbc.Col(
-                        [
-                            dbc.Label("Webhook secret", html_for=WebhookID.SECRET, class_name="small mb-0"),
-                            dbc.Input(
-                                id=WebhookID.SECRET,
-                                type="password",
-                                placeholder="16 to 1024 characters",
-                                maxLength=1024,
-                                size="sm",
-                                autocomplete="new-password",
-                            ),
-                        ],
-                        md=4,
+                    _labelled(
+                        "Webhook secret",
+                        dbc.Input(
+                            id=WebhookID.SECRET,
+                            type="password",
+                            placeholder="16 to 1024 characters",
+                            maxLength=1024,
+                            size="sm",
+                            autocomplete="new-password",
+                        ),
+                        4,
                     ),
                     dbc.Col(
                         dbc.Button("Save", id=WebhookID.SAVE, color="primary", size="sm"),
@@ -130,16 +111,10 @@ def _webhook_card() -> dbc.Card:
             ),
             dbc.Row(
                 [
-                    dbc.Col(
-                        [
-                            dbc.Label(
-                                "Remove a repository",
-                                html_for=WebhookID.REMOVE_REPOSITORY,
-                                class_name="small mb-0",
-                            ),
-                            dbc.Select(id=WebhookID.REMOVE_REPOSITORY, options=[], size="sm"),
-                        ],
-                        md=4,
+                    _labelled(
+                        "Remove a repository",
+                        dbc.Select(id=WebhookID.REMOVE_REPOSITORY, options=[], size="sm"),
+                        4,
                     ),
                     dbc.Col(
                         dcc.ConfirmDialogProvider(

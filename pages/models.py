@@ -13,33 +13,11 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
+from app.components.ids.models import ALL_ENVIRONMENTS, ID
 
 NAME = "Models"
 DESCRIPTION = "Registered models and their versions per environment, with the training runs behind them."
 ENVIRONMENTS = ("dev", "staging", "prod")
-ALL_ENVIRONMENTS = "all"  # backfill every environment of the model (a Select shows "" as blank)
-
-
-class ID:
-    """Component ids shared with ``callbacks/models.py`` (pages may not import callbacks)."""
-
-    PROJECT = "models-project"
-    REGISTRY = "models-registry"
-    TRAIN_CARD = "models-train-card"
-    TRAIN_MODEL = "models-train-model"
-    TRAIN_START = "models-train-start"
-    TRAIN_CANCEL = "models-train-cancel"
-    TRAIN_PROGRESS = "models-train-progress"
-    TRAIN_RESULT = "models-train-result"
-    BACKFILL_CARD = "models-backfill-card"
-    BACKFILL_MODEL = "models-backfill-model"
-    BACKFILL_ENVIRONMENT = "models-backfill-environment"
-    BACKFILL_SINCE = "models-backfill-since"
-    BACKFILL_UNTIL = "models-backfill-until"
-    BACKFILL_START = "models-backfill-start"
-    BACKFILL_CANCEL = "models-backfill-cancel"
-    BACKFILL_PROGRESS = "models-backfill-progress"
-    BACKFILL_RESULT = "models-backfill-result"
 
 
 def _labelled(label: str, control: object, component_id: str, width: int) -> dbc.Col:

@@ -7,31 +7,13 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from app.components import page_header
+from app.components.ids.pipeline import ID
 
 NAME = "Pipeline"
 DESCRIPTION = (
     "The eight stages of each project's pipeline, from ingestion to feedback, "
     "with their settings, locks and last run."
 )
-
-
-class ID:
-    """Component ids shared with ``callbacks/pipeline.py`` (pages may not import callbacks)."""
-
-    PROJECT = "pipeline-project"
-    REFRESH = "pipeline-refresh"
-    LEGEND = "pipeline-legend"
-    DAG_CONTAINER = "pipeline-dag-container"
-    STAGE_TABLE = "pipeline-stage-table"
-    STAGE = "pipeline-stage"
-    NODE_INFO = "pipeline-node-info"
-    NODE_FORM = "pipeline-node-form"
-    NODE_VERSION = "pipeline-node-version"
-    SAVE_BUTTON = "pipeline-node-save"
-    LOCK_BUTTON = "pipeline-node-lock"
-    UNLOCK_BUTTON = "pipeline-node-unlock"
-    LOCK_REASON = "pipeline-node-lock-reason"
-    NODE_MESSAGE = "pipeline-node-message"
 
 
 def layout() -> html.Div:

@@ -50,7 +50,7 @@ from jobs.db.models import ENVIRONMENT_NAMES, Environment, utcnow
 from jobs.db.session import session_scope
 from jobs.permissions import Actor, Forbidden, Permission, require
 from jobs.projects import project_by_slug
-from jobs.users import Conflict, InvalidInput, actor_for
+from jobs.users import Conflict, InvalidInput, active_actor
 
 ROLLBACK_QUEUED = "rollback_queued"
 ROLLED_BACK = "rolled_back"
@@ -87,13 +87,6 @@ class RollbackOutcome:
 
     deployment: Deployment
     rollback_to: Deployment
-
-
-def _current_actor(session: Session, actor: Actor) -> Actor:
-    fresh = actor_for(session, actor.user_id)
-    if fresh is None or fresh.username != actor.username:
-        raise Forbidden(f"{actor.username} is not an active user")
-    return fresh
 
 
 def _check_text(value: object, what: str) -> str:
@@ -159,7 +152,7 @@ def queue_deployment(
     if environment not in ENVIRONMENT_NAMES:
         raise InvalidInput(f"environment must be one of {', '.join(ENVIRONMENT_NAMES)}, not {environment!r}")
     with session_scope(sessions) as session:
-        require(_current_actor(session, actor), Permission.DEPLOY, project)
+        require(active_actor(session, actor), Permission.DEPLOY, project)
         found = project_by_slug(session, project)
         latest = latest_deployment(session, found.id, model, environment)
         if latest is not None and latest.version == version and latest.status not in NOT_RUNNING:
@@ -250,7 +243,7 @@ def rollback_deployment(
             raise NotFound(f"no deployment {deployment_id}")
         slug = deployment.project.slug
         require(actor, Permission.ROLLBACK, slug)
-        current = require(_current_actor(session, actor), Permission.ROLLBACK, slug)
+        current = require(active_actor(session, actor), Permission.ROLLBACK, slug)
         if deployment.status in (ROLLBACK_QUEUED, ROLLED_BACK):
             raise Conflict(f"deployment {deployment_id} is already {deployment.status}")
         latest = latest_deployment(session, deployment.project_id, deployment.model, deployment.environment)

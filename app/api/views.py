@@ -208,6 +208,16 @@ def from_list(rows: Sequence[Any]) -> Fetch:
     return fetch
 
 
+def newest_first(query: Any, key: Any) -> Fetch:
+    """A keyset :data:`Fetch` over ``query``: rows by descending ``key``, below the previous page's last."""
+
+    def fetch(session: Session, before: int | None, count: int) -> Sequence[Any]:
+        scoped = query if before is None else query.where(key < before)
+        return session.scalars(scoped.order_by(key.desc()).limit(count)).unique().all()
+
+    return fetch
+
+
 def _in_projects(query: Any, call: Call, permission: Permission) -> Any:
     """``query`` (joined to ``Project``) limited to the ``project`` parameter and the visible projects."""
     if call.params.get("project") is not None:
@@ -233,6 +243,27 @@ def _project_or_404(session: Session, actor: Actor, slug: str, permission: Permi
     return found
 
 
+def _checked_project(call: Call, slug: str, permission: Permission) -> Actor:
+    """The call's actor, once :func:`_project_or_404` passed for ``slug`` (403, then 404)."""
+    actor = _actor(call)
+    with db_session() as session:
+        _project_or_404(session, actor, slug, permission)
+    return actor
+
+
+def _checked_id(call: Call, param: str, read: Callable[[Session, Actor, int], Any]) -> tuple[Actor, int]:
+    """The call's actor and the id in path parameter ``param``, once ``read`` found it.
+
+    ``read`` (``approvals.get_request``, ``deployments.get_deployment``) raises 404 for an
+    unknown id and 403 for one on a project the actor may not view, before any job runs.
+    """
+    actor = _actor(call)
+    key = call.params[param]
+    with db_session() as session:
+        read(session, actor, key)
+    return actor, key
+
+
 def _visible(actor: Actor, permission: Permission) -> list[str] | None:
     """Slugs where ``actor`` holds ``permission``; ``None`` for every project (admin)."""
     if actor.is_admin:
@@ -255,6 +286,11 @@ def _number(value: Any) -> float | None:
 
 def _settings() -> Any:
     return services().settings
+
+
+def _sha_lookup() -> github.MlflowShaLookup:
+    settings = _settings()
+    return github.MlflowShaLookup(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
 
 
 # ---------------------------------------------------------------------------- openapi
@@ -373,10 +409,8 @@ MODEL_VERSION = obj(
 )
 def list_model_versions(call: Call) -> Reply:
     """Versions of ``<project>.<model>`` from the registry (``VIEW_MODELS`` on the project)."""
-    actor = _actor(call)
     slug, model = call.params["project"], call.params["model"]
-    with db_session() as session:
-        _project_or_404(session, actor, slug, Permission.VIEW_MODELS)
+    _checked_project(call, slug, Permission.VIEW_MODELS)
     settings = _settings()
     versions = registry.list_versions(
         registry.registered_model_name(slug, model),
@@ -403,16 +437,20 @@ def list_model_versions(call: Call) -> Reply:
 
 # ---------------------------------------------------------------------------- promotions
 
+# What a promotion request binds and the deployment it queues carries: the version and where it goes.
+RELEASE = {
+    "project": SLUG,
+    "model": TEXT,
+    "version": TEXT,
+    "run_id": TEXT,
+    "artifact_digest": TEXT,
+    "environment": ENVIRONMENT,
+}
 APPROVAL = obj({"approver": TEXT, "comment": TEXT, "created_at": TIME})
 PROMOTION = obj(
     {
         "id": ID,
-        "project": SLUG,
-        "model": TEXT,
-        "version": TEXT,
-        "run_id": TEXT,
-        "artifact_digest": TEXT,
-        "environment": ENVIRONMENT,
+        **RELEASE,
         "status": {"type": "string", "enum": list(PROMOTION_STATUSES)},
         "justification": TEXT,
         "requested_by": TEXT,
@@ -435,15 +473,22 @@ def effective_status(request_row: PromotionRequest, now: datetime) -> str:
     return request_row.status
 
 
-def _promotion_json(row: PromotionRequest, now: datetime) -> dict[str, Any]:
+def _release_json(row: PromotionRequest | Deployment) -> dict[str, Any]:
+    """The :data:`RELEASE` fields of a request or a deployment."""
     return {
-        "id": row.id,
         "project": row.project.slug,
         "model": row.model,
         "version": row.version,
         "run_id": row.run_id,
         "artifact_digest": row.artifact_digest,
         "environment": row.environment,
+    }
+
+
+def _promotion_json(row: PromotionRequest, now: datetime) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        **_release_json(row),
         "status": effective_status(row, now),
         "justification": row.justification,
         "requested_by": row.requested_by.username,
@@ -497,14 +542,9 @@ def list_promotions(call: Call) -> Reply:
         )
     elif status is not None:
         query = query.where(PromotionRequest.status == status)
-
-    def fetch(session: Session, before: int | None, count: int) -> Sequence[PromotionRequest]:
-        scoped = query if before is None else query.where(PromotionRequest.id < before)
-        return session.scalars(scoped.order_by(PromotionRequest.id.desc()).limit(count)).unique().all()
-
     return paged(
         call,
-        fetch,
+        newest_first(query, PromotionRequest.id),
         lambda r: _promotion_json(r, now),
         permission=Permission.VIEW_APPROVALS,
         keyset=lambda r: r.id,
@@ -546,11 +586,9 @@ PROMOTION_BODY = obj(
 )
 def create_promotion(call: Call) -> Reply:
     """``RequestPromotion`` with the token's actor (``REQUEST_PROMOTION`` on the project)."""
-    actor = _actor(call)
     body = call.body
     slug = body["project"]
-    with db_session() as session:
-        _project_or_404(session, actor, slug, Permission.REQUEST_PROMOTION)
+    actor = _checked_project(call, slug, Permission.REQUEST_PROMOTION)
     justification = body["justification"].strip()
     if body.get("requested_from"):
         justification = f"{justification}\n\nRequested from: {body['requested_from'].strip()}"
@@ -622,10 +660,7 @@ APPROVE_BODY = obj(
 )
 def approve_promotion(call: Call) -> Reply:
     """``ApprovePromotion`` with the token's actor."""
-    actor = _actor(call)
-    request_id = call.params["request_id"]
-    with db_session() as session:
-        approvals.get_request(session, actor, request_id)  # 404 / 403 before deciding
+    actor, request_id = _checked_id(call, "request_id", approvals.get_request)
     outcome = approvals.ApprovePromotion(
         actor,
         request_id,
@@ -663,10 +698,7 @@ def approve_promotion(call: Call) -> Reply:
 )
 def reject_promotion(call: Call) -> Reply:
     """``RejectPromotion`` with the token's actor."""
-    actor = _actor(call)
-    request_id = call.params["request_id"]
-    with db_session() as session:
-        approvals.get_request(session, actor, request_id)
+    actor, request_id = _checked_id(call, "request_id", approvals.get_request)
     approvals.RejectPromotion(actor, request_id, call.body["comment"]).run(services().session_factory)
     with db_session() as session:
         return Reply(200, _promotion_json(approvals.get_request(session, actor, request_id), utcnow()))
@@ -678,12 +710,7 @@ DEPLOYMENT = obj(
     {
         "id": ID,
         "request_id": ID,
-        "project": SLUG,
-        "model": TEXT,
-        "version": TEXT,
-        "run_id": TEXT,
-        "artifact_digest": TEXT,
-        "environment": ENVIRONMENT,
+        **RELEASE,
         "strategy": TEXT,
         "status": TEXT,
         "created_at": TIME,
@@ -696,12 +723,7 @@ def _deployment_json(row: Deployment) -> dict[str, Any]:
     return {
         "id": row.id,
         "request_id": row.request_id,
-        "project": row.project.slug,
-        "model": row.model,
-        "version": row.version,
-        "run_id": row.run_id,
-        "artifact_digest": row.artifact_digest,
-        "environment": row.environment,
+        **_release_json(row),
         "strategy": row.strategy,
         "status": row.status,
         "created_at": _time(row.created_at),
@@ -736,12 +758,13 @@ def list_deployments(call: Call) -> Reply:
     ):
         if call.params.get(name) is not None:
             query = query.where(column == call.params[name])
-
-    def fetch(session: Session, before: int | None, count: int) -> Sequence[Deployment]:
-        scoped = query if before is None else query.where(Deployment.id < before)
-        return session.scalars(scoped.order_by(Deployment.id.desc()).limit(count)).unique().all()
-
-    return paged(call, fetch, _deployment_json, permission=Permission.VIEW_CICD, keyset=lambda r: r.id)
+    return paged(
+        call,
+        newest_first(query, Deployment.id),
+        _deployment_json,
+        permission=Permission.VIEW_CICD,
+        keyset=lambda r: r.id,
+    )
 
 
 DEPLOY_BODY = {
@@ -762,11 +785,9 @@ DEPLOY_BODY = {
 
 
 def _version_for_commit(session: Session, project: str, model: str, sha: str) -> str:
-    settings = _settings()
-    finder = github.MlflowShaLookup(settings.mlflow_tracking_uri, settings.mlflow_registry_uri)
     found = [
         ref["version"]
-        for ref in github.versions_for_commit(session, project, sha, find_versions=finder)
+        for ref in github.versions_for_commit(session, project, sha, find_versions=_sha_lookup())
         if ref["model"] == model
     ]
     if not found:
@@ -862,10 +883,7 @@ def get_deployment_view(call: Call) -> Reply:
 )
 def rollback_deployment_view(call: Call) -> Reply:
     """:func:`app.api.deployments.rollback_deployment` with the token's actor (``ROLLBACK``)."""
-    actor = _actor(call)
-    deployment_id = call.params["deployment_id"]
-    with db_session() as session:
-        deploys.get_deployment(session, actor, deployment_id)  # 404 before 403 on another project's id
+    actor, deployment_id = _checked_id(call, "deployment_id", deploys.get_deployment)
     outcome = deploys.rollback_deployment(
         services().session_factory, actor, deployment_id, reason=call.body["reason"]
     )
@@ -907,10 +925,7 @@ def _declare_deployment_action(
     )
 
     def handler(call: Call) -> Reply:
-        actor = _actor(call)
-        deployment_id = call.params["deployment_id"]
-        with db_session() as session:
-            deploys.get_deployment(session, actor, deployment_id)  # 404 before 403 on another project's id
+        actor, deployment_id = _checked_id(call, "deployment_id", deploys.get_deployment)
         reason = (call.body or {}).get("reason", "")
         view = command(services().session_factory, actor, deployment_id, reason)
         with db_session() as session:
@@ -1119,22 +1134,7 @@ METRIC_ROW = obj(
         "reason": nullable(TEXT),
     }
 )
-_METRIC_COLUMNS = (
-    "environment",
-    "version",
-    "window_start",
-    "window_end",
-    "column",
-    "metric",
-    "statistic",
-    "p_value",
-    "threshold",
-    "drifted",
-    "status",
-    "n_reference",
-    "n_current",
-    "reason",
-)
+_METRIC_COLUMNS = tuple(METRIC_ROW["properties"])  # the columns read: those a row shows
 
 
 def _store() -> Any:
@@ -1197,10 +1197,8 @@ def _metrics_window(call: Call) -> tuple[datetime, datetime]:
 )
 def query_metrics(call: Call) -> Reply:
     """Rows of the ``metrics`` dataset (``VIEW_MONITORING`` on the project), via ``analytics.store``."""
-    actor = _actor(call)
     slug, model = call.params["project"], call.params["model"]
-    with db_session() as session:
-        _project_or_404(session, actor, slug, Permission.VIEW_MONITORING)
+    _checked_project(call, slug, Permission.VIEW_MONITORING)
     since, until = _metrics_window(call)
     first = since.date()
     days = [(first + timedelta(days=n)).isoformat() for n in range((until.date() - first).days + 1)]
@@ -1292,12 +1290,7 @@ def list_audit(call: Call) -> Reply:
         query = query.where(AuditEntry.action == call.params["action"])
     if "actor" in call.params:
         query = query.where(AuditEntry.actor == call.params["actor"])
-
-    def fetch(session: Session, before: int | None, count: int) -> Sequence[AuditEntry]:
-        scoped = query if before is None else query.where(AuditEntry.seq < before)
-        return session.scalars(scoped.order_by(AuditEntry.seq.desc()).limit(count)).all()
-
-    return paged(call, fetch, _audit_json, keyset=lambda entry: entry.seq)
+    return paged(call, newest_first(query, AuditEntry.seq), _audit_json, keyset=lambda entry: entry.seq)
 
 
 def _audit_json(entry: AuditEntry) -> dict[str, Any]:
@@ -1468,14 +1461,13 @@ WEBHOOK_RESULT = obj(
 def github_webhook(call: Call) -> Reply:
     """``jobs.github.receive_webhook``; failed signatures count toward the address's 429 limit."""
     refuse_if_blocked()
-    settings = _settings()
     try:
         result = github.receive_webhook(
             services().session_factory,
             headers=call.headers,
             body=call.raw_body,
-            secret_key=settings.secret_key,
-            find_versions=github.MlflowShaLookup(settings.mlflow_tracking_uri, settings.mlflow_registry_uri),
+            secret_key=_settings().secret_key,
+            find_versions=_sha_lookup(),
         )
     except github.BadSignature as error:
         record_failure()

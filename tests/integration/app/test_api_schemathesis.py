@@ -23,9 +23,8 @@ from schemathesis import checks as st_checks
 from app.api import API_EXTENSION_KEY
 from app.api.auth import STATE_KEY, ApiState, RateLimiter
 from app.api.views import rule_paths
-from jobs import github
 from jobs.permissions import Actor, Permission, Role, has_permission
-from tests.unit.app.api.world import PROJECT, USERS, ApiWorld, build_world
+from tests.unit.app.api.world import USERS, ApiWorld, build_world
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +53,7 @@ def fuzz_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorld]:
     api_app.extensions[STATE_KEY] = ApiState(
         token_limiter=RateLimiter(1_000_000), failure_limiter=RateLimiter(1_000_000)
     )
-    with world.studio.db(write=True) as session:
-        github.configure_github(
-            session,
-            world.actor("production"),
-            PROJECT,
-            REPOSITORY,
-            "fuzzing webhook secret",
-            secret_key=world.settings.secret_key,
-        )
+    world.configure_github(REPOSITORY, "fuzzing webhook secret")
     try:
         yield world
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +20,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from analytics.store import ParquetStore
+from app.settings import Settings
 from jobs import registry
 from jobs.contracts import TRAINING_DATA
 from jobs.demo_data import CREDIT_DEFAULT, training_table
@@ -36,8 +37,14 @@ _CONFIG = re.compile(r'<script id="_dash-config" type="application/json">(.*?)</
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """A seeded studio whose store holds training data of credit-risk/credit-default."""
-    built = build_studio(tmp_path_factory.mktemp("background-callbacks"))
-    store = ParquetStore(built.settings.store_config())
+    with build_studio(tmp_path_factory.mktemp("background-callbacks")) as built:
+        write_training_data(built.settings)
+        yield built
+
+
+def write_training_data(settings: Settings) -> None:
+    """Write the training data the Models page's training job reads (credit-risk/credit-default)."""
+    store = ParquetStore(settings.store_config())
     try:
         store.write_partition(
             TRAINING_DATA,
@@ -46,10 +53,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
         )
     finally:
         store.close()
-    try:
-        yield built
-    finally:
-        built.close()
 
 
 def _end_id(client: FlaskClient) -> str:
@@ -99,13 +102,22 @@ def _versions(studio: Studio) -> int:
         return 0
 
 
-def test_training_runs_in_the_background_with_progress_then_its_result(studio: Studio) -> None:
-    client = studio.signed_in("mlengineer", "10.31.0.1")
-    end_id = _end_id(client)
-    started_at = time.monotonic()
-    handles = _start(client, end_id, 1)
-    assert time.monotonic() - started_at < 10  # the request only starts the job
+def assert_training_registers_version_1(
+    studio: Studio,
+    client: FlaskClient,
+    end_id: str,
+    handles: dict[str, str],
+    log_tail: Callable[[], str] | None = None,
+) -> None:
+    """Poll the started training job to its end: progress on the way, then version 1 registered.
 
+    Args:
+        studio: The studio whose registry gets the version.
+        client: The signed-in client that started the job.
+        end_id: The page's ``end_id``.
+        handles: What starting the job answered (:func:`_start`).
+        log_tail: What to add to a failure message (the worker's log, where there is one).
+    """
     progress: list[str] = []
     result = None
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -119,7 +131,9 @@ def test_training_runs_in_the_background_with_progress_then_its_result(studio: S
             result = payload["response"]
             break
         time.sleep(0.3)
-    assert result is not None, f"no result within {JOB_TIMEOUT_S} s; progress seen: {progress}"
+    assert result is not None, (
+        f"no result within {JOB_TIMEOUT_S} s; progress seen: {progress}\n{log_tail() if log_tail else ''}"
+    )
     assert progress, "no progress was reported while the job ran"
     labels = " ".join(progress)
     assert "fitting" in labels or "logging to MLflow" in labels or "registering" in labels, labels
@@ -127,6 +141,39 @@ def test_training_runs_in_the_background_with_progress_then_its_result(studio: S
     assert alert["props"]["color"] == "success", alert
     assert "Version 1 of credit-risk.credit-default registered" in alert["props"]["children"]
     assert _versions(studio) == 1
+
+
+def test_training_runs_in_the_background_with_progress_then_its_result(studio: Studio) -> None:
+    client = studio.signed_in("mlengineer", "10.31.0.1")
+    end_id = _end_id(client)
+    started_at = time.monotonic()
+    handles = _start(client, end_id, 1)
+    assert time.monotonic() - started_at < 10  # the request only starts the job
+    assert_training_registers_version_1(studio, client, end_id, handles)
+
+
+def press_cancel(client: FlaskClient, end_id: str, handles: dict[str, str]) -> None:
+    """Press the training form's Cancel button as dash-renderer does (the job's handle as ``cancelJob``)."""
+    cancel = callback_request(
+        CANCEL_OUTPUT,
+        {"id": "models-train-cancel", "property": "id"},
+        [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
+        ["models-train-cancel.n_clicks"],
+    )
+    cancelled = _post(client, cancel, endId=end_id, cancelJob=handles["job"])
+    assert cancelled.status_code in (200, 204), cancelled.text
+
+
+def assert_polls_end_without_result(client: FlaskClient, end_id: str, handles: dict[str, str]) -> None:
+    """Poll a cancelled job until the polls end (within 30 s): no content, or an empty response."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        polled = _poll(client, end_id, handles)
+        if polled.status_code == 204 or "response" in (polled.get_json(silent=True) or {}):
+            break
+        time.sleep(0.2)
+    payload = polled.get_json(silent=True) or {}
+    assert polled.status_code == 204 or payload.get("response", {}) == {}, payload
 
 
 def test_cancel_stops_the_training_process(studio: Studio) -> None:
@@ -138,23 +185,9 @@ def test_cancel_stops_the_training_process(studio: Studio) -> None:
     jobs = [child for child in psutil.Process().children() if child.pid not in children_before]
     assert len(jobs) == 1, jobs  # the job runs in a process of its own
     # Press Cancel as soon as the browser holds the job's handle (dash-renderer sends it as cancelJob).
-    cancel = callback_request(
-        CANCEL_OUTPUT,
-        {"id": "models-train-cancel", "property": "id"},
-        [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
-        ["models-train-cancel.n_clicks"],
-    )
-    cancelled = _post(client, cancel, endId=end_id, cancelJob=handles["job"])
-    assert cancelled.status_code in (200, 204), cancelled.text
+    press_cancel(client, end_id, handles)
     # The job's process is gone: polls end with no result, and no version is registered.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        polled = _poll(client, end_id, handles)
-        if polled.status_code == 204 or "response" in (polled.get_json(silent=True) or {}):
-            break
-        time.sleep(0.2)
-    payload = polled.get_json(silent=True) or {}
-    assert polled.status_code == 204 or payload.get("response", {}) == {}, payload
+    assert_polls_end_without_result(client, end_id, handles)
     (job,) = jobs
     assert not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
     assert _versions(studio) == before

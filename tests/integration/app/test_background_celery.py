@@ -8,7 +8,6 @@ result backend. The Flask test client posts what dash-renderer posts (start, pol
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,22 +22,21 @@ import psutil
 import pytest
 import redis
 
-from analytics.store import ParquetStore
 from app.factory import create_app
 from app.settings import load_settings
-from jobs.contracts import TRAINING_DATA
-from jobs.demo_data import CREDIT_DEFAULT, training_table
 from jobs.seed import seed_demo_accounts
 from tests.integration.app.test_background_callbacks import (
-    CANCEL_OUTPUT,
     _end_id,
     _poll,
-    _post,
     _start,
     _versions,
+    assert_polls_end_without_result,
     assert_training_refused_without_permission,
+    assert_training_registers_version_1,
+    press_cancel,
+    write_training_data,
 )
-from tests.unit.app.studio import Studio, callback_request
+from tests.unit.app.studio import Studio
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,15 +121,7 @@ def celery_studio(tmp_path_factory: pytest.TempPathFactory, redis_server_url: st
     studio = Studio(app=create_app(settings), settings=settings)  # migrates the SQLite database
     with studio.db(write=True) as session:
         assert seed_demo_accounts(session)
-    store = ParquetStore(settings.store_config())
-    try:
-        store.write_partition(
-            TRAINING_DATA,
-            {"project": "credit-risk", "model": "credit-default"},
-            training_table(CREDIT_DEFAULT, rows=3_000),
-        )
-    finally:
-        store.close()
+    write_training_data(settings)
 
     worker_log = root / "celery-worker.log"
     with worker_log.open("wb") as log:
@@ -194,30 +184,7 @@ def test_training_runs_on_the_celery_worker_with_progress_then_its_result(
     started_at = time.monotonic()
     handles = _start(client, end_id, 1)
     assert time.monotonic() - started_at < 10  # the request only sends the job to the broker
-
-    progress: list[str] = []
-    result = None
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        polled = _poll(client, end_id, handles)
-        assert polled.status_code in (200, 204), polled.text
-        payload = polled.get_json(silent=True) or {}
-        if "progress" in payload:
-            progress.append(json.dumps(payload["progress"]))
-        if "response" in payload:
-            result = payload["response"]
-            break
-        time.sleep(0.3)
-    assert result is not None, (
-        f"no result within {JOB_TIMEOUT_S} s; progress seen: {progress}\n{celery_studio.log_tail()}"
-    )
-    assert progress, "no progress was reported while the job ran"
-    labels = " ".join(progress)
-    assert "fitting" in labels or "logging to MLflow" in labels or "registering" in labels, labels
-    alert = result["models-train-result"]["children"]
-    assert alert["props"]["color"] == "success", alert
-    assert "Version 1 of credit-risk.credit-default registered" in alert["props"]["children"]
-    assert _versions(studio) == 1
+    assert_training_registers_version_1(studio, client, end_id, handles, celery_studio.log_tail)
     # The job ran on the worker: the web process forked nothing (the worker is its only child).
     assert {child.pid for child in psutil.Process().children()} <= children_before
     assert "background_callback_" in celery_studio.log_tail()  # the worker received the task
@@ -241,14 +208,7 @@ def test_cancel_terminates_the_job_on_the_worker(celery_studio: CeleryStudio) ->
         pytest.fail(f"the job reported no progress:\n{celery_studio.log_tail()}")
     pool = _pool_processes(celery_studio.worker)
     assert len(pool) == 1, pool  # --concurrency=1: the process running the job
-    cancel = callback_request(
-        CANCEL_OUTPUT,
-        {"id": "models-train-cancel", "property": "id"},
-        [{"id": "models-train-cancel", "property": "n_clicks", "value": 1}],
-        ["models-train-cancel.n_clicks"],
-    )
-    cancelled = _post(client, cancel, endId=end_id, cancelJob=handles["job"])
-    assert cancelled.status_code in (200, 204), cancelled.text
+    press_cancel(client, end_id, handles)
 
     # The pool process running the job is terminated (the worker replaces it) ...
     (job_process,) = pool
@@ -257,14 +217,7 @@ def test_cancel_terminates_the_job_on_the_worker(celery_studio: CeleryStudio) ->
         time.sleep(0.2)
     assert job_process not in _pool_processes(celery_studio.worker), celery_studio.log_tail()
     # ... polls end with no result, and no version is registered.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        polled = _poll(client, end_id, handles)
-        if polled.status_code == 204 or "response" in (polled.get_json(silent=True) or {}):
-            break
-        time.sleep(0.2)
-    payload = polled.get_json(silent=True) or {}
-    assert polled.status_code == 204 or payload.get("response", {}) == {}, payload
+    assert_polls_end_without_result(client, end_id, handles)
     assert _versions(studio) == before
     assert celery_studio.worker.poll() is None  # the worker itself goes on
 

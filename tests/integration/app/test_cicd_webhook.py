@@ -5,26 +5,21 @@ that version's promotion request with its approvals."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask_login import login_user
-from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import select
 
 import callbacks.cicd as cicd
 import callbacks.integrations as integrations
-from app.auth import StudioUser
 from app.factory import create_app
 from jobs import github, registry
 from jobs.db.api_models import GithubDelivery, WorkflowRun
 from jobs.seed import seed_demo_accounts
-from tests.unit.app.studio import Studio, studio_settings, texts
+from tests.unit.app.studio import Studio, as_sent, shown, signed_in, studio_settings, texts
 from tests.unit.callbacks.cicd_rows import SHA, add_request
 
 pytestmark = pytest.mark.integration
@@ -42,21 +37,8 @@ def studio(tmp_path: Path, database_url: str) -> Iterator[Studio]:
     built = Studio(app=create_app(settings), settings=settings)
     with built.db(write=True) as session:
         assert seed_demo_accounts(session)
-    try:
+    with built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def shown(component: Any) -> list[str]:
-    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
 
 
 def deliver(studio: Studio, event: str, name: str, *, secret: str = SECRET) -> Any:
@@ -124,9 +106,7 @@ def test_recorded_deliveries_show_on_the_cicd_page(studio: Studio) -> None:
     for username in ("production", "mlengineer", "admin"):
         with signed_in(studio, username):
             table, info, *_ = cicd.show_runs("", [], 0)
-        rows = json.loads(json.dumps(table, cls=PlotlyJSONEncoder))["props"]["children"][1]["props"][
-            "children"
-        ]
+        rows = as_sent(table)["props"]["children"][1]["props"]["children"]
         assert len(rows) == 1 and info == "Page 1 · runs 1 to 1", (
             username
         )  # one run, updated in place by the later event

@@ -12,8 +12,5 @@ from tests.unit.app.studio import Studio, build_studio
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """One seeded studio per test module (tests use distinct client addresses to stay independent)."""
-    built = build_studio(tmp_path_factory.mktemp("studio"))
-    try:
+    with build_studio(tmp_path_factory.mktemp("studio")) as built:
         yield built
-    finally:
-        built.close()

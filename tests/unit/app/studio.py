@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,16 +12,19 @@ from typing import Any
 
 import dash
 from flask.testing import FlaskClient
+from flask_login import login_user
+from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from app.auth import services
+from app.auth import StudioUser, services
 from app.factory import create_app
 from app.rbac import ROUTER_OUTPUT
 from app.security import CSRF_COOKIE_NAME, CSRF_HEADER_NAME
 from app.settings import Settings, load_settings
 from jobs.db import session_scope
 from jobs.permissions import Actor
+from jobs.projects import create_project
 from jobs.seed import seed_demo_accounts
 from jobs.users import actor_for, get_user
 from tests.unit.app.expectations import demo_password
@@ -74,15 +78,30 @@ class Studio:
         """Release the database connections."""
         services(self.app.server).engine.dispose()
 
+    def __enter__(self) -> Studio:
+        return self
 
-def build_studio(root: Path, *, seed: bool = True) -> Studio:
-    """Create an app on a fresh database under ``root``, seeded with the demo accounts."""
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def build_studio(root: Path, *, seed: bool = True, hidden_project: bool = False) -> Studio:
+    """Create an app on a fresh database under ``root``, seeded with the demo accounts.
+
+    Args:
+        root: Folder of the studio's database and data.
+        seed: Whether to create the demo accounts and projects.
+        hidden_project: Whether to add ``hidden-project`` too, on which no demo member holds a role.
+    """
     settings = studio_settings(root)
     app = create_app(settings)
     studio = Studio(app=app, settings=settings)
     if seed:
         with studio.db(write=True) as session:
             assert seed_demo_accounts(session)
+    if hidden_project:
+        with studio.db(write=True) as session:
+            create_project(session, studio.actor("admin"), "hidden-project", "Hidden project")
     return studio
 
 
@@ -154,3 +173,36 @@ def texts(node: Any, in_children: bool = False) -> list[str]:
     if isinstance(node, dict):
         return [text for key, value in node.items() for text in texts(value, key == "children")]
     return []
+
+
+@contextmanager
+def signed_in(studio: Studio, username: str) -> Iterator[None]:
+    """A request context of ``studio`` in which ``username`` is the signed-in user (to call callbacks)."""
+    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
+        login_user(StudioUser(studio.actor(username)))
+        yield
+
+
+def as_sent(component: Any) -> Any:
+    """A component tree as the JSON Dash sends to the browser."""
+    return json.loads(json.dumps(component, cls=PlotlyJSONEncoder))
+
+
+def shown(component: Any) -> list[str]:
+    """The texts a component tree renders, through the JSON Dash sends to the browser."""
+    return texts(as_sent(component))
+
+
+def component_ids(tree: Any) -> set[str]:
+    """The ids in a component tree as Dash sends it (:func:`as_sent`); pattern-matching ones as JSON."""
+    found: set[str] = set()
+    if isinstance(tree, dict):
+        own = tree["props"].get("id") if isinstance(tree.get("props"), dict) else None
+        if own is not None:
+            found.add(json.dumps(own, sort_keys=True) if isinstance(own, dict) else own)
+        for value in tree.values():
+            found |= component_ids(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            found |= component_ids(value)
+    return found

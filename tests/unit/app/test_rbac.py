@@ -10,7 +10,6 @@ import dash
 import pytest
 from dash import Input, Output
 from dash.exceptions import PreventUpdate
-from plotly.utils import PlotlyJSONEncoder
 
 from app.rbac import (
     ROUTER_OUTPUT,
@@ -28,6 +27,7 @@ from jobs.users import create_user
 from tests.unit.app.expectations import ALL_PAGES, NAVIGATION_BY_USER, PAGE_PATHS
 from tests.unit.app.studio import (
     Studio,
+    as_sent,
     build_studio,
     callback_request,
     component_request,
@@ -261,6 +261,6 @@ def test_requires_rechecks_inside_the_callback(studio: Studio) -> None:
 def test_page_layouts_recheck_the_permission(studio: Studio) -> None:
     admin_page = next(page for page in dash.page_registry.values() if page["path"] == "/admin")
     with studio.app.server.test_request_context("/admin"):
-        shown = texts(json.loads(json.dumps(admin_page["layout"](), cls=PlotlyJSONEncoder)))
+        shown = texts(as_sent(admin_page["layout"]()))
     assert "Access denied" in shown
     assert "Admin" not in shown

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dash
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
-from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import func, select
 
 import callbacks.admin as cb
-from app.auth import StudioUser
 from app.settings import load_settings
 from jobs.db.alerting import AlertRule
 from jobs.db.models import AuditEntry, Membership, User
-from jobs.projects import create_project
-from tests.unit.app.studio import Studio, build_studio, texts
+from tests.unit.app.studio import Studio, as_sent, build_studio, component_ids, shown, signed_in
 
 pytestmark = pytest.mark.unit
 
@@ -29,25 +24,8 @@ XSS_NAME = "<img src=x onerror=alert(1)>"
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    built = build_studio(tmp_path_factory.mktemp("admin-callbacks"))
-    with built.db(write=True) as session:
-        create_project(session, built.actor("admin"), "hidden-project", "Hidden project")
-    try:
+    with build_studio(tmp_path_factory.mktemp("admin-callbacks"), hidden_project=True) as built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    """A request context of ``studio`` in which ``username`` is the signed-in user."""
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def shown(component: Any) -> list[str]:
-    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
 
 
 def user(studio: Studio, username: str) -> User | None:
@@ -273,23 +251,13 @@ PAGE_OF_MODULE = {
 MOUNTED_BY_CALLBACKS = {"pipeline-dag"}
 
 
-def _ids(node: Any) -> set[str]:
-    if isinstance(node, list):
-        return {found for item in node for found in _ids(item)}
-    if isinstance(node, dict):
-        own = node.get("props", {}).get("id") if "props" in node else None
-        found = {own} if isinstance(own, str) else set()
-        return found | {item for value in node.values() for item in _ids(value)}
-    return set()
-
-
 def test_every_component_these_callbacks_use_is_in_its_page(studio: Studio) -> None:
-    """Pages may not import callbacks, so both spell the ids: this keeps them equal."""
+    """Both take their ids from ``app.components.ids``: each id a callback uses must be on its page."""
     layouts = {}
     with signed_in(studio, "admin"):
         for page in dash.page_registry.values():
             if page["path"] in PAGE_OF_MODULE.values():
-                layouts[page["path"]] = _ids(json.loads(json.dumps(page["layout"](), cls=PlotlyJSONEncoder)))
+                layouts[page["path"]] = component_ids(as_sent(page["layout"]()))
     checked = 0
     for output, entry in studio.app.callback_map.items():
         path = PAGE_OF_MODULE.get(getattr(entry.get("callback"), "__module__", ""))

@@ -10,23 +10,28 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
 from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import func, select
 
 import callbacks.approvals as cb
 from analytics.store import ParquetStore
-from app.auth import StudioUser, services
+from app.auth import services
 from jobs.approvals import RequestPromotion, VersionInfo
 from jobs.db.governance import Deployment, PromotionRequest
 from jobs.db.models import AuditEntry
-from jobs.projects import create_project
-from tests.unit.app.studio import Studio, build_studio, callback_request, csrf_header, texts
+from tests.unit.app.studio import (
+    Studio,
+    build_studio,
+    callback_request,
+    component_ids,
+    csrf_header,
+    shown,
+    signed_in,
+)
 from tests.unit.jobs.test_approvals import _metric_rows, _write_metrics
 
 pytestmark = pytest.mark.unit
@@ -40,9 +45,7 @@ DECISION_OUTPUT = "..approvals-message.children...approvals-decided.data.."
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """A seeded studio with monitoring metrics of credit-default versions 2 (prod) and 3 (staging)."""
-    built = build_studio(tmp_path_factory.mktemp("approvals-callbacks"))
-    with built.db(write=True) as session:
-        create_project(session, built.actor("admin"), "hidden-project", "Hidden project")
+    built = build_studio(tmp_path_factory.mktemp("approvals-callbacks"), hidden_project=True)
     store = ParquetStore(built.settings.store_config())
     try:
         for day, auc in ((1, 0.80), (2, 0.70)):
@@ -56,39 +59,12 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
         _write_metrics(store, "staging", 2, _metric_rows("3", 2, staging))
     finally:
         store.close()
-    try:
+    with built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def shown(component: Any) -> list[str]:
-    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
 
 
 def serialized(component: Any) -> str:
     return json.dumps(component, cls=PlotlyJSONEncoder)
-
-
-def _ids(node: Any) -> set[Any]:
-    found: set[Any] = set()
-    if isinstance(node, dict):
-        own = node.get("props", {}).get("id") if isinstance(node.get("props"), dict) else None
-        if own is not None:
-            found.add(json.dumps(own, sort_keys=True) if isinstance(own, dict) else own)
-        for value in node.values():
-            found |= _ids(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= _ids(value)
-    return found
 
 
 def _request(
@@ -126,15 +102,12 @@ def _count(studio: Studio, model: type, *where: Any) -> int:
 # --------------------------------------------------------------------------- wiring
 
 
-def test_component_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
+def test_every_component_the_callbacks_use_is_on_the_page(studio: Studio) -> None:
     page = importlib.import_module("pages.approvals")
-    names = {name for name in dir(page) if name.isupper() and isinstance(getattr(page, name), str)}
-    shared = {name for name in names if hasattr(cb, name)}
-    assert {"LIST", "APPROVE_TYPE", "REQUEST_SUBMIT"} <= shared
-    assert {name: getattr(cb, name) for name in shared} == {name: getattr(page, name) for name in shared}
+    assert page.ID is cb.ID and page.ANY == cb.ANY  # one declaration (app.components.ids.approvals)
     with signed_in(studio, "admin"):
         layout = json.loads(serialized(page.layout()))
-    in_layout = _ids(layout)
+    in_layout = component_ids(layout)
     used: set[str] = set()
     for output, entry in studio.app.callback_map.items():
         if getattr(entry.get("callback"), "__module__", "") != "callbacks.approvals":
@@ -143,22 +116,22 @@ def test_component_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
         used |= {part.split(".")[0] for part in output.strip(".").split("...")}
     patterns = {component for component in used if component.startswith("{")}
     assert {json.loads(p)["type"] for p in patterns} == {
-        cb.APPROVE_TYPE,
-        cb.REJECT_TYPE,
-        cb.COMMENT_TYPE,
-        cb.BINDING_TYPE,
+        cb.ID.APPROVE_TYPE,
+        cb.ID.REJECT_TYPE,
+        cb.ID.COMMENT_TYPE,
+        cb.ID.BINDING_TYPE,
     }
     assert (used - patterns) <= in_layout, (used - patterns) - in_layout
 
 
 def test_request_form_is_for_those_who_may_request(studio: Studio) -> None:
     with signed_in(studio, "mlengineer"):
-        visible, requestable, first, style = cb.fill_choices(cb.PROJECT)
+        visible, requestable, first, style = cb.fill_choices(cb.ID.PROJECT)
     assert style == cb.SHOWN and first in ("credit-risk", "demand-forecast")
     assert {o["value"] for o in requestable} == {"credit-risk", "demand-forecast"}
     assert visible[0] == {"label": "All projects", "value": "all"}
     with signed_in(studio, "sponsor1"):
-        visible, requestable, first, style = cb.fill_choices(cb.PROJECT)
+        visible, requestable, first, style = cb.fill_choices(cb.ID.PROJECT)
     assert style == cb.HIDDEN and requestable == [] and first is None
     assert "hidden-project" not in {o["value"] for o in visible}
 
@@ -187,10 +160,10 @@ def test_inbox_shows_pending_first_with_evidence_binding_and_who_asked(studio: S
     text = serialized(_card(cards, pending))
     assert "dangerously" not in text and '"type": "Markdown"' not in text
     # The sponsor may approve: both buttons and the binding of exactly this version.
-    assert cb.APPROVE_TYPE in text and cb.REJECT_TYPE in text and V3.artifact_digest in text
+    assert cb.ID.APPROVE_TYPE in text and cb.ID.REJECT_TYPE in text and V3.artifact_digest in text
     rejected = shown(_card(cards, closed))
     assert "rejected" in rejected and any("by sponsor1: not now" in line for line in rejected)
-    assert cb.APPROVE_TYPE not in serialized(_card(cards, closed))
+    assert cb.ID.APPROVE_TYPE not in serialized(_card(cards, closed))
 
 
 def test_filters_and_insufficient_evidence(studio: Studio) -> None:
@@ -216,7 +189,7 @@ def test_non_sponsors_get_no_buttons_and_forged_projects_nothing(studio: Studio)
         with signed_in(studio, username):
             cards = cb.show_requests("credit-risk", "all", "pending")
         text = serialized(_card(cards, pending))
-        assert cb.APPROVE_TYPE not in text and cb.REJECT_TYPE not in text, username
+        assert cb.ID.APPROVE_TYPE not in text and cb.ID.REJECT_TYPE not in text, username
     with signed_in(studio, "sponsor1"), pytest.raises(PreventUpdate):
         cb.show_requests("hidden-project", "all", "all")
 
@@ -228,7 +201,7 @@ def test_requester_and_creator_see_why_they_may_not_approve(studio: Studio) -> N
     with signed_in(studio, "sponsor2"):
         cards = cb.show_requests("credit-risk", "all", "pending")
     text = serialized(_card(cards, pending))
-    assert cb.APPROVE_TYPE not in text and cb.REJECT_TYPE in text
+    assert cb.ID.APPROVE_TYPE not in text and cb.ID.REJECT_TYPE in text
     assert "You created version 7: another sponsor approves it." in shown(_card(cards, pending))
 
 
@@ -276,9 +249,9 @@ def test_job_refusals_are_clear_messages(studio: Studio) -> None:
 
 def test_decision_callback_reads_the_clicked_card_only(studio: Studio) -> None:
     request_id = _request(studio, V3, "staging", model="click-model")
-    other = {"type": cb.COMMENT_TYPE, "request": request_id + 1000}
-    mine = {"type": cb.COMMENT_TYPE, "request": request_id}
-    binding = {"type": cb.BINDING_TYPE, "request": request_id}
+    other = {"type": cb.ID.COMMENT_TYPE, "request": request_id + 1000}
+    mine = {"type": cb.ID.COMMENT_TYPE, "request": request_id}
+    binding = {"type": cb.ID.BINDING_TYPE, "request": request_id}
     client = studio.signed_in("sponsor1", "10.41.0.1")
     body = callback_request(
         DECISION_OUTPUT,
@@ -287,10 +260,19 @@ def test_decision_callback_reads_the_clicked_card_only(studio: Studio) -> None:
             {"id": "approvals-decided", "property": "data"},
         ],
         [
-            [{"id": {"type": cb.APPROVE_TYPE, "request": request_id}, "property": "n_clicks", "value": 1}],
-            [{"id": {"type": cb.REJECT_TYPE, "request": request_id}, "property": "n_clicks", "value": None}],
+            [{"id": {"type": cb.ID.APPROVE_TYPE, "request": request_id}, "property": "n_clicks", "value": 1}],
+            [
+                {
+                    "id": {"type": cb.ID.REJECT_TYPE, "request": request_id},
+                    "property": "n_clicks",
+                    "value": None,
+                }
+            ],
         ],
-        [json.dumps({"request": request_id, "type": cb.APPROVE_TYPE}, separators=(",", ":")) + ".n_clicks"],
+        [
+            json.dumps({"request": request_id, "type": cb.ID.APPROVE_TYPE}, separators=(",", ":"))
+            + ".n_clicks"
+        ],
     )
     body["state"] = [
         [

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dash
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
 from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import func, select, text
 
 import callbacks.audit as cb
-from app.auth import StudioUser
 from jobs import audit
 from jobs.db.models import AuditEntry
 from jobs.projects import create_project
-from tests.unit.app.studio import Studio, build_studio, texts
+from tests.unit.app.studio import Studio, as_sent, build_studio, signed_in, texts
 
 pytestmark = pytest.mark.unit
 
@@ -38,23 +35,13 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
             audit.append(session, "robot", "robot.tick", f"robot:{index}", {"index": index})
         audit.append(session, "robot", "model.train", "model:credit-risk/x", {"project": "credit-risk"})
         audit.append(session, "robot", "model.train", "model:hidden-project/x", {"project": "hidden-project"})
-    try:
+    with built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    """A request context of ``studio`` in which ``username`` is the signed-in user."""
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
 
 
 def rows(table: Any) -> list[list[str]]:
     """The cell texts of each body row of the entries table."""
-    tree = json.loads(json.dumps(table, cls=PlotlyJSONEncoder))
+    tree = as_sent(table)
     body = tree["props"]["children"][1]["props"]["children"]
     return [texts(row) for row in body]
 
@@ -107,9 +94,7 @@ def test_filters_by_actor_action_prefix_and_date(studio: Studio) -> None:
     assert info.endswith(f"· {total_entries(studio)} entries")
     empty, info, *_ = listing(studio, "admin", date_to=(today - timedelta(days=2)).isoformat())
     assert info == "Page 1 of 1 · 0 entries"
-    assert "No audit entry matches these filters." in texts(
-        json.loads(json.dumps(empty, cls=PlotlyJSONEncoder))
-    )
+    assert "No audit entry matches these filters." in texts(as_sent(empty))
     # LIKE wildcards in the prefix are literal characters.
     _t, info, *_ = listing(studio, "admin", action="%")
     assert info.endswith("· 0 entries")

@@ -5,25 +5,30 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dash
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
-from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import select
 
 import callbacks.cicd as cb
-from app.auth import StudioUser
 from jobs import deploy
 from jobs.db.governance import Deployment
 from jobs.db.models import AuditEntry
 from jobs.permissions import Role
 from jobs.projects import create_project
 from jobs.users import actor_for, create_user, get_user, grant_role
-from tests.unit.app.studio import Studio, build_studio, callback_request, csrf_header, texts
+from tests.unit.app.studio import (
+    Studio,
+    as_sent,
+    build_studio,
+    callback_request,
+    component_ids,
+    csrf_header,
+    shown,
+    signed_in,
+)
 from tests.unit.callbacks.cicd_rows import (
     FAILED_ANALYSIS,
     PASSED_ANALYSIS,
@@ -48,25 +53,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
         user = create_user(session, admin, "ops-forecast", "ops-forecast-password")
         grant_role(session, admin, user, "demand-forecast", Role.PRODUCTION_TEAM)
         grant_role(session, admin, user, "credit-risk", Role.ML_ENGINEER)
-    try:
+    with built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def plain(component: Any) -> Any:
-    return json.loads(json.dumps(component, cls=PlotlyJSONEncoder))
-
-
-def shown(component: Any) -> list[str]:
-    return texts(plain(component))
 
 
 def bar_labels(node: Any) -> list[str]:
@@ -81,19 +69,6 @@ def bar_labels(node: Any) -> list[str]:
     elif isinstance(node, list):
         for value in node:
             found += bar_labels(value)
-    return found
-
-
-def _ids(node: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(node, dict):
-        if isinstance(node.get("props"), dict) and isinstance(node["props"].get("id"), str):
-            found.add(node["props"]["id"])
-        for value in node.values():
-            found |= _ids(value)
-    elif isinstance(node, list):
-        for value in node:
-            found |= _ids(value)
     return found
 
 
@@ -118,13 +93,11 @@ def _status(studio: Studio, deployment_id: int) -> tuple[str, str | None]:
 # --------------------------------------------------------------------------- wiring
 
 
-def test_component_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
+def test_every_component_the_callbacks_use_is_on_the_page(studio: Studio) -> None:
     page = importlib.import_module("pages.cicd")
-    on_page = {name: value for name, value in vars(page.ID).items() if name.isupper()}
-    assert {name: getattr(cb, name) for name in on_page} == on_page
-    assert page.ALL == cb.ALL
+    assert page.ID is cb.ID and page.ALL == cb.ALL  # one declaration (app.components.ids.cicd)
     with signed_in(studio, "production"):
-        in_layout = _ids(plain(page.layout()))
+        in_layout = component_ids(as_sent(page.layout()))
     used: set[str] = set()
     for output, entry in studio.app.callback_map.items():
         if "cicd-" not in output:
@@ -183,7 +156,7 @@ def test_deployments_show_step_traffic_analysis_and_reason(studio: Studio) -> No
     assert info.startswith("Page 1") and no_previous and no_next
     assert value == str(rolled)  # newest first, the first one selected
     assert [o["value"] for o in options][:2] == [str(rolled), str(running)]
-    row_node = plain(table)["props"]["children"][1]["props"]["children"][1]
+    row_node = as_sent(table)["props"]["children"][1]["props"]["children"][1]
     row = shown(row_node)
     assert row[:9] == [
         str(running),
@@ -205,7 +178,7 @@ def test_deployments_show_step_traffic_analysis_and_reason(studio: Studio) -> No
     assert "Rolled back: " in detail_text and "success_rate 0.93 < 0.99" in detail_text
     start = detail_text.index("Success rate")
     assert detail_text[start : start + 5] == ["Success rate", "0.93", "0.999", "0.99", "fail"]
-    assert bar_labels(plain(detail)) == ["v1 100%"]  # everything back on the stable version
+    assert bar_labels(as_sent(detail)) == ["v1 100%"]  # everything back on the stable version
     assert {"queued", "started", "analysis", "rolled_back"} <= set(detail_text)
     assert tuple(hidden) == HIDDEN_ALL  # nothing to do on a rolled-back canary
 
@@ -236,7 +209,7 @@ def test_filters_paging_and_empty_states(studio: Studio, monkeypatch: pytest.Mon
     assert first[2:4] == (True, False) and second[2:4] == (False, False) and last[2:4] == (False, True)
     assert [o["value"] for o in last[4]] == [str(ids[0])]
     assert "deployments 5 to 5" in last[1]
-    assert "single switch" in shown(first[0]) and bar_labels(plain(first[0]))[0] == "v5 100%"
+    assert "single switch" in shown(first[0]) and bar_labels(as_sent(first[0]))[0] == "v5 100%"
     empty = _deployments(studio, "production", "demand-forecast", "prod")
     assert "No deployment of project demand-forecast in prod yet." in shown(empty[0])[0]
     assert empty[4:] == ([], None)
@@ -323,7 +296,7 @@ def test_production_pauses_then_aborts_with_a_reason(studio: Studio) -> None:
 def test_roles_without_view_cicd_see_nothing(studio: Studio) -> None:
     with signed_in(studio, "sponsor1"):
         for call, args in (
-            (cb.list_cicd_projects, (cb.PROJECT, None)),
+            (cb.list_cicd_projects, (cb.ID.PROJECT, None)),
             (cb.show_deployments, ("", "", 1, 0, 0, None)),
             (cb.show_deployment, ("1", 0, 0)),
             (cb.show_runs, ("", [], 0)),
@@ -331,8 +304,8 @@ def test_roles_without_view_cicd_see_nothing(studio: Studio) -> None:
             with pytest.raises(PreventUpdate):
                 call(*args)
     client = studio.signed_in("sponsor2", "10.7.0.1")
-    (output,) = [o for o in studio.app.callback_map if o.strip(".").startswith(f"{cb.DETAIL}.children")]
-    body = callback_request(output, [], [{"id": cb.DEPLOYMENT, "property": "value", "value": "1"}])
+    (output,) = [o for o in studio.app.callback_map if o.strip(".").startswith(f"{cb.ID.DETAIL}.children")]
+    body = callback_request(output, [], [{"id": cb.ID.DEPLOYMENT, "property": "value", "value": "1"}])
     assert client.post("/_dash-update-component", json=body, headers=csrf_header(client)).status_code == 403
     assert client.get("/cicd").status_code == 403
 
@@ -342,11 +315,11 @@ def test_project_options_are_the_visible_projects(studio: Studio) -> None:
         add_deployment(session, "credit-risk", "options", "1", "dev")
         add_deployment(session, "demand-forecast", "options", "1", "dev")
     with signed_in(studio, "ops-forecast"):
-        options, value = cb.list_cicd_projects(cb.PROJECT, "demand-forecast")
+        options, value = cb.list_cicd_projects(cb.ID.PROJECT, "demand-forecast")
     assert [o["value"] for o in options] == ["*", "credit-risk", "demand-forecast"]
     assert value == "demand-forecast"
     with signed_in(studio, "production"):
-        assert cb.list_cicd_projects(cb.PROJECT, "no-such-project")[1] == cb.ALL
+        assert cb.list_cicd_projects(cb.ID.PROJECT, "no-such-project")[1] == cb.ALL
         everywhere = cb.show_deployments(cb.ALL, cb.ALL, 1, 0, 0, None)[0]
     assert {"credit-risk", "demand-forecast"} <= set(shown(everywhere))
 
@@ -378,7 +351,7 @@ def test_runs_show_commit_versions_and_their_promotion_requests(studio: Studio) 
     with signed_in(studio, "production"):
         table, info, no_previous, *_ = cb.show_runs("credit-risk", [], 0)
     assert info.startswith("Page 1") and no_previous
-    rows = plain(table)["props"]["children"][1]["props"]["children"]
+    rows = as_sent(table)["props"]["children"][1]["props"]["children"]
     row = next(r for r in rows if r["props"]["id"] == f"cicd-run-row-{run_id}")
     text = shown(row)
     assert text[:3] == ["Train and register", "credit-risk", "main"]
@@ -421,7 +394,7 @@ def test_payload_text_renders_as_text_and_foreign_urls_are_not_linked(studio: St
             repository="example-org/forecast",
         )
     with signed_in(studio, "admin"):
-        table = plain(cb.show_runs("demand-forecast", [], 0)[0])
+        table = as_sent(cb.show_runs("demand-forecast", [], 0)[0])
     row = next(
         r
         for r in table["props"]["children"][1]["props"]["children"]
@@ -450,7 +423,7 @@ def test_runs_paging_and_empty_state(studio: Studio, monkeypatch: pytest.MonkeyP
         assert cb.previous_runs(1, cursors) == [ids[3]]
         with pytest.raises(PreventUpdate):
             cb.next_runs(1, cursors, None)
-    assert [r["props"]["id"] for r in plain(first[0])["props"]["children"][1]["props"]["children"]] == [
+    assert [r["props"]["id"] for r in as_sent(first[0])["props"]["children"][1]["props"]["children"]] == [
         f"cicd-run-row-{ids[4]}",
         f"cicd-run-row-{ids[3]}",
     ]
@@ -472,17 +445,17 @@ def test_forged_action_requests_are_refused_by_the_guard(studio: Studio) -> None
     (output,) = [
         o
         for o in studio.app.callback_map
-        if f"{cb.ACTION_MESSAGE}.children" in o and "rollback" in str(studio.app.callback_map[o]["inputs"])
+        if f"{cb.ID.ACTION_MESSAGE}.children" in o and "rollback" in str(studio.app.callback_map[o]["inputs"])
     ]
     body = callback_request(
         output,
-        [{"id": cb.ACTION_MESSAGE, "property": "children"}, {"id": cb.REFRESH, "property": "data"}],
-        [{"id": cb.ROLLBACK_CONFIRM, "property": "submit_n_clicks", "value": 1}],
+        [{"id": cb.ID.ACTION_MESSAGE, "property": "children"}, {"id": cb.ID.REFRESH, "property": "data"}],
+        [{"id": cb.ID.ROLLBACK_CONFIRM, "property": "submit_n_clicks", "value": 1}],
     )
     body["state"] = [
-        {"id": cb.DEPLOYMENT, "property": "value", "value": str(target)},
-        {"id": cb.REASON, "property": "value", "value": "forged"},
-        {"id": cb.REFRESH, "property": "data", "value": 0},
+        {"id": cb.ID.DEPLOYMENT, "property": "value", "value": str(target)},
+        {"id": cb.ID.REASON, "property": "value", "value": "forged"},
+        {"id": cb.ID.REFRESH, "property": "data", "value": 0},
     ]
     for username in ("mlengineer", "sponsor1"):
         client = studio.signed_in(username, "10.7.0.2")

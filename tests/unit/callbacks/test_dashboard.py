@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
-from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import select
 
 import callbacks.dashboard as cb
 from analytics.figures import INSUFFICIENT_DATA
-from app.auth import StudioUser, services
+from app.auth import services
 from app.factory import create_app
 from jobs.alerts import RuleSpec, create_rule, evaluate_alerts
 from jobs.db.alerting import Alert
@@ -25,7 +21,7 @@ from jobs.projects import create_project
 from jobs.seed import seed_demo_accounts
 from jobs.users import create_user, grant_role
 from tests.unit.analytics.test_metrics import MonitoredDemo, monitored_demo
-from tests.unit.app.studio import Studio, studio_settings, texts
+from tests.unit.app.studio import Studio, as_sent, signed_in, studio_settings, texts
 
 pytestmark = pytest.mark.unit
 
@@ -60,21 +56,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory, demo: MonitoredDemo) -> Ite
             session, admin, create_user(session, admin, "empty", PASSWORD), "quiet", Role.MODEL_SPONSOR
         )
         create_user(session, admin, "nobody", PASSWORD)
-    try:
+    with built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def _tree(component: Any) -> Any:
-    return json.loads(json.dumps(component, cls=PlotlyJSONEncoder))
 
 
 def _by_id(node: Any, wanted: str) -> Any:
@@ -127,8 +110,8 @@ def _latest(demo: MonitoredDemo) -> dict[tuple[str, str, str], dict[str, Any]]:
 
 def test_kpis_and_timelines_agree_with_the_stored_metrics(studio: Studio, demo: MonitoredDemo) -> None:
     with signed_in(studio, "monitoring"):
-        kpis, latency, accuracy = cb.show_monitoring_overview(cb.KPIS)
-    kpis = _tree(kpis)
+        kpis, latency, accuracy = cb.show_monitoring_overview(cb.ID.KPIS)
+    kpis = as_sent(kpis)
     facts = _latest(demo)
     assert _kpi(kpis, "models") == "prod 3 · staging 3"
     assert _kpi(kpis, "drift") == str(sum(len(f["drifted"]) for f in facts.values()))
@@ -148,8 +131,8 @@ def test_kpis_and_timelines_agree_with_the_stored_metrics(studio: Studio, demo: 
 
 def test_kpis_cover_only_the_projects_the_user_monitors(studio: Studio) -> None:
     with signed_in(studio, "solo"):
-        kpis, latency, accuracy = cb.show_monitoring_overview(cb.KPIS)
-    kpis = _tree(kpis)
+        kpis, latency, accuracy = cb.show_monitoring_overview(cb.ID.KPIS)
+    kpis = as_sent(kpis)
     assert _kpi(kpis, "models") == "prod 1 · staging 1"
     assert {trace.name for trace in latency.data} == {"demand · prod", "demand · staging"}
     assert not accuracy.data and accuracy.layout.annotations[0].name == INSUFFICIENT_DATA
@@ -158,14 +141,14 @@ def test_kpis_cover_only_the_projects_the_user_monitors(studio: Studio) -> None:
 
 def test_a_user_without_monitored_models_gets_explanations(studio: Studio) -> None:
     with signed_in(studio, "empty"):
-        kpis, latency, _accuracy = cb.show_monitoring_overview(cb.KPIS)
-        recent = cb.show_recent_alerts(cb.ALERTS)
-    shown = " ".join(texts(_tree(kpis)))
+        kpis, latency, _accuracy = cb.show_monitoring_overview(cb.ID.KPIS)
+        recent = cb.show_recent_alerts(cb.ID.ALERTS)
+    shown = " ".join(texts(as_sent(kpis)))
     assert "no model has monitoring metrics yet" in shown and "no latency metrics yet" in shown
     assert not latency.data
-    assert texts(_tree(recent)) == ["No alert has been raised."]
+    assert texts(as_sent(recent)) == ["No alert has been raised."]
     with signed_in(studio, "nobody"), pytest.raises(PreventUpdate):
-        cb.show_monitoring_overview(cb.KPIS)
+        cb.show_monitoring_overview(cb.ID.KPIS)
 
 
 def test_open_alerts_are_counted_by_severity_and_listed(studio: Studio, demo: MonitoredDemo) -> None:
@@ -189,15 +172,15 @@ def test_open_alerts_are_counted_by_severity_and_listed(studio: Studio, demo: Mo
         store.close()
     assert summary.opened
     with signed_in(studio, "monitoring"):
-        kpis, _latency, _accuracy = cb.show_monitoring_overview(cb.KPIS)
-        recent = _tree(cb.show_recent_alerts(cb.ALERTS))
+        kpis, _latency, _accuracy = cb.show_monitoring_overview(cb.ID.KPIS)
+        recent = as_sent(cb.show_recent_alerts(cb.ID.ALERTS))
     with studio.db() as session:
         still_open = session.scalars(select(Alert).where(Alert.state == "open")).all()
     # The p95 rule flaps: the engine opened alerts and resolved those whose series recovered.
     assert still_open and {alert.severity for alert in still_open} == {"warning"}
-    assert _kpi(_tree(kpis), "alerts") == f"critical 0 · warning {len(still_open)} · info 0"
+    assert _kpi(as_sent(kpis), "alerts") == f"critical 0 · warning {len(still_open)} · info 0"
     rows = _by_id(recent, "dashboard-alerts-table")
     assert rows is not None and "latency_p95 of latency_ms" in texts(recent)
     assert "demand · prod" in texts(recent) or "demand · staging" in texts(recent)
     with signed_in(studio, "empty"):
-        assert texts(_tree(cb.show_recent_alerts(cb.ALERTS))) == ["No alert has been raised."]
+        assert texts(as_sent(cb.show_recent_alerts(cb.ID.ALERTS))) == ["No alert has been raised."]

@@ -12,7 +12,6 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,11 @@ from typing import Any
 import dash
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
 from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import select
 
 import callbacks.integrations as cb
 from analytics.store import StoreConfig
-from app.auth import StudioUser
 from jobs import github, integrations
 from jobs.db.api_models import GithubIntegration
 from jobs.db.models import AuditEntry
@@ -34,7 +31,7 @@ from jobs.integrations import GitHubConfig, check_data_store, check_github, chec
 from jobs.permissions import Role
 from jobs.registry import client
 from jobs.users import InvalidInput, actor_for, create_user, get_user, grant_role
-from tests.unit.app.studio import Studio, build_studio, callback_request, csrf_header, texts
+from tests.unit.app.studio import Studio, build_studio, callback_request, csrf_header, shown, signed_in
 
 pytestmark = pytest.mark.unit
 
@@ -43,22 +40,8 @@ TOKEN = "ghp_test_token_never_shown"
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
-    built = build_studio(tmp_path_factory.mktemp("integrations-callbacks"))
-    try:
+    with build_studio(tmp_path_factory.mktemp("integrations-callbacks")) as built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def shown(component: Any) -> list[str]:
-    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
 
 
 def free_port() -> int:
@@ -189,12 +172,16 @@ def test_redact_url_masks_passwords_and_queries() -> None:
 # --------------------------------------------------------------------------- the page's callbacks
 
 
-def test_page_shows_configuration_with_secrets_masked(
-    studio: Studio, monkeypatch: pytest.MonkeyPatch, github_api: str
-) -> None:
+@pytest.fixture
+def github_configured(monkeypatch: pytest.MonkeyPatch, github_api: str) -> None:
+    """The studio's GitHub settings: repository ``org/studio`` and :data:`TOKEN`, on the fake API."""
     monkeypatch.setenv("MMS_GITHUB_REPOSITORY", "org/studio")
     monkeypatch.setenv("MMS_GITHUB_TOKEN", TOKEN)
     monkeypatch.setenv("MMS_GITHUB_API_URL", github_api)
+
+
+@pytest.mark.usefixtures("github_configured")
+def test_page_shows_configuration_with_secrets_masked(studio: Studio) -> None:
     with signed_in(studio, "production"):
         store, mlflow, github = cb.show_integrations("integration-config-data-store")
         assert cb.checks_hidden("integration-checking-data-store") == (False, False, False)
@@ -205,12 +192,8 @@ def test_page_shows_configuration_with_secrets_masked(
         cb.show_integrations("integration-config-data-store")
 
 
-def test_checks_run_for_manage_integrations_and_are_audited(
-    studio: Studio, monkeypatch: pytest.MonkeyPatch, github_api: str
-) -> None:
-    monkeypatch.setenv("MMS_GITHUB_REPOSITORY", "org/studio")
-    monkeypatch.setenv("MMS_GITHUB_TOKEN", TOKEN)
-    monkeypatch.setenv("MMS_GITHUB_API_URL", github_api)
+@pytest.mark.usefixtures("github_configured")
+def test_checks_run_for_manage_integrations_and_are_audited(studio: Studio) -> None:
     with signed_in(studio, "production"):
         store = cb.check_data_store_clicked(1)
         mlflow = cb.check_mlflow_clicked(1)
@@ -259,7 +242,7 @@ WEBHOOK_SECRET = "webhook-secret-typed-once-1234"
 
 def _webhook_state(studio: Studio, username: str) -> tuple[Any, ...]:
     with signed_in(studio, username):
-        return cb.show_github_webhooks(cb.WEBHOOK_REPOSITORIES, 0, None)
+        return cb.show_github_webhooks(cb.WebhookID.REPOSITORIES, 0, None)
 
 
 def _stored(studio: Studio) -> dict[str, tuple[str, str]]:
@@ -274,11 +257,10 @@ def _clear_webhooks(studio: Studio) -> None:
             session.delete(row)
 
 
-def test_webhook_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
+def test_every_webhook_id_is_on_the_page(studio: Studio) -> None:
     page = importlib.import_module("pages.integrations")
+    assert page.WebhookID is cb.WebhookID  # one declaration (app.components.ids.integrations)
     on_page = {name: value for name, value in vars(page.WebhookID).items() if name.isupper()}
-    in_callbacks = {name: getattr(cb, f"WEBHOOK_{name}") for name in on_page}
-    assert in_callbacks == on_page
     with signed_in(studio, "admin"):
         layout = json.dumps(page.layout(), cls=PlotlyJSONEncoder)
     assert all(f'"{value}"' in layout for value in on_page.values())
@@ -380,7 +362,7 @@ def test_roles_without_integrations_rights_cannot_see_or_change_webhooks(
     _clear_webhooks(studio)
     with signed_in(studio, username):
         with pytest.raises(PreventUpdate):
-            cb.show_github_webhooks(cb.WEBHOOK_REPOSITORIES, 0, None)
+            cb.show_github_webhooks(cb.WebhookID.REPOSITORIES, 0, None)
         with pytest.raises(PreventUpdate):
             cb.save_github_clicked(1, "credit-risk", REPOSITORY, WEBHOOK_SECRET, 0)
         with pytest.raises(PreventUpdate):
@@ -395,17 +377,17 @@ def test_forged_save_request_is_refused_by_the_guard(studio: Studio) -> None:
         "..integration-github-message.children...integration-github-secret.value..."
         "integration-github-refresh.data..",
         [
-            {"id": cb.WEBHOOK_MESSAGE, "property": "children"},
-            {"id": cb.WEBHOOK_SECRET, "property": "value"},
-            {"id": cb.WEBHOOK_REFRESH, "property": "data"},
+            {"id": cb.WebhookID.MESSAGE, "property": "children"},
+            {"id": cb.WebhookID.SECRET, "property": "value"},
+            {"id": cb.WebhookID.REFRESH, "property": "data"},
         ],
-        [{"id": cb.WEBHOOK_SAVE, "property": "n_clicks", "value": 1}],
+        [{"id": cb.WebhookID.SAVE, "property": "n_clicks", "value": 1}],
     )
     body["state"] = [
-        {"id": cb.WEBHOOK_PROJECT, "property": "value", "value": "credit-risk"},
-        {"id": cb.WEBHOOK_REPOSITORY, "property": "value", "value": REPOSITORY},
-        {"id": cb.WEBHOOK_SECRET, "property": "value", "value": WEBHOOK_SECRET},
-        {"id": cb.WEBHOOK_REFRESH, "property": "data", "value": 0},
+        {"id": cb.WebhookID.PROJECT, "property": "value", "value": "credit-risk"},
+        {"id": cb.WebhookID.REPOSITORY, "property": "value", "value": REPOSITORY},
+        {"id": cb.WebhookID.SECRET, "property": "value", "value": WEBHOOK_SECRET},
+        {"id": cb.WebhookID.REFRESH, "property": "data", "value": 0},
     ]
     assert body["output"] in studio.app.callback_map
     response = client.post("/_dash-update-component", json=body, headers=csrf_header(client))

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
-from plotly.utils import PlotlyJSONEncoder
 
 import callbacks.models as cb
 from analytics.store import ParquetStore
-from app.auth import StudioUser, services
+from app.auth import services
 from jobs import registry
 from jobs.contracts import TRAINING_DATA
 from jobs.demo_data import CREDIT_DEFAULT, training_table
-from jobs.projects import create_project
 from jobs.training import TrainConfig, train_model
-from tests.unit.app.studio import Studio, build_studio, texts
+from tests.unit.app.studio import Studio, build_studio, shown, signed_in
 
 pytestmark = pytest.mark.unit
 
@@ -32,9 +27,7 @@ ROWS = 1_200
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Studio, Any]]:
     """A seeded studio whose MLflow store holds two versions of credit-risk.credit-default."""
-    built = build_studio(tmp_path_factory.mktemp("models-callbacks"))
-    with built.db(write=True) as session:
-        create_project(session, built.actor("admin"), "hidden-project", "Hidden project")
+    built = build_studio(tmp_path_factory.mktemp("models-callbacks"), hidden_project=True)
     store = ParquetStore(built.settings.store_config())
     try:
         store.write_partition(
@@ -66,17 +59,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Studio, A
     finally:
         store.close()
         built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def shown(component: Any) -> list[str]:
-    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
 
 
 def test_registry_view_lists_versions_with_run_metrics_creator_digest_and_profile(studio) -> None:

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import dash
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
-from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import select
 
 import callbacks.pipeline as cb
-from app.auth import StudioUser
 from jobs.db.models import AuditEntry, Pipeline, PipelineNode, Project
 from jobs.pipelines import record_run, stage_fields
 from jobs.projects import create_project
-from tests.unit.app.studio import Studio, build_studio, texts
+from tests.unit.app.studio import Studio, as_sent, build_studio, shown, signed_in
 
 pytestmark = pytest.mark.unit
 
@@ -38,22 +33,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     built = build_studio(tmp_path_factory.mktemp("pipeline-callbacks"))
     with built.db(write=True) as session:
         create_project(session, built.actor("admin"), "hidden-project", XSS_NAME)
-    try:
+    with built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    """A request context of ``studio`` in which ``username`` is the signed-in user."""
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def shown(component: Any) -> list[str]:
-    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
 
 
 def node(studio: Studio, project: str, stage: str) -> PipelineNode:
@@ -70,7 +51,7 @@ def form_state(stage: str, values: dict[str, str]) -> tuple[list[str], list[dict
     """What the browser sends for the form: every field's value and pattern-matching id, in layout order."""
     fields = stage_fields(stage)
     return [values.get(spec.name, "") for spec in fields], [
-        {"type": cb.FIELD_TYPE, "name": spec.name} for spec in fields
+        {"type": cb.ID.FIELD_TYPE, "name": spec.name} for spec in fields
     ]
 
 
@@ -132,10 +113,7 @@ def test_buttons_follow_the_role_and_the_lock(studio: Studio) -> None:
             "credit-risk", "features"
         )
     assert (save_disabled, lock_disabled, unlock_disabled) == (True, False, True)
-    assert all(
-        control["props"]["children"][1]["props"]["disabled"]
-        for control in json.loads(json.dumps(form, cls=PlotlyJSONEncoder))
-    )
+    assert all(control["props"]["children"][1]["props"]["disabled"] for control in as_sent(form))
     with signed_in(studio, "datateam"):
         info, form, version, save_disabled, lock_disabled, unlock_disabled = cb.show_node(
             "credit-risk", "features"

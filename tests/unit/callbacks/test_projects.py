@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import dash
 import pytest
 from dash.exceptions import PreventUpdate
-from flask_login import login_user
 from plotly.utils import PlotlyJSONEncoder
 from sqlalchemy import func, select
 
 import callbacks.projects as cb
-from app.auth import StudioUser
 from jobs.db.models import AuditEntry, Membership, PipelineNode, Project, User
 from jobs.projects import create_project
-from tests.unit.app.studio import Studio, build_studio, texts
+from tests.unit.app.studio import Studio, build_studio, shown, signed_in
 
 pytestmark = pytest.mark.unit
 
@@ -28,26 +24,8 @@ XSS_NAME = "<img src=x onerror=alert(1)>"
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     """A seeded studio plus ``hidden-project``, on which no demo member holds a role."""
-    built = build_studio(tmp_path_factory.mktemp("projects-callbacks"))
-    with built.db(write=True) as session:
-        create_project(session, built.actor("admin"), "hidden-project", "Hidden project")
-    try:
+    with build_studio(tmp_path_factory.mktemp("projects-callbacks"), hidden_project=True) as built:
         yield built
-    finally:
-        built.close()
-
-
-@contextmanager
-def signed_in(studio: Studio, username: str) -> Iterator[None]:
-    """A request context of ``studio`` in which ``username`` is the signed-in user."""
-    with studio.app.server.test_request_context("/_dash-update-component", method="POST"):
-        login_user(StudioUser(studio.actor(username)))
-        yield
-
-
-def shown(component: Any) -> list[str]:
-    """The texts a component tree renders, through the JSON Dash sends to the browser."""
-    return texts(json.loads(json.dumps(component, cls=PlotlyJSONEncoder)))
 
 
 def audit_count(studio: Studio, action: str) -> int:

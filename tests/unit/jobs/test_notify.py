@@ -19,11 +19,12 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import message_from_bytes
 from email import policy as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -36,6 +37,7 @@ from jobs.notify import (
     TIMESTAMP_HEADER,
     AlertMessage,
     DeliveryOptions,
+    DeliveryResult,
     RetryPolicy,
     SmtpConfig,
     UnsafeDestination,
@@ -679,35 +681,21 @@ def test_email_with_starttls_and_login(tmp_path: Path) -> None:
         assert logins == [(b"mms", b"relay-password")]
         assert len(inbox.messages) == 1
 
-        wrong = send_email(
-            SmtpConfig(**{**config.__dict__, "password": "wrong-password"}),
-            ["ops@example.com"],
-            "x",
-            "y",
-            retry=FAST_RETRY,
-        )
+        def send_with(**changes: Any) -> DeliveryResult:
+            """One message through the relay with ``config`` changed by ``changes``."""
+            return send_email(replace(config, **changes), ["ops@example.com"], "x", "y", retry=FAST_RETRY)
+
+        wrong = send_with(password="wrong-password")
         assert (wrong.ok, wrong.attempts) == (False, 1)
         assert "login refused (535)" in wrong.error
 
         # Credentials are never sent over a connection that did not upgrade to TLS.
-        plain = send_email(
-            SmtpConfig(**{**config.__dict__, "starttls": False}),
-            ["ops@example.com"],
-            "x",
-            "y",
-            retry=FAST_RETRY,
-        )
+        plain = send_with(starttls=False)
         assert (plain.ok, plain.attempts) == (False, 0)
         assert "without STARTTLS" in plain.error
 
         # A relay whose certificate is not trusted is refused, not retried.
-        untrusted = send_email(
-            SmtpConfig(**{**config.__dict__, "ca_file": None}),
-            ["ops@example.com"],
-            "x",
-            "y",
-            retry=FAST_RETRY,
-        )
+        untrusted = send_with(ca_file=None)
         assert (untrusted.ok, untrusted.attempts) == (False, 1)
         assert "certificate" in untrusted.error
         assert len(inbox.messages) == 1

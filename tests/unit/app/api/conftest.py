@@ -13,7 +13,5 @@ from tests.unit.app.api.world import ApiWorld, build_world
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorld]:
     """A seeded studio with a token per demo role (tests that change state create what they change)."""
     built = build_world(tmp_path_factory.mktemp("api"))
-    try:
+    with built.studio:
         yield built
-    finally:
-        built.studio.close()

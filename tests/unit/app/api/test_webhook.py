@@ -24,15 +24,7 @@ WEBHOOK = "/api/v1/integrations/github/webhook"
 
 @pytest.fixture(scope="module")
 def configured(world: ApiWorld) -> ApiWorld:
-    with world.studio.db(write=True) as session:
-        github.configure_github(
-            session,
-            world.actor("production"),
-            PROJECT,
-            REPOSITORY,
-            SECRET,
-            secret_key=world.settings.secret_key,
-        )
+    world.configure_github(REPOSITORY, SECRET)
     return world
 
 
@@ -57,24 +49,10 @@ def deliver(
 
 def test_configuring_needs_manage_integrations_and_keeps_the_secret_encrypted(configured: ApiWorld) -> None:
     world = configured
-    with world.studio.db(write=True) as session, pytest.raises(Forbidden, match="manage_integrations"):
-        github.configure_github(
-            session,
-            world.actor("mlengineer"),
-            PROJECT,
-            REPOSITORY,
-            "x" * 20,
-            secret_key=world.settings.secret_key,
-        )
-    with world.studio.db(write=True) as session, pytest.raises(InvalidInput, match="owner/name"):
-        github.configure_github(
-            session,
-            world.actor("production"),
-            PROJECT,
-            "not a repo",
-            "x" * 20,
-            secret_key=world.settings.secret_key,
-        )
+    with pytest.raises(Forbidden, match="manage_integrations"):
+        world.configure_github(REPOSITORY, "x" * 20, "mlengineer")
+    with pytest.raises(InvalidInput, match="owner/name"):
+        world.configure_github("not a repo", "x" * 20)
     with world.studio.db() as session:
         row = session.scalars(
             select(GithubIntegration).where(GithubIntegration.repository == REPOSITORY)

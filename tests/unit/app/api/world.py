@@ -16,7 +16,7 @@ from werkzeug.test import TestResponse
 
 from analytics.store import ParquetStore
 from app.auth import services
-from jobs import registry, tokens
+from jobs import github, registry, tokens
 from jobs.alerts import RuleSpec, create_rule, evaluate_alerts
 from jobs.approvals import ApprovePromotion, RequestPromotion, VersionInfo
 from jobs.contracts import METRICS, METRICS_SCHEMA
@@ -89,6 +89,12 @@ class ApiWorld:
     def actor(self, username: str) -> Actor:
         """The demo user's current actor."""
         return self.studio.actor(username)
+
+    def configure_github(self, repository: str, secret: str, username: str = "production") -> None:
+        """Accept ``repository``'s webhooks for :data:`PROJECT` with ``secret``, as ``username`` (the job)."""
+        actor, secret_key = self.actor(username), self.settings.secret_key
+        with self.studio.db(write=True) as session:
+            github.configure_github(session, actor, PROJECT, repository, secret, secret_key=secret_key)
 
     @property
     def sessions(self) -> Any:

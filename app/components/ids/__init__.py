@@ -1,6 +1,10 @@
 """Component ids shared by page layouts and the callbacks that fill them.
 
-An id says what the component shows, prefixed by the page it lives on.
+An id says what the component shows, prefixed by the page it lives on. The ids of the
+studio's frame (navigation, page header) are here; each page's own ids are the ``ID``
+class of the module named after the page (``app.components.ids.admin`` for
+``pages/admin.py`` and ``callbacks/admin.py``): pages may not import callbacks, so
+both import the ids from here.
 """
 
 from __future__ import annotations
@@ -11,11 +15,6 @@ USER_MENU = "nav-user-menu"
 LOGOUT_BUTTON = "nav-sign-out"
 PAGE_TITLE = "page-title"
 PAGE_DESCRIPTION = "page-description"
-
-DASHBOARD_GREETING = "dashboard-greeting"
-DASHBOARD_ROLES = "dashboard-roles"
-
-PROJECTS_TABLE = "projects-table"
 
 
 def nav_link(page_path: str) -> str:
