@@ -800,6 +800,42 @@ def _regression_flags(
     return joined, flags
 
 
+def _regression_sums_sql(source: str, label_sums: str) -> str:
+    """The ``agg`` (counts), ``evaluated`` and ``errors`` (error sums) CTEs of regression metrics.
+
+    Args:
+        source: The CTE of per-row flags to aggregate (``keyed`` or ``flags``).
+        label_sums: The label aggregates the caller needs, SQL over ``_lab`` and ``_mean`` (the
+            window's label mean: two passes, the mean first, keep sums of squares accurate).
+    """
+    mape_eps = _double(_MAPE_EPS)
+    return f"""
+        agg AS (
+            SELECT window_start,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE _labelled) AS n_labelled,
+                   count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
+                   count(*) FILTER (WHERE NOT _pred_ok) AS n_invalid_prediction,
+                   count(*) FILTER (WHERE _eval) AS n_evaluated
+            FROM {source} GROUP BY window_start
+        ),
+        evaluated AS (
+            SELECT window_start, _lab, _pred, _lab - _pred AS _err,
+                   avg(_lab) OVER (PARTITION BY window_start) AS _mean
+            FROM {source} WHERE _eval
+        ),
+        errors AS (
+            SELECT window_start,
+                   sum(abs(_err)) AS abs_sum,
+                   sum(_err * _err) AS sq_sum,
+                   sum(CASE WHEN _lab <> 0 THEN abs(_err) / greatest(abs(_lab), {mape_eps}) END) AS ape_sum,
+                   count(*) FILTER (WHERE _lab <> 0) AS n_mape,
+                   count(*) FILTER (WHERE _lab = 0) AS n_mape_skipped,
+                   {label_sums}
+            FROM evaluated GROUP BY window_start
+        )"""
+
+
 def regression_metrics(
     logs: duckdb.DuckDBPyRelation,
     labels: duckdb.DuckDBPyRelation,
@@ -823,35 +859,10 @@ def regression_metrics(
             relations belong to different connections.
     """
     joined, flags = _regression_flags(logs, labels, window, labels_as_of)
-    mape_eps = _double(_MAPE_EPS)
+    label_sums = "sum((_lab - _mean) * (_lab - _mean)) AS ss_tot, min(_lab) = max(_lab) AS constant_labels"
     sql = f"""
         WITH {_keyed_sql(flags)},
-        agg AS (
-            SELECT window_start,
-                   count(*) AS n,
-                   count(*) FILTER (WHERE _labelled) AS n_labelled,
-                   count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
-                   count(*) FILTER (WHERE NOT _pred_ok) AS n_invalid_prediction,
-                   count(*) FILTER (WHERE _eval) AS n_evaluated
-            FROM keyed GROUP BY window_start
-        ),
-        evaluated AS (
-            SELECT window_start, _lab, _pred, _lab - _pred AS _err,
-                   avg(_lab) OVER (PARTITION BY window_start) AS _mean
-            FROM keyed WHERE _eval
-        ),
-        errors AS (
-            SELECT window_start,
-                   sum(abs(_err)) AS abs_sum,
-                   sum(_err * _err) AS sq_sum,
-                   sum(CASE WHEN _lab <> 0 THEN abs(_err) / greatest(abs(_lab), {mape_eps}) END) AS ape_sum,
-                   count(*) FILTER (WHERE _lab <> 0) AS n_mape,
-                   count(*) FILTER (WHERE _lab = 0) AS n_mape_skipped,
-                   -- Two passes (the mean first) keep the total sum of squares accurate.
-                   sum((_lab - _mean) * (_lab - _mean)) AS ss_tot,
-                   min(_lab) = max(_lab) AS constant_labels
-            FROM evaluated GROUP BY window_start
-        )
+        {_regression_sums_sql("keyed", label_sums)}
         SELECT agg.*, {_window_end_sql(window).replace("window_start", "agg.window_start")} AS window_end,
                errors.* EXCLUDE (window_start)
         FROM agg LEFT JOIN errors ON {_same_key("agg", "errors")}
@@ -1499,35 +1510,13 @@ def regression_partial(
         ValueError: As :func:`regression_metrics`.
     """
     joined, flags = _regression_flags(logs, labels, window, labels_as_of)
-    mape_eps = _double(_MAPE_EPS)
+    label_sums = (
+        "avg(_lab) AS label_mean, sum((_lab - _mean) * (_lab - _mean)) AS label_m2, "
+        "min(_lab) AS label_min, max(_lab) AS label_max"
+    )
     sql = f"""
         WITH flags AS MATERIALIZED ({flags}),
-        agg AS (
-            SELECT window_start,
-                   count(*) AS n,
-                   count(*) FILTER (WHERE _labelled) AS n_labelled,
-                   count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
-                   count(*) FILTER (WHERE NOT _pred_ok) AS n_invalid_prediction,
-                   count(*) FILTER (WHERE _eval) AS n_evaluated
-            FROM flags GROUP BY window_start
-        ),
-        evaluated AS (
-            SELECT window_start, _lab, _pred, _lab - _pred AS _err,
-                   avg(_lab) OVER (PARTITION BY window_start) AS _mean
-            FROM flags WHERE _eval
-        ),
-        errors AS (
-            SELECT window_start,
-                   sum(abs(_err)) AS abs_sum,
-                   sum(_err * _err) AS sq_sum,
-                   sum(CASE WHEN _lab <> 0 THEN abs(_err) / greatest(abs(_lab), {mape_eps}) END) AS ape_sum,
-                   count(*) FILTER (WHERE _lab <> 0) AS n_mape,
-                   count(*) FILTER (WHERE _lab = 0) AS n_mape_skipped,
-                   avg(_lab) AS label_mean,
-                   sum((_lab - _mean) * (_lab - _mean)) AS label_m2,
-                   min(_lab) AS label_min, max(_lab) AS label_max
-            FROM evaluated GROUP BY window_start
-        )
+        {_regression_sums_sql("flags", label_sums)}
         SELECT agg.*, errors.* EXCLUDE (window_start)
         FROM agg LEFT JOIN errors ON {_same_key("agg", "errors")}
         ORDER BY agg.window_start

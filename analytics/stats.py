@@ -9,6 +9,10 @@ Everything here is a pure function of NumPy arrays; nothing reads data. Two fami
 * **Exact** statistics on raw samples (``ks_exact``, ``wasserstein_exact``) delegate to SciPy and are
   only used on request (they need the raw values).
 
+Each binned statistic also has a ``*_rows`` form comparing one reference with every row of a matrix of
+current counts (the windows or slices of a monitoring run) in one NumPy pass; the one-pair function is
+its first row, so the two cannot disagree.
+
 p-values of the default path come from :func:`kolmogorov_sf` and :func:`chi2_sf`, plain-Python series
 equal to SciPy's ``scipy.special.kolmogorov`` and ``chdtrc`` to about 1e-13 relative: importing
 ``scipy.special`` costs about 0.3 s of CPU, as much as profiling a million rows, on every run of the
@@ -30,23 +34,61 @@ PSI_EPSILON = 1e-4
 FloatArray = np.ndarray
 
 
-def _proportions(counts: Sequence[float] | np.ndarray) -> np.ndarray:
+Counts = Sequence[float] | np.ndarray
+"""Counts per bin: one vector, or a matrix with one row of counts per current distribution."""
+
+
+def _proportion_rows(counts: Counts) -> np.ndarray:
+    """Each row of counts divided by its total, as a 2-D array (a vector becomes one row)."""
     values = np.asarray(counts, dtype=float)
-    total = values.sum()
-    if not total > 0:
+    if values.ndim == 1:
+        values = values[None, :]
+    totals = values.sum(axis=1, keepdims=True)
+    if not (totals > 0).all():
         raise ValueError("cannot compare an empty distribution (all counts are zero)")
-    return values / total
+    return values / totals
 
 
-def _aligned(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray):
-    p = _proportions(reference)
-    q = _proportions(current)
-    if p.shape != q.shape:
-        raise ValueError(f"count vectors differ in length: {p.shape[0]} vs {q.shape[0]}")
+def _aligned_rows(reference: Counts, currents: Counts) -> tuple[np.ndarray, np.ndarray]:
+    """Reference proportions (one row) and current proportions (one row per current), same bins."""
+    p = _proportion_rows(reference)
+    q = _proportion_rows(currents)
+    if p.shape[0] != 1:
+        raise ValueError(f"one reference count vector expected, got {p.shape[0]} rows")
+    if p.shape[1] != q.shape[1]:
+        raise ValueError(f"count vectors differ in length: {p.shape[1]} vs {q.shape[1]}")
     return p, q
 
 
-def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+def _cdf_rows(proportions: np.ndarray) -> np.ndarray:
+    """Cumulative proportions at every bin edge, 0 first, one row per distribution."""
+    return np.concatenate([np.zeros((proportions.shape[0], 1)), np.cumsum(proportions, axis=1)], axis=1)
+
+
+def distances_rows(reference: Counts, currents: Counts) -> dict[str, np.ndarray]:
+    """PSI, Jensen-Shannon, Hellinger and total variation of one reference against every row of
+    ``currents`` (keys ``psi``, ``jensenshannon``, ``hellinger``, ``total_variation``)."""
+    p, q = _aligned_rows(reference, currents)
+    return {
+        "psi": _psi(p, q),
+        "jensenshannon": _jensen_shannon(p, q),
+        "hellinger": _hellinger(p, q),
+        "total_variation": _total_variation(p, q),
+    }
+
+
+def psi_rows(reference: Counts, currents: Counts) -> np.ndarray:
+    """:func:`psi` of one reference against every row of ``currents``."""
+    return _psi(*_aligned_rows(reference, currents))
+
+
+def _psi(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    p = np.maximum(p, PSI_EPSILON)
+    q = np.maximum(q, PSI_EPSILON)
+    return np.sum((q - p) * np.log(q / p), axis=1)
+
+
+def psi(reference: Counts, current: Counts) -> float:
     """Population stability index ``sum((q - p) * ln(q / p))`` over the bins.
 
     Proportions below :data:`PSI_EPSILON` are raised to it (on both sides) so empty bins stay finite.
@@ -58,36 +100,59 @@ def psi(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.n
     Returns:
         The PSI (natural log), ``>= 0``.
     """
-    p, q = _aligned(reference, current)
-    p = np.maximum(p, PSI_EPSILON)
-    q = np.maximum(q, PSI_EPSILON)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return float(psi_rows(reference, current)[0])
 
 
-def jensen_shannon(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+def jensen_shannon_rows(reference: Counts, currents: Counts) -> np.ndarray:
+    """:func:`jensen_shannon` of one reference against every row of ``currents``."""
+    return _jensen_shannon(*_aligned_rows(reference, currents))
+
+
+def _jensen_shannon(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    m = 0.5 * (p + q)
+    divergence = np.zeros(q.shape[0])
+    # Empty bins add nothing (0 log 0 = 0); where() keeps their NaN/inf terms out of the sums.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for side in (p, q):
+            terms = np.where(side > 0, side * np.log2(side / m), 0.0)
+            divergence = divergence + 0.5 * np.sum(terms, axis=1)
+    return np.sqrt(np.maximum(divergence, 0.0))
+
+
+def jensen_shannon(reference: Counts, current: Counts) -> float:
     """Jensen-Shannon *distance* (square root of the divergence), base 2, in ``[0, 1]``.
 
     Equals ``scipy.spatial.distance.jensenshannon(reference, current, base=2)``.
     """
-    p, q = _aligned(reference, current)
-    m = 0.5 * (p + q)
-    divergence = 0.0
-    for side in (p, q):
-        mask = side > 0
-        divergence += 0.5 * float(np.sum(side[mask] * np.log2(side[mask] / m[mask])))
-    return math.sqrt(max(divergence, 0.0))
+    return float(jensen_shannon_rows(reference, current)[0])
 
 
-def hellinger(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+def hellinger_rows(reference: Counts, currents: Counts) -> np.ndarray:
+    """:func:`hellinger` of one reference against every row of ``currents``."""
+    return _hellinger(*_aligned_rows(reference, currents))
+
+
+def _hellinger(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, axis=1))
+
+
+def hellinger(reference: Counts, current: Counts) -> float:
     """Hellinger distance ``sqrt(1/2 * sum((sqrt(p) - sqrt(q))^2))`` in ``[0, 1]``."""
-    p, q = _aligned(reference, current)
-    return float(math.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2)))
+    return float(hellinger_rows(reference, current)[0])
 
 
-def total_variation(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> float:
+def total_variation_rows(reference: Counts, currents: Counts) -> np.ndarray:
+    """:func:`total_variation` of one reference against every row of ``currents``."""
+    return _total_variation(*_aligned_rows(reference, currents))
+
+
+def _total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return 0.5 * np.sum(np.abs(p - q), axis=1)
+
+
+def total_variation(reference: Counts, current: Counts) -> float:
     """Total variation distance ``1/2 * sum(|p - q|)`` in ``[0, 1]``."""
-    p, q = _aligned(reference, current)
-    return float(0.5 * np.sum(np.abs(p - q)))
+    return float(total_variation_rows(reference, current)[0])
 
 
 @dataclass(frozen=True)
@@ -108,7 +173,27 @@ class BinnedKS:
     error_bound: float
 
 
-def ks_binned(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray) -> BinnedKS:
+def ks_binned_rows(reference: Counts, currents: Counts) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ks_binned` of one reference against every row of ``currents``.
+
+    Returns:
+        ``(statistics, upper_bounds)``, one value per row of ``currents``.
+    """
+    p, q = _aligned_rows(reference, currents)
+    cdf_p, cdf_q = _cdf_rows(p), _cdf_rows(q)
+    cdf_p[:, -1] = cdf_q[:, -1] = 1.0
+    statistic = np.max(np.abs(cdf_p - cdf_q), axis=1)
+    upper = np.maximum(
+        np.maximum(
+            np.max(np.abs(cdf_p[:, 1:] - cdf_q[:, :-1]), axis=1),
+            np.max(np.abs(cdf_p[:, :-1] - cdf_q[:, 1:]), axis=1),
+        ),
+        statistic,
+    )
+    return statistic, np.minimum(upper, 1.0)
+
+
+def ks_binned(reference: Counts, current: Counts) -> BinnedKS:
     """Kolmogorov-Smirnov statistic from two histograms on the same (ordered) bins.
 
     Args:
@@ -118,19 +203,9 @@ def ks_binned(reference: Sequence[float] | np.ndarray, current: Sequence[float] 
     Returns:
         The binned statistic with its bound on the exact statistic.
     """
-    p, q = _aligned(reference, current)
-    cdf_p = np.concatenate([[0.0], np.cumsum(p)])
-    cdf_q = np.concatenate([[0.0], np.cumsum(q)])
-    cdf_p[-1] = cdf_q[-1] = 1.0
-    statistic = float(np.max(np.abs(cdf_p - cdf_q)))
-    upper = float(
-        max(
-            np.max(np.abs(cdf_p[1:] - cdf_q[:-1])),
-            np.max(np.abs(cdf_p[:-1] - cdf_q[1:])),
-            statistic,
-        )
-    )
-    return BinnedKS(statistic, min(upper, 1.0), min(upper, 1.0) - statistic)
+    statistics, uppers = ks_binned_rows(reference, current)
+    statistic, upper = float(statistics[0]), float(uppers[0])
+    return BinnedKS(statistic, upper, upper - statistic)
 
 
 def ks_pvalue(statistic: float, n_reference: int, n_current: int) -> float:
@@ -284,12 +359,7 @@ def chi_square(
 
 
 def wasserstein_binned(
-    edges: Sequence[float] | np.ndarray,
-    reference: Sequence[float] | np.ndarray,
-    current: Sequence[float] | np.ndarray,
-    *,
-    low: float,
-    high: float,
+    edges: Sequence[float] | np.ndarray, reference: Counts, current: Counts, *, low: float, high: float
 ) -> float:
     """Wasserstein-1 distance between two histograms, each bin's mass spread uniformly over it.
 
@@ -309,22 +379,38 @@ def wasserstein_binned(
     Returns:
         The distance, in the unit of the values.
     """
-    p, q = _aligned(reference, current)
+    return float(wasserstein_binned_rows(edges, reference, current, low=low, high=high)[0])
+
+
+def wasserstein_binned_rows(
+    edges: Sequence[float] | np.ndarray,
+    reference: Counts,
+    currents: Counts,
+    *,
+    low: Sequence[float] | np.ndarray | float,
+    high: Sequence[float] | np.ndarray | float,
+) -> np.ndarray:
+    """:func:`wasserstein_binned` of one reference against every row of ``currents``.
+
+    ``low`` and ``high`` close the outer bins of each row (one value per row, or one for all).
+    """
+    p, q = _aligned_rows(reference, currents)
     edges = np.asarray(edges, dtype=float)
-    if p.shape[0] != edges.shape[0] + 1:
-        raise ValueError(f"{p.shape[0]} counts do not fit {edges.shape[0]} edges (need len(edges) + 1)")
+    if p.shape[1] != edges.shape[0] + 1:
+        raise ValueError(f"{p.shape[1]} counts do not fit {edges.shape[0]} edges (need len(edges) + 1)")
+    lows, highs = _per_row(low, q.shape[0]), _per_row(high, q.shape[0])
+    knots = np.empty((q.shape[0], edges.size + 2))
     if edges.size == 0:
-        knots = np.array([low, max(high, low)])
+        knots[:, 0], knots[:, 1] = lows, np.maximum(highs, lows)
     else:
-        knots = np.concatenate([[min(low, edges[0])], edges, [max(high, edges[-1])]])
+        knots[:, 1:-1] = edges
+        knots[:, 0], knots[:, -1] = np.minimum(lows, edges[0]), np.maximum(highs, edges[-1])
     # CDF values at the knots; an outer bin whose value range is empty (low == e0) puts its mass at
     # the edge, which the zero-width segment represents as a jump.
-    cdf_p = np.concatenate([[0.0], np.cumsum(p)])
-    cdf_q = np.concatenate([[0.0], np.cumsum(q)])
-    diff = cdf_p - cdf_q
+    diff = _cdf_rows(p) - _cdf_rows(q)
     with np.errstate(over="ignore"):
-        widths = np.diff(knots)
-    left, right = diff[:-1], diff[1:]
+        widths = np.diff(knots, axis=1)
+    left, right = diff[:, :-1], diff[:, 1:]
     same_sign = left * right >= 0
     with np.errstate(invalid="ignore", over="ignore"):
         area = np.where(
@@ -336,7 +422,7 @@ def wasserstein_binned(
     # A zero CDF gap over an unbounded-looking span (edges at +-1e308 overflow to an infinite width)
     # contributes nothing, not NaN.
     area = np.where((left == 0) & (right == 0), 0.0, area)
-    return float(np.sum(area))
+    return np.sum(area, axis=1)
 
 
 def tail_extents(
@@ -362,21 +448,48 @@ def tail_extents(
     Returns:
         ``(lower extent, upper extent)``.
     """
-    values = np.asarray(counts, dtype=float)
-    edges = np.asarray(edges, dtype=float)
-    if edges.size < 2:
+    if np.asarray(edges).size < 2:
         return low, high
+    lower, upper = tail_extents_rows(edges, counts, low=low, high=high)
+    return float(lower[0]), float(upper[0])
 
-    def extent(beyond: float, beyond_previous: float, width: float, edge: float, extreme: float) -> float:
-        if beyond <= 0:
-            return edge
-        if beyond_previous > beyond and width > 0:
-            beta = width / math.log(beyond_previous / beyond)
-            return edge + math.copysign(min(2 * beta, abs(extreme - edge)), extreme - edge)
-        return extreme
 
-    upper = extent(values[-1], values[-1] + values[-2], edges[-1] - edges[-2], edges[-1], high)
-    lower = extent(values[0], values[0] + values[1], edges[1] - edges[0], edges[0], low)
+def _per_row(value: Sequence[float] | np.ndarray | float, rows: int) -> np.ndarray:
+    """One float per row: ``value`` itself when it has one per row, else repeated."""
+    values = np.asarray(value, dtype=float)
+    return values if values.shape == (rows,) else np.full(rows, values)
+
+
+def tail_extents_rows(
+    edges: Sequence[float] | np.ndarray,
+    counts: Counts,
+    *,
+    low: Sequence[float] | np.ndarray | float,
+    high: Sequence[float] | np.ndarray | float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tail_extents` of every row of ``counts`` (``low``/``high``: one value per row).
+
+    Returns:
+        ``(lower extents, upper extents)``, one value per row.
+    """
+    values = np.atleast_2d(np.asarray(counts, dtype=float))
+    edges = np.asarray(edges, dtype=float)
+    lows, highs = _per_row(low, values.shape[0]), _per_row(high, values.shape[0])
+    if edges.size < 2:
+        return lows, highs
+
+    def extent(
+        beyond: np.ndarray, beyond_previous: np.ndarray, width: float, edge: float, extreme: np.ndarray
+    ) -> np.ndarray:
+        # Rows whose tail is empty or does not decay take another branch; their beta is unused.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta = width / np.log(beyond_previous / beyond)
+            fitted = edge + np.copysign(np.minimum(2 * beta, np.abs(extreme - edge)), extreme - edge)
+        decays = (beyond_previous > beyond) & (width > 0)
+        return np.where(beyond <= 0, edge, np.where(decays, fitted, extreme))
+
+    upper = extent(values[:, -1], values[:, -1] + values[:, -2], edges[-1] - edges[-2], edges[-1], highs)
+    lower = extent(values[:, 0], values[:, 0] + values[:, 1], edges[1] - edges[0], edges[0], lows)
     return lower, upper
 
 

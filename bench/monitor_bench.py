@@ -343,13 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     print(line("python -m jobs monitor (one more day)", back["incremental"]))
     budget = days * back["incremental"].wall_s
     ok_backfill = back["backfill"].wall_s <= budget
+    cpu_share = back["backfill"].cpu_s / (days * back["incremental"].cpu_s)
     print(
-        f"  backfill / ({days} x incremental) = {back['backfill'].wall_s / budget:.3f}; target <= 1: "
-        f"{'met' if ok_backfill else 'MISSED'}"
+        f"  backfill / ({days} x incremental) = {back['backfill'].wall_s / budget:.3f} (wall), "
+        f"{cpu_share:.3f} (cpu); target <= 1: {'met' if ok_backfill else 'MISSED'}"
     )
     print(
-        f"  backfill per day: {back['backfill'].wall_s / days * 1000:.0f} ms "
-        f"(incremental day: {back['incremental'].wall_s * 1000:.0f} ms)"
+        f"  backfill per day: {back['backfill'].wall_s / days * 1000:.0f} ms wall, "
+        f"{back['backfill'].cpu_s / days * 1000:.0f} ms cpu (incremental day: "
+        f"{back['incremental'].wall_s * 1000:.0f} ms wall, {back['incremental'].cpu_s * 1000:.0f} ms cpu)"
     )
     if args.check and not (ok_incremental and ok_backfill):
         return 1

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 
 from analytics import stats
-from analytics.drift import DriftReport, drift, drift_relations, drift_windows
+from analytics.drift import DriftReport, drift, drift_many, drift_relations, drift_windows
 from analytics.policy import Policy, Rule
 from analytics.profile import ProfileError, profile, profile_reference
 
@@ -386,6 +386,88 @@ def test_drift_of_each_window_against_one_reference(tmp_path: Path) -> None:
     frame = timeline.to_pandas()
     assert len(frame) == 3 and frame["window"].tolist()[2] == datetime(2024, 6, 3)
     assert [row["n_drifted"] for row in timeline.summary_records()] == [0, 0, 1]
+
+
+def assert_same_report(batched: DriftReport, alone: DriftReport) -> None:
+    """Equal reports, floats to 1e-12 relative (a matrix row sums in another order than a vector)."""
+
+    def same(a: object, b: object, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            assert list(a) == list(b), where
+            for key in a:
+                same(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+            assert len(a) == len(b), where
+            for index, (x, y) in enumerate(zip(a, b, strict=True)):
+                same(x, y, f"{where}[{index}]")
+        elif isinstance(a, float) and isinstance(b, float) and not (math.isnan(a) and math.isnan(b)):
+            assert a == pytest.approx(b, rel=1e-12, abs=1e-15), where
+        else:
+            assert a == b or (a != a and b != b), where  # NaN equals NaN here
+
+    same(batched.to_dict(), alone.to_dict(), "report")
+
+
+@pytest.mark.parametrize("policy", [Policy(), Policy(large_sample=500, correction="bonferroni")])
+def test_drift_many_equals_drift_of_each_window(tmp_path: Path, policy: Policy) -> None:
+    rng = np.random.default_rng(11)
+    days = np.repeat([1, 2, 3, 4, 5], [3000, 3000, 3000, 20, 1500])
+    x = rng.normal(size=days.size)
+    x[days == 2] += 0.4  # drifts
+    x[days == 5] = np.where(rng.random(1500) < 0.5, np.inf, np.nan)  # no finite value
+    tail = rng.lognormal(0, 1.5, days.size)  # heavy tail: the outer bins decay slowly
+    codes = rng.integers(0, 4, days.size)
+    codes[days == 3] = rng.integers(0, 7, 3000)  # new categories on day 3
+    table = {"ts": pa.array([datetime(2024, 6, int(d)) for d in days]), "x": x, "tail": tail}
+    path = write(tmp_path, "log", {**table, "c": labels(codes)})
+    reference = profile_reference(relation(path).filter("ts < TIMESTAMP '2024-06-02'"), exclude=["ts"])
+    windows = profile(relation(path), reference.spec, window="day", timestamp_column="ts")
+    # A current side without the column "tail" (an error row) and one made of a constant.
+    without_tail = write(tmp_path, "without", {"x": rng.normal(size=400), "c": labels(codes[:400])})
+    constant = write(
+        tmp_path,
+        "constant",
+        {"x": np.full(600, 2.0), "tail": np.full(600, 1.0), "c": labels(codes[:600] * 0)},
+    )
+    currents = [*windows.values(), profile(relation(without_tail), reference.spec)]
+    currents.append(profile(relation(constant), reference.spec))
+    batched = drift_many(reference, currents, policy)
+    assert len(batched) == len(currents)
+    for report, current in zip(batched, currents, strict=True):
+        assert_same_report(report, drift(reference, current, policy))
+    statuses = {column.status for report in batched for column in report.columns}
+    assert statuses == {"ok", "insufficient_data", "error"}  # every branch was compared
+    assert batched[1]["x"].drifted and not batched[0]["x"].drifted
+    assert drift_many(reference, [], policy) == []
+    other = profile_reference(relation(without_tail))
+    with pytest.raises(ProfileError, match="spec"):
+        drift_many(reference, [windows[min(windows)], other])
+
+
+def test_row_statistics_equal_the_one_pair_statistics() -> None:
+    rng = np.random.default_rng(12)
+    reference = rng.integers(0, 50, 12)
+    currents = rng.integers(0, 50, (6, 12))
+    currents[2, :3] = 0  # empty bins on one side only
+    edges = np.cumsum(rng.random(11)) - 3
+    for name in ("psi", "jensen_shannon", "hellinger", "total_variation"):
+        rows = getattr(stats, f"{name}_rows")(reference, currents)
+        expected = [getattr(stats, name)(reference, row) for row in currents]
+        assert rows.tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15), name
+    statistics, uppers = stats.ks_binned_rows(reference, currents)
+    for index, row in enumerate(currents):
+        alone = stats.ks_binned(reference, row)
+        assert (statistics[index], uppers[index]) == pytest.approx((alone.statistic, alone.upper_bound))
+    lows, highs = rng.normal(-5, 1, 6), rng.normal(9, 1, 6)
+    lower, upper = stats.tail_extents_rows(edges, currents, low=lows, high=highs)
+    distances = stats.wasserstein_binned_rows(edges, reference, currents, low=lows, high=highs)
+    for index, row in enumerate(currents):
+        extents = stats.tail_extents(edges, row, low=lows[index], high=highs[index])
+        assert (lower[index], upper[index]) == pytest.approx(extents, rel=1e-12)
+        alone = stats.wasserstein_binned(edges, reference, row, low=lows[index], high=highs[index])
+        assert distances[index] == pytest.approx(alone, rel=1e-12)
+    with pytest.raises(ValueError, match="empty distribution"):
+        stats.psi_rows(reference, np.vstack([currents, np.zeros(12)]))
 
 
 # ------------------------------------------------------------------------------------------------
