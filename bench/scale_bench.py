@@ -1,8 +1,9 @@
 """Scale-out benchmark: a monitoring backfill single-process, on the local engine and on Spark.
 
 Generates (seeded numpy, Parquet through the store) ``--days`` days x ``--rows-per-day`` inference
-rows of one classification model (8 numeric and 3 categorical features, a segment, labels for half of
-the requests, ``--files-per-day`` files a day) and its reference profile, then in the same process:
+rows of one classification model (8 numeric and 3 categorical features, two segment columns: a
+region with 4 values, sliced, and a partner with 25, too many to slice; labels for half of the
+requests, ``--files-per-day`` files a day) and its reference profile, then in the same process:
 
 1. **DuckDB scan**: ``analytics.profile.profile`` over one ``read_parquet`` of every log file, per day
    (the floor: one scan, no metrics);
@@ -15,8 +16,8 @@ the requests, ``--files-per-day`` files a day) and its reference profile, then i
 After each run the window profiles written to ``profiles`` are compared with the DuckDB scan's:
 every count and histogram exactly, min/max exactly, mean and m2 to a relative 1e-9 (the largest
 relative difference is printed); the metrics rows of each engine are compared with the single-process
-run's (floats to 1e-9; latency p50/p95/p99 and ROC AUC, binned in the merge and exact in today's
-single-process job, within their documented bounds, and the largest differences are printed). Wall
+run's (floats to 1e-9; latency p50/p95/p99 and ROC AUC within their documented bounds, and the
+largest differences are printed), and so are the ``segment_metrics`` rows (per region slice). Wall
 and CPU times (user + system of this process and every descendant: pool workers, the JVM, Python
 workers, sampled every 0.2 s by :class:`CpuMeter`) are printed with the machine's load average: on a
 shared machine compare runs made together.
@@ -53,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from analytics.performance import AUC_SCORE_BINS, LATENCY_RELATIVE_ACCURACY  # noqa: E402
 from analytics.profile import Profile, profile, profile_reference  # noqa: E402
 from analytics.store import ParquetStore, StoreConfig, read_source  # noqa: E402
-from jobs.contracts import INFERENCE_LOGS, LABELS, METRICS, REFERENCE_PROFILES  # noqa: E402
+from jobs.contracts import INFERENCE_LOGS, LABELS, METRICS, REFERENCE_PROFILES, SEGMENT_METRICS  # noqa: E402
 from jobs.monitor import MonitorRequest, read_window_profiles, run_monitor  # noqa: E402
 from jobs.scaleout import make_engine  # noqa: E402
 from jobs.scaleout.merge import merge  # noqa: E402
@@ -68,6 +69,8 @@ CATEGORICAL = {
     "country": tuple(f"c{i:02d}" for i in range(40)),
 }
 SEGMENTS = ("north", "south", "east", "west")
+PARTNERS = tuple(f"p{i:02d}" for i in range(25))
+"""More values than a segment column may have to be sliced (``jobs._monitor_segments``)."""
 
 
 # --------------------------------------------------------------------------- data
@@ -120,6 +123,7 @@ def log_table(day_index: int, file_index: int, rows: int, seed: int) -> pa.Table
     for name, values in CATEGORICAL.items():
         columns[name] = _strings(rng, values, rows)
     columns["segment_region"] = _strings(rng, SEGMENTS, rows)
+    columns["segment_partner"] = _strings(rng, PARTNERS, rows)
     return pa.table(columns)
 
 
@@ -212,10 +216,12 @@ def compare_profiles(got: dict, want: dict) -> tuple[int, list[str], float]:
     return len(want), problems, worst
 
 
-def metric_rows(store: ParquetStore) -> list[dict]:
-    table = store.read(METRICS)
+def metric_rows(store: ParquetStore, dataset: str = METRICS) -> list[dict]:
+    table = store.read(dataset)
     rows = table.select([c for c in table.column_names if c != "date"]).to_pylist()
-    return sorted(rows, key=lambda r: (r["version"], r["window_start"], r["column"], r["metric"]))
+    return sorted(
+        rows, key=lambda r: (r.get("segment", ""), r["version"], r["window_start"], r["column"], r["metric"])
+    )
 
 
 SKETCHED = {"latency_p50", "latency_p95", "latency_p99", "roc_auc"}
@@ -371,6 +377,7 @@ def main() -> int:
         assert summary.ok, summary.to_text()
         timings.append(("single-process monitor backfill", step.wall, step.cpu))
         single_metrics = metric_rows(store)
+        single_segments = metric_rows(store, SEGMENT_METRICS)
         windows, problems, worst = compare_profiles(
             read_window_profiles(store, PROJECT, MODEL, ENVIRONMENT), scanned
         )
@@ -417,6 +424,7 @@ def main() -> int:
                 read_window_profiles(store, PROJECT, MODEL, ENVIRONMENT), scanned
             )
             metric_problems, worst_latency, worst_auc = compare_metrics(metric_rows(store), single_metrics)
+            segment_problems, _, _ = compare_metrics(metric_rows(store, SEGMENT_METRICS), single_segments)
             print(
                 f"{name}: {windows} merged window profiles vs the DuckDB scan: "
                 f"{'EQUAL' if not problems else problems[:5]} (moments max rel diff {worst:.1e}); "
@@ -424,6 +432,8 @@ def main() -> int:
                 f"{'EQUAL' if not metric_problems else metric_problems[:5]} "
                 f"(binned latency quantiles max rel diff {worst_latency:.1e} <= {LATENCY_RELATIVE_ACCURACY}, "
                 f"binned ROC AUC max abs diff {worst_auc:.1e}); "
+                f"{len(single_segments)} segment metric rows vs single process: "
+                f"{'EQUAL' if not segment_problems else segment_problems[:5]}; "
                 f"batches from the run {result.served}, computed from logs {len(result.declined)}; "
                 f"partials {partial_bytes / 1e6:.1f} MB for {size / 1e6:.1f} MB of logs"
             )

@@ -1,10 +1,11 @@
 """Per-segment metrics: drift, data quality, performance and latency of each slice of the traffic.
 
-Private helper of :mod:`jobs.monitor`. Inference logs may carry ``segment_<name>`` text columns
-(``segment_region``: ``north``, ``south``, ...). For every such column with at most
-:data:`MAX_SEGMENT_VALUES` distinct values in a window, the window's rows holding each value form a
-slice, named ``<name>=<value>`` (``region=north``), and get the monitoring job's rows as the whole
-traffic does, in the ``segment_metrics`` dataset (``jobs.contracts.SEGMENT_METRICS_SCHEMA``):
+Private helper of :mod:`jobs.monitor` and of the scaled-out merge (:mod:`jobs.scaleout`). Inference
+logs may carry ``segment_<name>`` text columns (``segment_region``: ``north``, ``south``, ...). For
+every such column with at most :data:`MAX_SEGMENT_VALUES` distinct values in a window, the window's
+rows holding each value form a slice, named ``<name>=<value>`` (``region=north``), and get the
+monitoring job's rows as the whole traffic does, in the ``segment_metrics`` dataset
+(``jobs.contracts.SEGMENT_METRICS_SCHEMA``):
 
 * ``row_count`` (column ``*``);
 * with a reference profile: ``drift`` and its statistics per feature, ``drift_share``, and the
@@ -16,13 +17,29 @@ traffic does, in the ``segment_metrics`` dataset (``jobs.contracts.SEGMENT_METRI
 
 A column with more values in a window (an id, a free text) is not sliced in that window: slices of
 a few rows each say nothing, and each one costs. Rows with a NULL segment value belong to no slice.
+At most :data:`MAX_SLICES` slices (column, value) are kept per batch, whole columns in name order.
+
+Two steps, so one process and a scaled-out run compute the same rows:
+
+1. :func:`segment_partials` turns some rows of one version (a batch of the job, or one work unit of
+   a scaled-out run) into mergeable :class:`SegmentPartials`: per (segment column, window) the
+   values seen, or "unsliceable" once there are more than :data:`MAX_SEGMENT_VALUES`; per
+   (column, value, window) a profile on the reference spec and the binned latency and performance
+   partials of ``analytics.performance``. Whether a value is sliced depends on the whole window,
+   which one unit does not see, so a unit keeps every value of a column it can still slice.
+2. :func:`merge_segment_partials` combines the partials of disjoint rows (counts, bins and
+   histograms exactly, moments by Chan's formula), and :func:`segment_rows` decides the slices from
+   the merged values and writes the rows.
+
+The single-process job runs 1 over its batch and then 2 (:meth:`SegmentMetrics.compute`); the merge
+runs 2 over the units' partials (:meth:`SegmentMetrics.add`).
 
 Cost. The analytics functions group by window in one scan; calling them once per slice would pay
-their fixed cost (tens of milliseconds) per slice and per batch. Instead the slices of a batch are
-stacked into one relation: slice ``k`` gets its timestamps moved ``k`` batch-spans later, so each
-(slice, window) becomes a distinct window of one profile, one performance and one latency query,
-and the window start moved back names the slice. The data are the same rows; only their window key
-differs.
+their fixed cost (tens of milliseconds) per slice and per batch. Instead the slices are stacked into
+one relation: slice ``k`` gets its timestamps moved ``k`` spans of days later, so each
+(slice, window) becomes a distinct window of one profile, one performance and one latency query, and
+the window start moved back names the slice. The data are the same rows; only their window key
+differs. Step 2 stacks the merged partials the same way to run the ``*_from_partials`` functions once.
 
 Use (three lines in the job driver)::
 
@@ -33,9 +50,11 @@ Use (three lines in the job driver)::
 
 from __future__ import annotations
 
+import base64
+import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import duckdb
@@ -43,10 +62,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics.drift import drift
-from analytics.performance import classification_metrics, latency_metrics, regression_metrics
+from analytics.drift import drift_many
+from analytics.performance import (
+    CLASSIFICATION_PARTIAL_SCHEMA,
+    LATENCY_PARTIAL_SCHEMA,
+    REGRESSION_PARTIAL_SCHEMA,
+    classification_from_partials,
+    classification_partial,
+    latency_from_partials,
+    latency_partial,
+    regression_from_partials,
+    regression_partial,
+)
 from analytics.policy import Policy
-from analytics.profile import Profile, profile, quote
+from analytics.profile import (
+    Profile,
+    ProfileSpec,
+    merge_profiles,
+    profile,
+    profiles_from_arrow,
+    profiles_to_arrow,
+    quote,
+)
 from analytics.quality import quality
 from analytics.store import ParquetStore, StoreError
 from jobs import _monitor_rows as rows_of
@@ -68,6 +105,26 @@ MAX_SLICES = 400
 """Most slices of one batch (all segment columns together); columns beyond it are not sliced."""
 WINDOW_LENGTHS: Mapping[str, timedelta] = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
 NO_BASELINE = "segments are not compared with a latency baseline (the whole traffic's p95 is)"
+POSITIVE_LABEL = 1.0
+"""The positive class of classification models, as the monitoring job passes it."""
+TASKS = ("classification", "regression")
+PERFORMANCE_SCHEMAS: Mapping[str, pa.Schema] = {
+    "classification": CLASSIFICATION_PARTIAL_SCHEMA,
+    "regression": REGRESSION_PARTIAL_SCHEMA,
+}
+COLUMN_FIELD = "segment_column"
+VALUE_FIELD = "segment_value"
+_KEY_FIELDS = [pa.field(COLUMN_FIELD, pa.string()), pa.field(VALUE_FIELD, pa.string())]
+VALUES_SCHEMA = pa.schema(
+    [pa.field(COLUMN_FIELD, pa.string()), ("window_start", pa.timestamp("us")), *_KEY_FIELDS[1:]]
+)
+"""Values seen per (segment column, window); a row with ``segment_value`` NULL marks the column
+unsliceable in that window (more than :data:`MAX_SEGMENT_VALUES` values)."""
+
+SliceKey = tuple[str, str, datetime]
+"""(segment column, value, window start, naive UTC) of one slice's window."""
+WindowKey = tuple[str, datetime]
+"""(segment column, window start, naive UTC)."""
 
 
 @dataclass(frozen=True)
@@ -94,12 +151,93 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _naive(moment: datetime) -> datetime:
+    return _utc(moment).replace(tzinfo=None)
+
+
 def _window_sql(relation: duckdb.DuckDBPyRelation, unit: str) -> str:
     types = dict(zip(relation.columns, (str(t).upper() for t in relation.types), strict=True))
     column = quote(TIMESTAMP_COLUMN)
     if types.get(TIMESTAMP_COLUMN) == "TIMESTAMP WITH TIME ZONE":
         column = f"timezone('UTC', {column})"
     return f"CAST(date_trunc('{unit}', {column}) AS TIMESTAMP)"
+
+
+def window_values(
+    relation: duckdb.DuckDBPyRelation, unit: str, max_values: int = MAX_SEGMENT_VALUES
+) -> dict[WindowKey, frozenset[str] | None]:
+    """The values of every segment column per window, ``None`` where there are more than ``max_values``.
+
+    Rows without a timestamp or with a NULL value count nowhere.
+
+    Args:
+        relation: Inference logs (one version).
+        unit: ``day`` or ``hour``.
+        max_values: Most values kept per (column, window).
+
+    Returns:
+        (column, window start, naive UTC) -> values, or ``None``: unsliceable in that window.
+    """
+    if TIMESTAMP_COLUMN not in relation.columns:
+        return {}
+    window = _window_sql(relation, unit)
+    found: dict[WindowKey, frozenset[str] | None] = {}
+    for column in segment_columns(relation.columns):
+        name = quote(column)
+        sql = (
+            f"SELECT {window} AS w, "
+            f"CASE WHEN count(DISTINCT {name}) <= {int(max_values)} THEN list(DISTINCT {name}) END AS v "
+            f"FROM _mms_segment_logs WHERE {name} IS NOT NULL AND {quote(TIMESTAMP_COLUMN)} IS NOT NULL "
+            "GROUP BY w"
+        )
+        for start, values in relation.query("_mms_segment_logs", sql).fetchall():
+            found[(column, _naive(start))] = frozenset(values) if values is not None else None
+    return found
+
+
+def merge_window_values(
+    parts: Iterable[Mapping[WindowKey, frozenset[str] | None]], max_values: int = MAX_SEGMENT_VALUES
+) -> dict[WindowKey, frozenset[str] | None]:
+    """The values of disjoint rows together: the union, ``None`` once a part or the union has too many."""
+    merged: dict[WindowKey, frozenset[str] | None] = {}
+    for part in parts:
+        for key, values in part.items():
+            if key in merged and merged[key] is None:
+                continue
+            union = None if values is None else (merged.get(key) or frozenset()) | values
+            merged[key] = union if union is not None and len(union) <= max_values else None
+    return merged
+
+
+def slices_of(
+    values: Mapping[WindowKey, frozenset[str] | None],
+    max_values: int = MAX_SEGMENT_VALUES,
+    max_slices: int | None = MAX_SLICES,
+) -> list[Slice]:
+    """The slices given the values per (column, window): columns in name order, values sorted.
+
+    Args:
+        values: :func:`window_values` (or merged ones).
+        max_values: Most values of a column in a window for it to be sliced there.
+        max_slices: Most slices in all; the first column that would exceed it and every later one
+            are not sliced (``None``: no cap, for a work unit that sees part of a batch).
+
+    Returns:
+        The slices, by column then value.
+    """
+    windows_of: dict[str, dict[str, set[datetime]]] = defaultdict(lambda: defaultdict(set))
+    for (column, start), found in values.items():
+        if found is None or len(found) > max_values:
+            continue
+        for value in found:
+            windows_of[column][value].add(_utc(start))
+    slices: list[Slice] = []
+    for column in sorted(windows_of):
+        found_slices = [Slice(column, v, frozenset(w)) for v, w in sorted(windows_of[column].items())]
+        if max_slices is not None and len(slices) + len(found_slices) > max_slices:
+            break
+        slices += found_slices
+    return slices
 
 
 def find_slices(
@@ -115,28 +253,12 @@ def find_slices(
     Returns:
         The slices, by column then value; empty without segment columns.
     """
-    columns = segment_columns(relation.columns)
-    if not columns or TIMESTAMP_COLUMN not in relation.columns:
-        return []
-    window = _window_sql(relation, unit)
-    slices: list[Slice] = []
-    for column in columns:
-        name = quote(column)
-        sql = (
-            f"SELECT {window} AS w, count(DISTINCT {name}) AS n, "
-            f"CASE WHEN count(DISTINCT {name}) <= {int(max_values)} THEN list(DISTINCT {name}) END AS v "
-            f"FROM _mms_segment_logs WHERE {name} IS NOT NULL AND {quote(TIMESTAMP_COLUMN)} IS NOT NULL "
-            "GROUP BY w"
-        )
-        windows_of: dict[str, set[datetime]] = defaultdict(set)
-        for start, _count, values in relation.query("_mms_segment_logs", sql).fetchall():
-            for value in values or ():
-                windows_of[value].add(_utc(start))
-        found = [Slice(column, value, frozenset(windows_of[value])) for value in sorted(windows_of)]
-        if len(slices) + len(found) > MAX_SLICES:
-            break
-        slices += found
-    return slices
+    return slices_of(window_values(relation, unit, max_values), max_values)
+
+
+def segment_spec(spec: ProfileSpec) -> ProfileSpec:
+    """The spec slices are profiled with: the reference's, segment columns left out."""
+    return spec.select([name for name in spec.names if not name.startswith(SEGMENT_PREFIX)])
 
 
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0}
@@ -231,6 +353,344 @@ def stacked_table(logs: pa.Table, slices: Sequence[Slice], unit: str) -> tuple[p
     return table, first, span
 
 
+def _keyed(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([*schema, *_KEY_FIELDS])
+
+
+LATENCY_SCHEMA = _keyed(LATENCY_PARTIAL_SCHEMA)
+"""A latency partial of slices: ``analytics.performance.LATENCY_PARTIAL_SCHEMA`` + the slice key."""
+KEYED_PERFORMANCE_SCHEMAS = {task: _keyed(schema) for task, schema in PERFORMANCE_SCHEMAS.items()}
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
+
+def _concat(tables: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
+    items = [table.select(schema.names).cast(schema) for table in tables if table.num_rows]
+    return pa.concat_tables(items) if items else schema.empty_table()
+
+
+def _ipc(table: pa.Table) -> str:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+
+
+def _from_ipc(text: str) -> pa.Table:
+    return pa.ipc.open_stream(pa.BufferReader(base64.b64decode(text))).read_all()
+
+
+@dataclass
+class SegmentPartials:
+    """Mergeable segment aggregates of some rows of one version (:func:`segment_partials`).
+
+    Attributes:
+        values: (segment column, window) -> the values seen, ``None`` when more than
+            :data:`MAX_SEGMENT_VALUES` (the column is not sliced in that window, whatever other rows hold).
+        profiles: (column, value, window) -> the slice's window profile on the reference spec less
+            the segment columns (none without a reference).
+        latency: ``analytics.performance.latency_partial`` rows of every slice and window, with the
+            slice key (:data:`LATENCY_SCHEMA`).
+        performance: Task -> its partial's rows with the slice key (:data:`KEYED_PERFORMANCE_SCHEMAS`).
+    """
+
+    values: dict[WindowKey, frozenset[str] | None] = field(default_factory=dict)
+    profiles: dict[SliceKey, Profile] = field(default_factory=dict)
+    latency: pa.Table = field(default_factory=LATENCY_SCHEMA.empty_table)
+    performance: dict[str, pa.Table] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """The partials as bytes (JSON of base64 Arrow IPC streams), for a work unit's partial file."""
+        values: dict[str, list] = {COLUMN_FIELD: [], "window_start": [], VALUE_FIELD: []}
+        for (column, start), found in sorted(self.values.items()):
+            for value in sorted(found) if found is not None else [None]:
+                values[COLUMN_FIELD].append(column)
+                values["window_start"].append(start)
+                values[VALUE_FIELD].append(value)
+        document = {
+            "values": _ipc(pa.table(values, schema=VALUES_SCHEMA)),
+            "latency": _ipc(self.latency),
+            "performance": {task: _ipc(table) for task, table in sorted(self.performance.items())},
+        }
+        if self.profiles:
+            keys = sorted(self.profiles)
+            # profiles_to_arrow keys its rows by window: each profile gets a window of its own (its
+            # index, in seconds after the epoch), and the key table says which slice window it is.
+            numbered = [
+                replace(self.profiles[key], window=_EPOCH_NAIVE + timedelta(seconds=i))
+                for i, key in enumerate(keys)
+            ]
+            document["profiles"] = _ipc(profiles_to_arrow(numbered))
+            document["profile_keys"] = _ipc(
+                pa.table(
+                    {
+                        COLUMN_FIELD: [k[0] for k in keys],
+                        VALUE_FIELD: [k[1] for k in keys],
+                        "window_start": pa.array([k[2] for k in keys], pa.timestamp("us")),
+                    }
+                )
+            )
+        return json.dumps(document).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SegmentPartials:
+        """Read partials written by :meth:`to_bytes`."""
+        document = json.loads(raw)
+        values: dict[WindowKey, frozenset[str] | None] = {}
+        for item in _from_ipc(document["values"]).to_pylist():
+            key = (item[COLUMN_FIELD], item["window_start"])
+            if item[VALUE_FIELD] is None:
+                values[key] = None
+            else:
+                values[key] = (values.get(key) or frozenset()) | {item[VALUE_FIELD]}
+        profiles: dict[SliceKey, Profile] = {}
+        if "profiles" in document:
+            keys = _from_ipc(document["profile_keys"]).to_pylist()
+            for window, numbered in profiles_from_arrow(_from_ipc(document["profiles"])).items():
+                assert window is not None
+                key = keys[int((window.replace(tzinfo=None) - _EPOCH_NAIVE).total_seconds())]
+                start = key["window_start"]
+                profiles[(key[COLUMN_FIELD], key[VALUE_FIELD], start)] = replace(numbered, window=start)
+        return cls(
+            values=values,
+            profiles=profiles,
+            latency=_from_ipc(document["latency"]).cast(LATENCY_SCHEMA),
+            performance={
+                task: _from_ipc(text).cast(KEYED_PERFORMANCE_SCHEMAS[task])
+                for task, text in document["performance"].items()
+            },
+        )
+
+
+def merge_segment_partials(
+    parts: Sequence[SegmentPartials], max_values: int = MAX_SEGMENT_VALUES
+) -> SegmentPartials:
+    """The partials of disjoint rows (units of a batch) together, in order.
+
+    Values are united (a column unsliceable in a part, or with too many values in all, is
+    unsliceable); profiles merge with ``Profile.merge`` in part order, only for the slice windows
+    the merged values still slice; latency and performance rows are concatenated (the
+    ``*_from_partials`` functions add them up).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    values = merge_window_values((part.values for part in parts), max_values)
+    pieces: dict[SliceKey, list[Profile]] = defaultdict(list)
+    for part in parts:
+        for key, window_profile in part.profiles.items():
+            found = values.get((key[0], key[2]))
+            if found is not None and key[1] in found:
+                pieces[key].append(window_profile)
+    tasks = sorted({task for part in parts for task in part.performance})
+    return SegmentPartials(
+        values=values,
+        profiles={key: merge_profiles(items) for key, items in pieces.items()},
+        latency=_concat((part.latency for part in parts), LATENCY_SCHEMA),
+        performance={
+            task: _concat(
+                (part.performance[task] for part in parts if task in part.performance),
+                KEYED_PERFORMANCE_SCHEMAS[task],
+            )
+            for task in tasks
+        },
+    )
+
+
+def _unstacked(table: pa.Table, slices: Sequence[Slice], first: date, span: int) -> pa.Table:
+    """A partial of the stacked rows with each window moved back and named by its slice."""
+    table = table.filter(pc.is_valid(table.column("window_start")))
+    micros = pc.cast(table.column("window_start"), pa.int64()).to_numpy()
+    span_micros = span * _DAY_MICROS
+    index = (micros - (first - date(1970, 1, 1)).days * _DAY_MICROS) // span_micros
+    real = micros - index * span_micros
+    position = table.schema.get_field_index("window_start")
+    table = table.set_column(position, "window_start", pa.array(real, pa.int64()).cast(pa.timestamp("us")))
+    columns = np.array([item.column for item in slices], dtype=object)[index]
+    values = np.array([item.value for item in slices], dtype=object)[index]
+    return table.append_column(COLUMN_FIELD, pa.array(columns, pa.string())).append_column(
+        VALUE_FIELD, pa.array(values, pa.string())
+    )
+
+
+def segment_partials(
+    con: duckdb.DuckDBPyConnection,
+    relation: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    spec: ProfileSpec | None,
+    tasks: Sequence[str],
+    unit: str,
+    *,
+    logs: pa.Table | None = None,
+    max_values: int = MAX_SEGMENT_VALUES,
+    max_slices: int | None = None,
+) -> SegmentPartials:
+    """Step 1: the mergeable segment aggregates of some rows of one version.
+
+    Every value of a column that has at most ``max_values`` values in a window of these rows gets its
+    partials there: whether it is sliced depends on the whole window, decided by :func:`segment_rows`.
+
+    Args:
+        con: The DuckDB connection of ``relation`` and ``labels``.
+        relation: Inference logs of one version.
+        labels: Their labels (joined by request id).
+        spec: The version's reference spec (label left out), ``None`` without a reference.
+        tasks: Tasks whose performance partials to compute (``classification``, ``regression``).
+        unit: ``day`` or ``hour``.
+        logs: The Arrow table behind ``relation`` when the caller has it (else read from it).
+        max_values: Most values of a column in a window to keep them (``0``: no segments).
+        max_slices: Cap of :func:`slices_of`: only when the rows are a whole batch.
+
+    Returns:
+        The partials (empty without segment columns).
+
+    Raises:
+        ValueError: if the columns do not fit a task (``analytics.performance``).
+    """
+    values = window_values(relation, unit, max_values) if max_values > 0 else {}
+    result = SegmentPartials(values=values)
+    slices = slices_of(values, max_values, max_slices)
+    if not slices:
+        return result
+    stacked_rows, first, span = stacked_table(
+        logs if logs is not None else relation.to_arrow_table(), slices, unit
+    )
+    stacked = con.from_arrow(stacked_rows)
+    result.latency = _unstacked(latency_partial(stacked, unit), slices, first, span)
+    for task in tasks:
+        if task == "classification":
+            part = classification_partial(stacked, labels, unit, positive_label=POSITIVE_LABEL)
+        else:
+            part = regression_partial(stacked, labels, unit)
+        result.performance[task] = _unstacked(part, slices, first, span)
+    if spec is not None:
+        origin = datetime(first.year, first.month, first.day)
+        profiled = profile(stacked, segment_spec(spec), window=unit, timestamp_column=TIMESTAMP_COLUMN)
+        for start, window_profile in profiled.items():
+            moved = _naive(start)
+            index = (moved - origin).days // span
+            real = moved - timedelta(days=index * span)
+            item = slices[index]
+            result.profiles[(item.column, item.value, real)] = replace(window_profile, window=real)
+    return result
+
+
+def _restacked(table: pa.Table, moved: Mapping[SliceKey, datetime], schema: pa.Schema) -> pa.Table:
+    """The rows of the sliced windows, each window start replaced by its stacked one, in table order."""
+    if not table.num_rows or not moved:
+        return schema.empty_table()
+    keys = list(moved)
+    key_table = pa.table(
+        {
+            COLUMN_FIELD: pa.array([k[0] for k in keys], pa.string()),
+            VALUE_FIELD: pa.array([k[1] for k in keys], pa.string()),
+            "window_start": pa.array([k[2] for k in keys], pa.timestamp("us")),
+            "_mms_moved": pa.array(list(moved.values()), pa.timestamp("us")),
+        }
+    )
+    numbered = table.append_column("_mms_row", pa.array(np.arange(table.num_rows), pa.int64()))
+    joined = numbered.join(key_table, [COLUMN_FIELD, VALUE_FIELD, "window_start"], join_type="inner")
+    # The join does not keep the order; sums over partials are added in table order.
+    joined = joined.sort_by("_mms_row")
+    joined = joined.drop_columns(["window_start"])
+    joined = joined.rename_columns(["window_start" if n == "_mms_moved" else n for n in joined.column_names])
+    return joined.select(schema.names).cast(schema)
+
+
+def segment_rows(
+    partials: SegmentPartials,
+    version: str,
+    reference: Profile | None,
+    task: str,
+    unit: str,
+    policy: Policy,
+    thresholds: Thresholds,
+    max_values: int = MAX_SEGMENT_VALUES,
+) -> dict[date, list[Row]]:
+    """Step 2: the segment rows of a batch of one version from its (merged) partials.
+
+    Args:
+        partials: The batch's partials (:func:`merge_segment_partials` of its units).
+        version: The model version.
+        reference: The version's reference profile (label left out), ``None`` when missing.
+        task: ``classification`` or ``regression``.
+        unit: ``day`` or ``hour``.
+        policy: Drift policy.
+        thresholds: Data-quality thresholds.
+        max_values: Most values of a column in a window for it to be sliced there.
+
+    Returns:
+        Day -> the rows of its slices (days without a slice are absent).
+    """
+    slices = slices_of(partials.values, max_values) if max_values > 0 else []
+    if not slices:
+        return {}
+    length = WINDOW_LENGTHS[unit]
+    starts = sorted(_naive(start) for item in slices for start in item.windows)
+    span = (starts[-1].date() - starts[0].date()).days + 1
+    moved: dict[SliceKey, datetime] = {}
+    placed: dict[datetime, tuple[Slice, datetime]] = {}
+    for index, item in enumerate(slices):
+        for start in item.windows:
+            stacked = _naive(start) + timedelta(days=index * span)
+            moved[(item.column, item.value, _naive(start))] = stacked
+            placed[stacked] = (item, _utc(start))
+    latency = latency_from_partials([_restacked(partials.latency, moved, LATENCY_PARTIAL_SCHEMA)], unit)
+    task = task if task == "classification" else "regression"
+    performance_rows = _restacked(
+        partials.performance.get(task, PERFORMANCE_SCHEMAS[task].empty_table()),
+        moved,
+        PERFORMANCE_SCHEMAS[task],
+    )
+    if task == "classification":
+        performance = classification_from_partials([performance_rows], unit, positive_label=POSITIVE_LABEL)
+    else:
+        performance = regression_from_partials([performance_rows], unit)
+    restricted = None
+    if reference is not None:
+        spec = segment_spec(reference.spec)
+        restricted = replace(
+            reference, spec=spec, columns=tuple(reference[n] for n in spec.names if n in reference)
+        )
+    by_slice: dict[tuple[str, datetime], list[Row]] = defaultdict(list)
+    judged: list[tuple[list[Row], datetime, Profile]] = []
+    for window in latency.windows:
+        if window.window_start is None or _naive(window.window_start) not in placed:
+            continue
+        segment, start = placed[_naive(window.window_start)]
+        end = start + length
+        rows = by_slice[(segment.name, start)]
+        rows.append(
+            rows_of.row(version, start, end, ALL_COLUMNS, "row_count", statistic=window.n, n_current=window.n)
+        )
+        for row in rows_of.latency_rows(version, start, end, window, (), thresholds):
+            if row["metric"] == "latency_p95" and row["status"] == "ok":
+                row["reason"] = NO_BASELINE
+            rows.append(row)
+        current = partials.profiles.get((segment.column, segment.value, _naive(start)))
+        if current is not None:
+            judged.append((rows, start, current))
+    if restricted is not None and judged:
+        # Every slice window against the one reference in a batch (the numeric statistics of a
+        # column in one NumPy pass over all of them).
+        reports = drift_many(restricted, [current for _, _, current in judged], policy)
+        for (rows, start, current), report in zip(judged, reports, strict=True):
+            end = start + length
+            rows += rows_of.drift_rows(version, start, end, report, policy)
+            rows += rows_of.quality_rows(
+                version, start, end, restricted, current, quality(restricted, current), thresholds
+            )
+    for window in performance.windows:
+        if window.window_start is None or _naive(window.window_start) not in placed:
+            continue
+        segment, start = placed[_naive(window.window_start)]
+        by_slice[(segment.name, start)] += rows_of.performance_rows(version, start, start + length, window)
+    computed: dict[date, list[Row]] = defaultdict(list)
+    for (name, start), rows in by_slice.items():
+        for row in rows:
+            row[SEGMENT_COLUMN] = name
+        computed[start.date()] += rows
+    return dict(computed)
+
+
 class SegmentMetrics:
     """Segment rows of one target's run: computed per batch and version, published per day.
 
@@ -273,6 +733,9 @@ class SegmentMetrics:
     ) -> None:
         """Compute the segment rows of one version over a batch of days and keep them until published.
 
+        Step 1 over the batch's rows, then step 2 (see the module doc): the merge of a scaled-out
+        run runs step 2 over its units' partials (:meth:`add`).
+
         Args:
             version: Model version of ``relation``'s rows.
             relation: The batch's logs of that version.
@@ -281,80 +744,32 @@ class SegmentMetrics:
             task: ``classification`` or ``regression``.
             logs: The Arrow table behind ``relation`` when the caller has it (else read from it).
         """
-        slices = find_slices(relation, self.unit, self.max_values) if self.max_values > 0 else []
-        if not slices:
-            return
-        if logs is None:
-            logs = relation.to_arrow_table()
-        stacked_rows, first, span = stacked_table(logs, slices, self.unit)
-        stacked = self.store.cursor().from_arrow(stacked_rows)
-        origin = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        task = task if task == "classification" else "regression"
+        partials = segment_partials(
+            self.store.cursor(),
+            relation,
+            labels,
+            reference.spec if reference is not None else None,
+            (task,),
+            self.unit,
+            logs=logs,
+            max_values=self.max_values,
+            max_slices=MAX_SLICES,
+        )
+        self.add(version, partials, reference, task)
 
-        def place(moment: datetime) -> tuple[Slice, datetime] | None:
-            moment = _utc(moment)
-            index = (moment - origin).days // span
-            if not 0 <= index < len(slices):
-                return None
-            return slices[index], moment - timedelta(days=index * span)
+    def add(self, version: str, partials: SegmentPartials, reference: Profile | None, task: str) -> None:
+        """Compute the segment rows of one version of a batch from its partials and keep them.
 
-        if task == "classification":
-            performance = classification_metrics(stacked, labels, self.unit, positive_label=1.0)
-        else:
-            performance = regression_metrics(stacked, labels, self.unit)
-        latency = latency_metrics(stacked, self.unit)
-        profiles: dict[datetime, Profile] = {}
-        spec = None
-        if reference is not None:
-            spec = reference.spec.select(
-                [n for n in reference.spec.names if not n.startswith(SEGMENT_PREFIX)]
-            )
-            profiles = {
-                _utc(start): window_profile
-                for start, window_profile in profile(
-                    stacked, spec, window=self.unit, timestamp_column=TIMESTAMP_COLUMN
-                ).items()
-            }
-        restricted = None
-        if reference is not None and spec is not None:
-            restricted = replace(
-                reference, spec=spec, columns=tuple(reference[n] for n in spec.names if n in reference)
-            )
-        by_slice: dict[tuple[str, datetime], list[Row]] = defaultdict(list)
-        for item in latency.windows:
-            placed = place(item.window_start) if item.window_start is not None else None
-            if placed is None:
-                continue
-            segment, start = placed
-            end = start + self.length
-            rows = by_slice[(segment.name, start)]
-            rows.append(
-                rows_of.row(version, start, end, ALL_COLUMNS, "row_count", statistic=item.n, n_current=item.n)
-            )
-            for row in rows_of.latency_rows(version, start, end, item, (), self.thresholds):
-                if row["metric"] == "latency_p95" and row["status"] == "ok":
-                    row["reason"] = NO_BASELINE
-                rows.append(row)
-            current = profiles.get(_utc(item.window_start))
-            if restricted is not None and current is not None:
-                rows += rows_of.drift_rows(
-                    version, start, end, drift(restricted, current, self.policy), self.policy
-                )
-                rows += rows_of.quality_rows(
-                    version, start, end, restricted, current, quality(restricted, current), self.thresholds
-                )
-        for item in performance.windows:
-            placed = place(item.window_start) if item.window_start is not None else None
-            if placed is None:
-                continue
-            segment, start = placed
-            by_slice[(segment.name, start)] += rows_of.performance_rows(
-                version, start, start + self.length, item
-            )
-        computed: dict[date, list[Row]] = defaultdict(list)
-        for (name, start), rows in by_slice.items():
-            for row in rows:
-                row[SEGMENT_COLUMN] = name
-            computed[start.date()] += rows
+        Args:
+            version: Model version.
+            partials: The batch's partials of that version (merged over its units).
+            reference: The version's reference profile (label left out), ``None`` when missing.
+            task: ``classification`` or ``regression``.
+        """
+        computed = segment_rows(
+            partials, version, reference, task, self.unit, self.policy, self.thresholds, self.max_values
+        )
         for day, rows in computed.items():
             self.rows.setdefault(day, {})[version] = rows
 

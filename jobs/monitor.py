@@ -45,7 +45,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analytics.drift import drift
 from analytics.performance import (
     classification_from_partials,
     classification_partial,
@@ -55,13 +54,13 @@ from analytics.performance import (
 )
 from analytics.policy import DEFAULT_POLICY, Policy
 from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
-from analytics.quality import quality
 from analytics.store import ParquetStore, StoredFile, StoreError
 from jobs import _monitor_inputs as inputs
 from jobs import _monitor_rows as rows_of
 from jobs._monitor_inputs import MONITOR_STATE, DayInput, Problem, StateEntry
 from jobs._monitor_rows import Thresholds
 from jobs._monitor_segments import SegmentMetrics
+from jobs._monitor_version import RowRules, VersionInputs, add_version_rows
 from jobs.contracts import (
     INFERENCE_LOGS,
     LABEL_COLUMN,
@@ -103,10 +102,11 @@ WINDOW_UNITS: Mapping[str, timedelta] = {"day": timedelta(days=1), "hour": timed
 DEFAULT_LOOKBACK = {"day": 7, "hour": 24}
 """Earlier windows of the latency baseline: a week of days, a day of hours."""
 
-FORMAT = 2
+FORMAT = 3
 """Version of what the job computes; a date computed by another format is recomputed.
 
 2: latency quantiles and ROC AUC from the binned partials shared with the scaled-out merge.
+3: segment slices use those binned partials too (merged from units in a scaled-out run).
 """
 
 MONITOR_POLICY: Policy = replace(DEFAULT_POLICY, alpha=1e-4)
@@ -872,8 +872,6 @@ class _TargetRun:
             )
         else:
             performance = regression_metrics(relation, labels, self.unit)
-        performance_by_window = {_utc(w.window_start): w for w in performance.windows}
-        latency_by_window = {_utc(w.window_start): w for w in latency.windows}
         windows: dict[datetime, Profile] = {}
         if reference.profile is not None:
             spec = reference.profile.spec
@@ -886,45 +884,9 @@ class _TargetRun:
             if profiled is None:
                 profiled = profile(relation, spec, window=self.unit, timestamp_column="timestamp")
             windows = {_utc(start): window_profile for start, window_profile in profiled.items()}
-        for start, (rows_in_window, latest) in sorted(counts.items()):
-            end = start + self.length
-            output = outputs[start.date()]
-            output.rows += rows_of.window_rows(
-                version,
-                start,
-                end,
-                rows_in_window=rows_in_window,
-                reference_rows=reference.profile.rows if reference.profile is not None else 0,
-                latest=latest,
-                new_columns=new_columns.get(start.date(), ()),
-                thresholds=thresholds,
-            )
-            if reference.profile is None:
-                output.rows.append(
-                    rows_of.missing_reference_row(
-                        version, start, end, rows_in_window, reference.why_missing or ""
-                    )
-                )
-            elif start in windows:
-                current = windows[start]
-                output.profiles.setdefault(version, []).append(current)
-                report = drift(reference.profile, current, self.request.policy)
-                output.rows += rows_of.drift_rows(version, start, end, report, self.request.policy)
-                output.rows += rows_of.quality_rows(
-                    version,
-                    start,
-                    end,
-                    reference.profile,
-                    current,
-                    quality(reference.profile, current),
-                    thresholds,
-                )
-            if start in performance_by_window:
-                output.rows += rows_of.performance_rows(version, start, end, performance_by_window[start])
-            if start in latency_by_window:
-                output.rows += rows_of.latency_rows(
-                    version, start, end, latency_by_window[start], self._baseline(start), thresholds
-                )
+        computed = VersionInputs(version, counts, performance, latency, windows, new_columns)
+        rules = RowRules(self.length, self.request.policy, thresholds, self._baseline)
+        add_version_rows(computed, reference.profile, reference.why_missing or "", rules, outputs)
         self.segments.compute(version, relation, labels, reference.profile, task, logs=logs)
 
     # ----------------------------------------------------------------- latency baseline

@@ -9,14 +9,15 @@
 3. merges, per (project, model, environment, date, version, window), the units' profiles in unit
    order with :meth:`analytics.profile.Profile.merge` (counts and histograms exact, moments by Chan's
    formula) and gathers their other aggregates (window counts, latency, classification and regression
-   partials of ``analytics.performance``);
+   partials of ``analytics.performance``, segment partials of ``jobs._monitor_segments``);
 4. runs the monitoring job's per-target run over the plan's files (:func:`run_merged_monitor`): every
-   date the run covers exactly takes its profiles, counts, latency and performance from the merged
-   partials, so the merge neither lists nor reads an inference log; the job's own code computes
-   drift, quality and the rows and writes ``profiles``, ``metrics`` and its state as in a
-   single-process run. A date the run does not cover (a unit met an input problem, the labels or a
-   reference changed since the map) is read and computed by the job as usual, and reported
-   (``declined``).
+   date the run covers exactly takes its profiles, counts, latency, performance and segment partials
+   from the merged partials, so the merge neither lists nor reads an inference log; the job's own
+   code computes drift, quality and the rows (``jobs._monitor_version.add_version_rows``, and the
+   segment rows by ``jobs._monitor_segments.SegmentMetrics.add``) and writes ``profiles``,
+   ``metrics``, ``segment_metrics`` and its state as in a single-process run. A date the run
+   does not cover (a unit met an input problem, the labels or a reference changed since the map) is
+   read and computed by the job as usual, and reported (``declined``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ from analytics.performance import (
 )
 from analytics.profile import Profile, ProfileSpec, merge_profiles
 from analytics.store import ParquetStore, StoredFile
-from jobs.scaleout.profile_unit import POSITIVE_LABEL, partial_aggregates, partial_info, partial_profiles
+from jobs._monitor_segments import SegmentPartials, merge_segment_partials
+from jobs._monitor_version import RowRules, VersionInputs, add_version_rows
+from jobs.scaleout.profile_unit import (
+    POSITIVE_LABEL,
+    partial_aggregates,
+    partial_info,
+    partial_profiles,
+    partial_segments,
+)
 from jobs.scaleout.units import (
     RunPlan,
     ScaleoutError,
@@ -156,6 +165,7 @@ class DayAggregates:
         labels_sha256: Digests of the label files each unit read (one value when they agree).
         parts: Version -> part (``counts``, ``latency``, ``classification``, ``regression``) -> the
             units' tables, in unit order.
+        segments: Version -> the units' segment partials, in unit order.
     """
 
     rows: int = 0
@@ -166,9 +176,15 @@ class DayAggregates:
     tasks: dict[str, set[str]] = field(default_factory=dict)
     labels_sha256: set[str] = field(default_factory=set)
     parts: dict[str, dict[str, list[pa.Table]]] = field(default_factory=dict)
+    segments: dict[str, list[SegmentPartials]] = field(default_factory=dict)
 
-    def add(self, info: Mapping[str, Any], aggregates: Mapping[str, Mapping[str, pa.Table]]) -> None:
-        """Add one unit's partial (its metadata and aggregates)."""
+    def add(
+        self,
+        info: Mapping[str, Any],
+        aggregates: Mapping[str, Mapping[str, pa.Table]],
+        segments: Mapping[str, SegmentPartials],
+    ) -> None:
+        """Add one unit's partial (its metadata, aggregates and segment partials)."""
         self.rows += int(info["rows"])
         self.versions = tuple(sorted({*self.versions, *info["versions"]}))
         self.new_columns = tuple(dict.fromkeys([*self.new_columns, *info.get("new_columns", ())]))
@@ -183,6 +199,8 @@ class DayAggregates:
         for version, parts in aggregates.items():
             for part, table in parts.items():
                 self.parts.setdefault(version, {}).setdefault(part, []).append(table)
+        for version, partials in segments.items():
+            self.segments.setdefault(version, []).append(partials)
 
     def tables(self, version: str, part: str) -> list[pa.Table]:
         """The units' tables of one version's part (empty when the version has none)."""
@@ -333,7 +351,8 @@ def merge_partials(plan: RunPlan, partials: Partials) -> MergedProfiles:
         key = (unit.project, unit.model, unit.environment, unit.date)
         files[key].extend(unit.files)
         info = partial_info(partials.tables[unit.unit_id])
-        aggregates[key].add(info, partial_aggregates(partials.tables[unit.unit_id]))
+        table = partials.tables[unit.unit_id]
+        aggregates[key].add(info, partial_aggregates(table), partial_segments(table))
         problems = info["problems"]
         if problems and key not in incomplete:
             incomplete[key] = problems[0]["reason"]
@@ -391,7 +410,6 @@ def _target_run_class() -> type:
     ``docs/SCALE_OUT.md`` ("What the merge reads").
     """
     from jobs import _monitor_inputs as inputs
-    from jobs import _monitor_rows as rows_of
     from jobs import monitor
     from jobs._monitor_inputs import DayInput
 
@@ -400,15 +418,6 @@ def _target_run_class() -> type:
             super().__init__(*args, merged.window_profiles)
             self.merged = merged
             self.served_days: dict[date, DayAggregates] = {}
-            # Segment slices need the logs' segment columns, which units do not aggregate: a date
-            # served from the aggregates keeps the segment metrics it has (the single-process job
-            # writes them) instead of having them removed as "no slices".
-            publish_segments = self.segments.publish
-
-            def publish_unless_merged(store: Any, partition: Mapping[str, str], day: date) -> int:
-                return 0 if day in self.served_days else publish_segments(store, partition, day)
-
-            self.segments.publish = publish_unless_merged
 
         def _task_of(self, version: str) -> str | None:
             return self._reference(version).task
@@ -481,8 +490,6 @@ def _target_run_class() -> type:
                 )
             else:
                 performance = regression_from_partials(tables("regression"), self.unit)
-            performance_by_window = {monitor._utc(w.window_start): w for w in performance.windows}
-            latency_by_window = {monitor._utc(w.window_start): w for w in latency.windows}
             windows: dict[datetime, Profile] = {}
             if reference.profile is not None:
                 query = monitor.WindowProfileQuery(
@@ -498,45 +505,11 @@ def _target_run_class() -> type:
                 if profiled is None:
                     raise ScaleoutError(f"the run has no profiles of version {version} for {sorted(files)}")
                 windows = {monitor._utc(start): item for start, item in profiled.items()}
-            for start, (rows_in_window, latest) in sorted(counts.items()):
-                end = start + self.length
-                output = outputs[start.date()]
-                output.rows += rows_of.window_rows(
-                    version,
-                    start,
-                    end,
-                    rows_in_window=rows_in_window,
-                    reference_rows=reference.profile.rows if reference.profile is not None else 0,
-                    latest=latest,
-                    new_columns=new_columns.get(start.date(), ()),
-                    thresholds=thresholds,
-                )
-                if reference.profile is None:
-                    output.rows.append(
-                        rows_of.missing_reference_row(
-                            version, start, end, rows_in_window, reference.why_missing or ""
-                        )
-                    )
-                elif start in windows:
-                    current = windows[start]
-                    output.profiles.setdefault(version, []).append(current)
-                    report = monitor.drift(reference.profile, current, self.request.policy)
-                    output.rows += rows_of.drift_rows(version, start, end, report, self.request.policy)
-                    output.rows += rows_of.quality_rows(
-                        version,
-                        start,
-                        end,
-                        reference.profile,
-                        current,
-                        monitor.quality(reference.profile, current),
-                        thresholds,
-                    )
-                if start in performance_by_window:
-                    output.rows += rows_of.performance_rows(version, start, end, performance_by_window[start])
-                if start in latency_by_window:
-                    output.rows += rows_of.latency_rows(
-                        version, start, end, latency_by_window[start], self._baseline(start), thresholds
-                    )
+            computed = VersionInputs(version, counts, performance, latency, windows, new_columns)
+            rules = RowRules(self.length, self.request.policy, thresholds, self._baseline)
+            add_version_rows(computed, reference.profile, reference.why_missing or "", rules, outputs)
+            segments = [part for item in day_parts for part in item.segments.get(version, [])]
+            self.segments.add(version, merge_segment_partials(segments), reference.profile, task)
 
         def _write_day(self, day_input: DayInput, output: Any) -> int:
             written = super()._write_day(day_input, output)

@@ -9,13 +9,17 @@ are exactly the rows the single-process job profiles, and each version's rows ar
 labels of its date (``labels`` is partitioned by the request's date) and computes each version's
 mergeable aggregates: rows and latest request per window, ``analytics.performance.latency_partial``,
 ``classification_partial`` or ``regression_partial`` (the reference's task; both for a version
-whose reference has no label: the job then decides from the batch's scores).
+whose reference has no label: the job then decides from the batch's scores), and its segment
+partials (``jobs._monitor_segments.segment_partials``: the values of every segment column per window
+and, for every value of a column the unit can slice, the slice's profile, latency and performance
+partials; the merge decides which are sliced, over the whole window).
 
 The partial is one Parquet file: the long-format profile rows of every version (a ``version`` column
 in front of :func:`analytics.profile.profiles_to_arrow`'s columns) and, in the schema metadata
 ``mms.scaleout.partial``, the unit's identity (run, index, unit id, target, date, window, file
 digest, label files digest), each version's ``mms.profile`` metadata and the problems found; the
-metadata ``mms.scaleout.aggregates`` holds the aggregates (one Arrow IPC stream, base64). It is
+metadata ``mms.scaleout.aggregates`` holds the aggregates (one Arrow IPC stream, base64) and
+``mms.scaleout.segments`` the segment partials (JSON: version -> ``SegmentPartials.to_bytes()``). It is
 written to a deterministic key (``units/<index>.parquet``) in one atomic step, so a retried task
 replaces its own earlier output and the merge, which deduplicates by unit id, counts a unit once.
 """
@@ -46,6 +50,7 @@ from analytics.performance import (
 from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
 from analytics.store import ParquetStore, StoreConfig, StoredFile
 from jobs import _monitor_inputs as inputs
+from jobs._monitor_segments import SegmentPartials, segment_partials
 from jobs.contracts import LABELS
 from jobs.scaleout.units import (
     FORMAT,
@@ -61,6 +66,7 @@ from jobs.scaleout.units import (
 
 PARTIAL_METADATA = b"mms.scaleout.partial"
 AGGREGATES_METADATA = b"mms.scaleout.aggregates"
+SEGMENTS_METADATA = b"mms.scaleout.segments"
 POSITIVE_LABEL = 1.0
 """The positive class of classification models, as the monitoring job passes it."""
 COUNTS_SCHEMA = pa.schema(
@@ -272,6 +278,39 @@ def partial_aggregates(table: pa.Table) -> dict[str, dict[str, pa.Table]]:
     return result
 
 
+def version_segments(
+    con: duckdb.DuckDBPyConnection,
+    logs: pa.Table,
+    labels: pa.Table,
+    spec: ProfileSpec | None,
+    tasks: list[str],
+    unit: WorkUnit,
+) -> tuple[SegmentPartials, str]:
+    """The segment partials of one version's rows (``jobs._monitor_segments``, step 1, uncapped).
+
+    Returns:
+        ``(partials, "")``, or empty partials and why they could not be computed.
+    """
+    try:
+        partials = segment_partials(
+            con, con.from_arrow(logs), con.from_arrow(labels), spec, tasks, unit.window, logs=logs
+        )
+    except _AGGREGATE_ERRORS as error:
+        return SegmentPartials(), f"segment aggregates: {_first_line(error)}"
+    return partials, ""
+
+
+def partial_segments(table: pa.Table) -> dict[str, SegmentPartials]:
+    """The segment partials of a partial: version -> :class:`jobs._monitor_segments.SegmentPartials`.
+
+    Raises:
+        ScaleoutError: if the table is not a partial.
+    """
+    partial_info(table)
+    raw = (table.schema.metadata or {}).get(SEGMENTS_METADATA, b"{}")
+    return {version: SegmentPartials.from_bytes(text.encode()) for version, text in json.loads(raw).items()}
+
+
 def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: StoreConfig) -> pa.Table:
     """Profile a unit's files per version and window; return the partial profile table.
 
@@ -319,6 +358,7 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
     errors: dict[str, dict[str, str]] = {}
     scores: dict[str, int] = {}
     tasks: dict[str, tuple[str, ...]] = {}
+    segments: dict[str, SegmentPartials] = {}
     # A date with an unusable file is not computed by the monitoring job: nothing to profile.
     if tables and not problems:
         logs = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
@@ -335,6 +375,12 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
                 if task_errors:
                     errors[version] = task_errors
                 spec = specs.get(version)
+                segments[version], segment_error = version_segments(
+                    con, version_logs, labels, spec, [t for t in tasks[version] if t not in task_errors], unit
+                )
+                if segment_error:
+                    # The merge then lets the job compute the date from its logs, as for the tasks.
+                    errors[version] = dict.fromkeys(tasks[version], segment_error)
                 if spec is None:
                     continue
                 windows = profile(
@@ -380,6 +426,9 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
         {
             PARTIAL_METADATA: json.dumps(meta, allow_nan=False),
             AGGREGATES_METADATA: base64.b64encode(aggregates_bytes(aggregates)),
+            SEGMENTS_METADATA: json.dumps(
+                {version: part.to_bytes().decode() for version, part in sorted(segments.items())}
+            ),
         }
     )
 

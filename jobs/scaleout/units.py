@@ -45,8 +45,11 @@ from analytics.profile import Profile, ProfileSpec, profiles_from_arrow, profile
 from analytics.store import STAGING_DIR, ParquetStore, StoredFile
 from jobs.contracts import INFERENCE_LOGS, LABEL_COLUMN, REFERENCE_PROFILES
 
-FORMAT = 2
-"""Version of the run layout and of the manifest, partial and listing formats."""
+FORMAT = 3
+"""Version of the run layout and of the manifest, partial and listing formats.
+
+3: partials carry the segment partials (``mms.scaleout.segments``).
+"""
 
 RUNS_DIR = "profiling/runs"
 RUN_FILE = "run.json"

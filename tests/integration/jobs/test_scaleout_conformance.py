@@ -3,10 +3,12 @@
 For each engine (a local process pool, Spark in local mode, and the Step Functions definition run by
 the ASL interpreter with the real CLI commands) and each store (a local folder, SeaweedFS S3), a
 scaled-out run over the fixture workspace (an empty file, an all-null column, NaN and +-inf, a
-category the reference never saw, two versions) must write the same window profiles (counts and
-histograms exactly, moments to 1e-9) and the same metrics rows as a single-process run over an
-identical copy. Faults: a unit that fails once is retried without double counting, a duplicated
-partial is dropped, a missing unit makes the merge refuse and write nothing.
+category the reference never saw, two versions, segment columns with NULLs and with too many
+values) must write the same window profiles (counts and histograms exactly, moments to 1e-9), the
+same metrics rows and the same segment metrics as a single-process run over an identical copy (the
+slices are decided over the merged window: a segment column sliceable in every unit can have too
+many values in the window). Faults: a unit that fails once is retried without double counting, a
+duplicated partial is dropped, a missing unit makes the merge refuse and write nothing.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from analytics.performance import (
 )
 from analytics.store import ParquetStore
 from jobs._monitor_rows import SIGNIFICANT_DIGITS
+from jobs._monitor_segments import MAX_SEGMENT_VALUES
 from jobs.contracts import INFERENCE_LOGS
 from jobs.scaleout import make_engine, run_scaleout
 from jobs.scaleout.engines import UnitsFailedError
 from jobs.scaleout.engines.sfn import StateMachineRun, render_template
 from jobs.scaleout.merge import MissingUnitsError, merge
-from jobs.scaleout.profile_unit import run_unit
-from jobs.scaleout.units import RunLayout, fs_path, list_folder, plan_run, read_json
+from jobs.scaleout.profile_unit import partial_segments, run_unit
+from jobs.scaleout.units import RunLayout, fs_path, list_folder, plan_run, read_json, read_table
 from tests.unit.jobs.scaleout import support
 from tests.unit.jobs.scaleout.fixtures import *  # noqa: F403 - the fixtures shared with the Spark suite
 from tests.unit.jobs.scaleout.support import assert_matches_baseline
@@ -293,3 +296,44 @@ def test_merged_latency_and_auc_equal_the_shared_method(workspace) -> None:
                 checked += 1
     con.close()
     assert checked == 4 * 4
+
+
+# --------------------------------------------------------------------------- segments
+
+
+def test_segment_slices_are_decided_over_the_merged_window(workspace, baseline) -> None:
+    """Units keep every value of a column they can slice; the merge slices what the window allows.
+
+    ``segment_store`` has 12 values in each file: every unit can slice it, but the first two days
+    hold 24 values (not sliced) and the last 18 (sliced); ``segment_user`` has too many everywhere;
+    rows without a region belong to no slice.
+    """
+    store = workspace("local")
+    plan = plan_run(store, support.REQUEST, unit_bytes=1)
+    map_in_process(store, plan)
+    for unit in plan.units:
+        for version, partials in partial_segments(read_table(store, plan.layout.partial(unit.index))).items():
+            kept = {column: found for (column, _), found in partials.values.items()}
+            assert len(kept["segment_store"]) == support.STORES_PER_FILE, (unit.index, version)
+            assert kept["segment_user"] is None, (unit.index, version)
+    assert merge(store, plan.run_id, now=support.NOW).ok
+    rows = support.segment_rows(store)
+    assert_matches_baseline(store, baseline("local"))
+    sliced = {(r["window_start"].date(), r["segment"].split("=")[0]) for r in rows}
+    assert sliced == {(day, "region") for day in support.DAYS} | {(support.DAYS[2], "store")}
+    stores = {r["segment"] for r in rows if r["segment"].startswith("store=")}
+    assert len(stores) == 18 <= MAX_SEGMENT_VALUES
+    for day, files in support.LAYOUT.items():
+        regions = [
+            value
+            for name, versions, options in files
+            for value in support.log_table(day, name, versions, options).column("segment_region").to_pylist()
+        ]
+        counted = sum(
+            r["statistic"]
+            for r in rows
+            if r["metric"] == "row_count"
+            and r["segment"].startswith("region=")
+            and r["window_start"].date() == day
+        )
+        assert counted == sum(value is not None for value in regions) < len(regions)

@@ -19,7 +19,17 @@ from analytics.policy import DEFAULT_POLICY
 from analytics.profile import build_spec, profile
 from analytics.store import ParquetStore, StoreConfig
 from jobs._monitor_rows import Thresholds
-from jobs._monitor_segments import MAX_SEGMENT_VALUES, SegmentMetrics, find_slices, stacked_table
+from jobs._monitor_segments import (
+    MAX_SEGMENT_VALUES,
+    SegmentMetrics,
+    SegmentPartials,
+    find_slices,
+    merge_segment_partials,
+    merge_window_values,
+    segment_partials,
+    segment_rows,
+    stacked_table,
+)
 from jobs.contracts import SEGMENT_METRICS, require_valid, validate_metrics_table
 
 pytestmark = pytest.mark.unit
@@ -204,3 +214,61 @@ def test_the_stacked_rows_are_the_rows_of_each_slice_moved_by_its_span(batch, un
         }
         assert got.get(item.name, set()) == expected
     assert stacked.schema == logs.schema
+
+
+FLOATS = ("statistic", "p_value", "threshold")
+"""Compared to 1e-9: profiles merge moments by Chan's formula, partial sums add in another order."""
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["segment"], row["window_start"], row["column"], row["metric"])
+
+
+def test_partials_of_disjoint_parts_give_the_rows_of_the_whole_batch(store: ParquetStore, batch) -> None:
+    """Each part sees at most 13 users (sliceable there); together 25: the merge must not slice them."""
+    logs, _labels, reference, _relation, labels = batch
+    users = [int(u.removeprefix("user")) for u in logs["segment_user"].to_pylist()]
+    cursor = store.cursor()
+    parts = []
+    for low in (True, False):
+        part = logs.take(pa.array([i for i, u in enumerate(users) if (u < 13) == low], pa.int64()))
+        computed = segment_partials(
+            cursor, cursor.from_arrow(part), labels, reference.spec, ("classification",), "day", logs=part
+        )
+        assert all(computed.values[("segment_user", w)] is not None for w in _windows(computed))
+        parts.append(SegmentPartials.from_bytes(computed.to_bytes()))  # as a work unit ships them
+    merged = merge_segment_partials(parts)
+    assert all(merged.values[("segment_user", w)] is None for w in _windows(merged))
+    got = segment_rows(merged, "1", reference, "classification", "day", DEFAULT_POLICY, Thresholds())
+    whole = _computed(store, batch)
+    assert sorted(got) == sorted(whole.rows) == DAYS
+    for day in DAYS:
+        expected = sorted(whole.rows[day]["1"], key=_row_key)
+        actual = sorted(got[day], key=_row_key)
+        assert [_row_key(r) for r in actual] == [_row_key(r) for r in expected]
+        assert {r["segment"] for r in actual} == {f"region={r}" for r in REGIONS}
+        for a, e in zip(actual, expected, strict=True):
+            assert {k: v for k, v in a.items() if k not in FLOATS} == {
+                k: v for k, v in e.items() if k not in FLOATS
+            }, a
+            for name in FLOATS:
+                if e[name] is None:
+                    assert a[name] is None, (name, a)
+                else:
+                    assert a[name] == pytest.approx(e[name], rel=1e-9, abs=1e-12), (name, a)
+
+
+def _windows(partials: SegmentPartials) -> set[datetime]:
+    return {w for column, w in partials.values if column == "segment_user"}
+
+
+def test_window_values_merge_to_unsliceable_once_a_part_or_the_union_has_too_many() -> None:
+    start = datetime(2024, 4, 1)
+    a = {("segment_x", start): frozenset({"1", "2"}), ("segment_y", start): None}
+    b = {("segment_x", start): frozenset({"2", "3"}), ("segment_y", start): frozenset({"1"})}
+    assert merge_window_values([a, b], max_values=3) == {
+        ("segment_x", start): frozenset({"1", "2", "3"}),
+        ("segment_y", start): None,
+    }
+    assert merge_window_values([a, b], max_values=2)[("segment_x", start)] is None
+    assert merge_window_values([b, a], max_values=3)[("segment_y", start)] is None

@@ -36,17 +36,23 @@ def new_config(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixture
 
 
 @pytest.fixture(scope="module")
-def baseline(new_config: Callable[[str], StoreConfig]) -> Callable[[str], tuple[dict, list[dict]]]:
-    """``baseline(kind)``: profiles and metrics of a single-process run, once per store kind."""
-    cache: dict[str, tuple[dict, list[dict]]] = {}
+def baseline(
+    new_config: Callable[[str], StoreConfig],
+) -> Callable[[str], tuple[dict, list[dict], list[dict]]]:
+    """``baseline(kind)``: profiles, metrics and segment metrics of a single-process run, per store kind."""
+    cache: dict[str, tuple[dict, list[dict], list[dict]]] = {}
 
-    def compute(kind: str) -> tuple[dict, list[dict]]:
+    def compute(kind: str) -> tuple[dict, list[dict], list[dict]]:
         if kind not in cache:
             store = support.make_store(new_config(kind))
             try:
                 summary = run_monitor(store, support.REQUEST, now=support.NOW)
                 assert summary.ok and summary.computed_dates == len(support.DAYS), summary.to_text()
-                cache[kind] = (support.window_profiles(store), support.metric_rows(store))
+                cache[kind] = (
+                    support.window_profiles(store),
+                    support.metric_rows(store),
+                    support.segment_rows(store),
+                )
             finally:
                 store.close()
         return cache[kind]

@@ -3,6 +3,10 @@
 The workspace (one project/model/environment, three days, two model versions) holds: an empty log
 file, a numeric feature that is all-null in some files (typed ``double`` in one, ``null`` in another),
 NaN, +inf and -inf values, a category the reference never saw, a file mixing two versions, and labels.
+Segment columns: ``segment_region`` (a few values, some NULL, ``east`` in one file only),
+``segment_store`` (:data:`STORES_PER_FILE` values per file, more than
+``jobs._monitor_segments.MAX_SEGMENT_VALUES`` on a day with files ``a`` and ``c``, few enough on the
+last day: only the merged window decides) and ``segment_user`` (too many values in every file).
 Writing it twice with the same seed gives byte-identical files, so one copy can be monitored
 single-process and the other scaled out.
 """
@@ -23,7 +27,15 @@ import pytest
 
 from analytics.profile import ColumnProfile, Profile, profile_reference, profiles_from_arrow
 from analytics.store import ParquetStore, StoreConfig
-from jobs.contracts import INFERENCE_LOGS, LABELS, METRICS, PROFILES, REFERENCE_PROFILES, UNIQUE_KEYS
+from jobs.contracts import (
+    INFERENCE_LOGS,
+    LABELS,
+    METRICS,
+    PROFILES,
+    REFERENCE_PROFILES,
+    SEGMENT_METRICS,
+    UNIQUE_KEYS,
+)
 from jobs.monitor import MonitorRequest, read_window_profiles
 from jobs.scaleout.profile_unit import UnitResult, run_unit
 from jobs.scaleout.units import WorkUnit
@@ -38,6 +50,10 @@ NUMERIC = ("num_a", "num_b", "num_c", "sparse")
 CATEGORICAL = ("cat_a", "cat_b", "flag")
 COLORS = ("red", "green", "blue")
 REQUEST = MonitorRequest(backfill=True)
+STORES_PER_FILE = 12
+"""``segment_store`` values per file: file ``a`` holds s0-s11, ``b`` s6-s17, ``c`` s12-s23."""
+STORE_OFFSETS = {"a.parquet": 0, "b.parquet": 6, "c.parquet": 12}
+USERS = 30
 
 # Per day: the files (name, rows per version, options). Sizes differ so units pack differently.
 LAYOUT: Mapping[date, tuple[tuple[str, Mapping[str, int], frozenset[str]], ...]] = {
@@ -125,6 +141,9 @@ def log_table(day: date, name: str, versions: Mapping[str, int], options: Iterab
     else:
         sparse = pa.array(rng.normal(0.2, 1, rows))
     score = rng.random(rows)
+    regions = rng.choice(("north", "south", "east" if name == "c.parquet" else "north"), rows).astype(object)
+    regions[rng.random(rows) < 0.1] = None
+    store_ids = STORE_OFFSETS[name] + np.arange(rows) % STORES_PER_FILE
     return pa.table(
         {
             "version": pa.array(labels, pa.string()),
@@ -142,7 +161,9 @@ def log_table(day: date, name: str, versions: Mapping[str, int], options: Iterab
             "cat_a": pa.array(list(colors), pa.string()),
             "cat_b": pa.array(rng.choice(("x", "y", None), rows), pa.string()),
             "flag": pa.array(rng.random(rows) < 0.35),
-            "segment_region": pa.array(rng.choice(("north", "south"), rows)),
+            "segment_region": pa.array(list(regions), pa.string()),
+            "segment_store": pa.array([f"s{i}" for i in store_ids], pa.string()),
+            "segment_user": pa.array([f"u{i % USERS}" for i in range(rows)], pa.string()),
         }
     )
 
@@ -201,19 +222,24 @@ def read_window_profiles_hourly(store: ParquetStore) -> dict[tuple[str, datetime
     return read_window_profiles(store, PROJECT, MODEL, ENVIRONMENT, window="hour")
 
 
-def metric_rows(store: ParquetStore) -> list[dict]:
-    """Every metrics row, sorted by its key."""
-    if not store.list_files(METRICS):
+def metric_rows(store: ParquetStore, dataset: str = METRICS) -> list[dict]:
+    """Every row of ``metrics`` (or ``segment_metrics``), sorted by its key."""
+    if not store.list_files(dataset):
         return []
-    table = store.read(METRICS)
+    table = store.read(dataset)
     rows = table.select([c for c in table.column_names if c != "date"]).to_pylist()
-    key = ("project", "model", "environment", *UNIQUE_KEYS[METRICS])
+    key = ("project", "model", "environment", *UNIQUE_KEYS[dataset])
     return sorted(rows, key=lambda r: tuple(str(r[k]) for k in key))
+
+
+def segment_rows(store: ParquetStore) -> list[dict]:
+    """Every ``segment_metrics`` row, sorted by its key."""
+    return metric_rows(store, SEGMENT_METRICS)
 
 
 def written_files(store: ParquetStore) -> list[str]:
     """Every data file of the job's output datasets."""
-    return [f.path for dataset in (PROFILES, METRICS) for f in store.list_files(dataset)]
+    return [f.path for dataset in (PROFILES, METRICS, SEGMENT_METRICS) for f in store.list_files(dataset)]
 
 
 def partial_files(store: ParquetStore, run_id: str) -> list[str]:
@@ -230,7 +256,7 @@ FLOATS = ("statistic", "p_value", "threshold")
 
 SKETCHED: dict[str, dict[str, float]] = {}
 """Metrics compared within a bound instead of to 1e-9: none, since the single-process job computes
-latency quantiles and ROC AUC with the merge's own binned method (``jobs.monitor.FORMAT`` 2). Put a
+latency quantiles and ROC AUC with the merge's own binned method (``jobs.monitor.FORMAT`` 2 and later). Put a
 metric here with its documented bound only if the two paths ever use different methods again."""
 
 _NUMBER = re.compile(r"\d+\.\d+")
@@ -365,8 +391,9 @@ def flaky(task, marker_dir: Path):
     return partial(task, str(marker_dir))
 
 
-def assert_matches_baseline(store: ParquetStore, expected: tuple[dict, list[dict]]) -> None:
-    """The window profiles and metrics in ``store`` equal a single-process run's ``(profiles, metrics)``."""
-    profiles, metrics = expected
+def assert_matches_baseline(store: ParquetStore, expected: tuple[dict, list[dict], list[dict]]) -> None:
+    """The window profiles, metrics and segment metrics in ``store`` equal a single-process run's."""
+    profiles, metrics, segments = expected
     assert_same_window_profiles(window_profiles(store), profiles)
     assert_same_metrics(metric_rows(store), metrics)
+    assert_same_metrics(segment_rows(store), segments)

@@ -22,6 +22,7 @@ from jobs.scaleout.profile_unit import (
     partial_aggregates,
     partial_info,
     partial_profiles,
+    partial_segments,
     profile_unit,
     run_manifest,
     run_unit,
@@ -227,3 +228,26 @@ def test_a_version_without_a_labelled_reference_gets_both_tasks(store: ParquetSt
     partial = profile_unit(unit, load_specs(store, unit), store.config)
     assert partial_info(partial)["tasks"]["1"] == ["classification", "regression"]
     assert sorted(partial_aggregates(partial)["1"]) == ["classification", "counts", "latency", "regression"]
+
+
+def test_a_partial_carries_the_segment_partials_of_every_value_it_can_slice(
+    store: ParquetStore, plan: RunPlan
+) -> None:
+    """File ``c`` of day 1: its 12 stores are kept (the day's 24 are for the merge to see)."""
+    unit = unit_of(plan, 0, "c.parquet")
+    segments = partial_segments(profile_unit(unit, load_specs(store, unit), store.config))
+    assert sorted(segments) == ["1"]
+    partials = segments["1"]
+    values = {column: found for (column, _window), found in partials.values.items()}
+    assert values["segment_store"] == {f"s{i}" for i in range(12, 24)}
+    assert values["segment_user"] is None  # 30 users in the file: never sliced, whatever the others hold
+    assert values["segment_region"] == {"north", "south", "east"}
+    sliced = {(column, value) for column, value, _window in partials.profiles}
+    assert sliced == {("segment_store", v) for v in values["segment_store"]} | {
+        ("segment_region", v) for v in values["segment_region"]
+    }
+    logs = support.log_table(support.DAYS[0], "c.parquet", {"1": 130}, frozenset())
+    north = [r for r in logs.column("segment_region").to_pylist() if r == "north"]
+    window = next(w for c, v, w in partials.profiles if (c, v) == ("segment_region", "north"))
+    assert partials.profiles[("segment_region", "north", window)].rows == len(north)
+    assert set(partials.performance) == {"classification"}
