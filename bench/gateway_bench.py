@@ -16,13 +16,18 @@ Scenarios and targets:
    with the gateway's own CPU time per request (psutil) and the rate two free cores
    would sustain at that cost: the machine's cores are shared with whatever else runs;
 2. p50/p99 latency at a fixed 500 requests/s, logging on vs off, interleaved
-   rounds (target: p99 with logging <= 1 ms above off); when the machine cannot
+   rounds, or with ``--paired`` both gateways driven at once in each round, so the
+   other work of a shared machine delays both alike (target: p99 with logging
+   <= 1 ms above off); when the machine cannot
    sustain 500/s at the time, the same comparison at half the measured capacity;
+   ``flush``: what one 5,000-row log flush costs the serving process (CPU, and the
+   worst lateness of a thread sleeping 1 ms, which stands for the event loop);
 3. no loss: 100,000 requests with a 30 s storage outage in the middle, then the
    ``inference_logs`` rows of those requests are counted (target: exactly 100,000);
 4. ``batch_predict`` over 1,000,000 rows (target < 20 s).
 
-Usage: ``python bench/gateway_bench.py [--quick] [--json results.json]``. ``--quick``
+Usage: ``python bench/gateway_bench.py [--quick] [--json results.json] [--only latency]
+[--rounds N] [--round-seconds S] [--paired]``. ``--quick``
 shrinks every scenario (CI smoke run). Latencies are measured from each request's
 scheduled send time, so a slow server cannot hide queueing (no coordinated omission).
 """
@@ -454,30 +459,57 @@ def prepare(workdir: Path, seaweed: SeaweedServer, relay: TcpRelay) -> dict[str,
     return {"store": store, "tracking": tracking, "environ": environ, "version": trained.version}
 
 
+async def _paired(ports: dict[str, int], rate: float, seconds: float, prefix: str) -> dict[str, LoadResult]:
+    """Drive every gateway of ``ports`` at ``rate`` at the same time, from one client loop."""
+    loads = await asyncio.gather(
+        *(open_loop(port, rate, seconds, f"{prefix}-{mode}") for mode, port in ports.items())
+    )
+    return dict(zip(ports, loads, strict=True))
+
+
 def latency_scenario(
-    on: GatewayProcess, off: GatewayProcess, rate: float, seconds: float, rounds: int
+    on: GatewayProcess, off: GatewayProcess, rate: float, seconds: float, rounds: int, paired: bool = False
 ) -> dict:
-    asyncio.run(open_loop(on.port, rate, 2.0, "warm-on"))
-    asyncio.run(open_loop(off.port, rate, 2.0, "warm-off"))
-    pooled = {"on": LoadResult(), "off": LoadResult()}
-    cpu = {"on": 0.0, "off": 0.0}
+    """p50/p99 at ``rate`` with logging on and off, ``rounds`` times.
+
+    Interleaved (default): each round drives the logging gateway, then the other one.
+    ``paired``: each round drives both at once, so whatever else the shared machine runs
+    at that moment delays both alike and the difference is logging's.
+    """
+    gateways = {"on": on, "off": off}
+    asyncio.run(_paired({mode: g.port for mode, g in gateways.items()}, rate, 2.0, "warm"))
+    pooled = {mode: LoadResult() for mode in gateways}
+    cpu = dict.fromkeys(gateways, 0.0)
+    deltas = []
     for round_index in range(rounds):
-        for mode, gateway in (("on", on), ("off", off)):
-            cpu_before = server_cpu_seconds(gateway)
-            part = asyncio.run(open_loop(gateway.port, rate, seconds, f"lat-{mode}-{round_index}"))
-            cpu[mode] += server_cpu_seconds(gateway) - cpu_before
+        cpu_before = {mode: server_cpu_seconds(g) for mode, g in gateways.items()}
+        if paired:
+            ports = {mode: g.port for mode, g in gateways.items()}
+            parts = asyncio.run(_paired(ports, rate, seconds, f"lat-{round_index}"))
+        else:
+            parts = {
+                mode: asyncio.run(open_loop(g.port, rate, seconds, f"lat-{mode}-{round_index}"))
+                for mode, g in gateways.items()
+            }
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        for mode, part in parts.items():
+            cpu[mode] += server_cpu_seconds(gateways[mode]) - cpu_before[mode]
             total = pooled[mode]
             total.sent += part.sent
             total.ok += part.ok
             total.errors += part.errors
             total.elapsed_s += part.elapsed_s
             total.latencies += part.latencies
-            print(f"  round {round_index + 1} logging {mode}: {part.summary()}", flush=True)
-    result = {mode: pooled[mode].summary() for mode in pooled}
+            print(f"  round {round_index + 1} logging {mode} (load {load}): {part.summary()}", flush=True)
+        deltas.append(parts["on"].percentile(99) - parts["off"].percentile(99))
+    result: dict[str, Any] = {mode: pooled[mode].summary() for mode in pooled}
     for mode in pooled:
         # Load-independent cost of logging: the gateway's CPU time per request in each mode.
         result[mode]["server_cpu_ms_per_request"] = round(cpu[mode] / max(pooled[mode].ok, 1) * 1000, 3)
+    result["mode"] = "paired (both at once)" if paired else "interleaved rounds"
     result["p99_delta_ms"] = round(result["on"]["p99_ms"] - result["off"]["p99_ms"], 3)
+    result["p99_delta_per_round_ms"] = [round(delta, 3) for delta in deltas]
+    result["p99_delta_median_of_rounds_ms"] = round(float(np.median(deltas)), 3)
     result["target"] = "p99(on) - p99(off) <= 1 ms"
     return result
 
@@ -560,6 +592,76 @@ def wrk_throughput_scenario(
         "p99_ms": round(float(p99.group(1)) * scale[p99.group(2)], 2) if p99 else None,
         "server_cpu_ms_per_request": round(cpu_used / max(ok, 1) * 1000, 3),
         "target": ">= 1000 requests/s with 2 workers",
+    }
+
+
+def flush_scenario(workdir: Path, context: dict[str, Any], rows: int, flushes: int) -> dict:
+    """What one log flush costs the serving process: CPU, and how late it makes a 1 ms sleeper.
+
+    The gateway's buffer is driven in this process exactly as a worker drives it (one row per
+    ``add_rows``, then a flush to SeaweedFS). A thread sleeping 1 ms in a loop stands for the
+    event loop: its worst lateness during a flush is how long the flush kept it off the GIL.
+    Both figures are steady state (after one warm-up flush) and depend little on other load.
+    """
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from jobs.contracts import INFERENCE_LOGS
+    from jobs.gateway.logbuffer import LogBuffer
+
+    values = {name: value if isinstance(value, str) else float(value) for name, value in FEATURES.items()}
+    columns = tuple((name, pa.string() if isinstance(v, str) else pa.float64()) for name, v in values.items())
+    now_us = time.time_ns() // 1000
+    day = dt.datetime.fromtimestamp(now_us / 1e6, dt.UTC).date().isoformat()
+    partition = {"project": PROJECT, "model": MODEL, "environment": "bench-flush", "date": day}
+    buffer = LogBuffer(
+        context["store"],
+        workdir / "flush-spill",
+        flush_rows=rows * 2,
+        max_rows=rows * 2,
+        flush_interval_s=3600,
+    )
+    buffer.start()
+
+    def fill(tag: str) -> None:
+        for index in range(rows):
+            row = {"version": context["version"], "request_id": f"{tag}-{index}", "timestamp": now_us}
+            row.update(prediction=0.0, score=0.5, latency_ms=1.0, **values)
+            buffer.add_rows(INFERENCE_LOGS, partition, columns, [row])
+
+    fill("warm")
+    buffer.flush()
+    cpu_ms, late_ms = [], []
+    for flush_index in range(flushes):
+        fill(f"flush-{flush_index}")
+        lateness: list[float] = []
+        stop = threading.Event()
+
+        def sleeper(lateness: list[float] = lateness, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                before = time.perf_counter()
+                time.sleep(0.001)
+                lateness.append(time.perf_counter() - before - 0.001)
+
+        thread = threading.Thread(target=sleeper)
+        thread.start()
+        time.sleep(0.05)
+        lateness.clear()
+        cpu_before = time.process_time()
+        assert buffer.flush(timeout_s=60)
+        cpu_ms.append((time.process_time() - cpu_before) * 1000)
+        stop.set()
+        thread.join()
+        late_ms.append(max(lateness) * 1000)
+    buffer.close()
+    return {
+        "rows_per_flush": rows,
+        "flushes": flushes,
+        "flush_cpu_ms_median": round(float(np.median(cpu_ms)), 1),
+        "sleeper_lateness_ms_median": round(float(np.median(late_ms)), 1),
+        "sleeper_lateness_ms_max": round(max(late_ms), 1),
+        "rows_written": buffer.stats()["rows_written"],
     }
 
 
@@ -659,7 +761,7 @@ def no_loss_scenario(
     }
 
 
-SCENARIOS = ("throughput", "latency", "no_loss", "batch")
+SCENARIOS = ("throughput", "latency", "flush", "no_loss", "batch")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -671,6 +773,15 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default=",".join(SCENARIOS),
         help=f"comma-separated scenarios to run, among {', '.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument("--rounds", type=int, help="latency: interleaved on/off rounds (default 3, quick 1)")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="latency: drive the on and off gateways at the same time in each round (shared machines)",
+    )
+    parser.add_argument(
+        "--round-seconds", type=float, help="latency: seconds per round and mode (default 10, quick 4)"
     )
     args = parser.parse_args(argv)
     chosen = {name.strip() for name in args.only.split(",") if name.strip()}
@@ -697,6 +808,12 @@ def main(argv: list[str] | None = None) -> int:
             "outage_s": 30,
         }
     )
+    if args.rounds is not None:
+        sizes["rounds"] = args.rounds
+    if args.round_seconds is not None:
+        sizes["seconds"] = args.round_seconds
+    if sizes["rounds"] < 1 or sizes["seconds"] <= 0:
+        parser.error("--rounds must be at least 1 and --round-seconds positive")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     workdir = Path(tempfile.mkdtemp(prefix="mms-gateway-bench-"))
     seaweed = SeaweedServer(workdir)
@@ -733,7 +850,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if "latency" in chosen:
             print(f"2. latency at {sizes['rate']} req/s, logging on vs off", flush=True)
-            results["latency"] = latency_scenario(on, off, sizes["rate"], sizes["seconds"], sizes["rounds"])
+            results["latency"] = latency_scenario(
+                on, off, sizes["rate"], sizes["seconds"], sizes["rounds"], args.paired
+            )
             print(f"   {results['latency']}", flush=True)
             sustainable = 0.5 * results["throughput"]["throughput_rps"]
             if sustainable < sizes["rate"] * 0.6:
@@ -742,11 +861,16 @@ def main(argv: list[str] | None = None) -> int:
                 rate = max(10.0, round(sustainable))
                 print(f"2b. the machine sustains ~{sustainable * 2:.0f} req/s: latency at {rate:.0f} req/s")
                 results["latency_at_half_capacity"] = latency_scenario(
-                    on, off, rate, sizes["seconds"], sizes["rounds"]
+                    on, off, rate, sizes["seconds"], sizes["rounds"], args.paired
                 )
                 print(f"   {results['latency_at_half_capacity']}", flush=True)
             off.stop()
             gateways.remove(off)
+
+        if "flush" in chosen:
+            print("2c. cost of one log flush in the serving process (5,000 rows)", flush=True)
+            results["flush"] = flush_scenario(workdir, context, 5_000, 3 if args.quick else 8)
+            print(f"   {results['flush']}", flush=True)
 
         if "no_loss" in chosen:
             print(

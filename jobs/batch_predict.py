@@ -11,7 +11,10 @@ to one Parquet file at ``--output`` (published only when complete), and logs
 every prediction to ``inference_logs`` through the same
 :class:`~jobs.gateway.logbuffer.LogBuffer` as the gateway: rows the store does
 not take are spilled under ``<var_dir>/batch-predict/spill`` and replayed by the
-next run (the command then exits with 1 and says so).
+next run (the command then exits with 1 and says so). A record the version fails
+(it raises, or returns a NaN prediction or a score outside [0, 1]) does not stop the
+batch: it keeps a null prediction and score, becomes a ``request_errors`` row like a
+failed gateway request, and is counted in the summary.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import os
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +39,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analytics.store import ParquetStore, StoreConfig
-from jobs.contracts import INFERENCE_LOGS, SEGMENT_PREFIX, key_segment_problem
+from jobs.contracts import (
+    INFERENCE_LOGS,
+    MAX_ERROR_MESSAGE_LENGTH,
+    REQUEST_ERRORS,
+    SEGMENT_PREFIX,
+    key_segment_problem,
+)
 from jobs.gateway.logbuffer import LogBuffer
-from jobs.gateway.models import LoadedModel, MlflowModelLoader, ModelLoader
+from jobs.gateway.models import BAD_OUTPUT, MODEL_ERROR, LoadedModel, MlflowModelLoader, ModelLoader
 from jobs.gateway.routing import RoutingTable, choose_route, request_bucket, routing_table_from_spec
 from jobs.permissions import Actor, Permission, require
 
@@ -46,6 +56,10 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_ROWS = 100_000
 REQUEST_ID = "request_id"
 OUTPUT_COLUMNS = ("version", "prediction", "score")
+ERROR_STATUS = 500
+"""``status_code`` of a batch record's ``request_errors`` row (what the gateway would answer)."""
+MAX_ISOLATION_CALLS = 256
+"""Estimator calls spent per chunk and version to find the records a failing call chokes on."""
 
 
 class BatchPredictError(RuntimeError):
@@ -65,6 +79,10 @@ class BatchPredictResult:
         written_rows: Log rows the store took during the run (replays of earlier runs included).
         spilled_rows: Log rows left on local disk for a later replay.
         duration_s: Wall time.
+        spill_dir: Where unwritten log rows wait.
+        failed_rows: Records not scored, per error kind (``model_error``, ``bad_output``);
+            their output columns are null and each is a ``request_errors`` row.
+        error_rows_logged: ``request_errors`` rows handed to the store.
     """
 
     rows: int
@@ -76,6 +94,8 @@ class BatchPredictResult:
     spilled_rows: int
     duration_s: float
     spill_dir: str = field(default="")
+    failed_rows: dict[str, int] = field(default_factory=dict)
+    error_rows_logged: int = 0
 
 
 def filesystem_for(uri: str, config: StoreConfig) -> tuple[pafs.FileSystem, str]:
@@ -176,6 +196,86 @@ def _feature_frame(batch: pa.Table, model: LoadedModel) -> Any:
     return table, frame
 
 
+@dataclass
+class _ScoredPart:
+    """Scores of one version's rows of a chunk, with the rows it could not score."""
+
+    predictions: np.ndarray
+    scores: np.ndarray
+    numeric_predictions: bool = False
+    has_scores: bool = False
+    failures: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """Row position -> (error kind, message)."""
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Mask of the rows scored successfully."""
+        mask = np.ones(len(self.predictions), dtype=bool)
+        mask[list(self.failures)] = False
+        return mask
+
+
+def _score_isolating(loaded: LoadedModel, frame: Any) -> _ScoredPart:
+    """Score ``frame``; when a call fails, split it in halves until the failing records are found.
+
+    One bad record must not cost the rest of the batch. At most ``MAX_ISOLATION_CALLS``
+    extra calls are spent per frame: beyond that (a version failing on most records) the
+    remaining failing ranges are reported whole with the error of their call. Records
+    scored to a non-finite prediction or a score outside [0, 1] fail as ``bad_output``.
+    """
+    size = len(frame)
+    part = _ScoredPart(np.full(size, np.nan), np.full(size, np.nan))
+    budget = MAX_ISOLATION_CALLS
+    ranges = [(0, size)]
+    while ranges:
+        start, stop = ranges.pop()
+        try:
+            _labels, predictions, scores = loaded.predict_frame(frame.iloc[start:stop])
+        except Exception as error:  # noqa: BLE001 - any model failure is a record error
+            if stop - start > 1 and budget >= 2:
+                budget -= 2
+                middle = (start + stop) // 2
+                ranges += [(middle, stop), (start, middle)]
+                continue
+            message = f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE_LENGTH]
+            part.failures.update(dict.fromkeys(range(start, stop), (MODEL_ERROR, message)))
+            continue
+        if predictions is not None:
+            part.predictions[start:stop] = predictions
+            part.numeric_predictions = True
+        if scores is not None:
+            part.scores[start:stop] = scores
+            part.has_scores = True
+    scored = part.ok
+    if part.numeric_predictions:
+        for position in np.flatnonzero(scored & ~np.isfinite(part.predictions)):
+            part.failures[int(position)] = (BAD_OUTPUT, f"the prediction is {part.predictions[position]}")
+    if part.has_scores:
+        valid = np.isfinite(part.scores) & (part.scores >= 0.0) & (part.scores <= 1.0)
+        for position in np.flatnonzero(scored & ~valid):
+            if int(position) not in part.failures:
+                problem = f"the score {part.scores[position]} is not a probability"
+                part.failures[int(position)] = (BAD_OUTPUT, problem)
+    return part
+
+
+def _error_rows(version: str, request_ids: pa.Array, part: _ScoredPart, stamp_us: int) -> pa.Table:
+    """The ``request_errors`` rows of a part's failed records."""
+    positions = sorted(part.failures)
+    count = len(positions)
+    return pa.table(
+        {
+            "version": pa.array([version] * count, pa.string()),
+            "request_id": request_ids.take(pa.array(positions, pa.int64())),
+            "timestamp": pa.array(np.full(count, stamp_us), pa.timestamp("us", tz="UTC")),
+            "status_code": pa.array([ERROR_STATUS] * count, pa.int32()),
+            "error_kind": pa.array([part.failures[p][0] for p in positions], pa.string()),
+            "latency_ms": pa.nulls(count, pa.float64()),
+            "message": pa.array([part.failures[p][1] for p in positions], pa.string()),
+        }
+    )
+
+
 def batch_predict(
     *,
     project: str,
@@ -244,7 +344,8 @@ def batch_predict(
             log.warning("replayed %d spill file(s) of an earlier run", replayed)
         buffer.start()
     counts: dict[str, int] = dict.fromkeys(versions, 0)
-    rows = chunks = logged = 0
+    rows = chunks = logged = errors_logged = 0
+    failed: Counter[str] = Counter()
     writer: pq.ParquetWriter | None = None
     try:
         for batch in dataset.to_batches(batch_size=chunk_rows):
@@ -271,7 +372,8 @@ def batch_predict(
             has_prediction = np.zeros(batch.num_rows, dtype=bool)
             score = np.full(batch.num_rows, np.nan)
             has_score = np.zeros(batch.num_rows, dtype=bool)
-            log_parts = []
+            log_parts: list[tuple[LoadedModel, pa.Table]] = []
+            error_parts: list[pa.Table] = []
             for position, route in enumerate(routes):
                 selected = np.flatnonzero(assignment == position)
                 if selected.size == 0:
@@ -279,49 +381,45 @@ def batch_predict(
                 loaded = versions[route.version]
                 part = table.take(selected) if selected.size != batch.num_rows else table
                 features, frame = _feature_frame(part, loaded)
-                _labels, predictions, scores = loaded.predict_frame(frame)
+                scored = _score_isolating(loaded, frame)
+                ok = scored.ok
                 version_column[selected] = route.version
-                if predictions is not None:
-                    prediction[selected] = predictions
-                    has_prediction[selected] = True
-                if scores is not None:
-                    score[selected] = scores
-                    has_score[selected] = True
+                if scored.numeric_predictions:
+                    prediction[selected] = scored.predictions
+                    has_prediction[selected] = ok
+                if scored.has_scores:
+                    score[selected] = scored.scores
+                    has_score[selected] = ok
                 counts[route.version] += int(selected.size)
-                if log_predictions:
-                    segments = {
-                        name: pc.cast(part.column(name), pa.string())
-                        for name in part.column_names
-                        if name.startswith(SEGMENT_PREFIX)
+                failed.update(kind for kind, _message in scored.failures.values())
+                if not log_predictions:
+                    continue
+                ids = request_ids.take(pa.array(selected)) if selected.size != batch.num_rows else request_ids
+                if scored.failures:
+                    error_parts.append(_error_rows(route.version, ids, scored, stamp_us))
+                segments = {
+                    name: pc.cast(part.column(name), pa.string())
+                    for name in part.column_names
+                    if name.startswith(SEGMENT_PREFIX)
+                }
+                log_table = pa.table(
+                    {
+                        "version": pa.array([route.version] * selected.size, pa.string()),
+                        "request_id": ids,
+                        "timestamp": pa.array(np.full(selected.size, stamp_us), pa.timestamp("us", tz="UTC")),
+                        "prediction": pa.array(scored.predictions, pa.float64())
+                        if scored.numeric_predictions
+                        else pa.nulls(selected.size, pa.float64()),
+                        "score": pa.array(scored.scores, pa.float64())
+                        if scored.has_scores
+                        else pa.nulls(selected.size, pa.float64()),
+                        "latency_ms": pa.nulls(selected.size, pa.float64()),
+                        **{name: features.column(name) for name in loaded.features},
+                        **segments,
                     }
-                    ids = (
-                        request_ids.take(pa.array(selected))
-                        if selected.size != batch.num_rows
-                        else request_ids
-                    )
-                    log_parts.append(
-                        (
-                            loaded,
-                            pa.table(
-                                {
-                                    "version": pa.array([route.version] * selected.size, pa.string()),
-                                    "request_id": ids,
-                                    "timestamp": pa.array(
-                                        np.full(selected.size, stamp_us), pa.timestamp("us", tz="UTC")
-                                    ),
-                                    "prediction": pa.array(predictions, pa.float64())
-                                    if predictions is not None
-                                    else pa.nulls(selected.size, pa.float64()),
-                                    "score": pa.array(scores, pa.float64())
-                                    if scores is not None
-                                    else pa.nulls(selected.size, pa.float64()),
-                                    "latency_ms": pa.nulls(selected.size, pa.float64()),
-                                    **{name: features.column(name) for name in loaded.features},
-                                    **segments,
-                                }
-                            ),
-                        )
-                    )
+                )
+                # A failed record is a request_errors row, never an inference_logs row.
+                log_parts.append((loaded, log_table.filter(pa.array(ok)) if scored.failures else log_table))
             output = table
             if REQUEST_ID not in output.column_names:
                 output = output.append_column(REQUEST_ID, request_ids)
@@ -339,6 +437,9 @@ def batch_predict(
                 for loaded, log_table in log_parts:
                     buffer.submit_table(INFERENCE_LOGS, partition, log_table, loaded.features)
                     logged += log_table.num_rows
+                for error_table in error_parts:
+                    buffer.submit_table(REQUEST_ERRORS, partition, error_table)
+                    errors_logged += error_table.num_rows
             rows += batch.num_rows
         if writer is None:
             raise BatchPredictError(f"input {input_uri} holds no rows")
@@ -365,6 +466,8 @@ def batch_predict(
         spilled_rows=_spilled_rows(buffer),
         duration_s=time.monotonic() - started,
         spill_dir=str(buffer.spill_dir),
+        failed_rows=dict(failed),
+        error_rows_logged=errors_logged,
     )
 
 
@@ -431,6 +534,13 @@ def _command(args: argparse.Namespace, settings: Any) -> int:
         f"scored {result.rows} rows in {result.chunks} chunk(s) ({split}) in {result.duration_s:.1f} s; "
         f"wrote {result.output_uri}; logged {result.logged_rows} rows to {INFERENCE_LOGS}"
     )
+    if result.failed_rows:
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(result.failed_rows.items()))
+        print(
+            f"warning: {sum(result.failed_rows.values())} record(s) could not be scored ({kinds}); "
+            f"their prediction and score are null in the output and {result.error_rows_logged} "
+            f"row(s) went to {REQUEST_ERRORS}"
+        )
     if result.spilled_rows:
         print(
             f"warning: {result.spilled_rows} log rows wait in {result.spill_dir} "

@@ -2,9 +2,10 @@
 
 Why ASGI on uvicorn rather than WSGI: jobs never import Flask, and both Starlette
 and uvicorn already come with MLflow. One event loop per worker process scores
-requests inline (scoring is CPU-bound: with one worker per core, a thread pool
-would only add GIL hand-offs), while background threads refresh routes and write
-logs. Single-record requests that arrive together are scored in one estimator
+requests inline when the version is fast (scoring is CPU-bound: with one worker per
+core, a thread pool would only add GIL hand-offs; slow or not yet measured versions
+go to a small pool so the scoring deadline can fire), while background threads
+refresh routes and write logs. Single-record requests that arrive together are scored in one estimator
 call (:class:`MicroBatcher`): a scikit-learn pipeline costs about as much for 64
 rows as for one. Linear pipelines trained by ``jobs.training`` skip scikit-learn on
 the request path altogether (:mod:`jobs.gateway.fastpath`, checked against the
@@ -23,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +56,12 @@ from jobs.contracts import (
     key_segment_problem,
 )
 from jobs.gateway import metrics as m
-from jobs.gateway.config import GatewayConfig
+from jobs.gateway.config import PREFIX, GatewayConfig
 from jobs.gateway.logbuffer import LogBuffer
 from jobs.gateway.models import (
+    BAD_OUTPUT,
+    MODEL_ERROR,
+    TIMEOUT,
     DeploymentCache,
     FieldError,
     LoadedModel,
@@ -70,6 +77,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_ID_LENGTH = 256
 _MICROS_PER_DAY = 86_400_000_000
+_INLINE_LIMIT_S = 0.05  # slowest micro-batch kept on the event loop (see MicroBatcher)
 _EPOCH = dt.date(1970, 1, 1)
 _BUFFER_COUNTERS = {
     "rows_received": ("mms_gateway_log_rows_total", "received"),
@@ -126,6 +134,50 @@ def _day_of(micros: int) -> dt.date:
 # --------------------------------------------------------------------------- micro-batching
 
 
+class DaemonThreadPool(Executor):
+    """A fixed pool of daemon threads: a model call that never returns cannot hold up the exit.
+
+    ``ThreadPoolExecutor`` joins its threads when the interpreter exits, so one hung
+    scoring call would keep a stopping worker alive until it was killed.
+
+    Args:
+        threads: Number of threads.
+        name: Thread name prefix.
+    """
+
+    def __init__(self, threads: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._threads = threads
+        for index in range(threads):
+            threading.Thread(target=self._work, name=f"{name}-{index}", daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Run ``fn(*args, **kwargs)`` on a pool thread."""
+        future: Future[Any] = Future()
+        self._jobs.put((future, functools.partial(fn, **kwargs) if kwargs else fn, args))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Let the threads end once the queued calls are done (never waits for them)."""
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever awaits the future
+                future.set_exception(error)
+
+
+_Waiting = tuple[list[dict[str, Any]], "asyncio.Future[Any]"]
+"""One request's records and the future its handler awaits."""
+
+
 class MicroBatcher:
     """Scores the single-record requests that are ready together in one estimator call.
 
@@ -135,27 +187,48 @@ class MicroBatcher:
     request waits only those few iterations (microseconds); under load the requests
     that queued while the previous batch was scored are scored together.
 
+    Where a batch is scored: on the event loop (no thread hand-off: the fast path) only
+    for versions whose last micro-batch took at most ``inline_limit_s``; a version not
+    yet measured, or slower, is scored by a small thread pool, so the loop keeps
+    answering and the request's scoring deadline can fire while the model still runs
+    (the thread finishes in the background; its result is dropped). Requests of
+    ``max_rows`` records or more always go to the pool.
+
     Args:
         max_rows: Most records per estimator call; larger requests are scored alone in a
-            worker thread so the loop stays responsive.
+            pool thread so the loop stays responsive.
         yields: Event-loop iterations to wait before a run.
+        inline_limit_s: Slowest micro-batch that keeps a version on the event loop.
+        threads: Pool threads; a version that hangs holds at most this many, and the
+            requests queued behind them time out at their deadline.
     """
 
-    def __init__(self, max_rows: int = 256, yields: int = 2) -> None:
+    def __init__(
+        self, max_rows: int = 256, yields: int = 2, inline_limit_s: float = 0.05, threads: int = 4
+    ) -> None:
         self.max_rows = max_rows
         self.yields = yields
-        self._waiting: dict[
-            int, tuple[LoadedModel, list[tuple[list[dict[str, Any]], asyncio.Future[Any]]]]
-        ] = {}
+        self.inline_limit_s = inline_limit_s
+        self._pool = DaemonThreadPool(threads, "mms-score")
+        self._waiting: dict[int, tuple[LoadedModel, list[_Waiting]]] = {}
+        self._inline: set[tuple[str, str, str]] = set()
         self._scheduled = False
+
+    def close(self) -> None:
+        """Stop the pool without waiting for a model that hangs."""
+        self._pool.shutdown(wait=False)
+
+    def scored_inline(self, model: LoadedModel) -> bool:
+        """Whether ``model``'s micro-batches currently run on the event loop."""
+        return _version_key(model) in self._inline
 
     async def score(
         self, model: LoadedModel, records: list[dict[str, Any]]
     ) -> tuple[list[Any], list[Any], list[Any]]:
         """Score ``records`` with ``model``; returns ``(answers, predictions, scores)``."""
-        if len(records) >= self.max_rows:
-            return await anyio.to_thread.run_sync(model.predict, records)
         loop = asyncio.get_running_loop()
+        if len(records) >= self.max_rows:
+            return await loop.run_in_executor(self._pool, model.predict, records)
         future: asyncio.Future[Any] = loop.create_future()
         waiting = self._waiting.get(id(model))
         if waiting is None:
@@ -174,35 +247,80 @@ class MicroBatcher:
         self._scheduled = False
         waiting, self._waiting = self._waiting, {}
         for model, items in waiting.values():
-            group: list[tuple[list[dict[str, Any]], asyncio.Future[Any]]] = []
+            group: list[_Waiting] = []
             size = 0
             for item in items:
                 if group and size + len(item[0]) > self.max_rows:
-                    self._run(model, group)
+                    self._dispatch(loop, model, group)
                     group, size = [], 0
                 group.append(item)
                 size += len(item[0])
             if group:
-                self._run(model, group)
+                self._dispatch(loop, model, group)
 
-    def _run(self, model: LoadedModel, group: list[tuple[list[dict[str, Any]], asyncio.Future[Any]]]) -> None:
+    def _dispatch(self, loop: asyncio.AbstractEventLoop, model: LoadedModel, group: list[_Waiting]) -> None:
+        if self.scored_inline(model):
+            _deliver(self._score_group(model, group))
+        else:
+            self._pool.submit(self._score_in_pool, loop, model, group)
+
+    def _score_in_pool(
+        self, loop: asyncio.AbstractEventLoop, model: LoadedModel, group: list[_Waiting]
+    ) -> None:
+        # Requests that gave up (deadline) while queued are not scored: a slow model's backlog
+        # would otherwise grow without bound. Reading done() across threads is only a hint.
+        group = [item for item in group if not item[1].done()]
+        if not group:
+            return
+        outcomes = self._score_group(model, group)
+        with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nobody waits
+            loop.call_soon_threadsafe(_deliver, outcomes)
+
+    def _score_group(
+        self, model: LoadedModel, group: list[_Waiting]
+    ) -> list[tuple[asyncio.Future[Any], Any]]:
+        """Each request's outcome: its slice of one estimator call, or, when that call fails,
+        the result or exception of scoring the request alone (isolates the request that breaks
+        the model)."""
         records = [record for records, _ in group for record in records]
+        started = time.perf_counter()
         try:
             answers, predictions, scores = model.predict(records)
-        except Exception as error:  # noqa: BLE001 - isolate the request that breaks the model
+        except Exception as error:  # noqa: BLE001 - reported to the request(s) that caused it
             if len(group) == 1:
-                if not group[0][1].done():
-                    group[0][1].set_exception(error)
-                return
-            for item in group:
-                self._run(model, [item])
-            return
+                return [(group[0][1], error)]
+            return [outcome for item in group for outcome in self._score_group(model, [item])]
+        finally:
+            self._judge(model, time.perf_counter() - started)
+        outcomes: list[tuple[asyncio.Future[Any], Any]] = []
         start = 0
         for records_of, future in group:
             end = start + len(records_of)
-            if not future.done():
-                future.set_result((answers[start:end], predictions[start:end], scores[start:end]))
+            outcomes.append((future, (answers[start:end], predictions[start:end], scores[start:end])))
             start = end
+        return outcomes
+
+    def _judge(self, model: LoadedModel, seconds: float) -> None:
+        # set.add/discard are atomic: the pool threads and the loop may both judge.
+        if seconds <= self.inline_limit_s:
+            self._inline.add(_version_key(model))
+        else:
+            self._inline.discard(_version_key(model))
+
+
+def _version_key(model: LoadedModel) -> tuple[str, str, str]:
+    return (model.project, model.model, model.version)
+
+
+def _deliver(outcomes: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """Resolve each request's future (on the loop), skipping those that gave up."""
+    for future, outcome in outcomes:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 # --------------------------------------------------------------------------- the gateway
@@ -262,7 +380,10 @@ class Gateway:
             max_rows=config.max_buffer_rows,
             retry_interval_s=config.retry_interval_s,
         )
-        self.batcher = MicroBatcher(config.max_batch_rows)
+        # A batch that may take a good part of the deadline goes to the pool, where the deadline can fire.
+        self.batcher = MicroBatcher(
+            config.max_batch_rows, inline_limit_s=min(_INLINE_LIMIT_S, config.score_timeout_s / 4)
+        )
         self.request_dates: RequestDates | None = None
         self.snapshots: m.SnapshotFiles | None = None
         self._publisher_stop = threading.Event()
@@ -300,6 +421,7 @@ class Gateway:
     def stop(self) -> None:
         """Stop refreshing, flush every buffered row (or spill it), publish the last metrics."""
         self.cache.stop()
+        self.batcher.close()
         self.buffer.close(self.config.shutdown_timeout_s)
         self._publisher_stop.set()
         if self._publisher is not None:
@@ -412,7 +534,9 @@ class Gateway:
                 by_model.setdefault(id(record.model), (record.model, []))[1].append(index)
             results: list[Any] = [None] * len(records)
             groups = list(by_model.values())
-            scored = await self._score_groups(groups, records)
+            scored = await self._score_within_deadline(groups, records)
+            if scored is None:
+                return self._timed_out(project, model_name, received_us, started, records)
             failures: list[_Failure] = []
             for (model, indexes), outcome in zip(groups, scored, strict=True):
                 if isinstance(outcome, BaseException):
@@ -480,6 +604,33 @@ class Gateway:
             return _json({**common, "predictions": answer_items})
         return _json({**common, **answer_items[0]})
 
+    async def _score_within_deadline(
+        self, groups: list[tuple[LoadedModel, list[int]]], records: list[_Record]
+    ) -> list[Any] | None:
+        """:meth:`_score_groups` under the scoring deadline; ``None`` when the deadline passed.
+
+        The deadline is checked again once the results are in: a batch scored on the event
+        loop cannot be interrupted, and its request must not be served late as a success.
+        """
+        limit = self.config.score_timeout_s
+        scoring_started = time.perf_counter()
+        try:
+            async with asyncio.timeout(limit):
+                scored = await self._score_groups(groups, records)
+        except TimeoutError:
+            return None
+        return None if time.perf_counter() - scoring_started > limit else scored
+
+    def _timed_out(
+        self, project: str, model: str, received_us: int, started: float, records: Sequence[_Record]
+    ) -> Response:
+        message = (
+            f"scoring did not finish within {self.config.score_timeout_s:g} s "
+            f"(the gateway's scoring deadline, {PREFIX}SCORE_TIMEOUT_S)"
+        )
+        failures = [_Failure(index, TIMEOUT, message) for index in range(len(records))]
+        return self._failed(project, model, received_us, started, records, failures, status=504)
+
     async def _score_groups(
         self, groups: list[tuple[LoadedModel, list[int]]], records: list[_Record]
     ) -> list[Any]:
@@ -504,8 +655,10 @@ class Gateway:
         started: float,
         records: Sequence[_Record],
         failures: Sequence[_Failure],
+        status: int = 500,
     ) -> Response:
-        """Answer 500 for a request a version failed to score, and record each failed record.
+        """Answer ``status`` (500, or 504 past the scoring deadline) for a request a version
+        failed to score, and record each failed record.
 
         Only the records of the failing versions become ``request_errors`` rows: the other records
         of a batch request were scored correctly but are not served (the request fails as a whole),
@@ -520,7 +673,7 @@ class Gateway:
             kinds = sorted({f.kind for f in failed})
             labels = m.labels_of(project=project, model=model, version=version)
             self.metrics.observe("mms_gateway_request_duration_seconds", labels, elapsed)
-            self._count("predict", 500, project, model, version)
+            self._count("predict", status, project, model, version)
             self._count_error("predict", kinds[0], project, model, version)
             for kind in kinds:
                 count = sum(1 for f in failed if f.kind == kind)
@@ -541,7 +694,7 @@ class Gateway:
                     "version": records[f.index].model.version,
                     "request_id": records[f.index].request_id,
                     "timestamp": received_us,
-                    "status_code": 500,
+                    "status_code": status,
                     "error_kind": f.kind,
                     "latency_ms": latency_ms,
                     "message": f.message[:MAX_ERROR_MESSAGE_LENGTH],
@@ -552,15 +705,13 @@ class Gateway:
         first = failures[0]
         return _json(
             {
-                "error": "internal",
+                "error": "timeout" if first.kind == TIMEOUT else "internal",
                 "field": "",
-                "message": "the model failed to score the request"
-                if first.kind == MODEL_ERROR
-                else "the model returned an invalid prediction",
+                "message": _FAILURE_MESSAGES.get(first.kind, first.message),
                 "error_kind": first.kind,
                 "versions": sorted(by_version),
             },
-            500,
+            status,
         )
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
@@ -878,8 +1029,10 @@ class Gateway:
         return Response(text, media_type=m.CONTENT_TYPE)
 
 
-MODEL_ERROR = "model_error"
-BAD_OUTPUT = "bad_output"
+_FAILURE_MESSAGES = {
+    MODEL_ERROR: "the model failed to score the request",
+    BAD_OUTPUT: "the model returned an invalid prediction",
+}
 
 
 @dataclass(frozen=True)

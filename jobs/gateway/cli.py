@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         ("state_dir", "state_dir"),
         ("flush_rows", "flush_rows"),
         ("flush_interval", "flush_interval_s"),
+        ("score_timeout", "score_timeout_s"),
     ):
         value = getattr(args, option)
         if value is not None:
@@ -87,6 +88,9 @@ def register_serve(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--flush-interval", type=float, help="flush the log buffer this often, seconds (default 10)"
+    )
+    parser.add_argument(
+        "--score-timeout", type=float, help="scoring deadline of a request, seconds (default 5): then 504"
     )
     parser.add_argument("--no-logging", action="store_true", help="do not write inference_logs (benchmarks)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

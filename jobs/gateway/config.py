@@ -9,6 +9,7 @@ strict: a bad value raises :class:`~app.settings.SettingsError` naming the varia
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -38,6 +39,8 @@ class GatewayConfig:
         max_buffer_rows: Rows in memory beyond which a request spills them to disk itself.
         retry_interval_s: How often an unavailable store is tried again.
         max_batch_rows: Most records scored in one estimator call when requests are batched.
+        score_timeout_s: Scoring deadline of one request (queueing for the model included);
+            a request that misses it is answered 504 and logged as a ``timeout`` error.
         max_instances: Most instances accepted in one batch request.
         max_body_bytes: Largest request body accepted.
         request_date_slots: Capacity of the shared request-id -> day map.
@@ -57,6 +60,7 @@ class GatewayConfig:
     max_buffer_rows: int = 100_000
     retry_interval_s: float = 5.0
     max_batch_rows: int = 256
+    score_timeout_s: float = 5.0
     max_instances: int = 10_000
     max_body_bytes: int = 32 * 1024 * 1024
     request_date_slots: int = 1 << 20
@@ -73,9 +77,16 @@ class GatewayConfig:
                 raise SettingsError(f"{PREFIX}PRELOAD: {item!r} is not project/model")
         if not (self.routes == "mlflow" or (self.routes.startswith("json:") and len(self.routes) > 5)):
             raise SettingsError(f"{PREFIX}ROUTES={self.routes!r} must be 'mlflow' or 'json:<path>'")
-        for name in ("refresh_interval_s", "flush_interval_s", "retry_interval_s", "shutdown_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise SettingsError(f"{PREFIX}{name.upper()} must be positive")
+        for name in (
+            "refresh_interval_s",
+            "flush_interval_s",
+            "retry_interval_s",
+            "shutdown_timeout_s",
+            "score_timeout_s",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SettingsError(f"{PREFIX}{name.upper()}={value!r} must be a positive, finite number")
         if not 1 <= self.flush_rows <= self.max_buffer_rows:
             raise SettingsError(f"{PREFIX}FLUSH_ROWS must be between 1 and {PREFIX}MAX_BUFFER_ROWS")
 

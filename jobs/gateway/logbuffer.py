@@ -1,7 +1,7 @@
 """A bounded in-memory buffer that writes contract datasets to the store without losing rows.
 
-Requests hand rows to :meth:`LogBuffer.add_rows` (a list append under a lock:
-no request waits on storage). Two background threads move them on:
+Requests hand rows to :meth:`LogBuffer.add_rows` (one list append per column under
+a lock: no request waits on storage). Two background threads move them on:
 
 * the **flusher** wakes every ``flush_interval_s`` or once ``flush_rows`` rows are
   buffered, turns the rows into one Arrow table per partition, validates them
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from analytics.store import InvalidName, ParquetStore, StoreError
 from jobs.contracts import (
@@ -70,7 +72,6 @@ _META_DATASET = b"mms.dataset"
 _META_PARTITION = b"mms.partition"
 _META_FILE_NAME = b"mms.file_name"
 _META_FEATURES = b"mms.feature_columns"
-_CONVERT_SLICE = 500
 _STORE_FAILURES = (StoreError, OSError, pa.ArrowException)
 
 ColumnTypes = tuple[tuple[str, pa.DataType], ...]
@@ -256,12 +257,73 @@ def release_stale_claims(directory: Path) -> int:
 # --------------------------------------------------------------------------- the buffer
 
 
-@dataclass
+def warm_up_arrow() -> None:
+    """Pay pyarrow's one-time costs now: table building, validation kernels, the Parquet writer.
+
+    The first ``pa.array`` call of a process imports pandas when nothing has yet (~250 ms of
+    CPU, measured), and the first validation and Parquet write set up their kernels (~6 ms),
+    all of it holding the GIL: paid at start, not by the requests served during the first flush.
+    """
+    for dataset in (INFERENCE_LOGS, LABELS, REQUEST_ERRORS):
+        pending = _Pending(dataset, {}, ())
+        pending.extend([{}])  # one all-null row: it breaks the contract, which is fine here
+        table = pending.to_table()
+        split_unique(table)
+        with contextlib.suppress(ContractError, ValueError):
+            validate_chunk(Chunk(dataset, {}, table, "warm-up.parquet"))
+        nullable = pa.schema([field.with_nullable(True) for field in table.schema])
+        pq.write_table(table.cast(nullable), pa.BufferOutputStream())
+
+
+@functools.lru_cache(maxsize=256)  # bounded: segment columns are chosen by clients
+def _row_schema(dataset: str, columns: ColumnTypes) -> pa.Schema:
+    """The file schema of a dataset's rows: its fixed columns, then the open ``columns``."""
+    return pa.schema([*FILE_SCHEMAS[dataset], *(pa.field(name, kind) for name, kind in columns)])
+
+
 class _Pending:
-    dataset: str
-    partition: dict[str, str]
-    columns: ColumnTypes
-    rows: list[dict[str, Any]]
+    """Buffered rows of one ``(dataset, partition, columns)`` key, held column by column.
+
+    Why columns: the flush then converts each column with one ``pa.array`` call (about
+    3 ms for 5,000 log rows), where building the table from row dicts took ~200 ms of
+    GIL-holding CPU and stalled the serving event loop for as long (``docs/GATEWAY.md``).
+    Appending a row costs one list append per column on the request path.
+    """
+
+    __slots__ = ("columns", "count", "dataset", "partition", "schema", "values")
+
+    def __init__(self, dataset: str, partition: dict[str, str], columns: ColumnTypes) -> None:
+        self.dataset = dataset
+        self.partition = partition
+        self.columns = columns
+        self.schema = _row_schema(dataset, columns)
+        self.values: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        self.count = 0
+
+    def extend(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append rows; a missing key is a null, a key outside the schema is ignored."""
+        if len(rows) == 1:
+            row = rows[0]
+            for name, values in self.values.items():
+                values.append(row.get(name))
+        else:
+            for name, values in self.values.items():
+                values.extend([row.get(name) for row in rows])
+        self.count += len(rows)
+
+    def to_table(self) -> pa.Table:
+        """The rows as one Arrow table of :attr:`schema`.
+
+        Raises:
+            pyarrow.ArrowException, TypeError, ValueError: if a value does not fit its column.
+        """
+        arrays = [pa.array(self.values[field.name], type=field.type) for field in self.schema]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows back as dicts (to set unconvertible rows aside for a person)."""
+        names = list(self.values)
+        return [dict(zip(names, values, strict=True)) for values in zip(*self.values.values(), strict=True)]
 
 
 class LogBuffer:
@@ -326,6 +388,7 @@ class LogBuffer:
         released = release_stale_claims(self.spill_dir)
         if released:
             log.warning("released %d spill file(s) claimed by processes that died", released)
+        warm_up_arrow()
         self._flusher = threading.Thread(target=self._flush_loop, name="mms-log-flusher", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name="mms-log-writer", daemon=True)
         self._flusher.start()
@@ -386,8 +449,8 @@ class LogBuffer:
         with self._lock:
             pending = self._pending.get(key)
             if pending is None:
-                pending = self._pending[key] = _Pending(dataset, dict(partition), columns, [])
-            pending.rows.extend(rows)
+                pending = self._pending[key] = _Pending(dataset, dict(partition), columns)
+            pending.extend(rows)
             self._buffered += len(rows)
             buffered = self._buffered
             self._counts["rows_received"] += len(rows)
@@ -527,17 +590,11 @@ class LogBuffer:
         return chunks
 
     def _build(self, item: _Pending) -> list[Chunk]:
-        fixed = FILE_SCHEMAS[item.dataset]
-        schema = pa.schema([*fixed, *(pa.field(name, kind) for name, kind in item.columns)])
         features = tuple(name for name, _ in item.columns if not name.startswith(SEGMENT_PREFIX))
         try:
-            # Converting Python rows holds the GIL: slices keep each pause of the request loop short.
-            table = pa.concat_tables(
-                pa.Table.from_pylist(item.rows[start : start + _CONVERT_SLICE], schema=schema)
-                for start in range(0, len(item.rows), _CONVERT_SLICE)
-            )
+            table = item.to_table()
         except (pa.ArrowException, TypeError, ValueError) as error:
-            log.error("cannot build a %s table from %d row(s): %s", item.dataset, len(item.rows), error)
+            log.error("cannot build a %s table from %d row(s): %s", item.dataset, item.count, error)
             self._reject_rows(item, str(error))
             return []
         parts = split_unique(table)
@@ -735,7 +792,7 @@ class LogBuffer:
     def _reject_rows(self, item: _Pending, reason: str) -> None:
         path = self.rejected_dir / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex}.jsonl"
         with self._lock:
-            self._counts["rows_rejected"] += len(item.rows)
+            self._counts["rows_rejected"] += item.count
         try:
             self.rejected_dir.mkdir(parents=True, exist_ok=True)
             with open(path, "w", encoding="utf-8") as handle:
@@ -743,12 +800,12 @@ class LogBuffer:
                     json.dumps({"dataset": item.dataset, "partition": item.partition, "reason": reason})
                     + "\n"
                 )
-                for row in item.rows:
+                for row in item.rows():
                     handle.write(json.dumps(row, default=str) + "\n")
         except OSError as error:
             with self._lock:
-                self._counts["rows_dropped"] += len(item.rows)
-            log.error("DROPPED %d unconvertible row(s): cannot write %s (%s)", len(item.rows), path, error)
+                self._counts["rows_dropped"] += item.count
+            log.error("DROPPED %d unconvertible row(s): cannot write %s (%s)", item.count, path, error)
 
     def _move_rejected(self, claimed: Path, name: str) -> None:
         self.rejected_dir.mkdir(parents=True, exist_ok=True)

@@ -288,6 +288,13 @@ class LoadedModel:
 
 _ABSENT = object()
 
+MODEL_ERROR = "model_error"
+"""``request_errors`` kind of a record whose version raised while scoring it."""
+BAD_OUTPUT = "bad_output"
+"""``request_errors`` kind of a record scored to a non-finite prediction or a score outside [0, 1]."""
+TIMEOUT = "timeout"
+"""``request_errors`` kind of a record not scored within the gateway's scoring deadline."""
+
 
 def _json_type(value: object) -> str:
     if isinstance(value, bool):

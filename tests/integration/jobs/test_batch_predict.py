@@ -92,6 +92,19 @@ def scoring_input(rows: int, seed: int, with_ids: bool) -> pa.Table:
     return table
 
 
+def cli_environ(workspace: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    """Settings of a ``python -m jobs batch-predict`` run against the workspace's store and MLflow."""
+    config = workspace["config"]
+    return {
+        "MMS_VAR_DIR": str(tmp_path / "var"),
+        "MMS_DATA_URI": config.data_uri,
+        "MMS_S3_ENDPOINT_URL": config.s3_endpoint_url,
+        "MMS_S3_ACCESS_KEY_ID": config.s3_access_key_id,
+        "MMS_S3_SECRET_ACCESS_KEY": config.s3_secret_access_key,
+        "MMS_MLFLOW_TRACKING_URI": workspace["tracking"],
+    }
+
+
 def logged(workspace: dict[str, Any], request_ids: set[str], store: ParquetStore | None = None) -> list[dict]:
     table = (store or workspace["store"]).read(INFERENCE_LOGS, filters={"project": PROJECT, "model": MODEL})
     return [row for row in table.to_pylist() if row["request_id"] in request_ids] if table.num_rows else []
@@ -159,15 +172,7 @@ def test_cli_generates_request_ids_and_follows_the_mlflow_alias(
     pq.write_table(scoring_input(1_200, seed=22, with_ids=False), source / "part-0.parquet")
     pq.write_table(scoring_input(800, seed=23, with_ids=False), source / "part-1.parquet")
     output = tmp_path / "out" / "scored.parquet"
-    config = workspace["config"]
-    environ = {
-        "MMS_VAR_DIR": str(tmp_path / "var"),
-        "MMS_DATA_URI": config.data_uri,
-        "MMS_S3_ENDPOINT_URL": config.s3_endpoint_url,
-        "MMS_S3_ACCESS_KEY_ID": config.s3_access_key_id,
-        "MMS_S3_SECRET_ACCESS_KEY": config.s3_secret_access_key,
-        "MMS_MLFLOW_TRACKING_URI": workspace["tracking"],
-    }
+    environ = cli_environ(workspace, tmp_path)
     argv = ["batch-predict", "--project", PROJECT, "--model", MODEL, "--env", "prod"]
     code = main([*argv, "--input", str(source), "--output", str(output), "--chunk-rows", "500"], environ)
     assert code == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,24 +86,35 @@ def relay(seaweedfs) -> Iterator[TcpRelay]:
     relay.close()
 
 
-@pytest.fixture(scope="module")
-def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[Gateway]:
+def one_worker_gateway(
+    workspace: dict[str, Any],
+    relay: TcpRelay,
+    seaweedfs: Any,
+    *,
+    environment: str = "prod",
+    options: Sequence[str] = (),
+) -> Iterator[Gateway]:
+    """A one-worker gateway of ``environment`` on the workspace, stopped when the generator closes."""
     root: Path = workspace["root"]
-    environ = gateway_environ(workspace, relay, seaweedfs)
     server = start_gateway(
-        environment="prod",
-        state_dir=root / "state",
-        log_path=root / "gateway.log",
-        environ=environ,
+        environment=environment,
+        state_dir=root / f"state-{environment}",
+        log_path=root / f"gateway-{environment}.log",
+        environ=gateway_environ(workspace, relay, seaweedfs),
         cwd=ROOT,
         workers=1,
         preload=[f"{PROJECT}/{MODEL}"],
-        options=["--refresh-interval", "1", "--flush-interval", "0.5"],
+        options=["--refresh-interval", "1", "--flush-interval", "0.5", *options],
     )
     try:
         yield Gateway(server)
     finally:
         server.stop(timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def gateway(workspace: dict[str, Any], relay: TcpRelay, seaweedfs) -> Iterator[Gateway]:
+    yield from one_worker_gateway(workspace, relay, seaweedfs)
 
 
 def ids_on(prefix: str, canary: bool, count: int) -> list[str]:
