@@ -86,6 +86,7 @@ SEVERITY_CAP = 1e6
 _INTEGER_TYPES = frozenset(
     {"tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint", "uinteger", "ubigint"}
 )
+_PLAIN_TYPES = frozenset({type(None), str, bool, int, datetime, date})
 _P_VALUE_FLOOR = 1e-300  # log axes cannot show 0
 _MAX_BIN_TICKS = 12
 
@@ -135,29 +136,41 @@ def empty_figure(reason: str | None = None, title: str | None = None) -> go.Figu
     Returns:
         A figure with hidden axes and one annotation named ``insufficient_data``.
     """
-    figure = go.Figure()
-    _add_insufficient_annotation(figure, reason)
-    figure.update_layout(
-        title=_title(title),
-        xaxis={"visible": False},
-        yaxis={"visible": False},
-        template="plotly_white",
-    )
-    return figure
+    layout = {"xaxis": {"visible": False}, "yaxis": {"visible": False}}
+    if title:
+        layout["title"] = _title(title)
+    return _figure([], layout, insufficient=reason or "")
 
 
-def _add_insufficient_annotation(figure: go.Figure, reason: str | None = None) -> None:
+def _figure(
+    traces: Sequence[dict[str, Any]], layout: dict[str, Any], *, insufficient: str | None = None
+) -> go.Figure:
+    """A ``plotly_white`` figure of trace and layout dictionaries, built without plotly's validation.
+
+    Validation checks every item of every list (a year of windows is thousands of ``customdata``
+    items) and deep-copies the template: most of a figure's cost, paid on every page request.
+    The builders here pass plain, known-good properties (the unit tests draw their figures in
+    Chromium), so they skip it. ``insufficient`` (``""`` for no detail) adds the
+    ``insufficient_data`` annotation.
+    """
+    full_layout = {"template": pio.templates["plotly_white"], **layout}  # the object, not its name
+    if insufficient is not None:
+        full_layout["annotations"] = [*layout.get("annotations", ()), _insufficient_annotation(insufficient)]
+    return go.Figure(data=list(traces), layout=full_layout, _validate=False)
+
+
+def _insufficient_annotation(reason: str | None = None) -> dict[str, Any]:
     text = INSUFFICIENT_TEXT if not reason else f"{INSUFFICIENT_TEXT}<br>{escape_text(reason)}"
-    figure.add_annotation(
-        text=text,
-        name=INSUFFICIENT_DATA,
-        xref="paper",
-        yref="paper",
-        x=0.5,
-        y=0.5,
-        showarrow=False,
-        font={"size": 16, "color": THRESHOLD_COLOR},
-    )
+    return {
+        "text": text,
+        "name": INSUFFICIENT_DATA,
+        "xref": "paper",
+        "yref": "paper",
+        "x": 0.5,
+        "y": 0.5,
+        "showarrow": False,
+        "font": {"size": 16, "color": THRESHOLD_COLOR},
+    }
 
 
 def _title(title: str | None) -> dict[str, Any] | None:
@@ -166,6 +179,11 @@ def _title(title: str | None) -> dict[str, Any] | None:
 
 def _clean(value: Any) -> Any:
     """Map NaN/NaT and pandas' missing markers to ``None``; unwrap numpy and pandas scalars."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:  # most values: exact types, no subclass (a pandas Timestamp) to unwrap
+        return value
+    if kind is float:
+        return None if math.isnan(value) else value
     if value is None or isinstance(value, str | bytes | bool | int):
         return value
     if type(value).__name__ in {"NaTType", "NAType"}:
@@ -402,7 +420,9 @@ def drift_heatmap(rows: Any, *, normalize: bool = True, title: str | None = None
     text ``n/a``, ``error`` darker grey with ``error``; their hover gives the reason.
     Hover shows method, statistic, threshold, p-value, severity, drifted and status.
     ``customdata[0]`` and ``customdata[1]`` of every cell are the raw column name and
-    window (ISO 8601, empty for a single report) so a click can drill down.
+    window (ISO 8601, empty for a single report) so a click can drill down; the hover
+    text follows only in the trace that draws the cell (a year of a wide model is
+    thousands of cells, sent to the browser with the figure).
 
     Args:
         rows: Drift rows, a ``DriftReport`` or a ``DriftTimeline``, or their frames.
@@ -425,40 +445,48 @@ def drift_heatmap(rows: Any, *, normalize: bool = True, title: str | None = None
     z_unchecked: list[list[float | None]] = []
     text_unchecked: list[list[str]] = []
     customdata: list[list[list[Any]]] = []
+    unchecked_customdata: list[list[list[Any]]] = []
     for column in columns:
         z_row: list[float | None] = []
         unchecked_row: list[float | None] = []
         text_row: list[str] = []
         data_row: list[list[Any]] = []
+        unchecked_data_row: list[list[Any]] = []
         for window in windows:
             row = cells.get((column, window))
+            cell = [column, _window_key(window)]
             if row is None:
                 z_row.append(None)
                 unchecked_row.append(None)
                 text_row.append("")
-                data_row.append([column, _window_key(window), *[""] * 10])
-                continue
-            data_row.append(_drift_customdata(row))
-            if _checked(row):
+                data_row.append(cell)
+                unchecked_data_row.append(cell)
+            elif _checked(row):
                 value = drift_severity(row) if normalize else _number(row.get("statistic"))
                 z_row.append(None if value is None else min(value, SEVERITY_CAP))
                 unchecked_row.append(None)
                 text_row.append("")
+                data_row.append(_drift_customdata(row)[:-1])  # the reason is not in this hover
+                unchecked_data_row.append(cell)
             else:
                 error = _status(row) == STATUS_ERROR
                 z_row.append(None)
                 unchecked_row.append(1.0 if error else 0.0)
                 text_row.append("error" if error else "n/a")
+                data_row.append(cell)
+                unchecked_data_row.append(_drift_customdata(row))
         z.append(z_row)
         z_unchecked.append(unchecked_row)
         text_unchecked.append(text_row)
         customdata.append(data_row)
+        unchecked_customdata.append(unchecked_data_row)
 
-    shared = {"type": "heatmap", "x": x_labels, "y": y_labels, "customdata": customdata}
+    shared = {"type": "heatmap", "x": x_labels, "y": y_labels}
     shared.update(xgap=2, ygap=2, hoverongaps=False)
     checked_trace = {
         **shared,
         "z": z,
+        "customdata": customdata,
         "hovertemplate": _DRIFT_HOVER,
         "colorscale": SEVERITY_COLORSCALE,
         "colorbar": {"title": {"text": "statistic / threshold" if normalize else "statistic"}},
@@ -469,6 +497,7 @@ def drift_heatmap(rows: Any, *, normalize: bool = True, title: str | None = None
     unchecked_trace = {
         **shared,
         "z": z_unchecked,
+        "customdata": unchecked_customdata,
         "zmin": 0.0,
         "zmax": 1.0,
         "text": text_unchecked,
@@ -478,20 +507,18 @@ def drift_heatmap(rows: Any, *, normalize: bool = True, title: str | None = None
         "showscale": False,
         "name": INSUFFICIENT_TEXT,
     }
-    # Built unvalidated: plotly checks every cell of every list (a year of 25 features is 30,000
-    # customdata items) and copies the whole template, most of the figure's cost; the properties
-    # here are plain, known-good values (the unit tests draw the figure in Chromium).
     layout = {
-        "template": pio.templates["plotly_white"],  # the object: an unvalidated name stays a string
         "xaxis": {"title": {"text": "window"}, "type": "category"},
         "yaxis": {"title": {"text": "feature"}, "type": "category", "autorange": "reversed"},
     }
     if title:
         layout["title"] = _title(title)
-    figure = go.Figure(data=[checked_trace, unchecked_trace], layout=layout, _validate=False)
-    if all(value is None for z_row in z for value in z_row):
-        _add_insufficient_annotation(figure, "no window has enough data")
-    return figure
+    nothing_checked = all(value is None for z_row in z for value in z_row)
+    return _figure(
+        [checked_trace, unchecked_trace],
+        layout,
+        insufficient="no window has enough data" if nothing_checked else None,
+    )
 
 
 # --------------------------------------------------------------------------- drift timeline
@@ -563,57 +590,73 @@ def drift_timeline(
     mode = _timeline_value(data, value)
     x_values = [_window_of(row) or CURRENT_WINDOW_LABEL for row in data]
     x_of = {id(row): x for row, x in zip(data, x_values, strict=True)}
-    figure = go.Figure()
+
+    def points(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {
+            "x": [x_of[id(row)] for row in rows],
+            "customdata": [_drift_customdata(row) for row in rows],
+        }
+
+    traces = []
     for column in _unique(row["column"] for row in data):
         series = [row for row in data if row["column"] == column]
-        figure.add_scatter(
-            x=[x_of[id(row)] for row in series],
-            y=[_timeline_y(row, mode) for row in series],
-            mode="lines+markers",
-            name=escape_text(column),
-            customdata=[_drift_customdata(row) for row in series],
-            hovertemplate=_DRIFT_HOVER,
-            connectgaps=False,
+        traces.append(
+            {
+                "type": "scatter",
+                **points(series),
+                "y": [_timeline_y(row, mode) for row in series],
+                "mode": "lines+markers",
+                "name": escape_text(column),
+                "hovertemplate": _DRIFT_HOVER,
+                "connectgaps": False,
+            }
         )
     drifted = [row for row in data if _drifted(row)]
-    figure.add_scatter(
-        x=[x_of[id(row)] for row in drifted],
-        y=[_timeline_y(row, mode) for row in drifted],
-        mode="markers",
-        name="drifted",
-        marker={"symbol": "x", "size": 12, "color": DRIFTED_COLOR},
-        customdata=[_drift_customdata(row) for row in drifted],
-        hovertemplate=_DRIFT_HOVER,
+    traces.append(
+        {
+            "type": "scatter",
+            **points(drifted),
+            "y": [_timeline_y(row, mode) for row in drifted],
+            "mode": "markers",
+            "name": "drifted",
+            "marker": {"symbol": "x", "size": 12, "color": DRIFTED_COLOR},
+            "hovertemplate": _DRIFT_HOVER,
+        }
     )
     unchecked = [row for row in data if not _checked(row)]
-    figure.add_scatter(
-        x=[x_of[id(row)] for row in unchecked],
-        y=[0.03] * len(unchecked),
-        yaxis="y2",
-        mode="markers",
-        name=INSUFFICIENT_TEXT,
-        marker={"symbol": "circle-open", "size": 10, "color": ERROR_COLOR},
-        customdata=[_drift_customdata(row) for row in unchecked],
-        hovertemplate=_UNCHECKED_HOVER,
+    traces.append(
+        {
+            "type": "scatter",
+            **points(unchecked),
+            "y": [0.03] * len(unchecked),
+            "yaxis": "y2",
+            "mode": "markers",
+            "name": INSUFFICIENT_TEXT,
+            "marker": {"symbol": "circle-open", "size": 10, "color": ERROR_COLOR},
+            "hovertemplate": _UNCHECKED_HOVER,
+        }
     )
-    _add_threshold(figure, data, threshold, mode, x_of)
     y_title = {
         "statistic": f"statistic ({escape_text(_single_method(data))})",
         "p_value": "p-value (adjusted)",
         "severity": "statistic / threshold",
     }[mode]
-    figure.update_layout(
-        title=_title(title),
-        template="plotly_white",
-        xaxis={"title": {"text": "window"}},
-        yaxis={"title": {"text": y_title}, "type": "log" if mode == "p_value" else "linear"},
+    layout: dict[str, Any] = {
+        "xaxis": {"title": {"text": "window"}},
+        "yaxis": {"title": {"text": y_title}, "type": "log" if mode == "p_value" else "linear"},
         # An invisible axis fixed to [0, 1] keeps the not-checked markers at the bottom.
-        yaxis2={"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
-        legend={"orientation": "h", "y": 1.1},
-    )
-    if all(_timeline_y(row, mode) is None for row in data):
-        _add_insufficient_annotation(figure, "no window has enough data")
-    return figure
+        "yaxis2": {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
+        "legend": {"orientation": "h", "y": 1.1},
+    }
+    if title:
+        layout["title"] = _title(title)
+    line = _threshold_line(data, threshold, mode)
+    if isinstance(line, tuple):
+        layout["shapes"], layout["annotations"] = [line[0]], [line[1]]
+    elif line is not None:
+        traces.append({**line, "x": [x_of[id(row)] for row in data]})
+    nothing = all(_timeline_y(row, mode) is None for row in data)
+    return _figure(traces, layout, insufficient="no window has enough data" if nothing else None)
 
 
 def _single_method(data: Sequence[Mapping[str, Any]]) -> str:
@@ -621,37 +664,58 @@ def _single_method(data: Sequence[Mapping[str, Any]]) -> str:
     return str(methods[0]) if len(methods) == 1 else "mixed"
 
 
-def _add_threshold(
-    figure: go.Figure,
-    data: Sequence[Mapping[str, Any]],
-    threshold: float | None,
-    mode: TimelineValue,
-    x_of: Mapping[int, Any],
-) -> None:
+def _threshold_line(
+    data: Sequence[Mapping[str, Any]], threshold: float | None, mode: TimelineValue
+) -> tuple[dict[str, Any], dict[str, Any]] | dict[str, Any] | None:
+    """The threshold of a drift timeline: a horizontal line (shape and its label), or a step trace.
+
+    A step trace (without ``x``: one point per row of ``data``) when the rows' thresholds vary,
+    ``None`` when there is none.
+    """
     if mode == "severity":
         threshold = 1.0
-    if threshold is not None:
-        figure.add_hline(
-            y=float(threshold),
-            line={"dash": "dash", "color": THRESHOLD_COLOR},
-            annotation_text=f"threshold {_format_number(float(threshold))}",
-            name="threshold",
-        )
-        return
-    values = [_finite(row.get("threshold")) if _checked(row) else None for row in data]
-    distinct = {v for v in values if v is not None}
-    if len(distinct) == 1:
-        _add_threshold(figure, data, distinct.pop(), mode, x_of)
-    elif distinct:
-        figure.add_scatter(
-            x=[x_of[id(row)] for row in data],
-            y=values,
-            mode="lines",
-            line={"dash": "dash", "color": THRESHOLD_COLOR, "shape": "hv"},
-            name="threshold",
-            hoverinfo="skip",
-            connectgaps=True,
-        )
+    if threshold is None:
+        values = [_finite(row.get("threshold")) if _checked(row) else None for row in data]
+        distinct = {v for v in values if v is not None}
+        if len(distinct) > 1:
+            return {
+                "type": "scatter",
+                "y": values,
+                "mode": "lines",
+                "line": {"dash": "dash", "color": THRESHOLD_COLOR, "shape": "hv"},
+                "name": "threshold",
+                "hoverinfo": "skip",
+                "connectgaps": True,
+            }
+        if not distinct:
+            return None
+        threshold = distinct.pop()
+    at = float(threshold)
+    # What plotly's add_hline draws: a line across the plot and its label above the right end.
+    # An annotation on a log axis is placed by the logarithm of the value (a shape by the value).
+    label_at = math.log10(at) if mode == "p_value" and at > 0 else at
+    shape = {
+        "type": "line",
+        "name": "threshold",
+        "line": {"dash": "dash", "color": THRESHOLD_COLOR},
+        "xref": "x domain",
+        "x0": 0,
+        "x1": 1,
+        "yref": "y",
+        "y0": at,
+        "y1": at,
+    }
+    label = {
+        "text": f"threshold {_format_number(at)}",
+        "showarrow": False,
+        "xref": "x domain",
+        "x": 1,
+        "xanchor": "right",
+        "yref": "y",
+        "y": label_at,
+        "yanchor": "bottom",
+    }
+    return shape, label
 
 
 # --------------------------------------------------------------------------- distributions
@@ -707,39 +771,41 @@ def distribution_overlay(
         labels, hovers, counts = _numeric_bars(reference, current)
     else:
         labels, hovers, counts = _categorical_bars(reference, current)
-    figure = go.Figure()
+    traces = []
     sides = ((reference, reference_name, REFERENCE_COLOR, 0), (current, current_name, CURRENT_COLOR, 1))
     for side, name, color, index in sides:
         if side is None:
             continue
         side_counts = [pair[index] for pair in counts]
         total = sum(side_counts)
-        figure.add_bar(
-            x=list(range(len(labels))),
-            y=[c / total if total else 0.0 for c in side_counts],
-            name=escape_text(name),
-            marker={"color": color},
-            customdata=[[hover, c] for hover, c in zip(hovers, side_counts, strict=True)],
-            hovertemplate="%{customdata[0]}<br>share %{y:.2%}<br>count %{customdata[1]}",
+        traces.append(
+            {
+                "type": "bar",
+                "x": list(range(len(labels))),
+                "y": [c / total if total else 0.0 for c in side_counts],
+                "name": escape_text(name),
+                "marker": {"color": color},
+                "customdata": [[hover, c] for hover, c in zip(hovers, side_counts, strict=True)],
+                "hovertemplate": "%{customdata[0]}<br>share %{y:.2%}<br>count %{customdata[1]}",
+            }
         )
     step = max(1, math.ceil(len(labels) / _MAX_BIN_TICKS)) if present[0]["kind"] == "numeric" else 1
-    figure.update_layout(
-        title=_title(title),
-        template="plotly_white",
-        barmode="group",
-        bargap=0.1,
-        legend={"orientation": "h", "y": 1.1},
-        xaxis={
+    layout = {
+        "barmode": "group",
+        "bargap": 0.1,
+        "legend": {"orientation": "h", "y": 1.1},
+        "xaxis": {
             "title": {"text": "bin" if present[0]["kind"] == "numeric" else "category"},
             "tickmode": "array",
             "tickvals": list(range(0, len(labels), step)),
             "ticktext": labels[::step],
         },
-        yaxis={"title": {"text": "share of rows"}, "tickformat": ".0%"},
-    )
-    if not labels or sum(a + b for a, b in counts) == 0:
-        _add_insufficient_annotation(figure, "no rows in either profile")
-    return figure
+        "yaxis": {"title": {"text": "share of rows"}, "tickformat": ".0%"},
+    }
+    if title:
+        layout["title"] = _title(title)
+    nothing = not labels or sum(a + b for a, b in counts) == 0
+    return _figure(traces, layout, insufficient="no rows in either profile" if nothing else None)
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -932,51 +998,70 @@ def performance_timeline(
     status_data = [
         [escape_text(row.get("status") or ""), escape_text(row.get("reason") or "")] for row in rows
     ]
-    figure = go.Figure()
+    traces = []
     if "label_coverage" in rows[0]:
-        figure.add_bar(
-            x=x,
-            y=[_finite(row.get("label_coverage")) for row in rows],
-            name="label coverage",
-            yaxis="y2",
-            **_window_bars(rows),
-            marker={"color": "rgba(150,150,150,0.25)"},
-            customdata=[[row.get("n"), row.get("n_labelled")] for row in rows],
-            hovertemplate="label coverage %{y:.1%}<br>%{customdata[1]} of %{customdata[0]} labelled"
-            "<extra></extra>",
+        traces.append(
+            {
+                "type": "bar",
+                "x": x,
+                "y": [_finite(row.get("label_coverage")) for row in rows],
+                "name": "label coverage",
+                "yaxis": "y2",
+                **_window_bars(rows),
+                "marker": {"color": "rgba(150,150,150,0.25)"},
+                "customdata": [[row.get("n"), row.get("n_labelled")] for row in rows],
+                "hovertemplate": "label coverage %{y:.1%}<br>%{customdata[1]} of %{customdata[0]} labelled"
+                "<extra></extra>",
+            }
         )
-    for name in names:
-        figure.add_scatter(
-            x=x,
-            y=[_finite(row.get(name)) for row in rows],
-            mode="lines+markers",
-            name=escape_text(_METRIC_LABELS.get(name, name)),
-            customdata=status_data,
-            hovertemplate="%{y:.4g}<br>status %{customdata[0]}<br>%{customdata[1]}",
-            connectgaps=False,
-        )
-    figure.update_layout(
-        title=_title(title),
-        template="plotly_white",
-        xaxis={"title": {"text": "window"}},
-        yaxis={"title": {"text": "metric"}},
-        yaxis2={
-            "overlaying": "y",
-            "side": "right",
+    traces += [
+        {
+            **_line(x, [_finite(row.get(name)) for row in rows], _METRIC_LABELS.get(name, name)),
+            "customdata": status_data,
+            "hovertemplate": "%{y:.4g}<br>status %{customdata[0]}<br>%{customdata[1]}",
+        }
+        for name in names
+    ]
+    layout = _timeline_layout(
+        title,
+        {"title": {"text": "metric"}},
+        {
             "range": [0, 1],
             "tickmode": "linear",
             "tick0": 0,
             "dtick": 0.2,
             "tickformat": ".0%",
             "title": {"text": "label coverage"},
-            "showgrid": False,
         },
-        legend={"orientation": "h", "y": 1.12},
-        hovermode="x unified",
     )
-    if all(_finite(row.get(name)) is None for row in rows for name in names):
-        _add_insufficient_annotation(figure, "no window has labelled predictions")
-    return figure
+    nothing = all(_finite(row.get(name)) is None for row in rows for name in names)
+    return _figure(traces, layout, insufficient="no window has labelled predictions" if nothing else None)
+
+
+def _line(x: list[Any], y: list[float | None], name: str) -> dict[str, Any]:
+    """A timeline trace: lines and markers, gaps where a window has no value."""
+    return {
+        "type": "scatter",
+        "x": x,
+        "y": y,
+        "mode": "lines+markers",
+        "name": escape_text(name),
+        "connectgaps": False,
+    }
+
+
+def _timeline_layout(title: str | None, yaxis: dict[str, Any], yaxis2: dict[str, Any]) -> dict[str, Any]:
+    """Layout of a timeline over windows with a second value axis on the right (bars)."""
+    layout = {
+        "xaxis": {"title": {"text": "window"}},
+        "yaxis": yaxis,
+        "yaxis2": {"overlaying": "y", "side": "right", **yaxis2, "showgrid": False},
+        "legend": {"orientation": "h", "y": 1.12},
+        "hovermode": "x unified",
+    }
+    if title:
+        layout["title"] = _title(title)
+    return layout
 
 
 def latency_timeline(report: Any, *, title: str | None = None) -> go.Figure:
@@ -996,40 +1081,24 @@ def latency_timeline(report: Any, *, title: str | None = None) -> go.Figure:
         return empty_figure("no latency window", title)
     rows.sort(key=lambda row: _sort_key(row["window_start"]))
     x = [row["window_start"] for row in rows]
-    figure = go.Figure()
-    figure.add_bar(
-        x=x,
-        y=[_finite(row.get("throughput_rps")) for row in rows],
-        name="throughput (req/s)",
-        yaxis="y2",
+    throughput = {
+        "type": "bar",
+        "x": x,
+        "y": [_finite(row.get("throughput_rps")) for row in rows],
+        "name": "throughput (req/s)",
+        "yaxis": "y2",
         **_window_bars(rows),
-        marker={"color": "rgba(150,150,150,0.3)"},
-        hovertemplate="%{y:.3g} req/s<extra>throughput</extra>",
+        "marker": {"color": "rgba(150,150,150,0.3)"},
+        "hovertemplate": "%{y:.3g} req/s<extra>throughput</extra>",
+    }
+    lines = [
+        {**_line(x, [_finite(row.get(column)) for row in rows], label), "hovertemplate": "%{y:.4g} ms"}
+        for column, label in _LATENCY_LINES
+    ]
+    layout = _timeline_layout(
+        title,
+        {"title": {"text": "latency (ms)"}, "rangemode": "tozero"},
+        {"title": {"text": "throughput (req/s)"}, "rangemode": "tozero"},
     )
-    for column, label in _LATENCY_LINES:
-        figure.add_scatter(
-            x=x,
-            y=[_finite(row.get(column)) for row in rows],
-            mode="lines+markers",
-            name=label,
-            hovertemplate="%{y:.4g} ms",
-            connectgaps=False,
-        )
-    figure.update_layout(
-        title=_title(title),
-        template="plotly_white",
-        xaxis={"title": {"text": "window"}},
-        yaxis={"title": {"text": "latency (ms)"}, "rangemode": "tozero"},
-        yaxis2={
-            "overlaying": "y",
-            "side": "right",
-            "title": {"text": "throughput (req/s)"},
-            "rangemode": "tozero",
-            "showgrid": False,
-        },
-        legend={"orientation": "h", "y": 1.12},
-        hovermode="x unified",
-    )
-    if all(_finite(row.get(column)) is None for row in rows for column, _ in _LATENCY_LINES):
-        _add_insufficient_annotation(figure, "no valid latency")
-    return figure
+    nothing = all(_finite(row.get(column)) is None for row in rows for column, _ in _LATENCY_LINES)
+    return _figure([throughput, *lines], layout, insufficient="no valid latency" if nothing else None)

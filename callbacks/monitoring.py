@@ -15,9 +15,7 @@ connection and filesystem, see ``ParquetStore``), and tests building several app
 ``StudioServices`` (app/auth.py) is the natural owner of the store; until it exposes one this module
 keeps it beside the services.
 
-Component ids are the constants of ``pages.monitoring`` (pages may not import callbacks, and
-callbacks do not import pages: a page module registers itself with Dash when imported), repeated here;
-``tests/unit/callbacks/test_monitoring.py`` checks that both agree.
+Component ids are those of ``app.components.ids.monitoring``, shared with ``pages.monitoring``.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import html as html_text
 import logging
 import math
 import re
-import threading
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -51,9 +48,11 @@ from analytics.metrics import (
     feature_detail,
     latency_series,
     performance_series,
+    period_length,
 )
 from analytics.store import ParquetStore, StoreError
 from app.auth import current_actor, db_session, services
+from app.components.ids.monitoring import ID
 from app.rbac import requires
 from jobs.alerts import acknowledge, list_alerts
 from jobs.db.alerting import Alert
@@ -63,33 +62,6 @@ from jobs.users import Conflict, InvalidInput
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Component ids (the same values as in pages/monitoring.py).
-PROJECT = "monitoring-project"
-MODEL = "monitoring-model"
-ENVIRONMENT = "monitoring-environment"
-DATES = "monitoring-dates"
-WINDOW = "monitoring-window"
-SEGMENT = "monitoring-segment"
-SEGMENT_HELP = "monitoring-segment-help"
-STATUS = "monitoring-status"
-EXPORT = "monitoring-export"
-EXPORT_DOWNLOAD = "monitoring-export-download"
-EXPORT_FEEDBACK = "monitoring-export-feedback"
-SUMMARY = "monitoring-summary"
-HEATMAP = "monitoring-drift-heatmap"
-FEATURE_TITLE = "monitoring-feature-title"
-FEATURE_TIMELINE = "monitoring-feature-timeline"
-FEATURE_DISTRIBUTION = "monitoring-feature-distribution"
-FEATURE_QUALITY = "monitoring-feature-quality"
-PERFORMANCE = "monitoring-performance"
-LATENCY = "monitoring-latency"
-ALERTS = "monitoring-alerts"
-ALERT_COMMENT = "monitoring-alert-comment"
-ALERT_FEEDBACK = "monitoring-alert-feedback"
-ALERTS_VERSION = "monitoring-alerts-version"
-ALERT_ACK_TYPE = "monitoring-alert-ack"
-HEATMAP_SHOWN = "monitoring-heatmap-shown"
 
 READER_KEY = "mms.metrics_reader"
 DEFAULT_RANGE_DAYS = 30
@@ -117,11 +89,11 @@ CHECK_LABELS = {
 }
 
 SELECTION_INPUTS = [
-    Input(DATES, "start_date"),
-    Input(DATES, "end_date"),
-    Input(WINDOW, "value"),
+    Input(ID.DATES, "start_date"),
+    Input(ID.DATES, "end_date"),
+    Input(ID.WINDOW, "value"),
 ]
-SELECTION_STATES = [State(PROJECT, "value"), State(MODEL, "value"), State(ENVIRONMENT, "value")]
+SELECTION_STATES = [State(ID.PROJECT, "value"), State(ID.MODEL, "value"), State(ID.ENVIRONMENT, "value")]
 
 
 def _panel_inputs(**extra: Input) -> dict[str, Input]:
@@ -131,20 +103,20 @@ def _panel_inputs(**extra: Input) -> dict[str, Input]:
     so one ``Input`` shared by two dict-signature callbacks would hand one the other's keywords.
     """
     return {
-        "start": Input(DATES, "start_date"),
-        "end": Input(DATES, "end_date"),
-        "window": Input(WINDOW, "value"),
+        "start": Input(ID.DATES, "start_date"),
+        "end": Input(ID.DATES, "end_date"),
+        "window": Input(ID.WINDOW, "value"),
         **extra,
-        "segment": Input(SEGMENT, "value"),
+        "segment": Input(ID.SEGMENT, "value"),
     }
 
 
 def _panel_states(**extra: State) -> dict[str, State]:
     """States naming the model of the selection (new objects per callback, see :func:`_panel_inputs`)."""
     return {
-        "project": State(PROJECT, "value"),
-        "model": State(MODEL, "value"),
-        "environment": State(ENVIRONMENT, "value"),
+        "project": State(ID.PROJECT, "value"),
+        "model": State(ID.MODEL, "value"),
+        "environment": State(ID.ENVIRONMENT, "value"),
         **extra,
     }
 
@@ -254,32 +226,32 @@ def _period_label(period: timedelta) -> str:
 # --------------------------------------------------------------------------- the selection bar
 
 SELECTION_BAR = {
-    "projects": Output(PROJECT, "options"),
-    "project": Output(PROJECT, "value"),
-    "project_placeholder": Output(PROJECT, "placeholder"),
-    "models": Output(MODEL, "options"),
-    "model": Output(MODEL, "value"),
-    "environments": Output(ENVIRONMENT, "options"),
-    "environment": Output(ENVIRONMENT, "value"),
-    "first_day": Output(DATES, "min_date_allowed"),
-    "last_day": Output(DATES, "max_date_allowed"),
-    "start": Output(DATES, "start_date"),
-    "end": Output(DATES, "end_date"),
-    "month": Output(DATES, "initial_visible_month"),
-    "windows": Output(WINDOW, "options"),
-    "window": Output(WINDOW, "value"),
-    "segments": Output(SEGMENT, "options"),
-    "segment": Output(SEGMENT, "value"),
-    "segments_disabled": Output(SEGMENT, "disabled"),
-    "export_disabled": Output(EXPORT, "disabled"),
-    "export_title": Output(EXPORT, "title"),
-    "status": Output(STATUS, "children"),
+    "projects": Output(ID.PROJECT, "options"),
+    "project": Output(ID.PROJECT, "value"),
+    "project_placeholder": Output(ID.PROJECT, "placeholder"),
+    "models": Output(ID.MODEL, "options"),
+    "model": Output(ID.MODEL, "value"),
+    "environments": Output(ID.ENVIRONMENT, "options"),
+    "environment": Output(ID.ENVIRONMENT, "value"),
+    "first_day": Output(ID.DATES, "min_date_allowed"),
+    "last_day": Output(ID.DATES, "max_date_allowed"),
+    "start": Output(ID.DATES, "start_date"),
+    "end": Output(ID.DATES, "end_date"),
+    "month": Output(ID.DATES, "initial_visible_month"),
+    "windows": Output(ID.WINDOW, "options"),
+    "window": Output(ID.WINDOW, "value"),
+    "segments": Output(ID.SEGMENT, "options"),
+    "segment": Output(ID.SEGMENT, "value"),
+    "segments_disabled": Output(ID.SEGMENT, "disabled"),
+    "export_disabled": Output(ID.EXPORT, "disabled"),
+    "export_title": Output(ID.EXPORT, "title"),
+    "status": Output(ID.STATUS, "children"),
     # The heatmap of the default selection comes with the selection itself: the page's first
     # render then needs one round trip after its layout, not two (see show_drift_heatmap).
-    "heatmap": Output(HEATMAP, "figure", allow_duplicate=True),
-    "summary": Output(SUMMARY, "children", allow_duplicate=True),
-    "segment_help": Output(SEGMENT_HELP, "children", allow_duplicate=True),
-    "heatmap_shown": Output(HEATMAP_SHOWN, "data", allow_duplicate=True),
+    "heatmap": Output(ID.HEATMAP, "figure", allow_duplicate=True),
+    "summary": Output(ID.SUMMARY, "children", allow_duplicate=True),
+    "segment_help": Output(ID.SEGMENT_HELP, "children", allow_duplicate=True),
+    "heatmap_shown": Output(ID.HEATMAP_SHOWN, "data", allow_duplicate=True),
 }
 
 
@@ -325,11 +297,11 @@ def _segment_help(query: MetricsQuery | None, segments: Sequence[str] = ()) -> s
 @dash.callback(
     output=SELECTION_BAR,
     inputs={
-        "project": Input(PROJECT, "value"),
-        "model": Input(MODEL, "value"),
-        "environment": Input(ENVIRONMENT, "value"),
+        "project": Input(ID.PROJECT, "value"),
+        "model": Input(ID.MODEL, "value"),
+        "environment": Input(ID.ENVIRONMENT, "value"),
     },
-    state={"window": State(WINDOW, "value")},
+    state={"window": State(ID.WINDOW, "value")},
     prevent_initial_call="initial_duplicate",
 )
 @requires(Permission.VIEW_MONITORING)
@@ -348,6 +320,20 @@ def show_selection(project: object, model: object, environment: object, window: 
     if not isinstance(project, str) or project not in projects:
         message = "You hold no project with monitoring access." if not projects else NO_DATA
         return _empty_bar(projects, None, message, "secondary")
+    reader = metrics_reader()
+    with reader.consistent_listing():
+        return _fill_bar(actor, projects, project, model, environment, window)
+
+
+def _fill_bar(
+    actor: Actor | None,
+    projects: dict[str, str],
+    project: str,
+    model: object,
+    environment: object,
+    window: object,
+) -> dict[str, Any]:
+    """:func:`show_selection` for a project the user may monitor."""
     reader = metrics_reader()
     try:
         models = reader.models(project)
@@ -388,7 +374,6 @@ def show_selection(project: object, model: object, environment: object, window: 
     first, last = days[0], days[-1]
     start = max(first, last - timedelta(days=(DEFAULT_RANGE_DAYS if unit == "day" else 7) - 1))
     query = MetricsQuery(project, model, environment, start, last, unit)
-    _prefetch(query)
     try:
         segments = reader.segments(project, model, environment, last, unit)
     except StoreError as error:
@@ -425,35 +410,13 @@ def show_selection(project: object, model: object, environment: object, window: 
 # --------------------------------------------------------------------------- drift
 
 
-def _matrix(query: MetricsQuery, reader: MetricsReader | None = None) -> DriftMatrix:
-    return drift_matrix(
-        reader or metrics_reader(),
-        query.project,
-        query.model,
-        query.environment,
-        query.start,
-        query.end,
-        query.window,
-        query.segment,
-    )
+def _range_of(query: MetricsQuery) -> tuple[str, str, str, date, date, str]:
+    """Project, model, environment, first and last day and window unit: what every metrics reader takes."""
+    return (query.project, query.model, query.environment, query.start, query.end, query.window)
 
 
-def _prefetch(query: MetricsQuery) -> None:
-    """Start reading the drift matrix of the range the page is about to ask for.
-
-    The figures' requests arrive one round trip (and a render of the selection bar) after this
-    answer; reading meanwhile, in a thread, overlaps the two. The panels then find the matrix
-    computed or wait for this computation (``MetricsReader.memoized``) instead of starting their own.
-    """
-
-    def read() -> None:
-        try:
-            _matrix(query, reader)
-        except (StoreError, InvalidQuery) as error:
-            log.warning("monitoring page: prefetch of %s/%s failed: %s", query.project, query.model, error)
-
-    reader = metrics_reader()
-    threading.Thread(target=read, name=f"prefetch-{query.model}", daemon=True).start()
+def _matrix(query: MetricsQuery) -> DriftMatrix:
+    return drift_matrix(metrics_reader(), *_range_of(query), query.segment)
 
 
 def _memoized(query: MetricsQuery, name: Hashable, compute: Callable[[], T]) -> T:
@@ -461,10 +424,12 @@ def _memoized(query: MetricsQuery, name: Hashable, compute: Callable[[], T]) -> 
 
     Building the figures (plotly validates every cell) costs more than reading the cached metrics, and
     every visit of a page asks for the same default selection. The result holds no user data (the
-    caller has checked the project), so one copy serves every user.
+    caller has checked the project), so one copy serves every user. The files are listed once for
+    the key and the reads behind ``compute`` (``MetricsReader.consistent_listing``).
     """
     reader = metrics_reader()
-    return reader.memoized((name, query, reader.signature(query)), compute)
+    with reader.consistent_listing():
+        return reader.memoized((name, query, reader.signature(query)), compute)
 
 
 def _summary(matrix: DriftMatrix) -> str:
@@ -482,13 +447,13 @@ def _summary(matrix: DriftMatrix) -> str:
 
 @dash.callback(
     output=[
-        Output(HEATMAP, "figure", allow_duplicate=True),
-        Output(SUMMARY, "children", allow_duplicate=True),
-        Output(SEGMENT_HELP, "children", allow_duplicate=True),
-        Output(HEATMAP_SHOWN, "data", allow_duplicate=True),
+        Output(ID.HEATMAP, "figure", allow_duplicate=True),
+        Output(ID.SUMMARY, "children", allow_duplicate=True),
+        Output(ID.SEGMENT_HELP, "children", allow_duplicate=True),
+        Output(ID.HEATMAP_SHOWN, "data", allow_duplicate=True),
     ],
     inputs=_panel_inputs(),
-    state=_panel_states(shown=State(HEATMAP_SHOWN, "data")),
+    state=_panel_states(shown=State(ID.HEATMAP_SHOWN, "data")),
     prevent_initial_call=True,
 )
 @requires(Permission.VIEW_MONITORING)
@@ -612,12 +577,12 @@ def quality_table(findings: Sequence[Finding]) -> html.Div | dbc.Table:
 
 @dash.callback(
     output=[
-        Output(FEATURE_TITLE, "children"),
-        Output(FEATURE_TIMELINE, "figure"),
-        Output(FEATURE_DISTRIBUTION, "figure"),
-        Output(FEATURE_QUALITY, "children"),
+        Output(ID.FEATURE_TITLE, "children"),
+        Output(ID.FEATURE_TIMELINE, "figure"),
+        Output(ID.FEATURE_DISTRIBUTION, "figure"),
+        Output(ID.FEATURE_QUALITY, "children"),
     ],
-    inputs=_panel_inputs(click=Input(HEATMAP, "clickData")),
+    inputs=_panel_inputs(click=Input(ID.HEATMAP, "clickData")),
     state=_panel_states(),
 )
 @requires(Permission.VIEW_MONITORING)
@@ -635,45 +600,48 @@ def show_feature_detail(
 
     The clicked feature stays in focus when the range or window changes (its worst window of the new
     range when the clicked one is outside it); until a cell is clicked, or when the selection has no
-    such feature, the worst cell of the heatmap is shown.
+    such feature, the worst cell of the heatmap is shown. A click reads that feature alone: the
+    drift matrix of every feature is needed only to find the worst cell.
     """
     query = selection_query(project, model, environment, start, end, window, segment)
     if isinstance(query, str):
-        empty = figures.empty_figure(query)
-        return "No feature selected", empty, empty, html.P(query, className="text-body-secondary")
+        return _no_detail(query)
+    reader = metrics_reader()
     try:
-        matrix = _matrix(query)
-        clicked = _clicked_cell(click)
-        cell = clicked if clicked is not None and clicked[0] in matrix.columns else matrix.worst()
-        if cell is None:
-            message = f"No drift metrics yet for {_describe(query)}."
-            empty = figures.empty_figure(message)
-            return "No feature selected", empty, empty, html.P(message, className="text-body-secondary")
-        return _memoized(query, ("detail", *cell), lambda: _detail(query, matrix.period, *cell))
+        with reader.consistent_listing():
+            clicked = _clicked_cell(click)
+            if clicked is not None:
+                shown = _memoized(query, ("detail", *clicked), lambda: _detail(query, *clicked))
+                if shown is not None:  # else the selection has no such feature
+                    return shown
+            cell = _matrix(query).worst()
+            if cell is None:
+                return _no_detail(f"No drift metrics yet for {_describe(query)}.")
+            worst = _memoized(query, ("detail", *cell), lambda: _detail(query, *cell))
+            return worst or _no_detail(
+                f"{cell[0]} has no drift metrics between {query.start} and {query.end}."
+            )
     except StoreError as error:
-        message = _read_failed(error)
-        empty = figures.empty_figure(message)
-        return "No feature selected", empty, empty, html.P(message)
+        return _no_detail(_read_failed(error))
 
 
-def _detail(query: MetricsQuery, period: timedelta, column: str, at: datetime) -> tuple:
+def _no_detail(message: str) -> tuple[str, go.Figure, go.Figure, html.P]:
+    empty = figures.empty_figure(message)
+    return "No feature selected", empty, empty, html.P(message, className="text-body-secondary")
+
+
+def _detail(query: MetricsQuery, column: str, at: datetime) -> tuple[str, go.Figure, go.Figure, Any] | None:
+    """The drill-down panels of ``column`` around the matrix cell at ``at``; ``None`` without its drift."""
     detail = feature_detail(
         metrics_reader(),
-        query.project,
-        query.model,
-        query.environment,
-        query.start,
-        query.end,
-        query.window,
+        *_range_of(query),
         column,
         at,
-        period,
+        period_length(query),
         query.segment,
     )
     if detail.focus is None:
-        message = f"{column} has no drift metrics between {query.start} and {query.end}."
-        empty = figures.empty_figure(message)
-        return f"Feature {column}", empty, empty, html.P(message, className="text-body-secondary")
+        return None
     focus = detail.focus
     label = _window_label(focus["window_start"], query.window)
     verdict = "drifted" if focus["drifted"] else focus["verdict"].replace("_", " ")
@@ -699,38 +667,33 @@ def _detail(query: MetricsQuery, period: timedelta, column: str, at: datetime) -
 # --------------------------------------------------------------------------- performance and latency
 
 
-@dash.callback(output=Output(PERFORMANCE, "figure"), inputs=_panel_inputs(), state=_panel_states())
-@requires(Permission.VIEW_MONITORING)
-def show_performance(
-    start: object,
-    end: object,
-    window: object,
-    project: object,
-    model: object,
-    environment: object,
-    segment: object = None,
-) -> go.Figure:
-    """Accuracy and ROC AUC (classification) or RMSE and MAE (regression), with label coverage."""
-    query = selection_query(project, model, environment, start, end, window, segment)
+def _timeline_panel(name: str, build: Callable[[MetricsQuery], go.Figure], selection: dict) -> go.Figure:
+    """The figure ``build`` draws for the selection (memoized), or the message why there is none.
+
+    Args:
+        name: What the figure is, in the memo key.
+        build: Draws the figure of a validated query.
+        selection: The panel callback's keywords: start, end, window, segment (inputs), project,
+            model and environment (states), as :func:`selection_query` takes them.
+    """
+    query = selection_query(**selection)
     if isinstance(query, str):
         return figures.empty_figure(query)
     try:
-        return _memoized(query, "performance", lambda: _performance(query))
+        return _memoized(query, name, lambda: build(query))
     except StoreError as error:
         return figures.empty_figure(_read_failed(error))
 
 
+@dash.callback(output=Output(ID.PERFORMANCE, "figure"), inputs=_panel_inputs(), state=_panel_states())
+@requires(Permission.VIEW_MONITORING)
+def show_performance(**selection: object) -> go.Figure:
+    """Accuracy and ROC AUC (classification) or RMSE and MAE (regression), with label coverage."""
+    return _timeline_panel("performance", _performance, selection)
+
+
 def _performance(query: MetricsQuery) -> go.Figure:
-    series = performance_series(
-        metrics_reader(),
-        query.project,
-        query.model,
-        query.environment,
-        query.start,
-        query.end,
-        query.window,
-        query.segment,
-    )
+    series = performance_series(metrics_reader(), *_range_of(query), query.segment)
     if series.task is None:
         return figures.empty_figure(f"no performance metrics yet for {_describe(query)} (labels arrive late)")
     figure = figures.performance_timeline(
@@ -740,38 +703,15 @@ def _performance(query: MetricsQuery) -> go.Figure:
     return figure
 
 
-@dash.callback(output=Output(LATENCY, "figure"), inputs=_panel_inputs(), state=_panel_states())
+@dash.callback(output=Output(ID.LATENCY, "figure"), inputs=_panel_inputs(), state=_panel_states())
 @requires(Permission.VIEW_MONITORING)
-def show_latency(
-    start: object,
-    end: object,
-    window: object,
-    project: object,
-    model: object,
-    environment: object,
-    segment: object = None,
-) -> go.Figure:
+def show_latency(**selection: object) -> go.Figure:
     """Latency p50/p95/p99 and throughput of the selection."""
-    query = selection_query(project, model, environment, start, end, window, segment)
-    if isinstance(query, str):
-        return figures.empty_figure(query)
-    try:
-        return _memoized(query, "latency", lambda: _latency(query))
-    except StoreError as error:
-        return figures.empty_figure(_read_failed(error))
+    return _timeline_panel("latency", _latency, selection)
 
 
 def _latency(query: MetricsQuery) -> go.Figure:
-    rows = latency_series(
-        metrics_reader(),
-        query.project,
-        query.model,
-        query.environment,
-        query.start,
-        query.end,
-        query.window,
-        query.segment,
-    )
+    rows = latency_series(metrics_reader(), *_range_of(query), query.segment)
     figure = figures.latency_timeline(list(rows), title=f"{query.model} latency")
     figure.update_layout(margin={"t": 60})
     return figure
@@ -788,7 +728,7 @@ def _alert_row(alert: Alert, may_ack: bool, window: str) -> html.Tr:
     if alert.state == "open" and may_ack:
         action: Any = dbc.Button(
             "Acknowledge",
-            id={"type": ALERT_ACK_TYPE, "alert": alert.id},
+            id={"type": ID.ALERT_ACK_TYPE, "alert": alert.id},
             size="sm",
             color="primary",
             outline=True,
@@ -812,9 +752,9 @@ def _alert_row(alert: Alert, may_ack: bool, window: str) -> html.Tr:
 
 
 @dash.callback(
-    Output(ALERTS, "children"),
+    Output(ID.ALERTS, "children"),
     *SELECTION_INPUTS,
-    Input(ALERTS_VERSION, "data"),
+    Input(ID.ALERTS_VERSION, "data"),
     *SELECTION_STATES,
 )
 @requires(Permission.VIEW_MONITORING)
@@ -859,11 +799,11 @@ def show_alerts(
 
 
 @dash.callback(
-    Output(ALERT_FEEDBACK, "children"),
-    Output(ALERTS_VERSION, "data"),
-    Input({"type": ALERT_ACK_TYPE, "alert": ALL}, "n_clicks"),
-    State(ALERT_COMMENT, "value"),
-    State(ALERTS_VERSION, "data"),
+    Output(ID.ALERT_FEEDBACK, "children"),
+    Output(ID.ALERTS_VERSION, "data"),
+    Input({"type": ID.ALERT_ACK_TYPE, "alert": ALL}, "n_clicks"),
+    State(ID.ALERT_COMMENT, "value"),
+    State(ID.ALERTS_VERSION, "data"),
     prevent_initial_call=True,
 )
 @requires(Permission.ACK_ALERTS)
@@ -895,13 +835,13 @@ def acknowledge_alert(_clicks: list, comment: object, version: object) -> tuple[
 
 
 @dash.callback(
-    output=[Output(EXPORT_DOWNLOAD, "data"), Output(EXPORT_FEEDBACK, "children")],
-    inputs={"clicks": Input(EXPORT, "n_clicks")},
+    output=[Output(ID.EXPORT_DOWNLOAD, "data"), Output(ID.EXPORT_FEEDBACK, "children")],
+    inputs={"clicks": Input(ID.EXPORT, "n_clicks")},
     state={
-        "start": State(DATES, "start_date"),
-        "end": State(DATES, "end_date"),
-        "window": State(WINDOW, "value"),
-        **_panel_states(segment=State(SEGMENT, "value")),
+        "start": State(ID.DATES, "start_date"),
+        "end": State(ID.DATES, "end_date"),
+        "window": State(ID.WINDOW, "value"),
+        **_panel_states(segment=State(ID.SEGMENT, "value")),
     },
     prevent_initial_call=True,
 )

@@ -233,3 +233,22 @@ def _comparable(rows: object) -> list[dict]:
         }
         for row in rows  # type: ignore[attr-defined]
     ]
+
+
+def test_a_consistent_listing_block_lists_once_and_the_next_block_sees_new_files(store: ParquetStore) -> None:
+    reader = MetricsReader(store)
+    for day in DAYS[:-1]:
+        _write(store, day, _day_table(day, 0.05))
+    with reader.consistent_listing():
+        before = reader.metric_files(_query())
+        _write(store, DAYS[-1], _day_table(DAYS[-1], 0.5))
+        # Every read of the block sees the files of its first listing ...
+        assert reader.metric_files(_query()) is before
+        assert reader.dates("p", "m", "prod") == DAYS[:-1]
+        assert reader.table(_query()).num_rows == 3 * len(DAYS[:-1])
+    # ... and the next block (or a read outside any block) lists again.
+    with reader.consistent_listing():
+        assert reader.dates("p", "m", "prod") == DAYS
+        assert metrics.drift_matrix(reader, "p", "m", "prod", DAYS[0], DAYS[-1]).drifted == {
+            (column, _utc(DAYS[-1])) for column in ("a", "b")
+        }

@@ -27,6 +27,7 @@ from plotly.utils import PlotlyJSONEncoder
 import callbacks.monitoring as cb
 from analytics.figures import INSUFFICIENT_DATA
 from app.auth import StudioUser, services
+from app.components.ids.monitoring import ID
 from app.factory import create_app
 from jobs.alerts import RuleSpec, create_rule, evaluate_alerts
 from jobs.contracts import SEGMENT_METRICS
@@ -117,12 +118,9 @@ def _ids(node: Any) -> set[str]:
 # --------------------------------------------------------------------------- wiring
 
 
-def test_component_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
+def test_every_component_a_callback_uses_is_in_the_page_layout(studio: Studio) -> None:
     # Imported here: a page registers itself with Dash, which needs an app (the studio made one).
     page = importlib.import_module("pages.monitoring")
-    constants = {name: getattr(page, name) for name in dir(page) if name.isupper() and name != "NAME"}
-    shared = {name for name in constants if isinstance(constants[name], str) and hasattr(cb, name)}
-    assert {name: getattr(cb, name) for name in shared} == {name: constants[name] for name in shared}
     with signed_in(studio, "monitoring"):
         layout = json.loads(json.dumps(page.layout(), cls=PlotlyJSONEncoder))
     in_layout = _ids(layout)
@@ -134,7 +132,7 @@ def test_component_ids_agree_between_page_and_callbacks(studio: Studio) -> None:
             used |= {part.split(".")[0] for part in output.strip(".").split("...")}
     # Pattern-matching ids (the acknowledge buttons) are JSON; their rows are rendered by a callback.
     patterns = {component for component in used if component.startswith("{")}
-    assert {json.loads(p)["type"] for p in patterns} == {page.ALERT_ACK_TYPE}
+    assert {json.loads(p)["type"] for p in patterns} == {ID.ALERT_ACK_TYPE}
     assert used - patterns and used - patterns <= in_layout, (used - patterns) - in_layout
 
 
@@ -445,9 +443,9 @@ def _state(component: str, prop: str, value: Any) -> dict[str, Any]:
 
 def _selection_states(demo: MonitoredDemo) -> list[dict[str, Any]]:
     return [
-        _state(cb.PROJECT, "value", "credit-risk"),
-        _state(cb.MODEL, "value", "credit-default"),
-        _state(cb.ENVIRONMENT, "value", "prod"),
+        _state(ID.PROJECT, "value", "credit-risk"),
+        _state(ID.MODEL, "value", "credit-default"),
+        _state(ID.ENVIRONMENT, "value", "prod"),
     ]
 
 
@@ -458,7 +456,7 @@ def _declared_output(studio: Studio, component: str) -> str:
 
 
 def _heatmap_request(studio: Studio, demo: MonitoredDemo) -> dict[str, Any]:
-    output = _declared_output(studio, cb.HEATMAP)
+    output = _declared_output(studio, ID.HEATMAP)
     return {
         "output": output,
         "outputs": [
@@ -466,32 +464,32 @@ def _heatmap_request(studio: Studio, demo: MonitoredDemo) -> dict[str, Any]:
             for part in output.strip(".").split("...")
         ],
         "inputs": [
-            _state(cb.DATES, "start_date", demo.first.isoformat()),
-            _state(cb.DATES, "end_date", demo.last.isoformat()),
-            _state(cb.WINDOW, "value", "day"),
-            _state(cb.SEGMENT, "value", ""),
+            _state(ID.DATES, "start_date", demo.first.isoformat()),
+            _state(ID.DATES, "end_date", demo.last.isoformat()),
+            _state(ID.WINDOW, "value", "day"),
+            _state(ID.SEGMENT, "value", ""),
         ],
-        "state": [*_selection_states(demo), _state(cb.HEATMAP_SHOWN, "data", None)],
-        "changedPropIds": [f"{cb.WINDOW}.value"],
+        "state": [*_selection_states(demo), _state(ID.HEATMAP_SHOWN, "data", None)],
+        "changedPropIds": [f"{ID.WINDOW}.value"],
     }
 
 
 def _export_request(demo: MonitoredDemo) -> dict[str, Any]:
     return {
-        "output": f"..{cb.EXPORT_DOWNLOAD}.data...{cb.EXPORT_FEEDBACK}.children..",
+        "output": f"..{ID.EXPORT_DOWNLOAD}.data...{ID.EXPORT_FEEDBACK}.children..",
         "outputs": [
-            {"id": cb.EXPORT_DOWNLOAD, "property": "data"},
-            {"id": cb.EXPORT_FEEDBACK, "property": "children"},
+            {"id": ID.EXPORT_DOWNLOAD, "property": "data"},
+            {"id": ID.EXPORT_FEEDBACK, "property": "children"},
         ],
-        "inputs": [_state(cb.EXPORT, "n_clicks", 1)],
+        "inputs": [_state(ID.EXPORT, "n_clicks", 1)],
         "state": [
-            _state(cb.DATES, "start_date", demo.first.isoformat()),
-            _state(cb.DATES, "end_date", demo.last.isoformat()),
-            _state(cb.WINDOW, "value", "day"),
+            _state(ID.DATES, "start_date", demo.first.isoformat()),
+            _state(ID.DATES, "end_date", demo.last.isoformat()),
+            _state(ID.WINDOW, "value", "day"),
             *_selection_states(demo),
-            _state(cb.SEGMENT, "value", ""),
+            _state(ID.SEGMENT, "value", ""),
         ],
-        "changedPropIds": [f"{cb.EXPORT}.n_clicks"],
+        "changedPropIds": [f"{ID.EXPORT}.n_clicks"],
     }
 
 
@@ -501,8 +499,8 @@ def test_heatmap_over_http_matches_the_direct_call(studio: Studio, demo: Monitor
         "/_dash-update-component", json=_heatmap_request(studio, demo), headers=csrf_header(client)
     )
     assert response.status_code == 200
-    figure = go.Figure(response.get_json()["response"][cb.HEATMAP]["figure"])
-    assert response.get_json()["response"][cb.HEATMAP_SHOWN]["data"][:3] == [
+    figure = go.Figure(response.get_json()["response"][ID.HEATMAP]["figure"])
+    assert response.get_json()["response"][ID.HEATMAP_SHOWN]["data"][:3] == [
         "credit-risk",
         "credit-default",
         "prod",
@@ -574,15 +572,15 @@ def income_alert(studio: Studio, demo: MonitoredDemo) -> int:
 
 
 def _ack_request(alert_id: int, comment: str) -> dict[str, Any]:
-    button = {"alert": alert_id, "type": cb.ALERT_ACK_TYPE}
+    button = {"alert": alert_id, "type": ID.ALERT_ACK_TYPE}
     return {
-        "output": f"..{cb.ALERT_FEEDBACK}.children...{cb.ALERTS_VERSION}.data..",
+        "output": f"..{ID.ALERT_FEEDBACK}.children...{ID.ALERTS_VERSION}.data..",
         "outputs": [
-            {"id": cb.ALERT_FEEDBACK, "property": "children"},
-            {"id": cb.ALERTS_VERSION, "property": "data"},
+            {"id": ID.ALERT_FEEDBACK, "property": "children"},
+            {"id": ID.ALERTS_VERSION, "property": "data"},
         ],
         "inputs": [[{"id": button, "property": "n_clicks", "value": 1}]],
-        "state": [_state(cb.ALERT_COMMENT, "value", comment), _state(cb.ALERTS_VERSION, "data", 3)],
+        "state": [_state(ID.ALERT_COMMENT, "value", comment), _state(ID.ALERTS_VERSION, "data", 3)],
         "changedPropIds": [json.dumps(button, separators=(",", ":"), sort_keys=True) + ".n_clicks"],
     }
 
@@ -623,7 +621,7 @@ def test_acknowledging_over_http_records_who_and_why(studio: Studio, income_aler
     )
     assert response.status_code == 200, response.text
     result = response.get_json()["response"]
-    assert result[cb.ALERTS_VERSION]["data"] == 4
+    assert result[ID.ALERTS_VERSION]["data"] == 4
     assert f"Alert {income_alert} acknowledged." in texts(result)
     with studio.db() as session:
         alert = session.get(Alert, income_alert)
