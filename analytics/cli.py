@@ -1,8 +1,9 @@
 """Command line: ``python -m analytics drift --reference R --current C [...]``.
 
 R and C are Parquet files, folders or globs, local or ``s3://``; the DuckDB connection comes from
-:func:`analytics.store.connect_duckdb` with the studio settings (``MMS_*`` environment variables), and
-may read only the data root and the two sources.
+:func:`analytics.store.connect_duckdb` with the studio settings (``MMS_*`` environment variables),
+one DuckDB thread for local sources unless ``--threads`` says otherwise (see
+:data:`LOCAL_DUCKDB_THREADS`), and may read only the data root and the two sources.
 
 Exit codes: 0 when the report was produced (whether or not drift was found), 2 on bad arguments,
 settings or unreadable input (with a message on stderr).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -27,6 +29,14 @@ from analytics.profile import DEFAULT_BINS, DEFAULT_TOP_K, ProfileError, profile
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+
+#: DuckDB threads of the report's connection when both sources are local. The numeric columns stream
+#: from one DuckDB query into NumPy's two threads: with a second DuckDB thread the reading thread polls
+#: for the workers' batches instead of decoding them itself, 10-25% more CPU for the whole report (2
+#: shared cores, 1M rows x 25 columns). On a busy machine two threads may still finish sooner, by
+#: taking a larger share of it. ``s3://`` sources keep ``MMS_DUCKDB_THREADS``: there parallel range
+#: requests hide the network's latency.
+LOCAL_DUCKDB_THREADS = 1
 
 
 class CliError(Exception):
@@ -53,7 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     drift_cmd.add_argument("--bins", type=int, default=DEFAULT_BINS, help="quantile bins per numeric column")
     drift_cmd.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="categories tracked per column")
     drift_cmd.add_argument("--policy", type=Path, help="JSON file with policy fields (see analytics.policy)")
+    drift_cmd.add_argument(
+        "--threads",
+        type=_positive_int,
+        help=f"DuckDB threads (default {LOCAL_DUCKDB_THREADS} for local sources, MMS_DUCKDB_THREADS for s3://)",
+    )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 @contextlib.contextmanager
@@ -86,7 +108,7 @@ def _load_policy(path: Path | None) -> Policy | None:
         raise CliError(f"invalid policy file {path}: {error}") from error
 
 
-def _connect(sources: Sequence[str]) -> duckdb.DuckDBPyConnection:
+def _connect(sources: Sequence[str], threads: int | None = None) -> duckdb.DuckDBPyConnection:
     from analytics.store import StoreError, connect_duckdb
     from app.settings import SettingsError, load_settings
 
@@ -94,6 +116,10 @@ def _connect(sources: Sequence[str]) -> duckdb.DuckDBPyConnection:
         config = load_settings().store_config()
     except SettingsError as error:
         raise CliError(f"invalid settings: {error}") from error
+    if threads is None and not any(source.strip().startswith("s3://") for source in sources):
+        threads = LOCAL_DUCKDB_THREADS
+    if threads is not None:
+        config = dataclasses.replace(config, threads=threads)
     try:
         return connect_duckdb(config, allowed_paths=tuple(sources))
     except StoreError as error:
@@ -117,7 +143,7 @@ def run_drift(args: argparse.Namespace) -> DriftReport:
     """
     policy = _load_policy(args.policy)
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
-    con = _connect([args.reference, args.current])
+    con = _connect([args.reference, args.current], args.threads)
     try:
         reference_rel = _read(con, args.reference, "reference")
         current_rel = _read(con, args.current, "current data")

@@ -258,3 +258,19 @@ def test_usage_errors_exit_two(capsys: pytest.CaptureFixture[str]) -> None:
         main(["drift", "--reference", "only.parquet"])
     assert exit_info.value.code == 2
     assert "--current" in capsys.readouterr().err
+
+
+def test_duckdb_threads_change_no_figure(
+    studio_env: dict[str, str], datasets: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, current = datasets
+    reports = []
+    for threads in ("1", "2"):
+        args = ["drift", "--reference", str(reference), "--current", str(current), "--threads", threads]
+        assert main(args) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    assert reports[0] == reports[1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["drift", "--reference", str(reference), "--current", str(current), "--threads", "0"])
+    assert exit_info.value.code == 2
+    assert "--threads: must be at least 1" in capsys.readouterr().err

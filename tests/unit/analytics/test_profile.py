@@ -409,6 +409,36 @@ def test_lookup_table_searches_only_the_buckets_holding_an_edge_and_stays_exact(
         assert binner.counts(probe).tolist() == numpy_histogram(probe, edges)
 
 
+signed_floats = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1e-300, -1e-300, sys.float_info.max, -sys.float_info.max]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    values=st.lists(signed_floats, min_size=1, max_size=50),
+    sign=st.sampled_from([1.0, -1.0, None]),
+    fitted=st.lists(signed_floats, min_size=2, max_size=2).map(sorted),
+    coarser=st.integers(0, 12),
+)
+def test_bucket_offsets_of_one_signed_batches_equal_the_order_key_buckets(
+    values: list[float], sign: float | None, fitted: list[float], coarser: int
+) -> None:
+    """The shortcut for batches of one sign puts every value (``-0.0`` too) in its order key's bucket."""
+    from analytics.profile import _finite_range, _KeyMap, _order_key, _order_keys
+
+    data = np.array(values, dtype=float)
+    if sign is not None:
+        data = np.abs(data) * sign
+        data[data == 0.0] = -0.0  # -0.0 >= 0.0: a batch of "positive" values may hold it
+    keymap = _KeyMap.fit(_order_key(fitted[0]), _order_key(fitted[1])).coarser(coarser)
+    base = keymap.bucket(_order_key(fitted[0]) >> keymap.shift)
+    low, high = _finite_range(data)
+    expected = keymap.buckets(_order_keys(data)) - base
+    assert keymap.offsets(data.copy(), base, low, high).tolist() == expected.tolist()
+
+
 def test_numeric_distinct_estimate_is_close(tmp_path: Path) -> None:
     rng = np.random.default_rng(12)
     values = np.concatenate(
