@@ -437,20 +437,52 @@ def _window_expr(sql_type: str, window: str) -> str:
 
 
 def _labels_relation(
-    labels: duckdb.DuckDBPyRelation, label_types: dict[str, str], labels_as_of: datetime | None
+    labels: duckdb.DuckDBPyRelation,
+    label_types: dict[str, str],
+    labels_as_of: datetime | None,
+    labels_unique: bool = False,
 ) -> duckdb.DuckDBPyRelation:
-    """Keep one label per request: the latest one known at ``labels_as_of``."""
+    """Keep one label per request: the latest one known at ``labels_as_of``.
+
+    ``labels_unique``: the labels are already one per request (:func:`latest_labels`), so only the
+    columns are renamed and the cut-off applied.
+    """
     has_ts = "label_timestamp" in label_types
     if labels_as_of is not None and not has_ts:
         raise ValueError("labels_as_of needs a 'label_timestamp' column in labels")
     where = f"WHERE label_timestamp <= {_literal(labels_as_of)}" if labels_as_of is not None else ""
     order = "label_timestamp DESC NULLS LAST, label DESC NULLS LAST" if has_ts else "label DESC NULLS LAST"
     ts = f", label_timestamp AS {_LABEL_TS}" if has_ts else ""
-    sql = (
-        f"SELECT request_id AS {_LABEL_ID}, label AS {_LABEL}{ts} FROM _mms_labels {where} "
-        f"QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY {order}) = 1"
-    )
+    latest = f"QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY {order}) = 1"
+    if labels_unique:
+        latest = ""
+    sql = f"SELECT request_id AS {_LABEL_ID}, label AS {_LABEL}{ts} FROM _mms_labels {where} {latest}"
     return labels.query("_mms_labels", sql)
+
+
+def latest_labels(labels: duckdb.DuckDBPyRelation, labels_as_of: datetime | None = None) -> pa.Table:
+    """One label per request, chosen as every metric of this module chooses it, computed once.
+
+    Pass the result (as a relation) with ``labels_unique=True`` to several partials of the same
+    requests (:func:`classification_partial`, :func:`regression_partial`): each then joins it
+    without deduplicating the labels again, with the same results.
+
+    Args:
+        labels: Labels with ``request_id``, ``label`` and optionally ``label_timestamp``.
+        labels_as_of: When given, only labels with ``label_timestamp <= labels_as_of`` are kept.
+
+    Returns:
+        The labels kept, with the columns of ``labels``; ``labels`` unchanged when it lacks
+        ``request_id`` or ``label`` (the partials then say so).
+    """
+    label_types = _types(labels)
+    if "request_id" not in label_types or "label" not in label_types:
+        return labels.to_arrow_table()
+    columns = [f"{_LABEL_ID} AS request_id", f"{_LABEL} AS label"]
+    if "label_timestamp" in label_types:
+        columns.append(f"{_LABEL_TS} AS label_timestamp")
+    latest = _labels_relation(labels, label_types, labels_as_of)
+    return latest.query("_mms_latest", f"SELECT {', '.join(columns)} FROM _mms_latest").to_arrow_table()
 
 
 def _joined(
@@ -458,8 +490,9 @@ def _joined(
     labels: duckdb.DuckDBPyRelation,
     label_types: dict[str, str],
     labels_as_of: datetime | None,
+    labels_unique: bool = False,
 ) -> duckdb.DuckDBPyRelation:
-    latest = _labels_relation(labels, label_types, labels_as_of)
+    latest = _labels_relation(labels, label_types, labels_as_of, labels_unique)
     try:
         return logs.join(latest, f"request_id = {_LABEL_ID}", how="left")
     except duckdb.InvalidInputException as error:
@@ -527,6 +560,7 @@ def _classification_flags(
     positive_label: Any,
     threshold: float | None,
     labels_as_of: datetime | None,
+    labels_unique: bool = False,
 ) -> tuple[duckdb.DuckDBPyRelation, str, str]:
     """The joined relation (``_mms_joined``), the per-row flags SQL and the decision rule."""
     _check_window(window)
@@ -548,7 +582,7 @@ def _classification_flags(
         predicted = f"(CAST(score AS DOUBLE) >= {threshold_sql})"
         decision = f"score >= {float(threshold)!r}"
 
-    joined = _joined(logs, labels, label_types, labels_as_of)
+    joined = _joined(logs, labels, label_types, labels_as_of, labels_unique)
     window_start = _window_expr(log_types["timestamp"], window)
     label_ok = _valid_value_sql(_LABEL, label_type)
     positive = _literal(positive_label)
@@ -774,6 +808,7 @@ def _regression_flags(
     labels: duckdb.DuckDBPyRelation,
     window: str,
     labels_as_of: datetime | None,
+    labels_unique: bool = False,
 ) -> tuple[duckdb.DuckDBPyRelation, str]:
     """The joined relation (``_mms_joined``) and the per-row flags SQL of regression."""
     _check_window(window)
@@ -782,7 +817,7 @@ def _regression_flags(
     for column, sql_type in (("prediction", log_types["prediction"]), ("label", label_types["label"])):
         if not _is_numeric(sql_type):
             raise ValueError(f"column {column!r} must be numeric for regression, not {sql_type}")
-    joined = _joined(logs, labels, label_types, labels_as_of)
+    joined = _joined(logs, labels, label_types, labels_as_of, labels_unique)
     window_start = _window_expr(log_types["timestamp"], window)
     label_ok = f"coalesce(isfinite(CAST({_LABEL} AS DOUBLE)), false)"
 
@@ -1314,11 +1349,15 @@ def classification_partial(
     positive_label: Any = 1,
     threshold: float | None = 0.5,
     labels_as_of: datetime | None = None,
+    *,
+    labels_unique: bool = False,
 ) -> pa.Table:
     """Mergeable classification aggregates of some inference logs joined with their labels.
 
     The arguments and their checks are those of :func:`classification_metrics`. Each request must
     have all its label rows in ``labels`` (one label per request is kept, as there).
+    ``labels_unique``: ``labels`` come from :func:`latest_labels` (same ``labels_as_of``), so they
+    are joined without being deduplicated again.
 
     Returns:
         A table of :data:`CLASSIFICATION_PARTIAL_SCHEMA` (size: windows x non-empty score bins).
@@ -1327,7 +1366,7 @@ def classification_partial(
         ValueError: As :func:`classification_metrics`.
     """
     joined, flags, _decision = _classification_flags(
-        logs, labels, window, positive_label, threshold, labels_as_of
+        logs, labels, window, positive_label, threshold, labels_as_of, labels_unique
     )
     eps = _double(_LOG_LOSS_EPS)
     one_minus_eps = f"(CAST(1 AS DOUBLE) - {eps})"
@@ -1498,10 +1537,13 @@ def regression_partial(
     labels: duckdb.DuckDBPyRelation,
     window: str = "day",
     labels_as_of: datetime | None = None,
+    *,
+    labels_unique: bool = False,
 ) -> pa.Table:
     """Mergeable regression aggregates of some inference logs joined with their labels.
 
-    The arguments and their checks are those of :func:`regression_metrics`.
+    The arguments and their checks are those of :func:`regression_metrics`; ``labels_unique`` is
+    that of :func:`classification_partial`.
 
     Returns:
         A table of :data:`REGRESSION_PARTIAL_SCHEMA`, one row per window.
@@ -1509,7 +1551,7 @@ def regression_partial(
     Raises:
         ValueError: As :func:`regression_metrics`.
     """
-    joined, flags = _regression_flags(logs, labels, window, labels_as_of)
+    joined, flags = _regression_flags(logs, labels, window, labels_as_of, labels_unique)
     label_sums = (
         "avg(_lab) AS label_mean, sum((_lab - _mean) * (_lab - _mean)) AS label_m2, "
         "min(_lab) AS label_min, max(_lab) AS label_max"

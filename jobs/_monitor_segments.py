@@ -522,6 +522,7 @@ def segment_partials(
     logs: pa.Table | None = None,
     max_values: int = MAX_SEGMENT_VALUES,
     max_slices: int | None = None,
+    labels_unique: bool = False,
 ) -> SegmentPartials:
     """Step 1: the mergeable segment aggregates of some rows of one version.
 
@@ -538,6 +539,8 @@ def segment_partials(
         logs: The Arrow table behind ``relation`` when the caller has it (else read from it).
         max_values: Most values of a column in a window to keep them (``0``: no segments).
         max_slices: Cap of :func:`slices_of`: only when the rows are a whole batch.
+        labels_unique: ``labels`` hold one label per request
+            (``analytics.performance.latest_labels``): the slices join them as they are.
 
     Returns:
         The partials (empty without segment columns).
@@ -557,9 +560,11 @@ def segment_partials(
     result.latency = _unstacked(latency_partial(stacked, unit), slices, first, span)
     for task in tasks:
         if task == "classification":
-            part = classification_partial(stacked, labels, unit, positive_label=POSITIVE_LABEL)
+            part = classification_partial(
+                stacked, labels, unit, positive_label=POSITIVE_LABEL, labels_unique=labels_unique
+            )
         else:
-            part = regression_partial(stacked, labels, unit)
+            part = regression_partial(stacked, labels, unit, labels_unique=labels_unique)
         result.performance[task] = _unstacked(part, slices, first, span)
     if spec is not None:
         origin = datetime(first.year, first.month, first.day)
@@ -730,6 +735,7 @@ class SegmentMetrics:
         reference: Profile | None,
         task: str,
         logs: pa.Table | None = None,
+        labels_unique: bool = False,
     ) -> None:
         """Compute the segment rows of one version over a batch of days and keep them until published.
 
@@ -743,6 +749,7 @@ class SegmentMetrics:
             reference: The version's reference profile (label left out), ``None`` when missing.
             task: ``classification`` or ``regression``.
             logs: The Arrow table behind ``relation`` when the caller has it (else read from it).
+            labels_unique: As in :func:`segment_partials`.
         """
         task = task if task == "classification" else "regression"
         partials = segment_partials(
@@ -755,6 +762,7 @@ class SegmentMetrics:
             logs=logs,
             max_values=self.max_values,
             max_slices=MAX_SLICES,
+            labels_unique=labels_unique,
         )
         self.add(version, partials, reference, task)
 

@@ -50,6 +50,7 @@ from analytics.performance import (
     classification_partial,
     latency_from_partials,
     latency_partial,
+    latest_labels,
     regression_metrics,
 )
 from analytics.policy import DEFAULT_POLICY, Policy
@@ -821,7 +822,9 @@ class _TargetRun:
         new_columns = {d.day: d.new_columns for d in days}
         cursor = self.store.cursor()
         relation = cursor.from_arrow(logs)
-        label_relation = cursor.from_arrow(labels)
+        # One label per request, chosen once: the whole traffic's and the slices' partials join it.
+        latest = latest_labels(cursor.from_arrow(labels))
+        label_relation = cursor.from_arrow(latest)
         versions = sorted({v for d in days for v in d.versions})
         outputs: dict[date, _DayOutput] = defaultdict(_DayOutput)
         latency_by_version = {}
@@ -866,7 +869,7 @@ class _TargetRun:
         if task == "classification":
             # Binned ROC AUC, as a scaled-out merge computes it (docs/SCALE_OUT.md, "What is exact").
             performance = classification_from_partials(
-                [classification_partial(relation, labels, self.unit, positive_label=1.0)],
+                [classification_partial(relation, labels, self.unit, positive_label=1.0, labels_unique=True)],
                 self.unit,
                 positive_label=1.0,
             )
@@ -887,7 +890,9 @@ class _TargetRun:
         computed = VersionInputs(version, counts, performance, latency, windows, new_columns)
         rules = RowRules(self.length, self.request.policy, thresholds, self._baseline)
         add_version_rows(computed, reference.profile, reference.why_missing or "", rules, outputs)
-        self.segments.compute(version, relation, labels, reference.profile, task, logs=logs)
+        self.segments.compute(
+            version, relation, labels, reference.profile, task, logs=logs, labels_unique=True
+        )
 
     # ----------------------------------------------------------------- latency baseline
 

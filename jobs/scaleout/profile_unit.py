@@ -45,6 +45,7 @@ from analytics.performance import (
     REGRESSION_PARTIAL_SCHEMA,
     classification_partial,
     latency_partial,
+    latest_labels,
     regression_partial,
 )
 from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
@@ -198,7 +199,7 @@ def version_aggregates(
     ``tasks`` is the reference's task when the plan knows it; without a labelled reference the job
     decides from the whole batch's scores, so both are computed. A task whose columns do not fit is
     recorded as an error (the merge then lets the job compute that date from the logs, as it would
-    have).
+    have). ``labels`` hold one label per request (``analytics.performance.latest_labels``).
 
     Returns:
         ``(part -> table, task -> error, non-null scores)``.
@@ -224,10 +225,10 @@ def version_aggregates(
         try:
             if task == "classification":
                 parts[task] = classification_partial(
-                    relation, label_relation, window, positive_label=POSITIVE_LABEL
+                    relation, label_relation, window, positive_label=POSITIVE_LABEL, labels_unique=True
                 )
             else:
-                parts[task] = regression_partial(relation, label_relation, window)
+                parts[task] = regression_partial(relation, label_relation, window, labels_unique=True)
         except _AGGREGATE_ERRORS as error:
             errors[task] = _first_line(error)
     scores = int(pc.count(logs.column("score")).as_py()) if "score" in logs.column_names else 0
@@ -288,12 +289,21 @@ def version_segments(
 ) -> tuple[SegmentPartials, str]:
     """The segment partials of one version's rows (``jobs._monitor_segments``, step 1, uncapped).
 
+    ``labels`` hold one label per request (``analytics.performance.latest_labels``).
+
     Returns:
         ``(partials, "")``, or empty partials and why they could not be computed.
     """
     try:
         partials = segment_partials(
-            con, con.from_arrow(logs), con.from_arrow(labels), spec, tasks, unit.window, logs=logs
+            con,
+            con.from_arrow(logs),
+            con.from_arrow(labels),
+            spec,
+            tasks,
+            unit.window,
+            logs=logs,
+            labels_unique=True,
         )
     except _AGGREGATE_ERRORS as error:
         return SegmentPartials(), f"segment aggregates: {_first_line(error)}"
@@ -364,6 +374,8 @@ def profile_unit(unit: WorkUnit, specs: Mapping[str, ProfileSpec], config: Store
         logs = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
         con = task_connection(task_config.threads, task_config.memory_limit)
         try:
+            # One label per request, chosen once, as the job does: every partial below joins it.
+            labels = latest_labels(con.from_arrow(labels))
             for version in sorted(versions):
                 # Filtered in Arrow: a DuckDB constant expression would import pandas in every task.
                 version_logs = logs.filter(pc.equal(logs.column(VERSION_COLUMN), version))

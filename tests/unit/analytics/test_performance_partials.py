@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from analytics.performance import (
@@ -26,6 +27,7 @@ from analytics.performance import (
     latency_from_partials,
     latency_metrics,
     latency_partial,
+    latest_labels,
     regression_from_partials,
     regression_metrics,
     regression_partial,
@@ -203,3 +205,45 @@ def test_regression_constant_and_single_labels_are_insufficient() -> None:
     got = regression_from_partials(parts)
     want = regression_metrics(con.from_arrow(logs), con.from_arrow(labels))
     assert [(w.r2, w.mape, w.reason) for w in got.windows] == [(w.r2, w.mape, w.reason) for w in want.windows]
+
+
+def test_latest_labels_joined_as_unique_give_the_partials_of_the_raw_labels() -> None:
+    con = duckdb.connect()
+    logs, labels = make_logs()
+    # Every request labelled twice, at two times, and the later label differs: one must be chosen.
+    early = labels.append_column("label_timestamp", pa.array([START] * labels.num_rows))
+    late = pa.table(
+        {
+            "request_id": labels.column("request_id"),
+            "label": pa.array(1.0 - np.nan_to_num(labels.column("label").to_numpy(), nan=0.5)),
+            "label_timestamp": pa.array([START + timedelta(days=1)] * labels.num_rows),
+        }
+    )
+    raw = pa.concat_tables([early, late])
+    latest = latest_labels(con.from_arrow(raw))
+    assert latest.num_rows == labels.num_rows
+    assert latest.column_names == raw.column_names
+    unique = con.from_arrow(latest)
+    assert_same_partial(
+        classification_partial(con.from_arrow(logs), unique, labels_unique=True),
+        classification_partial(con.from_arrow(logs), con.from_arrow(raw)),
+    )
+    assert_same_partial(
+        regression_partial(con.from_arrow(logs), unique, labels_unique=True),
+        regression_partial(con.from_arrow(logs), con.from_arrow(raw)),
+    )
+    # The flag is what skips the choice: duplicates joined as unique count twice.
+    doubled = classification_partial(con.from_arrow(logs), con.from_arrow(raw), labels_unique=True)
+    once = classification_partial(con.from_arrow(logs), unique, labels_unique=True)
+    assert pc.sum(doubled.column("n")).as_py() > pc.sum(once.column("n")).as_py()
+
+
+def assert_same_partial(got: pa.Table, want: pa.Table) -> None:
+    """Equal partials: counts exactly, float sums up to their order of addition (DuckDB's threads)."""
+    assert got.schema == want.schema
+    for name in got.column_names:
+        if pa.types.is_floating(got.schema.field(name).type):
+            got_values, want_values = (t.column(name).to_numpy() for t in (got, want))
+            np.testing.assert_allclose(got_values, want_values, rtol=1e-12, err_msg=name)  # nulls: NaN
+        else:
+            assert got.column(name).equals(want.column(name)), name
