@@ -150,6 +150,11 @@ def _make_server(settings: Settings) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=production,
         PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        # Send the session cookie only when the session changes (sign-in, sign-out). Refreshed on
+        # every response, a callback answered after the sign-out put the signed-in cookie back
+        # (the browser keeps the last Set-Cookie it gets): the sign-out did not stick. It also
+        # makes the 12-hour lifetime absolute from sign-in instead of sliding.
+        SESSION_REFRESH_EACH_REQUEST=False,
         REMEMBER_COOKIE_NAME="mms_remember",
         REMEMBER_COOKIE_DURATION=REMEMBER_DURATION,
         REMEMBER_COOKIE_HTTPONLY=True,

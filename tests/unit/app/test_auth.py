@@ -132,6 +132,21 @@ def test_sign_out_needs_csrf_and_ends_the_session(studio: Studio) -> None:
     assert client.get(response.headers["Location"]).status_code == 200
 
 
+def test_a_request_answered_after_the_sign_out_does_not_sign_the_browser_back_in(studio: Studio) -> None:
+    client = studio.signed_in("sponsor1", "10.1.0.11")
+    signed_in_cookie = client.get_cookie("mms_session").value
+    token = client.get_cookie(CSRF_COOKIE_NAME).value
+    # A page request (or callback) sent with the signed-in cookie, answered once the sign-out is
+    # through: its response must not carry a session cookie the browser would keep.
+    in_flight = studio.client("10.1.0.11")
+    in_flight.set_cookie("mms_session", signed_in_cookie)
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    late_answer = in_flight.get("/")
+    assert late_answer.status_code == 200
+    assert not [c for c in late_answer.headers.getlist("Set-Cookie") if c.startswith("mms_session=")]
+    assert client.get("/").status_code == 302
+
+
 def test_session_cookie_flags(studio: Studio) -> None:
     client = studio.client("10.1.0.10")
     token = login_form_token(client)
