@@ -55,6 +55,10 @@ _MAX_NAMES_IN_MESSAGE = 20
 READ_ATTEMPTS = 10
 """How often :meth:`ParquetStore.read` reads when files change underneath it (see :class:`DataChanged`)."""
 _RETRY_PAUSE_S = 0.05
+_MAX_RETRY_PAUSE_S = 1.0
+# The pause doubles from _RETRY_PAUSE_S up to _MAX_RETRY_PAUSE_S (about 5.5 s over all attempts): on
+# a busy machine a reader that keeps landing on rewrites must let the writer get ahead, which a
+# short fixed pause did not (seen once on SeaweedFS at load average 5+).
 # What DuckDB raises while reading: its own errors, and UnicodeDecodeError when its Python binding
 # decodes the binary body of a failed range request (an S3 object replaced mid-read, DuckDB 1.5.5).
 _DUCKDB_READ_ERRORS = (duckdb.Error, UnicodeDecodeError)
@@ -923,7 +927,7 @@ class ParquetStore:
                 return self._read_once(dataset, filters, columns)
             except DataChanged:
                 # A writer replaced a file mid-read: list again and read the new version.
-                time.sleep(_RETRY_PAUSE_S * attempt)
+                time.sleep(min(_RETRY_PAUSE_S * 2 ** (attempt - 1), _MAX_RETRY_PAUSE_S))
         return self._read_once(dataset, filters, columns)
 
     def _read_once(
