@@ -38,6 +38,12 @@ from tests.integration.app.test_background_callbacks import (
 )
 from tests.unit.app.studio import Studio
 
+# tests/tools/run_suite.sh runs this module in a pytest process of its own. Dash's background
+# managers and Celery keep process-wide registries (every manager registers every background
+# function as a shared Celery task): in a process where other tests had built studios with other
+# Celery brokers, a job of this module's studio was never received by its worker (its log shows
+# the first test's task only) and the cancel test waited for a pool process that ran nothing.
+# A web process builds one studio, so this concerns tests only.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
