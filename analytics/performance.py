@@ -609,6 +609,26 @@ def _classification_flags(
     return joined, flags, decision
 
 
+# Per-window counts and log-loss sum over the flagged rows (``_classification_flags``): the same
+# aggregate for the exact metrics and for the mergeable partials, so the two cannot disagree.
+_CLASSIFICATION_AGGREGATES_SQL = f"""
+    count(*) AS n,
+    count(*) FILTER (WHERE _labelled) AS n_labelled,
+    count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
+    count(*) FILTER (WHERE NOT _score_ok) AS n_invalid_score,
+    count(*) FILTER (WHERE _eval) AS n_evaluated,
+    count(*) FILTER (WHERE _y = 1) AS n_positive,
+    count(*) FILTER (WHERE _y = 0) AS n_negative,
+    count(*) FILTER (WHERE _y = 1 AND _yhat = 1) AS tp,
+    count(*) FILTER (WHERE _y = 0 AND _yhat = 1) AS fp,
+    count(*) FILTER (WHERE _y = 0 AND _yhat = 0) AS tn,
+    count(*) FILTER (WHERE _y = 1 AND _yhat = 0) AS fn,
+    sum(CASE WHEN _eval THEN -ln(greatest(least(
+        CASE WHEN _y = 1 THEN _s ELSE CAST(1 AS DOUBLE) - _s END,
+        (CAST(1 AS DOUBLE) - {_double(_LOG_LOSS_EPS)})), {_double(_LOG_LOSS_EPS)}))
+        END) AS log_loss_sum"""
+
+
 def classification_metrics(
     logs: duckdb.DuckDBPyRelation,
     labels: duckdb.DuckDBPyRelation,
@@ -641,26 +661,10 @@ def classification_metrics(
     joined, flags, decision = _classification_flags(
         logs, labels, window, positive_label, threshold, labels_as_of
     )
-    eps = _double(_LOG_LOSS_EPS)
-    one_minus_eps = f"(CAST(1 AS DOUBLE) - {eps})"
     sql = f"""
         WITH {_keyed_sql(flags)},
         agg AS (
-            SELECT window_start,
-                   count(*) AS n,
-                   count(*) FILTER (WHERE _labelled) AS n_labelled,
-                   count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
-                   count(*) FILTER (WHERE NOT _score_ok) AS n_invalid_score,
-                   count(*) FILTER (WHERE _eval) AS n_evaluated,
-                   count(*) FILTER (WHERE _y = 1) AS n_positive,
-                   count(*) FILTER (WHERE _y = 0) AS n_negative,
-                   count(*) FILTER (WHERE _y = 1 AND _yhat = 1) AS tp,
-                   count(*) FILTER (WHERE _y = 0 AND _yhat = 1) AS fp,
-                   count(*) FILTER (WHERE _y = 0 AND _yhat = 0) AS tn,
-                   count(*) FILTER (WHERE _y = 1 AND _yhat = 0) AS fn,
-                   sum(CASE WHEN _eval THEN -ln(greatest(least(
-                       CASE WHEN _y = 1 THEN _s ELSE CAST(1 AS DOUBLE) - _s END, {one_minus_eps}), {eps}))
-                       END) AS log_loss_sum
+            SELECT window_start, {_CLASSIFICATION_AGGREGATES_SQL}
             FROM keyed GROUP BY window_start
         ),
         calibration_bins AS (
@@ -1368,25 +1372,9 @@ def classification_partial(
     joined, flags, _decision = _classification_flags(
         logs, labels, window, positive_label, threshold, labels_as_of, labels_unique
     )
-    eps = _double(_LOG_LOSS_EPS)
-    one_minus_eps = f"(CAST(1 AS DOUBLE) - {eps})"
     sql = f"""
         WITH flags AS MATERIALIZED ({flags})
-        SELECT window_start, 'window' AS kind, CAST(NULL AS BIGINT) AS bin,
-               count(*) AS n,
-               count(*) FILTER (WHERE _labelled) AS n_labelled,
-               count(*) FILTER (WHERE _bad_label) AS n_invalid_label,
-               count(*) FILTER (WHERE NOT _score_ok) AS n_invalid_score,
-               count(*) FILTER (WHERE _eval) AS n_evaluated,
-               count(*) FILTER (WHERE _y = 1) AS n_positive,
-               count(*) FILTER (WHERE _y = 0) AS n_negative,
-               count(*) FILTER (WHERE _y = 1 AND _yhat = 1) AS tp,
-               count(*) FILTER (WHERE _y = 0 AND _yhat = 1) AS fp,
-               count(*) FILTER (WHERE _y = 0 AND _yhat = 0) AS tn,
-               count(*) FILTER (WHERE _y = 1 AND _yhat = 0) AS fn,
-               sum(CASE WHEN _eval THEN -ln(greatest(least(
-                   CASE WHEN _y = 1 THEN _s ELSE CAST(1 AS DOUBLE) - _s END, {one_minus_eps}), {eps}))
-                   END) AS log_loss_sum,
+        SELECT window_start, 'window' AS kind, CAST(NULL AS BIGINT) AS bin, {_CLASSIFICATION_AGGREGATES_SQL},
                CAST(NULL AS BIGINT) AS pos, CAST(NULL AS BIGINT) AS neg, CAST(NULL AS DOUBLE) AS score_sum
         FROM flags GROUP BY window_start
         UNION ALL BY NAME
