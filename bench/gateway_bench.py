@@ -62,24 +62,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from jobs.demo_data import credit_default_record  # noqa: E402
 from jobs.gateway.launch import GatewayProcess, free_port, http_get, wait_until  # noqa: E402
 from jobs.gateway.launch import start_gateway as launch_gateway  # noqa: E402
 
 PROJECT, MODEL, ENV = "credit-risk", "credit-default", "prod"
-FEATURES = {
-    "income": 52_000,
-    "age": 40,
-    "debt_to_income": 0.3,
-    "credit_utilization": 0.4,
-    "num_open_accounts": 4,
-    "months_employed": 60,
-    "loan_amount": 15_000,
-    "interest_rate": 11.5,
-    "num_late_payments": 0,
-    "home_ownership": "rent",
-    "loan_purpose": "car",
-    "employment_type": "salaried",
-}
+FEATURES = credit_default_record()
 PATH = f"/v1/models/{MODEL}/predict?project={PROJECT}"
 
 

@@ -244,6 +244,25 @@ CREDIT_DEFAULT = DemoModel(
     daily_rows={PROD: 3000, STAGING: 200},
 )
 
+
+def credit_default_record() -> dict[str, object]:
+    """One typical credit-default applicant, as a client sends it to the gateway (a fresh dict)."""
+    return {
+        "income": 52_000,
+        "age": 40,
+        "debt_to_income": 0.3,
+        "credit_utilization": 0.4,
+        "num_open_accounts": 4,
+        "months_employed": 60,
+        "loan_amount": 15_000,
+        "interest_rate": 11.5,
+        "num_late_payments": 0,
+        "home_ownership": "rent",
+        "loan_purpose": "car",
+        "employment_type": "salaried",
+    }
+
+
 CHURN = DemoModel(
     project="credit-risk",
     model="churn",

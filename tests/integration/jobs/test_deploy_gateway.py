@@ -36,7 +36,7 @@ from jobs import registry
 from jobs.contracts import TRAINING_DATA
 from jobs.db import make_engine, make_session_factory
 from jobs.db.migrate import upgrade
-from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.demo_data import CREDIT_DEFAULT, credit_default_record, training_table
 from jobs.deploy import (
     CANARY,
     ROLLED_BACK,
@@ -63,20 +63,7 @@ from tests.integration.jobs.faulty_models import FAIL_AGE, register_failing_vers
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-FEATURES = {
-    "income": 52_000,
-    "age": 40,
-    "debt_to_income": 0.3,
-    "credit_utilization": 0.4,
-    "num_open_accounts": 4,
-    "months_employed": 60,
-    "loan_amount": 15_000,
-    "interest_rate": 11.5,
-    "num_late_payments": 0,
-    "home_ownership": "rent",
-    "loan_purpose": "car",
-    "employment_type": "salaried",
-}
+FEATURES = credit_default_record()
 
 
 def _free_port() -> int:

@@ -32,7 +32,7 @@ from jobs import registry
 from jobs.contracts import INFERENCE_LOGS, LABELS, TRAINING_DATA
 from jobs.db import make_engine, make_session_factory
 from jobs.db.migrate import upgrade
-from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.demo_data import CREDIT_DEFAULT, credit_default_record, training_table
 from jobs.gateway.launch import GatewayProcess, start_gateway
 from jobs.gateway.logbuffer import read_spill_file, spill_files
 from jobs.gateway.routing import canary_weight_tag, request_bucket
@@ -48,20 +48,7 @@ PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
 NAME = f"{PROJECT}.{MODEL}"
 CANARY_WEIGHT = 2000
 ENGINEER = Actor(user_id=1, username="maya", roles={PROJECT: frozenset({Role.ML_ENGINEER})})
-FEATURES = {
-    "income": 52_000,
-    "age": 40,
-    "debt_to_income": 0.3,
-    "credit_utilization": 0.4,
-    "num_open_accounts": 4,
-    "months_employed": 60,
-    "loan_amount": 15_000,
-    "interest_rate": 11.5,
-    "num_late_payments": 0,
-    "home_ownership": "rent",
-    "loan_purpose": "car",
-    "employment_type": "salaried",
-}
+FEATURES = credit_default_record()
 
 
 def _reset(sock: socket.socket) -> None:
