@@ -95,6 +95,7 @@ __all__ = [
     "register_monitor",
     "run_monitor",
     "run_scheduled_monitor",
+    "run_targets",
 ]
 
 WINDOW_UNITS: Mapping[str, timedelta] = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
@@ -489,11 +490,35 @@ def run_monitor(
                 progress(f"monitored {'/'.join(key)}", len(finished) / len(keys))
         return result
 
+    return run_targets(request, keys, monitor, problems, started_at, started)
+
+
+def run_targets(
+    request: MonitorRequest,
+    keys: Sequence[tuple[str, str, str]],
+    monitor_one: Callable[[tuple[str, str, str]], TargetResult],
+    problems: Sequence[InputProblem],
+    started_at: datetime,
+    started: float,
+) -> MonitorSummary:
+    """Monitor each target (on ``request.workers`` threads when there are several) and summarise.
+
+    Shared by this job and the scaled-out merge (``jobs.scaleout.merge``), which differ only in how
+    one target is monitored.
+
+    Args:
+        request: The run's request (its ``workers``).
+        keys: The targets, in the order of the summary.
+        monitor_one: Monitors one target.
+        problems: Input problems found while planning.
+        started_at: When the run started (UTC).
+        started: ``time.monotonic()`` at the start, for the duration.
+    """
     if request.workers > 1 and len(keys) > 1:
         with ThreadPoolExecutor(max_workers=request.workers, thread_name_prefix="monitor") as pool:
-            results = list(pool.map(monitor, keys))
+            results = list(pool.map(monitor_one, keys))
     else:
-        results = [monitor(key) for key in keys]
+        results = [monitor_one(key) for key in keys]
     return MonitorSummary(
         request=request,
         targets=tuple(results),

@@ -29,7 +29,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -602,7 +601,7 @@ def run_merged_monitor(
     Raises:
         jobs.permissions.Forbidden: if ``actor`` may not run the job on a project (nothing written).
     """
-    from jobs.monitor import MonitorSummary, _utc
+    from jobs.monitor import _utc, run_targets
     from jobs.permissions import Permission, require
 
     started = time.monotonic()
@@ -627,19 +626,7 @@ def run_merged_monitor(
     def monitor(key: tuple[str, str, str]) -> Any:
         return run_class(store, request, key, targets[key], now, merged=merged).run()
 
-    keys = sorted(targets)
-    if request.workers > 1 and len(keys) > 1:
-        with ThreadPoolExecutor(max_workers=request.workers, thread_name_prefix="merge") as pool:
-            results = list(pool.map(monitor, keys))
-    else:
-        results = [monitor(key) for key in keys]
-    return MonitorSummary(
-        request=request,
-        targets=tuple(results),
-        problems=tuple(_plan_problems(plan)),
-        started_at=started_at,
-        duration_s=time.monotonic() - started,
-    )
+    return run_targets(request, sorted(targets), monitor, _plan_problems(plan), started_at, started)
 
 
 def request_from_plan(plan: RunPlan) -> Any:
