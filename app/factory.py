@@ -114,9 +114,11 @@ class _CeleryJobManager(dash.CeleryManager):
 def make_background_manager(settings: Settings) -> Any:
     """The manager that runs the studio's background callbacks (training, backfills).
 
-    ``diskcache`` (default): jobs run in processes forked from the web worker and keep
-    results and progress in ``settings.background_cache_dir``, shared by every worker of
-    the host. ``celery``: jobs are sent to Celery workers through
+    ``diskcache`` (default): jobs run in processes of their own on the web worker's host
+    (:class:`app.background_jobs.ForkserverJobManager`: forked from a fork server, never from
+    the multi-threaded worker) and keep results and progress in
+    ``settings.background_cache_dir``, shared by every worker of the host.
+    ``celery``: jobs are sent to Celery workers through
     ``settings.background_broker_url`` (Redis); the workers must build the studio with the
     same settings so the same callbacks are registered as tasks.
 
@@ -135,9 +137,11 @@ def make_background_manager(settings: Settings) -> Any:
         return _CeleryJobManager(celery_app, cache_by=[_job_key], expire=BACKGROUND_RESULT_SECONDS)
     import diskcache
 
+    from app.background_jobs import ForkserverJobManager
+
     settings.background_cache_dir.mkdir(parents=True, exist_ok=True)
     cache = diskcache.Cache(str(settings.background_cache_dir))
-    return dash.DiskcacheManager(cache, cache_by=[_job_key], expire=BACKGROUND_RESULT_SECONDS)
+    return ForkserverJobManager(cache, settings, cache_by=[_job_key], expire=BACKGROUND_RESULT_SECONDS)
 
 
 def _make_server(settings: Settings) -> Flask:
@@ -225,5 +229,23 @@ def create_app(settings: Settings | None = None) -> dash.Dash:
     security.init_app(server, production=settings.is_production, script_hashes=app.csp_hashes)
     rbac.init_app(app)
     api.mount(server)  # /api/v1: bearer-token REST API, dispatched before the studio's session guards
+    _serve_as_current_dash_app(app)
     app.layout = shell_layout
     return app
+
+
+def _serve_as_current_dash_app(app: dash.Dash) -> None:
+    """Make ``app`` what ``dash.get_app()`` answers while it serves a request.
+
+    Dash's callback dispatch does not set its app context, so ``get_app()`` falls back to the
+    app built last in the process. Background handles are signed with ``get_app()``'s secret
+    but the cancel callback checks them with its own app's: in a process holding two studios
+    (tests; several studios behind one WSGI dispatcher) the first one's Cancel button was
+    silently ignored.
+    """
+    from dash._get_app import app_context
+
+    def set_current_app() -> None:
+        app_context.set(app)
+
+    app.server.before_request(set_current_app)

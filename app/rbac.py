@@ -19,7 +19,7 @@ three; the decorator re-checks inside the callback and each page layout re-check
 before rendering, so a mistake in one layer still fails closed.
 
 Background callbacks (``@dash.callback(..., background=True)``) run in another
-process (a forked diskcache job or a Celery worker) without the Flask request.
+process (a diskcache job started from the fork server, or a Celery worker) without the Flask request.
 The guard checks their permission on every request that starts, polls or cancels
 them; :func:`init_app` wraps each one so the request that starts it re-checks the
 permission and hands the signed-in user to the job inside Dash's callback context

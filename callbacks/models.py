@@ -15,7 +15,7 @@ Two long jobs start here as Dash background callbacks (progress bar, cancel
 button): training a new version (``TRAIN_MODELS``, :func:`jobs.training.train_model`)
 and a monitoring backfill of a model over a date range (``RUN_BACKFILL``,
 :func:`jobs.monitor.run_monitor` with ``backfill=True``). They run in another
-process (see ``app.factory.make_background_manager``), never in the web worker.
+process (see ``app.background_jobs``), never in the web worker.
 The request that starts one checks the permission (the RBAC guard and the wrapper
 ``app.rbac`` puts around background callbacks), the job function checks it again
 on the project, and the job itself checks it a third time with the acting user
@@ -42,6 +42,7 @@ from flask import has_app_context
 from sqlalchemy import select
 
 from app.auth import current_actor, db_session, services
+from app.background_jobs import current_job_settings
 from app.components.ids.models import ALL_ENVIRONMENTS, ID
 from app.rbac import acting_actor, requires
 from app.settings import Settings, load_settings
@@ -334,12 +335,14 @@ def show_long_job_forms(project: str | None) -> tuple[dict[str, str], dict[str, 
 def job_settings() -> Settings:
     """The settings a background job runs with.
 
-    A job forked from the web worker (diskcache) still sees the app that started it;
-    a Celery worker has no app and reads the same ``MMS_*`` environment as the studio.
+    Inside a request, the app's. A diskcache job gets the settings of the studio that started
+    it from its manager (:func:`app.background_jobs.current_job_settings`); a Celery worker has
+    neither and reads the same ``MMS_*`` environment as the studio.
     """
     if has_app_context():
         return services().settings
-    return load_settings()
+    handed = current_job_settings()
+    return handed if handed is not None else load_settings()
 
 
 def progress_reporter(
@@ -401,9 +404,9 @@ def train_version(
     # A fresh engine: connections inherited from the web worker's pool must not be shared.
     engine = make_engine(settings.database_url)
     try:
-        # The job runs in a process forked from a multi-threaded worker: GNU OpenMP's thread pool does
-        # not survive a fork (the estimator's parallel loops would wait forever on threads that are not
-        # there), so the forked job fits with one OpenMP thread.
+        # The job is a forked process (of the fork server, or of a Celery worker): GNU OpenMP's thread
+        # pool does not survive a fork if the parent ever started it (the estimator's parallel loops
+        # would wait forever on threads that are not there), so the job fits with one OpenMP thread.
         with threadpool_limits(limits=1, user_api="openmp"):
             result = train_model(
                 actor,

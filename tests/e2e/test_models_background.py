@@ -1,7 +1,8 @@
 """Training from the Models page in Debian Chromium: a background job with a progress bar and cancel.
 
-The live server runs the job in a process forked by the diskcache manager; the browser polls it
-as dash-renderer does. Training data for the model is written to the server's store first.
+The live server runs the job in a process of its own (started by the diskcache manager's fork
+server); the browser polls it as dash-renderer does. Training data for the model is written to
+the server's store first.
 """
 
 from __future__ import annotations

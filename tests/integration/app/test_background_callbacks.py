@@ -2,14 +2,17 @@
 
 The test client posts what dash-renderer posts: the request that starts the job, the polls
 (``cacheKey``/``job``/``endId`` query arguments) that bring its progress and its result, and the
-request of the cancel button. Jobs run in processes forked by the diskcache manager, as in
-production; nothing is mocked.
+request of the cancel button. Jobs run in processes of their own started by the studio's
+diskcache manager (from a fork server, never forked from this process), as in production;
+nothing is mocked.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,6 +105,30 @@ def _versions(studio: Studio) -> int:
         return 0
 
 
+def poll_to_result(
+    client: FlaskClient, end_id: str, handles: dict[str, str], log_tail: Callable[[], str] | None = None
+) -> tuple[list[str], Any]:
+    """Poll a started job as dash-renderer does until its result arrives (fails after :data:`JOB_TIMEOUT_S`).
+
+    Returns:
+        The progress reports seen on the way (JSON) and the result's ``response``.
+    """
+    progress: list[str] = []
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        polled = _poll(client, end_id, handles)
+        assert polled.status_code in (200, 204), polled.text
+        payload = polled.get_json(silent=True) or {}
+        if "progress" in payload:
+            progress.append(json.dumps(payload["progress"]))
+        if "response" in payload:
+            return progress, payload["response"]
+        time.sleep(0.3)
+    pytest.fail(
+        f"no result within {JOB_TIMEOUT_S} s; progress seen: {progress}\n{log_tail() if log_tail else ''}"
+    )
+
+
 def assert_training_registers_version_1(
     studio: Studio,
     client: FlaskClient,
@@ -118,22 +145,7 @@ def assert_training_registers_version_1(
         handles: What starting the job answered (:func:`_start`).
         log_tail: What to add to a failure message (the worker's log, where there is one).
     """
-    progress: list[str] = []
-    result = None
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        polled = _poll(client, end_id, handles)
-        assert polled.status_code in (200, 204), polled.text
-        payload = polled.get_json(silent=True) or {}
-        if "progress" in payload:
-            progress.append(json.dumps(payload["progress"]))
-        if "response" in payload:
-            result = payload["response"]
-            break
-        time.sleep(0.3)
-    assert result is not None, (
-        f"no result within {JOB_TIMEOUT_S} s; progress seen: {progress}\n{log_tail() if log_tail else ''}"
-    )
+    progress, result = poll_to_result(client, end_id, handles, log_tail)
     assert progress, "no progress was reported while the job ran"
     labels = " ".join(progress)
     assert "fitting" in labels or "logging to MLflow" in labels or "registering" in labels, labels
@@ -150,6 +162,50 @@ def test_training_runs_in_the_background_with_progress_then_its_result(studio: S
     handles = _start(client, end_id, 1)
     assert time.monotonic() - started_at < 10  # the request only starts the job
     assert_training_registers_version_1(studio, client, end_id, handles)
+
+
+def _job_process(handles: dict[str, str]) -> psutil.Process:
+    """The process of a started job: its pid is what the signed ``job`` handle carries."""
+    job = psutil.Process(int(handles["job"].split("~", 1)[0]))
+    # A process of its own, and no fork of this (the web worker's) process: see the next test.
+    assert job.pid != os.getpid() and job.ppid() != os.getpid(), (job, job.ppid())
+    return job
+
+
+def test_a_job_inherits_no_lock_another_thread_of_the_web_worker_holds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # CI saw a second training hang without progress: forked from the multi-threaded web worker
+    # while another request read MLflow, the job inherited a lock that thread held, and no thread
+    # of the child would ever release it. Here another thread holds MLflow's engine-cache lock
+    # (taken by the first MLflow call for a database) while a job starts in a fresh studio, whose
+    # registry this process never opened: a job forked from this process would wait for it forever.
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    with build_studio(tmp_path_factory.mktemp("lock-held")) as studio:
+        write_training_data(studio.settings)
+        client = studio.signed_in("mlengineer", "10.31.0.5")
+        end_id = _end_id(client)
+        taken, release = threading.Event(), threading.Event()
+
+        def hold_engine_cache_lock() -> None:
+            with SqlAlchemyStore._engine_map_lock:
+                taken.set()
+                release.wait(JOB_TIMEOUT_S)
+
+        holder = threading.Thread(target=hold_engine_cache_lock, daemon=True)
+        holder.start()
+        try:
+            assert taken.wait(10)
+            handles = _start(client, end_id, 1)
+            _job_process(handles)
+            _, result = poll_to_result(client, end_id, handles)
+        finally:
+            release.set()
+            holder.join(10)
+        alert = result["models-train-result"]["children"]
+        assert alert["props"]["color"] == "success", alert
+        assert _versions(studio) == 1
 
 
 def press_cancel(client: FlaskClient, end_id: str, handles: dict[str, str]) -> None:
@@ -180,15 +236,12 @@ def test_cancel_stops_the_training_process(studio: Studio) -> None:
     client = studio.signed_in("mlengineer", "10.31.0.2")
     end_id = _end_id(client)
     before = _versions(studio)
-    children_before = {child.pid for child in psutil.Process().children()}
     handles = _start(client, end_id, 2)
-    jobs = [child for child in psutil.Process().children() if child.pid not in children_before]
-    assert len(jobs) == 1, jobs  # the job runs in a process of its own
+    job = _job_process(handles)
     # Press Cancel as soon as the browser holds the job's handle (dash-renderer sends it as cancelJob).
     press_cancel(client, end_id, handles)
     # The job's process is gone: polls end with no result, and no version is registered.
     assert_polls_end_without_result(client, end_id, handles)
-    (job,) = jobs
     assert not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
     assert _versions(studio) == before
 
