@@ -19,6 +19,7 @@ Flask application: it gets the studio's :class:`~app.settings.Settings` from the
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import importlib
 import multiprocessing
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dash
+import psutil
 
 from app.settings import Settings
 
@@ -33,6 +35,8 @@ CALLBACKS_PACKAGE = "callbacks"
 _FORKSERVER = multiprocessing.get_context("forkserver")
 # The fork server imports this module, and with it the callbacks, once; every job forks from it.
 _FORKSERVER.set_forkserver_preload([__name__, CALLBACKS_PACKAGE])
+# Per job: when its process started (psutil's create_time), to tell it from a later owner of its pid.
+_STARTED_KEY = "mms-background-job-started-{pid}"
 _JOB_SETTINGS: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
     "mms_job_settings", default=None
 )
@@ -92,7 +96,55 @@ class ForkserverJobManager(dash.DiskcacheManager):
         )
         process.start()
         assert process.pid is not None
+        try:
+            started = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:
+            started = None  # already finished: nothing left to cancel
+        if started is not None:
+            self.handle.set(_STARTED_KEY.format(pid=process.pid), started, expire=self.expire)
         return process.pid
+
+    def _job_process(self, job: Any) -> psutil.Process | None:
+        """The running process of the job whose handle is ``job``, or ``None``.
+
+        The fork server reaps a finished job at once, so its pid is soon free for any new
+        process: only a process started when this manager recorded it counts (Dash's own
+        manager would kill whatever holds the pid now).
+        """
+        try:
+            pid = int(job)
+            started = self.handle.get(_STARTED_KEY.format(pid=pid))
+            process = psutil.Process(pid)
+            if started is None or process.create_time() != started:
+                return None
+            return process
+        except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError, ValueError):
+            return None
+
+    def job_running(self, job: Any) -> bool:
+        process = self._job_process(job)
+        try:
+            return process is not None and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def terminate_job(self, job: Any) -> None:
+        process = self._job_process(job)
+        if process is None:
+            return
+        # The job may end on its own at any moment: each step tolerates a process already gone.
+        try:
+            doomed = [*process.children(recursive=True), process]
+        except psutil.NoSuchProcess:
+            return
+        for member in doomed:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        psutil.wait_procs(doomed, timeout=1)
+
+    def terminate_unhealthy_job(self, job: Any) -> None:
+        if self._job_process(job) is not None and not self.job_running(job):
+            self.terminate_job(job)
 
 
 def run_job(

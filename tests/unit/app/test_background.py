@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dash
@@ -59,6 +62,27 @@ def test_diskcache_manager_keeps_its_files_under_var_dir(tmp_path: Path) -> None
     second = manager.build_cache_key(test_diskcache_manager_keeps_its_files_under_var_dir, [1], [], None)
     assert first != second
     manager.handle.close()
+
+
+def test_a_handle_whose_job_ended_never_stops_the_process_that_now_holds_its_pid(tmp_path: Path) -> None:
+    # The fork server reaps a finished job at once, so its pid is free for any new process; a late
+    # cancel or result fetch (Dash kills the job's pid then) must leave that process alone.
+    manager = make_background_manager(load_settings({"MMS_VAR_DIR": str(tmp_path)}))
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        handle = str(bystander.pid)  # as if a job had run under this pid earlier
+        assert not manager.job_running(handle)
+        manager.terminate_job(handle)
+        manager.terminate_unhealthy_job(handle)
+        time.sleep(0.2)
+        assert bystander.poll() is None
+        for forged in ("", "not-a-pid", "-1", None):
+            manager.terminate_job(forged)
+            assert not manager.job_running(forged)
+    finally:
+        bystander.kill()
+        bystander.wait()
+        manager.handle.close()
 
 
 def test_celery_manager_needs_the_celery_package(tmp_path: Path) -> None:
