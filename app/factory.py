@@ -238,10 +238,11 @@ def _serve_as_current_dash_app(app: dash.Dash) -> None:
     """Make ``app`` what ``dash.get_app()`` answers while it serves a request.
 
     Dash's callback dispatch does not set its app context, so ``get_app()`` falls back to the
-    app built last in the process. Background handles are signed with ``get_app()``'s secret
-    but the cancel callback checks them with its own app's: in a process holding two studios
-    (tests; several studios behind one WSGI dispatcher) the first one's Cancel button was
-    silently ignored.
+    app built last in the process. In a process holding two studios (tests; several studios
+    behind one WSGI dispatcher) the first one's background jobs then went wrong: their handles
+    were signed with the other studio's secret, so its own Cancel callback ignored them, and with
+    ``MMS_BACKGROUND_MANAGER=celery`` a job went to the other studio's broker, where no worker
+    of this studio ever received it.
     """
     from dash._get_app import app_context
 

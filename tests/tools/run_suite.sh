@@ -85,15 +85,4 @@ log "ruff"
 log "pytest"
 # Three workers on two cores: most tests wait on servers, subprocesses or the browser. loadgroup keeps
 # the Spark tests on one worker so a single Spark session serves them.
-CELERY_TESTS=tests/integration/app/test_background_celery.py
-if [ "$#" -eq 0 ]; then
-  # The Celery tests get a process of their own (see the comment at the top of that module).
-  status=0
-  "$BIN/python" -m pytest -q -p no:cacheprovider --timeout=900 -n "${MMS_TEST_WORKERS:-3}" --dist loadgroup \
-    --durations=25 --ignore="$CELERY_TESTS" || status=$?
-  log "pytest: the Celery background-callback tests"
-  "$BIN/python" -m pytest -q -p no:cacheprovider --timeout=900 "$CELERY_TESTS" || status=$?
-  exit "$status"
-else
-  "$BIN/python" -m pytest -q -p no:cacheprovider --timeout=900 -n "${MMS_TEST_WORKERS:-3}" --dist loadgroup --durations=25 "$@"
-fi
+"$BIN/python" -m pytest -q -p no:cacheprovider --timeout=900 -n "${MMS_TEST_WORKERS:-3}" --dist loadgroup --durations=25 "$@"

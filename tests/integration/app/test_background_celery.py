@@ -38,12 +38,9 @@ from tests.integration.app.test_background_callbacks import (
 )
 from tests.unit.app.studio import Studio
 
-# tests/tools/run_suite.sh runs this module in a pytest process of its own. Dash's background
-# managers and Celery keep process-wide registries (every manager registers every background
-# function as a shared Celery task): in a process where other tests had built studios with other
-# Celery brokers, a job of this module's studio was never received by its worker (its log shows
-# the first test's task only) and the cancel test waited for a pool process that ran nothing.
-# A web process builds one studio, so this concerns tests only.
+# Runs beside the other tests. It once needed a pytest process of its own: in a process where other
+# tests had built studios, this studio's job went to another studio's broker, because dash.get_app()
+# answered the studio built last during callback dispatch (app.factory._serve_as_current_dash_app).
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
