@@ -26,11 +26,27 @@ every other name resolves lazily, and the figure builders (plotly) load only whe
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
-from analytics.drift import drift as drift
-from analytics.profile import profile as profile
-from analytics.quality import quality as quality
+
+def _running_as_command_line() -> bool:
+    """Whether this process is ``python [options] -m analytics ...`` (the drift command line)."""
+    argv = sys.orig_argv
+    return "-m" in argv[:-1] and argv[argv.index("-m") + 1] == "analytics"
+
+
+if _running_as_command_line():
+    # The drift command line calls no BLAS routine, but NumPy's bundled OpenBLAS starts a server
+    # thread per extra core on import that spins for about 0.1 s before it sleeps: 50-70 ms of CPU
+    # per report (perf: blas_thread_server). With one BLAS thread it starts none. Set here because
+    # OpenBLAS reads it once, when analytics.drift below imports NumPy.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from analytics.drift import drift as drift  # noqa: E402
+from analytics.profile import profile as profile  # noqa: E402
+from analytics.quality import quality as quality  # noqa: E402
 
 _EXPORTS: dict[str, str] = {
     # store

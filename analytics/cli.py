@@ -39,6 +39,33 @@ EXIT_BAD_INPUT = 2
 LOCAL_DUCKDB_THREADS = 1
 
 
+#: glibc ``mallopt`` parameters: ``M_TRIM_THRESHOLD`` and ``M_MMAP_THRESHOLD``.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Freed memory malloc keeps for reuse instead of giving it back (see :func:`_reuse_freed_memory`).
+_MALLOC_KEEP_BYTES = 32 * 2**20
+
+
+def _reuse_freed_memory() -> None:
+    """Let glibc's malloc reuse freed blocks of up to 32 MB instead of unmapping them.
+
+    The report streams each numeric column in Arrow batches of 256 kB that DuckDB allocates and frees
+    batch after batch (and NumPy temporaries of the same size). With glibc's defaults many of those
+    blocks go back to the kernel when freed, so the next batch faults its pages in again: about 20,000
+    page faults and 0.05-0.1 s of CPU per million rows of 25 columns (``perf``: ``exc_page_fault`` under
+    DuckDB's Arrow appender). Keeping up to 32 MB raises the peak RSS by a few MB. Process-wide, so
+    only the command line does it; elsewhere (musl, macOS) it is skipped.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MALLOC_KEEP_BYTES)
+    mallopt(_M_TRIM_THRESHOLD, 4 * _MALLOC_KEEP_BYTES)
+
+
 class CliError(Exception):
     """A problem the user can fix; printed as ``error: <message>`` with exit code 2."""
 
@@ -230,6 +257,7 @@ def main(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     args = _parser().parse_args(argv)
+    _reuse_freed_memory()
     try:
         with _stdout_reserved_for_output():
             report = run_drift(args)

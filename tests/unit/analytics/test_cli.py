@@ -274,3 +274,26 @@ def test_duckdb_threads_change_no_figure(
         main(["drift", "--reference", str(reference), "--current", str(current), "--threads", "0"])
     assert exit_info.value.code == 2
     assert "--threads: must be at least 1" in capsys.readouterr().err
+
+
+def test_command_line_loads_no_module_the_report_does_not_use(
+    studio_env: dict[str, str], datasets: tuple[Path, Path]
+) -> None:
+    """Every module imported costs every report its CPU: pandas and SciPy (exact mode only), plotly,
+    and numpy.ma (which ``np.unique`` pulls in, 15-20 ms) stay out of a default report."""
+    reference, current = datasets
+    command = [sys.executable, "-X", "importtime", "-m", "analytics", "drift"]
+    result = subprocess.run(
+        [*command, "--reference", str(reference), "--current", str(current)],
+        cwd=ROOT,
+        env={**os.environ, **studio_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    timings = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    imported = {line.rsplit("|", 1)[1].strip() for line in timings}
+    assert "numpy" in imported and "duckdb" in imported
+    assert not {"numpy.ma", "pandas", "scipy", "plotly", "dash", "flask"} & imported
