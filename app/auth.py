@@ -3,7 +3,9 @@
 The sign-in page is plain server-rendered HTML (Bootstrap served locally), so an
 anonymous visitor never loads the Dash application at all. The flask-login user
 wraps a :class:`jobs.permissions.Actor` that is rebuilt from the database on every
-request, so a revoked role or a deactivated account takes effect immediately.
+request, so a revoked role or a deactivated account takes effect immediately. The
+session itself is kept server side (:mod:`jobs.db.web_sessions`): the cookie names it,
+and sign-out ends it, so a copy of the cookie is worthless from then on.
 
 Every sign-in attempt that reaches the password check is appended to the audit
 log through :func:`jobs.users.record_login`; attempts refused by the throttle are
@@ -37,7 +39,15 @@ from app.security import BOOTSTRAP_CSS_URL, LoginThrottle, csrf_token, rotate_cs
 from app.settings import Settings
 from jobs.db import session_scope
 from jobs.permissions import Actor
-from jobs.users import MAX_PASSWORD_LENGTH, actor_for, authenticate, record_login
+from jobs.users import (
+    MAX_PASSWORD_LENGTH,
+    actor_for,
+    authenticate,
+    close_web_session,
+    open_web_session,
+    record_login,
+    web_session_user,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +93,23 @@ def db_session(*, write: bool = False) -> Iterator[Session]:
 
 
 class StudioUser(UserMixin):
-    """The flask-login user: a thin wrapper around the authorisation :class:`Actor`."""
+    """The flask-login user: a thin wrapper around the authorisation :class:`Actor`.
 
-    def __init__(self, actor: Actor) -> None:
+    Args:
+        actor: Who the user is and what they may do.
+        session_token: The token of the user's server-side browser session
+            (:func:`jobs.users.open_web_session`); ``None`` for a user built outside a sign-in.
+    """
+
+    def __init__(self, actor: Actor, session_token: str | None = None) -> None:
         self.actor = actor
+        self.session_token = session_token
 
     def get_id(self) -> str:
-        """The user id flask-login stores in the session."""
-        return str(self.actor.user_id)
+        """What flask-login stores in the session cookie: ``<user id>:<session token>``."""
+        if self.session_token is None:
+            return str(self.actor.user_id)
+        return f"{self.actor.user_id}:{self.session_token}"
 
 
 def current_actor() -> Actor | None:
@@ -243,7 +262,7 @@ def login() -> Response | tuple[str, int]:
     address = request.remote_addr
     with session_scope(studio.session_factory) as db:
         wait = studio.login_throttle.retry_after(db, username, address)
-    actor = None
+    actor, token = None, None
     if not wait:
         with session_scope(studio.session_factory, write=True) as db:
             # Checked again under the write lock so parallel attempts cannot slip past the limit.
@@ -252,6 +271,8 @@ def login() -> Response | tuple[str, int]:
                 user = authenticate(db, username, password)
                 actor = actor_for(db, user.id) if user is not None else None
                 record_login(db, username, actor is not None, address)
+                if actor is not None:
+                    token = open_web_session(db, actor.user_id, current_app.permanent_session_lifetime)
     if wait:
         log.warning("sign-in throttled for %r from %s (%d s left)", username, address, wait)
         minutes = max(1, round(wait / 60))
@@ -269,7 +290,7 @@ def login() -> Response | tuple[str, int]:
 
     # A fresh session at sign-in: nothing an attacker planted before (session fixation) survives.
     session.clear()
-    login_user(StudioUser(actor), remember=False, fresh=True)
+    login_user(StudioUser(actor, token), remember=False, fresh=True)
     session.permanent = True
     rotate_csrf_token()
     return redirect(next_path)
@@ -277,20 +298,32 @@ def login() -> Response | tuple[str, int]:
 
 @auth.post("/logout")
 def logout() -> Response:
-    """Sign out (POST with the CSRF token, so another site cannot sign the user out)."""
+    """Sign out (POST with the CSRF token, so another site cannot sign the user out).
+
+    The server-side session ends too, so a copy of the cookie made before is worthless.
+    """
+    token = getattr(current_user, "session_token", None)
+    if token:
+        with db_session(write=True) as db:
+            close_web_session(db, token)
     logout_user()
     session.clear()
     return redirect(url_for("auth.login", signed_out=1))
 
 
-def _load_user(user_id: str) -> StudioUser | None:
+def _load_user(stored_id: str) -> StudioUser | None:
+    # The cookie names a user and a server-side session: both must hold (the session unexpired and
+    # not signed out, the account active). A cookie of before sessions were kept names no session.
+    user_id, _, token = str(stored_id).partition(":")
     try:
         uid = int(user_id)
     except (TypeError, ValueError):
         return None
     with db_session() as db:
+        if web_session_user(db, token) != uid:
+            return None
         actor = actor_for(db, uid)
-    return StudioUser(actor) if actor is not None else None
+    return StudioUser(actor, token) if actor is not None else None
 
 
 def init_app(server: Flask) -> LoginManager:

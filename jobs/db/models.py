@@ -215,3 +215,5 @@ from jobs.db import alerting  # noqa: E402, F401  # isort: skip - registers the 
 from jobs.db import api_models  # noqa: E402, F401  # isort: skip - registers the API and GitHub tables on this Base
 
 from jobs.db import deployments  # noqa: E402, F401  # isort: skip - registers the deployment_events table on this Base
+
+from jobs.db import web_sessions  # noqa: E402, F401  # isort: skip - registers the web_sessions table on this Base

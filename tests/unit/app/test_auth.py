@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app.auth import safe_next_path, services
 from app.security import CSRF_COOKIE_NAME, LoginThrottle
 from jobs.db.models import AuditEntry, utcnow
+from jobs.db.web_sessions import WebSession
 from jobs.users import record_login, revoke_role, set_user_active
 from tests.unit.app.expectations import demo_password
 from tests.unit.app.studio import Studio, build_studio, login_form_token, sign_in
@@ -140,11 +141,34 @@ def test_a_request_answered_after_the_sign_out_does_not_sign_the_browser_back_in
     # through: its response must not carry a session cookie the browser would keep.
     in_flight = studio.client("10.1.0.11")
     in_flight.set_cookie("mms_session", signed_in_cookie)
+    assert in_flight.get("/").status_code == 200  # the copy works while the session lasts
     assert client.post("/logout", data={"csrf_token": token}).status_code == 302
     late_answer = in_flight.get("/")
-    assert late_answer.status_code == 200
+    # The session ended server side: the copied cookie is anonymous now, and gets no cookie that
+    # would sign the browser back in.
+    assert late_answer.status_code == 302 and late_answer.headers["Location"].startswith("/login")
     assert not [c for c in late_answer.headers.getlist("Set-Cookie") if c.startswith("mms_session=")]
+    assert in_flight.get("/_dash-layout").status_code == 403
     assert client.get("/").status_code == 302
+
+
+def test_a_session_ends_when_it_expires_server_side_whatever_the_cookie_says(studio: Studio) -> None:
+    client = studio.signed_in("sponsor2", "10.1.0.12")
+    other = studio.signed_in("sponsor2", "10.1.0.13")  # the same user's second browser
+    assert client.get("/").status_code == 200 and other.get("/").status_code == 200
+    with studio.db(write=True) as session:
+        rows = session.scalars(select(WebSession).order_by(WebSession.id.desc()).limit(2)).all()
+        assert {row.user_id for row in rows} == {studio.actor("sponsor2").user_id}
+        # Only hashes are stored: no row holds anything the cookie carries in clear.
+        assert all(len(row.token_hash) == 64 for row in rows)
+        rows[0].expires_at = utcnow() - timedelta(seconds=1)  # the later sign-in: `other`
+    assert other.get("/").status_code == 302
+    assert client.get("/").status_code == 200  # the other session is untouched
+    # Signing in again clears the user's expired rows.
+    studio.signed_in("sponsor2", "10.1.0.14")
+    with studio.db() as session:
+        expired = session.scalars(select(WebSession).where(WebSession.expires_at <= utcnow())).all()
+    assert expired == []
 
 
 def test_session_cookie_flags(studio: Studio) -> None:
