@@ -68,12 +68,18 @@ class Measure:
     wall_s: float
     cpu_s: float
     peak_rss_mb: float
+    sys_s: float
     returncode: int
     output: str
 
 
 def run(command: list[str], env: dict[str, str]) -> Measure:
-    """Run ``command`` in a fresh process; wall time, its CPU time and peak RSS (``wait4``)."""
+    """Run ``command`` in a fresh process; wall time, its CPU time and peak RSS (``wait4``).
+
+    The peak RSS is a ceiling: Linux carries the high-water mark of the forked copy of this process
+    (a few hundred MB once the data are written) across ``exec``, so a small process reads as big as
+    the bench (the scan peaks near 80 MB under ``/usr/bin/time -v``).
+    """
     started = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -86,6 +92,7 @@ def run(command: list[str], env: dict[str, str]) -> Measure:
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
         peak_rss_mb=usage.ru_maxrss / 1024,
+        sys_s=usage.ru_stime,
         returncode=process.returncode,
         output=output,
     )
@@ -281,6 +288,7 @@ def median(measures: list[Measure]) -> Measure:
         wall_s=statistics.median(m.wall_s for m in measures),
         cpu_s=statistics.median(m.cpu_s for m in measures),
         peak_rss_mb=max(m.peak_rss_mb for m in measures),
+        sys_s=statistics.median(m.sys_s for m in measures),
         returncode=middle.returncode,
         output=middle.output,
     )
@@ -314,9 +322,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def line(label: str, m: Measure) -> str:
+        # The system share of the CPU (page faults of fresh memory) varies most with the machine's load.
         return (
-            f"  {label:<44} wall {m.wall_s:7.2f} s   cpu {m.cpu_s:7.2f} s   peak RSS {m.peak_rss_mb:7.1f} MB"
+            f"  {label:<44} wall {m.wall_s:7.2f} s   cpu {m.cpu_s:7.2f} s (sys {m.sys_s:4.2f})   "
+            f"peak RSS {m.peak_rss_mb:7.1f} MB"
         )
+
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
     print(f"\n1. one new day of {args.rows:,} rows x {args.features} features (median of {args.repeats}):")
     print(line("DuckDB scan of the day's partition", inc["scan"]))

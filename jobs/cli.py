@@ -237,12 +237,19 @@ def _database_error(error: Exception) -> bool:
     return exc is not None and isinstance(error, exc.OperationalError | exc.ProgrammingError)
 
 
-def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    environ: dict[str, str] | None = None,
+    *,
+    whole_process: bool = False,
+) -> int:
     """Run one command.
 
     Args:
         argv: Arguments without the program name (default ``sys.argv[1:]``).
         environ: Environment to read settings from (default ``os.environ``).
+        whole_process: The command is all this process runs (``python -m jobs``): it may then set
+            process-wide state that makes it cheaper (the handler sees ``args.whole_process``).
 
     Returns:
         The exit code (0 ok, 1 failure found, 2 usage or configuration error).
@@ -253,6 +260,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         args = parser.parse_args(arguments)
     except SystemExit as exit_request:  # argparse already printed the usage message
         return int(exit_request.code or 0)
+    args.whole_process = whole_process
     try:
         settings = load_settings(environ)
         return args.func(args, settings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -386,6 +388,36 @@ def test_incremental_runs_compute_new_days_and_days_whose_labels_arrived(
     assert coverage[(PROD, day(3))] > 0.5
 
 
+def test_a_corrected_label_counts_instead_of_the_first_one(
+    demo12, workspace: ParquetStore, tmp_path: Path
+) -> None:
+    """Labels sent again for some requests (a later ``label_timestamp``): the latest one counts, as if
+    the day's file held only the corrected labels."""
+    partition = {"project": "credit-risk", "model": "credit-default", "environment": PROD}
+    partition["date"] = day(10).isoformat()
+    (stored,) = workspace.list_files(LABELS, filters=partition)
+    labels = pq.read_table(stored.path).select(["request_id", "label", "label_timestamp"])
+    first = labels.slice(0, 40)
+    corrected = first.set_column(1, "label", pc.subtract(1.0, pc.cast(first.column("label"), pa.float64())))
+    corrected = corrected.set_column(
+        2, "label_timestamp", pc.add(first.column("label_timestamp"), pa.scalar(timedelta(hours=1)))
+    )
+    workspace.append(LABELS, partition, corrected)  # the first labels stay, the corrections follow
+
+    expected_store = copy_workspace(demo12[0], tmp_path / "expected")
+    only_corrected = pa.concat_tables([corrected, labels.slice(40)]).cast(labels.schema)
+    expected_store.write_partition(LABELS, partition, only_corrected, replace_partition=True)
+    uncorrected_store = copy_workspace(demo12[0], tmp_path / "uncorrected")
+    request = MonitorRequest(model="credit-default", environment=PROD, since=day(10), until=day(10))
+    for store in (workspace, expected_store, uncorrected_store):
+        assert run_monitor(store, request, now=NOW).ok
+    rows = metric_rows(workspace, date=day(10).isoformat())
+    assert_same_rows(rows, metric_rows(expected_store, date=day(10).isoformat()))
+    assert rows != metric_rows(uncorrected_store, date=day(10).isoformat())  # the corrections changed it
+    expected_store.close()
+    uncorrected_store.close()
+
+
 def test_the_state_records_one_entry_per_date_and_window(workspace: ParquetStore) -> None:
     run_monitor(workspace, MonitorRequest(model="credit-default", environment=PROD), now=NOW)
     (state_file,) = workspace.list_files(MONITOR_STATE)
@@ -512,6 +544,68 @@ def test_usage_errors_exit_2(workspace: ParquetStore, tmp_path: Path, capsys) ->
     assert cli(Path(workspace.root), tmp_path / "var", "--window", "week") == EXIT_USAGE
     with pytest.raises(MonitorError, match="window"):
         MonitorRequest(window="minute")
+
+
+def run_program(root: Path, var: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -X importtime -m jobs monitor ...`` in a process of its own, as a container runs it."""
+    # Buffered output, as in a container: what the command prints must be flushed before it ends.
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith("MMS_") and k != "PYTHONUNBUFFERED"
+    }
+    environment.update(MMS_DATA_URI=str(root), MMS_VAR_DIR=str(var))
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[3]), environment.get("PYTHONPATH", "")]
+    )
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "jobs", "monitor", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_command_in_its_own_process_writes_the_same_rows_without_importing_pandas(
+    demo12, monitored12, tmp_path: Path
+) -> None:
+    _root, clean_rows, clean_profiles = monitored12
+    store = copy_workspace(demo12[0], tmp_path / "data")
+    finished = run_program(tmp_path / "data", tmp_path / "var")
+    assert finished.returncode == EXIT_OK, finished.stderr
+    assert "72 date(s) computed" in finished.stdout  # printed before the process ended
+    assert_same_rows(metric_rows(store), clean_rows)
+    assert profile_counts(store) == clean_profiles
+    # pyarrow was told pandas is absent (a fifth of a second of CPU saved) and nothing needed it:
+    # only the probe's hidden attempts are listed, none of pandas' own modules.
+    imported = [line.rsplit("|", 1)[-1].strip() for line in finished.stderr.splitlines() if "|" in line]
+    assert "pyarrow" in imported and not [name for name in imported if name.startswith("pandas.")]
+
+    log_file(store, "credit-default", PROD, day(4)).write_bytes(b"PAR1 broken")
+    failed = run_program(tmp_path / "data", tmp_path / "var", "--backfill", "--since", day(4).isoformat())
+    assert failed.returncode == EXIT_FAILURE, failed.stderr
+    assert "corrupt_file" in failed.stdout
+
+
+def test_an_in_process_command_leaves_pyarrow_as_it_found_it(workspace: ParquetStore, tmp_path: Path) -> None:
+    """Only ``python -m jobs`` settles pyarrow without pandas: the studio and tests keep it whole."""
+    settings = {"MMS_DATA_URI": workspace.root, "MMS_VAR_DIR": str(tmp_path / "var")}
+    script = f"""
+from jobs.cli import main
+code = main(["monitor", "--model", "credit-default"], {settings!r})
+import pandas, pyarrow as pa
+# pyarrow still recognises pandas objects: a categorical Series keeps its dictionary type.
+print("exit", code, pa.array(pandas.Series(["a", "b"], dtype="category")).type)
+"""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MMS_")}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[3]), environment.get("PYTHONPATH", "")]
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert finished.returncode == 0, finished.stderr
+    last = finished.stdout.splitlines()[-1]
+    assert last.startswith("exit 0 dictionary<"), finished.stdout
 
 
 # --------------------------------------------------------------------------- versions and windows

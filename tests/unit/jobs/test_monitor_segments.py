@@ -216,6 +216,46 @@ def test_the_stacked_rows_are_the_rows_of_each_slice_moved_by_its_span(batch, un
     assert stacked.schema == logs.schema
 
 
+def _edge_logs() -> pa.Table:
+    """Nanoseconds in Paris time around midnight UTC, before 1970 too, NULL times and values."""
+    moments = [
+        datetime(1969, 12, 31, 23, 30, tzinfo=UTC),
+        datetime(1970, 1, 1, 0, 30, tzinfo=UTC),
+        datetime(2024, 3, 30, 23, 59, 59, tzinfo=UTC),
+        datetime(2024, 3, 31, 0, 0, 1, tzinfo=UTC),
+        None,
+    ]
+    rows = [(moments[i % 5], [None, "", "n", "s", "e", "w"][i % 6], f"u{i % 7}") for i in range(60)]
+    timestamps = pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "timestamp": timestamps.cast(pa.timestamp("ns", tz="Europe/Paris")),
+            "segment_region": pa.array([r[1] for r in rows], pa.string()),
+            "segment_user": pa.array([r[2] for r in rows], pa.string()),
+            "latency_ms": pa.array([1.0] * len(rows)),
+        }
+    )
+
+
+@pytest.mark.parametrize("edge", [False, True], ids=["batch", "edge-times"])
+@pytest.mark.parametrize("unit", ["day", "hour"])
+def test_the_values_counted_from_the_table_are_those_of_the_query(
+    store: ParquetStore, batch, unit: str, edge: bool
+) -> None:
+    """With the Arrow table at hand the values are counted in NumPy; the query's answer is the same."""
+    cursor = store.cursor()
+    logs = _edge_logs() if edge else batch[0]
+    relation = cursor.from_arrow(logs)
+    for max_values in (3, MAX_SEGMENT_VALUES):
+        from_table = segment_partials(
+            cursor, relation, batch[4], None, (), unit, logs=logs, max_values=max_values
+        )
+        from_query = segment_partials(cursor, relation, batch[4], None, (), unit, max_values=max_values)
+        assert from_table.values == from_query.values
+        if max_values == 3:
+            assert None in from_table.values.values()  # windows with too many users to slice
+
+
 FLOATS = ("statistic", "p_value", "threshold")
 """Compared to 1e-9: profiles merge moments by Chan's formula, partial sums add in another order."""
 
