@@ -1,7 +1,5 @@
 """``python -m analytics``: see :mod:`analytics.cli`."""
 
-import sys
+from analytics.cli import main_and_exit
 
-from analytics.cli import main
-
-sys.exit(main())
+main_and_exit()

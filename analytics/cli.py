@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import duckdb
 
@@ -162,6 +162,21 @@ def _read(con: duckdb.DuckDBPyConnection, source: str, role: str) -> duckdb.Duck
         raise CliError(f"cannot read the {role} {source}: {error}") from error
 
 
+def _on_own_cursor(
+    con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation
+) -> duckdb.DuckDBPyRelation | None:
+    """The same relation on a new cursor of ``con``, for a query that runs beside one on ``rel``.
+
+    Rebuilt from the relation's SQL, so it reads exactly the files ``rel`` was opened on (listing the
+    source again could see files added since). ``None`` when DuckDB cannot rebuild it: the profiles then
+    run their queries one after the other on ``rel``, with the same result.
+    """
+    try:
+        return con.cursor().sql(rel.sql_query())
+    except duckdb.Error:
+        return None
+
+
 def run_drift(args: argparse.Namespace) -> DriftReport:
     """Compute the drift report the ``drift`` command prints.
 
@@ -176,12 +191,17 @@ def run_drift(args: argparse.Namespace) -> DriftReport:
         current_rel = _read(con, args.current, "current data")
         try:
             reference = profile_reference(
-                reference_rel, columns, bins=args.bins, top_k=args.top_k, distinct=False
+                reference_rel,
+                columns,
+                bins=args.bins,
+                top_k=args.top_k,
+                distinct=False,
+                categorical_rel=_on_own_cursor(con, reference_rel),
             )
         except duckdb.Error as error:
             raise CliError(f"cannot read the reference {args.reference}: {_first_line(error)}") from error
         try:
-            current = profile(current_rel, reference.spec)
+            current = profile(current_rel, reference.spec, categorical_rel=_on_own_cursor(con, current_rel))
             return drift(
                 reference, current, policy, exact=(reference_rel, current_rel) if args.exact else None
             )
@@ -272,3 +292,18 @@ def main(
         stdout.write(render_table(report) + "\n")
     stdout.flush()
     return EXIT_OK
+
+
+def main_and_exit() -> NoReturn:
+    """``python -m analytics``: :func:`main`, then end the process without the interpreter's teardown.
+
+    Tearing down the imported modules (DuckDB, NumPy, pyarrow) and freeing their objects one by one
+    costs 50-70 ms of wall time after the report is written (measured at 1M rows on 2 cores, about
+    as much as a DuckDB scan of 100k rows), for a process about to end anyway. The output is flushed
+    first and :func:`run_drift` has closed the DuckDB connection, so nothing is lost; an argument
+    error or an unexpected exception still exits the ordinary way.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -49,12 +49,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import duckdb
 import numpy as np
@@ -793,6 +793,7 @@ def profile_reference(
     kinds: Mapping[str, Kind] | None = None,
     exclude: Iterable[str] = (),
     distinct: bool = True,
+    categorical_rel: duckdb.DuckDBPyRelation | None = None,
 ) -> Profile:
     """Build the spec from a reference relation and profile it, reading every column once.
 
@@ -815,6 +816,9 @@ def profile_reference(
         kinds: Force a kind per column, e.g. ``{"zip_code": "categorical"}`` for an integer code.
         exclude: Columns left out of the default selection (e.g. the timestamp column).
         distinct: Whether numeric profiles estimate their distinct count.
+        categorical_rel: The same data as ``rel`` on another cursor of its database (see
+            :func:`_numeric_beside_categorical`): the categorical columns are then counted there, in a
+            background thread, while the numeric ones stream from ``rel``. Same result either way.
 
     Returns:
         The reference profile; ``profile.spec`` is the spec to profile any other data with.
@@ -834,13 +838,18 @@ def profile_reference(
     numeric = [c for c in plan if c.kind == "numeric"]
     categorical = [c for c in plan if c.kind == "categorical"]
 
-    ((rows, numeric_profiles),) = _numeric_profiles(
-        rel, numeric, types, distinct, None, levels=quantile_levels(bins)
-    ).values()
+    numeric_rows, counts = _numeric_beside_categorical(
+        lambda: _numeric_profiles(rel, numeric, types, distinct, None, levels=quantile_levels(bins)),
+        lambda source: _categorical_counts(source, categorical, top_k + max_unseen, None),
+        rel,
+        categorical_rel if categorical else None,
+        schema,
+        run_categorical=bool(categorical),
+    )
+    ((rows, numeric_profiles),) = numeric_rows.values()
     finished: dict[str, ColumnProfile] = {p.name: p for p in numeric_profiles}
 
     if categorical:
-        counts = _categorical_counts(rel, categorical, top_k + max_unseen, None)
         for column_spec in categorical:
             column_counts = counts.get((None, column_spec.name), _CategoricalCounts())
             finished[column_spec.name] = _reference_categorical(
@@ -1039,6 +1048,8 @@ def profile(
     spec: ProfileSpec,
     window: str | None = None,
     timestamp_column: str | None = None,
+    *,
+    categorical_rel: duckdb.DuckDBPyRelation | None = None,
 ) -> Profile | dict[datetime, Profile]:
     """Profile a relation against a spec, whole or per time window.
 
@@ -1055,6 +1066,9 @@ def profile(
         spec: Spec from :func:`build_spec` (or ``reference_profile.spec``).
         window: ``None`` for one profile, or ``minute``/``hour``/``day``/``week``/``month``.
         timestamp_column: Column whose truncation defines the windows (required with ``window``).
+        categorical_rel: The same data as ``rel`` on another cursor of its database: the categorical
+            columns are then counted there, in a background thread, while the numeric ones stream
+            from ``rel`` (see :func:`_numeric_beside_categorical`). Same result either way.
 
     Returns:
         A :class:`Profile`, or with ``window`` a dict window start -> :class:`Profile` in time order
@@ -1078,9 +1092,13 @@ def profile(
     numeric = [c for c in spec.columns if c.kind == "numeric" and c.name not in skipped]
     categorical = [c for c in spec.columns if c.kind == "categorical" and c.name not in skipped]
 
-    numeric_rows = _numeric_profiles(rel, numeric, types, spec.distinct, window_sql)
-    categorical_counts = (
-        _categorical_counts(rel, categorical, spec.max_unseen, window_sql) if categorical else {}
+    numeric_rows, categorical_counts = _numeric_beside_categorical(
+        lambda: _numeric_profiles(rel, numeric, types, spec.distinct, window_sql),
+        lambda source: _categorical_counts(source, categorical, spec.max_unseen, window_sql),
+        rel,
+        categorical_rel if categorical else None,
+        schema,
+        run_categorical=bool(categorical),
     )
 
     profiles: dict[datetime | None, Profile] = {}
@@ -1101,6 +1119,44 @@ def profile(
     if window is None:
         return profiles[None]
     return dict(sorted(profiles.items()))
+
+
+_Numeric = TypeVar("_Numeric")
+
+
+def _numeric_beside_categorical(
+    numeric: Callable[[], _Numeric],
+    categorical: Callable[[duckdb.DuckDBPyRelation], dict[tuple[datetime | None, str], _CategoricalCounts]],
+    rel: duckdb.DuckDBPyRelation,
+    categorical_rel: duckdb.DuckDBPyRelation | None,
+    schema: tuple[tuple[str, str], ...],
+    *,
+    run_categorical: bool,
+) -> tuple[_Numeric, dict[tuple[datetime | None, str], _CategoricalCounts]]:
+    """The numeric stream (``numeric()``) and the categorical counts (``categorical(relation)``).
+
+    Without ``categorical_rel`` one after the other on ``rel``. With it (the same data on another
+    cursor: a DuckDB connection runs one query at a time) the categorical query runs there in a
+    background thread while this one streams the numeric columns. The stream's pace is DuckDB's
+    decoding in this thread, which leaves part of the second core idle, so the GROUPING SETS scan
+    (single-threaded on a one-thread connection) mostly fills it instead of running after the stream:
+    about 0.05 s less wall time per million rows and 5 categorical columns, for the same CPU. The
+    numeric stream's errors are raised first, as without it.
+
+    Raises:
+        ProfileError: if ``categorical_rel`` does not have the columns and types of ``rel``.
+    """
+    if not run_categorical:
+        return numeric(), {}
+    if categorical_rel is None:
+        numeric_result = numeric()
+        return numeric_result, categorical(rel)
+    if relation_schema(categorical_rel) != schema:
+        raise ProfileError("categorical_rel must have the columns and types of the profiled relation")
+    with ThreadPoolExecutor(max_workers=1) as side:
+        counts = side.submit(categorical, categorical_rel)
+        numeric_result = numeric()
+        return numeric_result, counts.result()
 
 
 def _categorical_profile(spec: ColumnSpec, rows: int, counts: _CategoricalCounts) -> ColumnProfile:
@@ -1161,18 +1217,20 @@ def _numeric_profiles(
         rows[None] = 0
     offset = 1 if window_sql else 0
     reader = rel.query("__mms_source", sql).to_arrow_reader(STREAM_BATCH_ROWS)
-    # NumPy releases the GIL in its loops: the pool's threads work on one batch while DuckDB decodes
-    # the next one; a batch is handed over only once the previous one is done (one batch in flight).
-    pending: list[Any] = []
+    # NumPy releases the GIL in its loops: the helper threads bin one batch while DuckDB decodes the
+    # next one in this thread, which then takes the batch's remaining columns (see _add_queued); the
+    # next batch is handed over only once every column of this one is done (one batch in flight), so
+    # each accumulator still adds its batches in order.
+    pending: tuple[list[Future[None]], deque[_Work]] | None = None
     with (
-        ThreadPoolExecutor(max_workers=PROFILE_THREADS) as pool,
+        ThreadPoolExecutor(max_workers=max(PROFILE_THREADS - 1, 1)) as pool,
         np.errstate(over="ignore", invalid="ignore"),
     ):
         for batch in reader:
             if batch.num_rows == 0:
                 continue
             columns_of_batch = [_as_numpy(batch.column(offset + i)) for i in range(len(specs))]
-            work: list[tuple[_NumericAccumulator, np.ndarray, int]] = []
+            work: deque[_Work] = deque()
             if window_sql is None:
                 rows[None] += batch.num_rows
                 for accumulator, (values, _mask, nulls) in zip(windows[None], columns_of_batch, strict=True):
@@ -1188,11 +1246,9 @@ def _numeric_profiles(
                             nulls = int(np.count_nonzero(null_mask[take])) if null_mask is not None else 0
                             values = values[take]
                         work.append((accumulator, values, nulls))
-            for future in pending:
-                future.result()
-            pending = [pool.submit(_add_all, work[i::PROFILE_THREADS]) for i in range(PROFILE_THREADS)]
-        for future in pending:
-            future.result()
+            _finish(pending)
+            pending = ([pool.submit(_add_queued, work) for _ in range(PROFILE_THREADS - 1)], work)
+        _finish(pending)
     result: dict[datetime | None, tuple[int, list[ColumnProfile]]] = {}
     for key, group in windows.items():
         start = None if key is None else _EPOCH + timedelta(microseconds=int(key))
@@ -1203,16 +1259,41 @@ def _numeric_profiles(
     return result
 
 
-def _add_all(work: Sequence[tuple[_NumericAccumulator, np.ndarray, int]]) -> None:
-    # np.errstate is per thread, and the pool's threads call this: set once per batch, not per column.
+#: One column of one batch (of one window) to add: its accumulator, values and null count.
+_Work = tuple["_NumericAccumulator", np.ndarray, int]
+
+
+def _add_queued(work: deque[_Work]) -> None:
+    """Add queued columns until the queue is empty (several threads may drain one queue).
+
+    The decoding thread drains the batch's queue too once it has decoded the next batch: with one
+    helper on two cores no thread waits while the other has columns left, and there are never more
+    busy threads than cores (three threads on two cores slowed the decoding, which sets the pace).
+    """
+    # np.errstate is per thread: set once per batch, not per column.
     with np.errstate(over="ignore", invalid="ignore"):
-        for accumulator, values, nulls in work:
+        while True:
+            try:
+                accumulator, values, nulls = work.popleft()  # atomic: each column is taken once
+            except IndexError:
+                return
             accumulator._add(values, nulls)
+
+
+def _finish(pending: tuple[list[Future[None]], deque[_Work]] | None) -> None:
+    """Add the columns of a handed-over batch that no helper has taken yet, then wait for the helpers."""
+    if pending is None:
+        return
+    helpers, work = pending
+    _add_queued(work)
+    for helper in helpers:
+        helper.result()
 
 
 _EPOCH = datetime(1970, 1, 1)
 
-#: Threads binning columns in :func:`_numeric_profiles` (the studio's machines have two cores).
+#: Threads binning columns in :func:`_numeric_profiles`, the decoding one included (the studio's
+#: machines have two cores).
 PROFILE_THREADS = 2
 
 
@@ -1667,7 +1748,7 @@ class _NumericAccumulator:
 
     def add(self, values: np.ndarray, nulls: int) -> None:
         """Add a batch: ``values`` as ``float64`` with NaN at the ``nulls`` null slots."""
-        # np.errstate is per thread (batches are added from the pool's threads, see _add_all).
+        # np.errstate is per thread (batches are added from several threads, see _add_queued).
         with np.errstate(over="ignore", invalid="ignore"):
             self._add(values, nulls)
 

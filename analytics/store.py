@@ -29,14 +29,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import duckdb
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from analytics import _duckdb
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+# pyarrow (about 30 ms to import), pyarrow.fs and pyarrow.parquet (15 ms more) are imported where they
+# are used: a process that only opens DuckDB and reads through it (the drift command line) lists and
+# writes no files, and imports pyarrow only when DuckDB first hands it an Arrow stream, by then
+# beside a DuckDB query running in another thread (see analytics.profile._numeric_beside_categorical).
 
 KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 """Dataset names and partition keys."""
@@ -409,6 +416,8 @@ def connect_duckdb(config: StoreConfig, allowed_paths: Sequence[str] = ()) -> du
 
 
 def _make_filesystem(config: StoreConfig, is_s3: bool) -> pafs.FileSystem:
+    import pyarrow.fs as pafs
+
     if not is_s3:
         return pafs.LocalFileSystem()
     options: dict[str, object] = {
@@ -684,6 +693,8 @@ class ParquetStore:
         return self._uri(final)
 
     def _stage_and_publish(self, table: pa.Table, final: str) -> None:
+        import pyarrow as pa
+
         fs = self.filesystem()
         staged = self._fs_path(STAGING_DIR, f"{uuid.uuid4().hex}.parquet")
         try:
@@ -700,6 +711,9 @@ class ParquetStore:
             raise
 
     def _write_staged(self, table: pa.Table, staged: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         fs = self.filesystem()
         try:
             if not self.is_s3:
@@ -716,6 +730,9 @@ class ParquetStore:
         Raises:
             StoreError: if the staged file does not hold ``table``.
         """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
             with self.filesystem().open_input_file(staged) as handle:
                 parquet = pq.ParquetFile(handle)
@@ -744,11 +761,15 @@ class ParquetStore:
             _fsync(final.rsplit("/", 1)[0])
 
     def _discard(self, staged: str) -> None:
+        import pyarrow as pa
+
         # Already published (moved away) or never written: the original error is what matters.
         with contextlib.suppress(OSError, pa.ArrowException):
             self.filesystem().delete_file(staged)
 
     def _delete_data_files(self, directory: str, keep: str | None = None) -> int:
+        import pyarrow.fs as pafs
+
         fs = self.filesystem()
         infos = fs.get_file_info(pafs.FileSelector(directory, recursive=False, allow_not_found=True))
         doomed = [
@@ -775,6 +796,8 @@ class ParquetStore:
         Raises:
             InvalidName: for bad names or an empty partition (which would be the whole dataset).
         """
+        import pyarrow.fs as pafs
+
         validate_dataset_name(dataset)
         segments = self._partition_segments(partition)
         if not segments:
@@ -816,6 +839,8 @@ class ParquetStore:
     def _walk(
         self, directory: str, partition: dict[str, str], wanted: dict[str, set[str]]
     ) -> Iterator[StoredFile]:
+        import pyarrow.fs as pafs
+
         fs = self.filesystem()
         if all(key in partition for key in wanted):
             # Every filter is settled on this path: one recursive listing serves the whole subtree.
@@ -856,6 +881,8 @@ class ParquetStore:
         Raises:
             InvalidName: for bad names.
         """
+        import pyarrow.fs as pafs
+
         validate_dataset_name(dataset)
         directory = self._fs_path(dataset, *self._partition_segments(partition))
         selector = pafs.FileSelector(directory, recursive=True, allow_not_found=True)
@@ -936,6 +963,8 @@ class ParquetStore:
         filters: Mapping[str, str | Sequence[str]] | None,
         columns: Sequence[str] | None,
     ) -> pa.Table:
+        import pyarrow as pa
+
         files = self.list_files(dataset, filters)
         if not files:
             return pa.table({name: pa.array([], pa.null()) for name in columns or ()})
@@ -974,6 +1003,8 @@ class ParquetStore:
 
     def _read_failure(self, error: Exception, files: Sequence[StoredFile]) -> StoreError:
         """Explain a DuckDB read error over listed files, telling a vanished file from a corrupt one."""
+        import pyarrow.fs as pafs
+
         failure = _read_error(error, [f.path for f in files], self._footer_problem)
         if type(failure) in (StoreError, NoData):
             gone = [
@@ -986,6 +1017,9 @@ class ParquetStore:
         return failure
 
     def _footer_problem(self, path: str) -> str | None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
             with self.filesystem().open_input_file(self._path_of(path)) as handle:
                 pq.ParquetFile(handle).metadata  # noqa: B018 - decoding the footer is the check
@@ -997,6 +1031,8 @@ class ParquetStore:
 
 
 def _check_table(table: pa.Table, partition: Mapping[str, object]) -> None:
+    import pyarrow as pa
+
     if not isinstance(table, pa.Table):
         raise StoreError(f"expected a pyarrow.Table, not {type(table).__name__}")
     repeated = sorted(set(table.column_names) & set(partition))

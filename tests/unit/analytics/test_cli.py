@@ -297,3 +297,27 @@ def test_command_line_loads_no_module_the_report_does_not_use(
     imported = {line.rsplit("|", 1)[1].strip() for line in timings}
     assert "numpy" in imported and "duckdb" in imported
     assert not {"numpy.ma", "pandas", "scipy", "plotly", "dash", "flask"} & imported
+
+
+def test_module_entry_point_flushes_an_error_and_exits_two(
+    studio_env: dict[str, str], datasets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``python -m analytics`` ends without the interpreter's teardown: the message and exit code still
+    get out."""
+    reference, _ = datasets
+    missing = tmp_path / "missing.parquet"
+    command = [sys.executable, "-m", "analytics", "drift", "--reference", str(reference)]
+    result = subprocess.run(
+        [*command, "--current", str(missing)],
+        cwd=ROOT,
+        env={**os.environ, **studio_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert (
+        result.stderr.startswith("error: cannot read the current data") and "missing.parquet" in result.stderr
+    )

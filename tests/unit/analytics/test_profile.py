@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from analytics.profile import (
+    STREAM_BATCH_ROWS,
     ColumnSpec,
     Profile,
     ProfileError,
@@ -501,3 +502,50 @@ def test_fine_histogram_resolves_a_narrow_feature_far_from_zero() -> None:
     inner = np.quantile(values, np.arange(1, 64) / 64)
     nearest = np.min(np.abs(np.asarray(edges)[None, :] - inner[:, None]), axis=1)
     assert np.max(nearest) < 0.01
+
+
+def test_categorical_counts_on_another_cursor_give_the_same_profiles(tmp_path: Path) -> None:
+    """``categorical_rel`` only moves the categorical query to a background thread: same profiles,
+    whole or windowed, over several stream batches (numeric columns added by two threads)."""
+    rng = np.random.default_rng(7)
+    n = 3 * STREAM_BATCH_ROWS + 5
+    start = datetime(2026, 1, 1)
+    columns = {
+        "ts": pa.array([start + timedelta(hours=int(h)) for h in rng.integers(0, 72, n)]),
+        "x": float_column([None if i % 97 == 0 else float(v) for i, v in enumerate(rng.normal(size=n))]),
+        "y": pa.array(rng.lognormal(size=n)),
+        "k": pa.array(rng.integers(0, 9, n)),
+        "c": pa.array([None if i % 13 == 0 else f"v{v}" for i, v in enumerate(rng.zipf(1.5, n) % 300)]),
+        "b": pa.array(rng.random(n) < 0.3),
+    }
+    ref_path = write(tmp_path, "ref", columns)
+    cur_path = write(tmp_path, "cur", {**columns, "x": pa.array(rng.normal(0.5, size=n))})
+    con = duckdb.connect()
+    side = con.cursor()
+    reference = profile_reference(con.read_parquet(str(ref_path)), exclude=["ts"], top_k=5, max_unseen=50)
+    beside = profile_reference(
+        con.read_parquet(str(ref_path)),
+        exclude=["ts"],
+        top_k=5,
+        max_unseen=50,
+        categorical_rel=side.read_parquet(str(ref_path)),
+    )
+    assert beside == reference
+    assert profile(
+        con.read_parquet(str(cur_path)), reference.spec, categorical_rel=side.read_parquet(str(cur_path))
+    ) == profile(con.read_parquet(str(cur_path)), reference.spec)
+    windowed = {"window": "day", "timestamp_column": "ts"}
+    assert profile(
+        con.read_parquet(str(cur_path)),
+        reference.spec,
+        **windowed,
+        categorical_rel=side.read_parquet(str(cur_path)),
+    ) == profile(con.read_parquet(str(cur_path)), reference.spec, **windowed)
+
+
+def test_categorical_rel_must_match_the_profiled_relation(tmp_path: Path) -> None:
+    path = write(tmp_path, "data", {"x": float_column([1.0, 2.0]), "c": pa.array(["a", "b"])})
+    other = write(tmp_path, "other", {"x": float_column([1.0, 2.0]), "c": pa.array([1, 2])})
+    con = duckdb.connect()
+    with pytest.raises(ProfileError, match="categorical_rel"):
+        profile_reference(con.read_parquet(str(path)), categorical_rel=con.cursor().read_parquet(str(other)))
