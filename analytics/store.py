@@ -59,13 +59,14 @@ STAGING_DIR = "_staging"
 
 _GLOB_CHARS = frozenset("*?[")
 _MAX_NAMES_IN_MESSAGE = 20
-READ_ATTEMPTS = 10
+READ_ATTEMPTS = 20
 """How often :meth:`ParquetStore.read` reads when files change underneath it (see :class:`DataChanged`)."""
 _RETRY_PAUSE_S = 0.05
 _MAX_RETRY_PAUSE_S = 1.0
-# The pause doubles from _RETRY_PAUSE_S up to _MAX_RETRY_PAUSE_S (about 5.5 s over all attempts): on
+# The pause doubles from _RETRY_PAUSE_S up to _MAX_RETRY_PAUSE_S (about 15.5 s over all attempts): on
 # a busy machine a reader that keeps landing on rewrites must let the writer get ahead, which a
-# short fixed pause did not (seen once on SeaweedFS at load average 5+).
+# short fixed pause did not, and 5.5 s in all still ran out once behind ten SeaweedFS rewrites at
+# load average 5+ (each rewrite slows down with the load; a reader outlasts a burst of them).
 # What DuckDB raises while reading: its own errors, and UnicodeDecodeError when its Python binding
 # decodes the binary body of a failed range request (an S3 object replaced mid-read, DuckDB 1.5.5).
 _DUCKDB_READ_ERRORS = (duckdb.Error, UnicodeDecodeError)
