@@ -10,8 +10,8 @@ never reported progress.
 
 :class:`ForkserverJobManager` keeps Dash's diskcache protocol (results and progress in the same
 cache, the job's pid as its handle, cancel by killing that pid) but starts each job from
-:mod:`multiprocessing`'s fork server: one single-threaded process per web worker, started at the
-first job, that has imported the studio's callbacks. A job is a fork of that process, so it
+:mod:`multiprocessing`'s fork server: one single-threaded process per web worker, started with the
+manager, that has imported the studio's callbacks. A job is a fork of that process, so it
 starts in milliseconds and inherits no held lock. Being no fork of the web worker, it has no
 Flask application: it gets the studio's :class:`~app.settings.Settings` from the manager
 (:func:`current_job_settings`) and its user from the callback context, as a Celery worker does.
@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import importlib
 import multiprocessing
+import multiprocessing.forkserver
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,9 @@ class ForkserverJobManager(dash.DiskcacheManager):
     ) -> None:
         self._settings = settings
         super().__init__(cache, cache_by=cache_by, expire=expire)
+        # Start the fork server now (once per process; this returns at once): its imports take 2-3 s,
+        # more on a busy host, and a job started before they end waits for them in the request.
+        multiprocessing.forkserver.ensure_running()
 
     def make_job_fn(self, fn: Any, progress: bool, key: str | None = None) -> _RegisteredJob:
         if key is None:
