@@ -44,8 +44,18 @@ from tests.unit.app.studio import Studio
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
-# A Redis database of its own, flushed before and after: the queue and results of no one else.
-REDIS_DB = 13
+
+
+def _redis_db() -> int:
+    """A Redis database of this pytest process's own, flushed before and after: the queue and the
+    results of no one else. xdist may run this module's tests on several workers at once, each with
+    its own fixture and Celery worker: on one shared database a fixture's flush erased the result of
+    a job another worker's test was polling (seen in a suite run)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    return 15 - index % 8  # databases 8-15; the studio's own default is 0
+
+
 WORKER_READY_TIMEOUT_S = 90.0
 # Generous: on a loaded 2-core machine one training job has taken over 100 s (17 s when idle).
 JOB_TIMEOUT_S = 240.0
@@ -115,7 +125,7 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def celery_studio(tmp_path_factory: pytest.TempPathFactory, redis_server_url: str) -> Iterator[CeleryStudio]:
     """A seeded studio with training data of credit-risk/credit-default and its running Celery worker."""
-    broker_url = f"{redis_server_url}/{REDIS_DB}"
+    broker_url = f"{redis_server_url}/{_redis_db()}"
     broker = redis.Redis.from_url(broker_url)
     broker.flushdb()
     root = tmp_path_factory.mktemp("background-celery")
