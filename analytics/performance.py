@@ -478,6 +478,13 @@ def latest_labels(labels: duckdb.DuckDBPyRelation, labels_as_of: datetime | None
     label_types = _types(labels)
     if "request_id" not in label_types or "label" not in label_types:
         return labels.to_arrow_table()
+    kept = ["request_id", "label"] + (["label_timestamp"] if "label_timestamp" in label_types else [])
+    if labels_as_of is None:
+        table = labels.to_arrow_table()
+        # Labels already one per request (the usual case) are the answer: checking costs about a fifth
+        # of choosing (a hash of the ids against a window function). A NULL id counts once, as there.
+        if len(pc.unique(table.column("request_id"))) == table.num_rows:
+            return table.select(kept)
     columns = [f"{_LABEL_ID} AS request_id", f"{_LABEL} AS label"]
     if "label_timestamp" in label_types:
         columns.append(f"{_LABEL_TS} AS label_timestamp")

@@ -851,7 +851,7 @@ class _TargetRun:
         cursor = self.store.cursor()
         relation = cursor.from_arrow(logs)
         # One label per request, chosen once: the whole traffic's and the slices' partials join it.
-        label_relation = cursor.from_arrow(_one_label_per_request(cursor, labels))
+        label_relation = cursor.from_arrow(latest_labels(cursor.from_arrow(labels)))
         versions = sorted({v for d in days for v in d.versions})
         outputs: dict[date, _DayOutput] = defaultdict(_DayOutput)
         latency_by_version = {}
@@ -1067,17 +1067,6 @@ def _restrict(full: Profile) -> _Reference:
         retyped=tuple(pair for pair in full.retyped if pair[0] != LABEL_COLUMN),
     )
     return _Reference(restricted, None, task)
-
-
-def _one_label_per_request(cursor: duckdb.DuckDBPyConnection, labels: pa.Table) -> pa.Table:
-    """The labels, one per request, as ``analytics.performance.latest_labels`` chooses it.
-
-    Labels that are one per request already (the usual case) are kept as they are: finding that out
-    costs a fifth of choosing (a hash of the request ids against a DuckDB window function).
-    """
-    if len(pc.unique(labels.column("request_id"))) == labels.num_rows:  # a NULL id counts once too
-        return labels
-    return latest_labels(cursor.from_arrow(labels))
 
 
 def _task_from_logs(relation: duckdb.DuckDBPyRelation) -> str:
