@@ -39,15 +39,8 @@ from app.security import BOOTSTRAP_CSS_URL, LoginThrottle, csrf_token, rotate_cs
 from app.settings import Settings
 from jobs.db import session_scope
 from jobs.permissions import Actor
-from jobs.users import (
-    MAX_PASSWORD_LENGTH,
-    actor_for,
-    authenticate,
-    close_web_session,
-    open_web_session,
-    record_login,
-    web_session_user,
-)
+from jobs.users import MAX_PASSWORD_LENGTH, actor_for, authenticate, record_login
+from jobs.web_sessions import close_web_session, open_web_session, web_session_user
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +91,7 @@ class StudioUser(UserMixin):
     Args:
         actor: Who the user is and what they may do.
         session_token: The token of the user's server-side browser session
-            (:func:`jobs.users.open_web_session`); ``None`` for a user built outside a sign-in.
+            (:func:`jobs.web_sessions.open_web_session`); ``None`` for a user built outside a sign-in.
     """
 
     def __init__(self, actor: Actor, session_token: str | None = None) -> None:

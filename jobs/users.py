@@ -12,17 +12,14 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
-from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jobs import audit
 from jobs.db.models import Membership, Project, User, utcnow
 from jobs.db.session import serialize
-from jobs.db.web_sessions import WebSession
 from jobs.permissions import Actor, Forbidden, Permission, Role, require
 
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
@@ -222,54 +219,6 @@ def record_login(session: Session, username: str, ok: bool, ip: str | None) -> a
         f"user:{name}"[:255],
         {"ip": ip},
     )
-
-
-def _web_session_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def open_web_session(
-    session: Session, user_id: int, lifetime: timedelta, *, now: datetime | None = None
-) -> str:
-    """Record a new signed-in browser session of ``user_id`` and return its token.
-
-    The token goes into the signed session cookie; only its SHA-256 is stored. The user's
-    expired sessions are deleted on the way, so the table holds live sessions only.
-
-    Args:
-        session: Session of the transaction (the caller commits).
-        user_id: The user who signed in.
-        lifetime: How long the session lasts (the cookie's lifetime).
-        now: The current time (tests).
-    """
-    now = now or utcnow()
-    session.execute(delete(WebSession).where(WebSession.user_id == user_id, WebSession.expires_at <= now))
-    token = secrets.token_urlsafe(32)
-    session.add(
-        WebSession(
-            token_hash=_web_session_hash(token), user_id=user_id, created_at=now, expires_at=now + lifetime
-        )
-    )
-    session.flush()
-    return token
-
-
-def web_session_user(session: Session, token: str, *, now: datetime | None = None) -> int | None:
-    """The user id of the live browser session ``token``, or ``None`` (unknown, ended or expired)."""
-    if not token:
-        return None
-    row = session.scalar(select(WebSession).where(WebSession.token_hash == _web_session_hash(token)))
-    if row is None or row.expires_at <= (now or utcnow()):
-        return None
-    return row.user_id
-
-
-def close_web_session(session: Session, token: str) -> bool:
-    """End the browser session ``token`` (sign-out); ``False`` when there was none."""
-    if not token:
-        return False
-    ended = session.execute(delete(WebSession).where(WebSession.token_hash == _web_session_hash(token)))
-    return bool(ended.rowcount)
 
 
 def active_actor(

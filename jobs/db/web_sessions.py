@@ -5,7 +5,7 @@ log, a stolen backup) used to stay valid for the cookie's whole lifetime after t
 signed out. Each sign-in now creates a ``web_sessions`` row; the cookie carries a random
 token whose SHA-256 is the row's ``token_hash`` (the token itself is never stored), and every
 request's user loader (:mod:`app.auth`) requires the row to exist and be unexpired. Sign-out
-deletes the row. The behaviour is in :mod:`jobs.users` (``open_web_session`` and friends); the
+deletes the row. The behaviour is in :mod:`jobs.web_sessions`; the
 module is imported at the end of :mod:`jobs.db.models`, so Alembic and every session see the
 table, which migration ``0006_web_sessions`` creates.
 """
