@@ -842,7 +842,7 @@ def profile_reference(
         lambda: _numeric_profiles(rel, numeric, types, distinct, None, levels=quantile_levels(bins)),
         lambda source: _categorical_counts(source, categorical, top_k + max_unseen, None),
         rel,
-        categorical_rel if categorical else None,
+        categorical_rel,
         schema,
         run_categorical=bool(categorical),
     )
@@ -1096,7 +1096,7 @@ def profile(
         lambda: _numeric_profiles(rel, numeric, types, spec.distinct, window_sql),
         lambda source: _categorical_counts(source, categorical, spec.max_unseen, window_sql),
         rel,
-        categorical_rel if categorical else None,
+        categorical_rel,
         schema,
         run_categorical=bool(categorical),
     )

@@ -54,10 +54,10 @@ def current_job_settings() -> Settings | None:
 
 @dataclass(frozen=True)
 class _RegisteredJob:
-    """What the manager keeps per background callback: the names a fresh process finds it by."""
+    """What the manager keeps per background callback: the key a fresh process finds it by (the
+    fresh process's own Dash registry knows its progress outputs)."""
 
     function_key: str
-    progress: bool
 
 
 class ForkserverJobManager(dash.DiskcacheManager):
@@ -82,7 +82,7 @@ class ForkserverJobManager(dash.DiskcacheManager):
     def make_job_fn(self, fn: Any, progress: bool, key: str | None = None) -> _RegisteredJob:
         if key is None:
             raise ValueError(f"background callback {getattr(fn, '__name__', fn)!r} registered without a key")
-        return _RegisteredJob(function_key=key, progress=bool(progress))
+        return _RegisteredJob(function_key=key)
 
     def call_job_fn(self, key: str, job_fn: _RegisteredJob, args: Any, context: Any) -> int:
         process = _FORKSERVER.Process(
@@ -100,11 +100,9 @@ class ForkserverJobManager(dash.DiskcacheManager):
         )
         process.start()
         assert process.pid is not None
-        try:
+        # Already finished (no such process): nothing left to cancel, nothing to record.
+        with contextlib.suppress(psutil.NoSuchProcess):
             started = psutil.Process(process.pid).create_time()
-        except psutil.NoSuchProcess:
-            started = None  # already finished: nothing left to cancel
-        if started is not None:
             self.handle.set(_STARTED_KEY.format(pid=process.pid), started, expire=self.expire)
         return process.pid
 
