@@ -82,13 +82,14 @@ def datasets(tmp_path: Path) -> tuple[Path, Path]:
     return reference, current
 
 
-def test_module_entry_point_prints_json_and_exits_zero_on_drift(
-    studio_env: dict[str, str], datasets: tuple[Path, Path]
-) -> None:
-    reference, current = datasets
-    result = subprocess.run(
+def _run_drift_command(
+    studio_env: dict[str, str], reference: Path, current: Path, interpreter_options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python [options] -m analytics drift --reference R --current C`` as a process of its own."""
+    return subprocess.run(
         [
             sys.executable,
+            *interpreter_options,
             "-m",
             "analytics",
             "drift",
@@ -104,6 +105,13 @@ def test_module_entry_point_prints_json_and_exits_zero_on_drift(
         timeout=120,
         check=False,
     )
+
+
+def test_module_entry_point_prints_json_and_exits_zero_on_drift(
+    studio_env: dict[str, str], datasets: tuple[Path, Path]
+) -> None:
+    reference, current = datasets
+    result = _run_drift_command(studio_env, reference, current)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["reference"] == str(reference) and payload["current"] == str(current)
@@ -282,16 +290,7 @@ def test_command_line_loads_no_module_the_report_does_not_use(
     """Every module imported costs every report its CPU: pandas and SciPy (exact mode only), plotly,
     and numpy.ma (which ``np.unique`` pulls in, 15-20 ms) stay out of a default report."""
     reference, current = datasets
-    command = [sys.executable, "-X", "importtime", "-m", "analytics", "drift"]
-    result = subprocess.run(
-        [*command, "--reference", str(reference), "--current", str(current)],
-        cwd=ROOT,
-        env={**os.environ, **studio_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _run_drift_command(studio_env, reference, current, interpreter_options=("-X", "importtime"))
     assert result.returncode == 0, result.stderr
     timings = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
     imported = {line.rsplit("|", 1)[1].strip() for line in timings}
@@ -306,16 +305,7 @@ def test_module_entry_point_flushes_an_error_and_exits_two(
     get out."""
     reference, _ = datasets
     missing = tmp_path / "missing.parquet"
-    command = [sys.executable, "-m", "analytics", "drift", "--reference", str(reference)]
-    result = subprocess.run(
-        [*command, "--current", str(missing)],
-        cwd=ROOT,
-        env={**os.environ, **studio_env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _run_drift_command(studio_env, reference, missing)
     assert result.returncode == 2
     assert result.stdout == ""
     assert (
