@@ -25,9 +25,16 @@ $(VENV)/checkov/.installed: $(VENV)/.runtime-installed
 	$(VENV)/checkov/bin/python -m pip install --quiet checkov==3.3.30
 	touch $@
 
-setup: $(VENV)/.runtime-installed
+# The numeric profile's C kernels (analytics/_native.py loads them; without them NumPy computes the
+# same numbers, slower). -ffp-contract=off: no fused multiply-add, so the rounding stays NumPy's.
+CC ?= cc
+KERNEL_FLAGS := -O3 -fPIC -shared -ffp-contract=off -Wall -Werror
+analytics/_kernels.so: analytics/_kernels.c
+	$(CC) $(KERNEL_FLAGS) -o $@ $<
 
-setup-dev: $(VENV)/.dev-installed $(VENV)/checkov/.installed
+setup: $(VENV)/.runtime-installed analytics/_kernels.so
+
+setup-dev: $(VENV)/.dev-installed $(VENV)/checkov/.installed analytics/_kernels.so
 
 migrate: setup
 	$(BIN)/python -m jobs migrate
@@ -53,4 +60,4 @@ lint: setup-dev
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf var test-output .pytest_cache
+	rm -rf var test-output .pytest_cache analytics/_kernels.so

@@ -59,6 +59,7 @@ from typing import Any, Literal, TypeVar
 import duckdb
 import numpy as np
 
+from analytics._native import Kernels, load_kernels
 from analytics._tabular import TabularMixin
 
 Kind = Literal["numeric", "categorical"]
@@ -1208,7 +1209,7 @@ def _numeric_profiles(
     binners = [None if levels is not None else _Binner(spec.edges) for spec in specs]
 
     def accumulators() -> list[_NumericAccumulator]:
-        return [_NumericAccumulator(binner, distinct, levels) for binner in binners]
+        return [_NumericAccumulator(binner, distinct, levels, KERNELS) for binner in binners]
 
     windows: dict[int | None, list[_NumericAccumulator]] = {}
     rows: dict[int | None, int] = defaultdict(int)
@@ -1291,6 +1292,10 @@ def _finish(pending: tuple[list[Future[None]], deque[_Work]] | None) -> None:
 
 
 _EPOCH = datetime(1970, 1, 1)
+
+#: The compiled kernels of the numeric accumulators, or ``None`` (not built, or ``MMS_NATIVE_KERNELS=0``):
+#: the NumPy route then computes the same numbers, bit for bit.
+KERNELS = load_kernels()
 
 #: Threads binning columns in :func:`_numeric_profiles`, the decoding one included (the studio's
 #: machines have two cores).
@@ -1506,6 +1511,10 @@ class _KeyMap:
         offsets -= base
         return offsets
 
+    def kernel_arguments(self, base: int) -> tuple[int, int, int, int]:
+        """``(shift, gap_low, gap_size, base)``: the map as the compiled kernels take it (``offsets_of``)."""
+        return self.shift, self.gap_low, self.gap_size, base
+
     def key_range(self, buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Smallest and largest order key (``uint64``) of each bucket."""
         buckets = buckets.astype(np.int64)
@@ -1543,6 +1552,7 @@ class _Binner:
         self.keymap = _KeyMap(1)
         self.base = self.top = 0
         self.table = np.zeros(1, dtype=np.intp)
+        self.table16: np.ndarray | None = None
         if not len(self.edges):
             return
         low_key, high_key = _order_key(self.edges[0]), _order_key(self.edges[-1])
@@ -1559,10 +1569,36 @@ class _Binner:
             table[0] = 0
         table[-1] = self.n_bins - 1
         self.table = table
+        # The compiled kernel's copy: 16-bit bins keep the table in the L1 cache.
+        self.table16 = table.astype(np.uint16) if self.n_bins < 2**16 - 1 else None
 
     def counts(self, finite: np.ndarray) -> np.ndarray:
         """Histogram (``int64``, :attr:`n_bins` entries) of finite values."""
         return self.counts_and_range(finite)[0] if len(finite) else np.zeros(self.n_bins, dtype=np.int64)
+
+    def add_native(
+        self, kernels: Kernels, finite: np.ndarray, bins: np.ndarray, mean: float, with_m2: bool
+    ) -> float:
+        """Add the histogram of finite values (at least one) to ``bins`` in the compiled kernel.
+
+        Returns the sum of squared deviations from ``mean`` when ``with_m2`` (else 0.0).
+        """
+        if self.n_bins == 1:
+            bins[0] += len(finite)
+            return kernels.m2(finite.ctypes.data, len(finite), mean) if with_m2 else 0.0
+        return kernels.bin_table(
+            finite.ctypes.data,
+            len(finite),
+            *self.keymap.kernel_arguments(self.base),
+            self.table16.ctypes.data,
+            len(self.table16),
+            self.n_bins,
+            self.edges.ctypes.data,
+            len(self.edges),
+            bins.ctypes.data,
+            mean,
+            int(with_m2),
+        )
 
     def counts_and_range(self, finite: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Histogram of finite values (at least one) and their ``(min, max)``."""
@@ -1604,6 +1640,13 @@ class _FineHistogram:
     def add(self, finite: np.ndarray) -> tuple[float, float]:
         """Count finite values (at least one); returns their ``(min, max)``."""
         low, high = _finite_range(finite)
+        self._take_in(finite, low, high)
+        offsets = self.keymap.offsets(finite, self.base, low, high)
+        self.counts += np.bincount(offsets, minlength=KEY_BUCKETS)
+        return low, high
+
+    def _take_in(self, finite: np.ndarray, low: float, high: float) -> None:
+        """Fit (first batch) or widen the buckets so they hold ``low..high``, the batch's range."""
         low_key, high_key = _order_key(low), _order_key(high)
         if low_key == _T_LOWEST:
             self.lowest += int(np.count_nonzero(finite == low))
@@ -1613,9 +1656,24 @@ class _FineHistogram:
             self.base = self.keymap.bucket(low_key >> self.keymap.shift)
         elif low_key < self.low_key or high_key > self.high_key:
             self._widen(min(low_key, self.low_key), max(high_key, self.high_key))
-        offsets = self.keymap.offsets(finite, self.base, low, high)
-        self.counts += np.bincount(offsets, minlength=KEY_BUCKETS)
-        return low, high
+
+    def add_native(
+        self, kernels: Kernels, finite: np.ndarray, low: float, high: float, mean: float, with_m2: bool
+    ) -> float:
+        """:meth:`add` in the compiled kernel, given the values' ``(min, max)``.
+
+        Returns the sum of squared deviations from ``mean`` when ``with_m2`` (else 0.0).
+        """
+        self._take_in(finite, low, high)
+        return kernels.bin_fine(
+            finite.ctypes.data,
+            len(finite),
+            *self.keymap.kernel_arguments(self.base),
+            self.counts.ctypes.data,
+            KEY_BUCKETS,
+            mean,
+            int(with_m2),
+        )
 
     def _widen(self, low_key: int, high_key: int) -> None:
         """Re-base (and coarsen as far as needed) to take in keys ``low_key..high_key``."""
@@ -1734,8 +1792,17 @@ class _NumericAccumulator:
     counted in a :class:`_FineHistogram` and the edges are placed at ``levels`` when profiling.
     """
 
-    def __init__(self, binner: _Binner | None, distinct: bool, levels: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        binner: _Binner | None,
+        distinct: bool,
+        levels: Sequence[float] | None = None,
+        kernels: Kernels | None = None,
+    ) -> None:
         self.binner = binner
+        self.kernels = kernels
+        self._stats = np.empty(3, dtype=np.float64)
+        self._nonfinite = np.empty(3, dtype=np.int64)
         self.fine = _FineHistogram() if binner is None else None
         self.levels = levels
         self.sketch = _DistinctSketch() if distinct else None
@@ -1753,6 +1820,14 @@ class _NumericAccumulator:
             self._add(values, nulls)
 
     def _add(self, values: np.ndarray, nulls: int) -> None:
+        if (
+            self.kernels is not None
+            and values.flags.c_contiguous
+            and values.dtype == np.float64
+            and (self.binner is None or self.binner.n_bins == 1 or self.binner.table16 is not None)
+        ):
+            self._add_native(values, nulls)
+            return
         self.non_null += len(values) - nulls
         total = float(_sum(values)) if nulls == 0 else math.nan
         # A finite sum proves every value finite (a NaN or an infinity would propagate): one pass
@@ -1781,6 +1856,55 @@ class _NumericAccumulator:
         if self.sketch is not None:
             self.sketch.add(values)
         mean, m2 = _moments(values, total, low, high)
+        self.mean, self.m2 = _merge_moments(self.finite, self.mean, self.m2, n, mean, m2)
+        self.finite += n
+
+    def _add_native(self, values: np.ndarray, nulls: int) -> None:
+        """:meth:`_add` in the compiled kernels (``_kernels.c``): the same numbers in two or three passes.
+
+        Each step mirrors the NumPy route: non-finite values counted and dropped, the sum (NumPy's
+        pairwise order), min and max of the rest, the histogram, then the moments; only values whose
+        magnitude risks overflowing the squares take the NumPy :func:`_moments`.
+        """
+        kernels = self.kernels
+        n = len(values)
+        self.non_null += n - nulls
+        if n == 0:
+            return
+        stats = self._stats
+        # A finite sum proves every value finite (a NaN or an infinity would propagate), as in _add.
+        summed = nulls == 0 and kernels.sum_range(values.ctypes.data, n, stats.ctypes.data)
+        if not summed:
+            if kernels.nonfinite(values.ctypes.data, n, self._nonfinite.ctypes.data):
+                nan, neg_inf, pos_inf = (int(v) for v in self._nonfinite)
+                self.nan += nan - nulls  # _as_numpy put NaN at the nulls
+                self.neg_inf += neg_inf
+                self.pos_inf += pos_inf
+                if self.sketch is not None:
+                    self.sketch.infinities.update(
+                        v for v, k in ((-math.inf, neg_inf), (math.inf, pos_inf)) if k
+                    )
+                finite = np.empty(n, dtype=np.float64)
+                values = finite[: kernels.compact_finite(values.ctypes.data, n, finite.ctypes.data)]
+                n = len(values)
+                if n == 0:
+                    return
+            if not kernels.sum_range(values.ctypes.data, n, stats.ctypes.data):
+                kernels.range(values.ctypes.data, n, stats.ctypes.data)  # finite values whose sum overflows
+        total, low, high = float(stats[0]), float(stats[1]) + 0.0, float(stats[2]) + 0.0
+        # _moments' plain route, fused into the binning pass; the scaled one stays in NumPy.
+        plain = max(-low, high) < _SQUARE_SAFE and math.isfinite(total)
+        mean = total / n if plain else 0.0
+        if self.fine is not None:
+            m2 = self.fine.add_native(kernels, values, low, high, mean, plain)
+        else:
+            m2 = self.binner.add_native(kernels, values, self.bins, mean, plain)
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+        if self.sketch is not None:
+            kernels.hll_add(values.ctypes.data, n, HLL_PRECISION, self.sketch.registers.ctypes.data)
+        if not plain:
+            mean, m2 = _moments(values, total, low, high)
         self.mean, self.m2 = _merge_moments(self.finite, self.mean, self.m2, n, mean, m2)
         self.finite += n
 

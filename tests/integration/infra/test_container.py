@@ -124,7 +124,23 @@ def test_hadolint_is_live_and_catches_a_bad_dockerfile() -> None:
 def test_base_image_is_an_exact_python_311_slim_release() -> None:
     image = build_args()["PYTHON_IMAGE"]
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", image), image
-    assert all(stage["image"] in ("${PYTHON_IMAGE}", image) for stage in stages())
+    # The kernels are compiled on the full image of the same release (it ships gcc), nothing else.
+    build_image = build_args()["BUILD_IMAGE"]
+    assert build_image == image.replace("-slim-bookworm", "-bookworm"), build_image
+    others = [stage for stage in stages() if stage["name"] != "kernels"]
+    assert all(stage["image"] in ("${PYTHON_IMAGE}", image) for stage in others)
+    assert [stage["image"] for stage in stages() if stage["name"] == "kernels"] == ["${BUILD_IMAGE}"]
+
+
+def test_the_runtime_gets_the_compiled_kernels_and_not_the_host_build() -> None:
+    kernels = next(stage for stage in stages() if stage["name"] == "kernels")
+    runs = " ".join(arguments for instruction, arguments in kernels["steps"] if instruction == "RUN")
+    # The flags of the Makefile's build: -ffp-contract=off keeps the kernels' rounding NumPy's.
+    assert "-ffp-contract=off" in runs and "-shared" in runs and "analytics/_kernels.c" not in runs
+    runtime_copies = [arguments for instruction, arguments in stages()[-1]["steps"] if instruction == "COPY"]
+    assert "--from=kernels /src/_kernels.so analytics/_kernels.so" in runtime_copies
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored.index("analytics/_kernels.so") > ignored.index("!analytics/")
 
 
 def test_multi_stage_build_with_a_lean_non_root_runtime() -> None:
