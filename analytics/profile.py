@@ -795,6 +795,7 @@ def profile_reference(
     exclude: Iterable[str] = (),
     distinct: bool = True,
     categorical_rel: duckdb.DuckDBPyRelation | None = None,
+    stream_rels: Sequence[duckdb.DuckDBPyRelation] = (),
 ) -> Profile:
     """Build the spec from a reference relation and profile it, reading every column once.
 
@@ -820,6 +821,9 @@ def profile_reference(
         categorical_rel: The same data as ``rel`` on another cursor of its database (see
             :func:`_numeric_beside_categorical`): the categorical columns are then counted there, in a
             background thread, while the numeric ones stream from ``rel``. Same result either way.
+        stream_rels: The same data as ``rel`` on yet other cursors: the numeric columns are split
+            between that many more scans, each decoding in a thread of its own (see
+            :func:`_numeric_profiles`). Same result either way.
 
     Returns:
         The reference profile; ``profile.spec`` is the spec to profile any other data with.
@@ -840,7 +844,9 @@ def profile_reference(
     categorical = [c for c in plan if c.kind == "categorical"]
 
     numeric_rows, counts = _numeric_beside_categorical(
-        lambda: _numeric_profiles(rel, numeric, types, distinct, None, levels=quantile_levels(bins)),
+        lambda: _numeric_profiles(
+            rel, numeric, types, distinct, None, levels=quantile_levels(bins), stream_rels=stream_rels
+        ),
         lambda source: _categorical_counts(source, categorical, top_k + max_unseen, None),
         rel,
         categorical_rel,
@@ -1051,6 +1057,7 @@ def profile(
     timestamp_column: str | None = None,
     *,
     categorical_rel: duckdb.DuckDBPyRelation | None = None,
+    stream_rels: Sequence[duckdb.DuckDBPyRelation] = (),
 ) -> Profile | dict[datetime, Profile]:
     """Profile a relation against a spec, whole or per time window.
 
@@ -1070,6 +1077,9 @@ def profile(
         categorical_rel: The same data as ``rel`` on another cursor of its database: the categorical
             columns are then counted there, in a background thread, while the numeric ones stream
             from ``rel`` (see :func:`_numeric_beside_categorical`). Same result either way.
+        stream_rels: The same data as ``rel`` on yet other cursors: the numeric columns are split
+            between that many more scans, each decoding in a thread of its own (see
+            :func:`_numeric_profiles`). Same result either way.
 
     Returns:
         A :class:`Profile`, or with ``window`` a dict window start -> :class:`Profile` in time order
@@ -1094,7 +1104,7 @@ def profile(
     categorical = [c for c in spec.columns if c.kind == "categorical" and c.name not in skipped]
 
     numeric_rows, categorical_counts = _numeric_beside_categorical(
-        lambda: _numeric_profiles(rel, numeric, types, spec.distinct, window_sql),
+        lambda: _numeric_profiles(rel, numeric, types, spec.distinct, window_sql, stream_rels=stream_rels),
         lambda source: _categorical_counts(source, categorical, spec.max_unseen, window_sql),
         rel,
         categorical_rel,
@@ -1181,6 +1191,7 @@ def _numeric_profiles(
     distinct: bool,
     window_sql: str | None,
     levels: Sequence[float] | None = None,
+    stream_rels: Sequence[duckdb.DuckDBPyRelation] = (),
 ) -> dict[datetime | None, tuple[int, list[ColumnProfile]]]:
     """Profile the numeric columns (per window); returns rows and column profiles per window.
 
@@ -1193,9 +1204,78 @@ def _numeric_profiles(
     infinities, bins the finite values (:class:`_Binner`, exact) and accumulates min/max and
     mean/``m2`` (Chan's formula across batches, so memory stays one batch whatever the data size)
     and, with ``distinct``, a HyperLogLog sketch of the non-NaN values (:class:`_DistinctSketch`).
+
+    With ``stream_rels`` (the same data on other cursors) the columns are split between that many
+    more scans, each in a thread of its own that decodes its columns and adds them: decoding sets the
+    pace of a profile, and one scan decodes in one thread. Each column's batches are the same either
+    way, so is the result.
     """
     if not specs:
         return _row_counts(rel, window_sql)
+    if levels is not None and window_sql is not None:
+        raise ProfileError("edges are placed on a whole relation, not per window")
+    if any(relation_schema(other) != relation_schema(rel) for other in stream_rels):
+        raise ProfileError("stream_rels must have the columns and types of the profiled relation")
+    binners = [None if levels is not None else _Binner(spec.edges) for spec in specs]
+    sources = [rel, *stream_rels][: len(specs)]
+    # Contiguous, near-equal shares of the columns, one per scan.
+    bounds = [round(i * len(specs) / len(sources)) for i in range(len(sources) + 1)]
+    shares = [range(bounds[i], bounds[i + 1]) for i in range(len(sources))]
+    if len(sources) == 1:
+        streamed = [_stream_numeric(rel, specs, binners, distinct, levels, window_sql, helpers=True)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(sources) - 1) as pool:
+            others = [
+                pool.submit(
+                    _stream_numeric,
+                    source,
+                    [specs[i] for i in share],
+                    [binners[i] for i in share],
+                    distinct,
+                    levels,
+                    window_sql,
+                    helpers=False,
+                )
+                for source, share in zip(sources[1:], shares[1:], strict=True)
+            ]
+            first = _stream_numeric(
+                rel,
+                [specs[i] for i in shares[0]],
+                [binners[i] for i in shares[0]],
+                distinct,
+                levels,
+                window_sql,
+                helpers=False,
+            )
+            streamed = [first, *(future.result() for future in others)]
+    rows = streamed[0][1]
+    result: dict[datetime | None, tuple[int, list[ColumnProfile]]] = {}
+    for key in streamed[0][0]:
+        start = None if key is None else _EPOCH + timedelta(microseconds=int(key))
+        accumulators = [accumulator for windows, _rows in streamed for accumulator in windows[key]]
+        profiles = [
+            accumulator.profile(spec, rows[key])
+            for accumulator, spec in zip(accumulators, specs, strict=True)
+        ]
+        result[start] = (rows[key], profiles)
+    return result
+
+
+def _stream_numeric(
+    rel: duckdb.DuckDBPyRelation,
+    specs: Sequence[ColumnSpec],
+    binners: Sequence[_Binner | None],
+    distinct: bool,
+    levels: Sequence[float] | None,
+    window_sql: str | None,
+    *,
+    helpers: bool,
+) -> tuple[dict[int | None, list[_NumericAccumulator]], dict[int | None, int]]:
+    """One scan of some numeric columns: their accumulators and the rows, per window key.
+
+    With ``helpers`` a helper thread adds each batch while this one decodes the next; without, this
+    thread adds its batches itself (a scan beside other scans: the cores are taken).
+    """
     columns = [f"CAST({quote(spec.name)} AS DOUBLE) AS x{i}" for i, spec in enumerate(specs)]
     if window_sql:
         sql = (
@@ -1204,9 +1284,6 @@ def _numeric_profiles(
         )
     else:
         sql = f"SELECT {', '.join(columns)} FROM __mms_source"
-    if levels is not None and window_sql is not None:
-        raise ProfileError("edges are placed on a whole relation, not per window")
-    binners = [None if levels is not None else _Binner(spec.edges) for spec in specs]
 
     def accumulators() -> list[_NumericAccumulator]:
         return [_NumericAccumulator(binner, distinct, levels, KERNELS) for binner in binners]
@@ -1224,7 +1301,7 @@ def _numeric_profiles(
     # each accumulator still adds its batches in order.
     pending: tuple[list[Future[None]], deque[_Work]] | None = None
     with (
-        ThreadPoolExecutor(max_workers=max(PROFILE_THREADS - 1, 1)) as pool,
+        ThreadPoolExecutor(max_workers=max(PROFILE_THREADS - 1, 1) if helpers else 1) as pool,
         np.errstate(over="ignore", invalid="ignore"),
     ):
         for batch in reader:
@@ -1247,17 +1324,13 @@ def _numeric_profiles(
                             nulls = int(np.count_nonzero(null_mask[take])) if null_mask is not None else 0
                             values = values[take]
                         work.append((accumulator, values, nulls))
+            if not helpers:
+                _add_queued(work)
+                continue
             _finish(pending)
             pending = ([pool.submit(_add_queued, work) for _ in range(PROFILE_THREADS - 1)], work)
         _finish(pending)
-    result: dict[datetime | None, tuple[int, list[ColumnProfile]]] = {}
-    for key, group in windows.items():
-        start = None if key is None else _EPOCH + timedelta(microseconds=int(key))
-        profiles = [
-            accumulator.profile(spec, rows[key]) for accumulator, spec in zip(group, specs, strict=True)
-        ]
-        result[start] = (rows[key], profiles)
-    return result
+    return windows, rows
 
 
 #: One column of one batch (of one window) to add: its accumulator, values and null count.

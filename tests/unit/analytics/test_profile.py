@@ -504,20 +504,24 @@ def test_fine_histogram_resolves_a_narrow_feature_far_from_zero() -> None:
     assert np.max(nearest) < 0.01
 
 
-def test_categorical_counts_on_another_cursor_give_the_same_profiles(tmp_path: Path) -> None:
-    """``categorical_rel`` only moves the categorical query to a background thread: same profiles,
-    whole or windowed, over several stream batches (numeric columns added by two threads)."""
-    rng = np.random.default_rng(7)
-    n = 3 * STREAM_BATCH_ROWS + 5
+def mixed_columns(rng: np.random.Generator, n: int) -> dict[str, pa.Array]:
+    """A timestamp over three days, numeric columns with nulls, integers and a skewed categorical one."""
     start = datetime(2026, 1, 1)
-    columns = {
+    return {
         "ts": pa.array([start + timedelta(hours=int(h)) for h in rng.integers(0, 72, n)]),
         "x": float_column([None if i % 97 == 0 else float(v) for i, v in enumerate(rng.normal(size=n))]),
         "y": pa.array(rng.lognormal(size=n)),
         "k": pa.array(rng.integers(0, 9, n)),
         "c": pa.array([None if i % 13 == 0 else f"v{v}" for i, v in enumerate(rng.zipf(1.5, n) % 300)]),
-        "b": pa.array(rng.random(n) < 0.3),
     }
+
+
+def test_categorical_counts_on_another_cursor_give_the_same_profiles(tmp_path: Path) -> None:
+    """``categorical_rel`` only moves the categorical query to a background thread: same profiles,
+    whole or windowed, over several stream batches (numeric columns added by two threads)."""
+    rng = np.random.default_rng(7)
+    n = 3 * STREAM_BATCH_ROWS + 5
+    columns = {**mixed_columns(rng, n), "b": pa.array(rng.random(n) < 0.3)}
     ref_path = write(tmp_path, "ref", columns)
     cur_path = write(tmp_path, "cur", {**columns, "x": pa.array(rng.normal(0.5, size=n))})
     con = duckdb.connect()
@@ -541,6 +545,44 @@ def test_categorical_counts_on_another_cursor_give_the_same_profiles(tmp_path: P
         **windowed,
         categorical_rel=side.read_parquet(str(cur_path)),
     ) == profile(con.read_parquet(str(cur_path)), reference.spec, **windowed)
+
+
+def test_numeric_columns_split_between_scans_give_the_same_profiles(tmp_path: Path) -> None:
+    """``stream_rels`` splits the numeric columns between scans on other cursors, each in a thread:
+    every column still adds the same batches in the same order, so the profiles are equal, whole or
+    windowed, with distinct estimates, and whatever the number of scans (more than columns too)."""
+    rng = np.random.default_rng(17)
+    n = 3 * STREAM_BATCH_ROWS + 11
+    columns = {
+        **mixed_columns(rng, n),
+        "y": pa.array(np.where(rng.random(n) < 0.001, np.inf, rng.lognormal(size=n))),
+        "z": pa.array(rng.standard_t(2, n)),
+    }
+    path = write(tmp_path, "data", columns)
+    con = duckdb.connect()
+
+    def others(count: int) -> list[duckdb.DuckDBPyRelation]:
+        return [con.cursor().read_parquet(str(path)) for _ in range(count)]
+
+    reference = profile_reference(con.read_parquet(str(path)), exclude=["ts"], distinct=True)
+    windowed = {"window": "day", "timestamp_column": "ts"}
+    whole = profile(con.read_parquet(str(path)), reference.spec)
+    by_day = profile(con.read_parquet(str(path)), reference.spec, **windowed)
+    for count in (1, 2, 6):
+        split = profile_reference(
+            con.read_parquet(str(path)), exclude=["ts"], distinct=True, stream_rels=others(count)
+        )
+        assert split == reference
+        assert profile(con.read_parquet(str(path)), reference.spec, stream_rels=others(count)) == whole
+        assert (
+            profile(con.read_parquet(str(path)), reference.spec, **windowed, stream_rels=others(count))
+            == by_day
+        )
+    other = write(tmp_path, "other", {**columns, "x": pa.array(["a"] * n)})
+    with pytest.raises(ProfileError, match="stream_rels"):
+        profile(
+            con.read_parquet(str(path)), reference.spec, stream_rels=[con.cursor().read_parquet(str(other))]
+        )
 
 
 def test_categorical_rel_must_match_the_profiled_relation(tmp_path: Path) -> None:
