@@ -132,13 +132,18 @@ def test_base_image_is_an_exact_python_311_slim_release() -> None:
     assert [stage["image"] for stage in stages() if stage["name"] == "kernels"] == ["${BUILD_IMAGE}"]
 
 
-def test_the_runtime_gets_the_compiled_kernels_and_not_the_host_build() -> None:
+def test_the_runtime_gets_the_compiled_kernels_and_bytecode_and_not_the_host_build() -> None:
     kernels = next(stage for stage in stages() if stage["name"] == "kernels")
     runs = " ".join(arguments for instruction, arguments in kernels["steps"] if instruction == "RUN")
     # The flags of the Makefile's build: -ffp-contract=off keeps the kernels' rounding NumPy's.
     assert "-ffp-contract=off" in runs and "-shared" in runs and "analytics/_kernels.c" not in runs
     runtime_copies = [arguments for instruction, arguments in stages()[-1]["steps"] if instruction == "COPY"]
     assert "--from=kernels /src/_kernels.so analytics/_kernels.so" in runtime_copies
+    # The sources are compiled at build time: the app user may not write bytecode next to them.
+    runtime_runs = [arguments for instruction, arguments in stages()[-1]["steps"] if instruction == "RUN"]
+    assert any(
+        "compileall" in run and all(p in run for p in ("app", "analytics", "jobs")) for run in runtime_runs
+    )
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignored.index("analytics/_kernels.so") > ignored.index("!analytics/")
 
