@@ -609,6 +609,11 @@ class _TargetRun:
     # ----------------------------------------------------------------- planning
 
     def run(self) -> TargetResult:
+        # One thread computing the slices beside the whole traffic (see _compute_version).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-slices") as self._side:
+            return self._run()
+
+    def _run(self) -> TargetResult:
         self.label_files = inputs.group_by_date(self.store.list_files(LABELS, filters=self.partition))
         self.reference_files: dict[str, list[StoredFile]] = defaultdict(list)
         for stored in self.store.list_files(
@@ -850,7 +855,8 @@ class _TargetRun:
         cursor = self.store.cursor()
         relation = cursor.from_arrow(logs)
         # One label per request, chosen once: the whole traffic's and the slices' partials join it.
-        label_relation = cursor.from_arrow(latest_labels(cursor.from_arrow(labels)))
+        label_table = latest_labels(cursor.from_arrow(labels))
+        label_relation = cursor.from_arrow(label_table)
         versions = sorted({v for d in days for v in d.versions})
         outputs: dict[date, _DayOutput] = defaultdict(_DayOutput)
         latency_by_version = {}
@@ -873,7 +879,15 @@ class _TargetRun:
         for version in versions:
             version_relation, version_logs, latency = latency_by_version[version]
             self._compute_version(
-                version, version_relation, version_logs, label_relation, latency, new_columns, files, outputs
+                version,
+                version_relation,
+                version_logs,
+                label_relation,
+                label_table,
+                latency,
+                new_columns,
+                files,
+                outputs,
             )
         return outputs
 
@@ -883,15 +897,54 @@ class _TargetRun:
         relation: duckdb.DuckDBPyRelation,
         logs: pa.Table,
         labels: duckdb.DuckDBPyRelation,
+        label_table: pa.Table,
         latency: Any,
         new_columns: Mapping[date, Sequence[str]],
         files: Mapping[date, Sequence[StoredFile]],
         outputs: dict[date, _DayOutput],
     ) -> None:
         reference = self._reference(version)
-        thresholds = self.request.thresholds
         counts = _window_counts(relation, self.unit)
         task = reference.task or _task_from_logs(relation)
+        # The slices (segment metrics) are computed beside the whole traffic, in a thread of their own
+        # on that thread's DuckDB cursor: DuckDB, NumPy and the kernels release the GIL, and the two
+        # share nothing but the inputs (read-only Arrow tables) until the slices' rows are kept.
+        slices = self._side.submit(self._compute_segments, version, logs, label_table, reference, task)
+        try:
+            self._compute_whole(
+                version, relation, labels, reference, task, counts, latency, new_columns, files, outputs
+            )
+        finally:
+            slices.result()
+
+    def _compute_segments(
+        self, version: str, logs: pa.Table, label_table: pa.Table, reference: _Reference, task: str
+    ) -> None:
+        cursor = self.store.cursor()  # the calling thread's own
+        self.segments.compute(
+            version,
+            cursor.from_arrow(logs),
+            cursor.from_arrow(label_table),
+            reference.profile,
+            task,
+            logs=logs,
+            labels_unique=True,
+        )
+
+    def _compute_whole(
+        self,
+        version: str,
+        relation: duckdb.DuckDBPyRelation,
+        labels: duckdb.DuckDBPyRelation,
+        reference: _Reference,
+        task: str,
+        counts: Any,
+        latency: Any,
+        new_columns: Mapping[date, Sequence[str]],
+        files: Mapping[date, Sequence[StoredFile]],
+        outputs: dict[date, _DayOutput],
+    ) -> None:
+        thresholds = self.request.thresholds
         if task == "classification":
             # Binned ROC AUC, as a scaled-out merge computes it (docs/SCALE_OUT.md, "What is exact").
             performance = classification_from_partials(
@@ -916,9 +969,6 @@ class _TargetRun:
         computed = VersionInputs(version, counts, performance, latency, windows, new_columns)
         rules = RowRules(self.length, self.request.policy, thresholds, self._baseline)
         add_version_rows(computed, reference.profile, reference.why_missing or "", rules, outputs)
-        self.segments.compute(
-            version, relation, labels, reference.profile, task, logs=logs, labels_unique=True
-        )
 
     # ----------------------------------------------------------------- latency baseline
 
