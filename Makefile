@@ -29,12 +29,13 @@ $(VENV)/checkov/.installed: $(VENV)/.runtime-installed
 # same numbers, slower). -ffp-contract=off: no fused multiply-add, so the rounding stays NumPy's.
 CC ?= cc
 KERNEL_FLAGS := -O3 -fPIC -shared -ffp-contract=off -Wall -Werror
-analytics/_kernels.so: analytics/_kernels.c
+analytics/_build/libmms_kernels.so: analytics/_kernels.c
+	mkdir -p $(@D)
 	$(CC) $(KERNEL_FLAGS) -o $@ $<
 
-setup: $(VENV)/.runtime-installed analytics/_kernels.so
+setup: $(VENV)/.runtime-installed analytics/_build/libmms_kernels.so
 
-setup-dev: $(VENV)/.dev-installed $(VENV)/checkov/.installed analytics/_kernels.so
+setup-dev: $(VENV)/.dev-installed $(VENV)/checkov/.installed analytics/_build/libmms_kernels.so
 
 migrate: setup
 	$(BIN)/python -m jobs migrate
@@ -60,4 +61,4 @@ lint: setup-dev
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf var test-output .pytest_cache analytics/_kernels.so
+	rm -rf var test-output .pytest_cache analytics/_build

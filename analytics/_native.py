@@ -1,6 +1,8 @@
 """The compiled kernels of the numeric profile (``analytics/_kernels.c``), when they are built.
 
-``make setup`` compiles them into ``analytics/_kernels.so`` (one ``cc`` call, see the Makefile).
+``make setup`` compiles them into ``analytics/_build/libmms_kernels.so`` (one ``cc`` call, see the
+Makefile): in a folder that is no Python package, so the library is never taken for an extension
+module (``import analytics._kernels``, ``pkgutil.walk_packages``).
 Without that file, say in a notebook on a checkout nobody built, :func:`load_kernels` answers
 ``None`` and the profile runs its NumPy route, which gives the same numbers bit for bit.
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: The library built from ``_kernels.c`` next to this module.
-LIBRARY_PATH = Path(__file__).with_name("_kernels.so")
+LIBRARY_PATH = Path(__file__).parent / "_build" / "libmms_kernels.so"
 
 #: Set to ``0`` to run the NumPy route even where the library is built (e.g. to compare the two).
 DISABLE_VARIABLE = "MMS_NATIVE_KERNELS"

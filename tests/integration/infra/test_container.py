@@ -138,14 +138,14 @@ def test_the_runtime_gets_the_compiled_kernels_and_bytecode_and_not_the_host_bui
     # The flags of the Makefile's build: -ffp-contract=off keeps the kernels' rounding NumPy's.
     assert "-ffp-contract=off" in runs and "-shared" in runs and "analytics/_kernels.c" not in runs
     runtime_copies = [arguments for instruction, arguments in stages()[-1]["steps"] if instruction == "COPY"]
-    assert "--from=kernels /src/_kernels.so analytics/_kernels.so" in runtime_copies
+    assert "--from=kernels /src/libmms_kernels.so analytics/_build/libmms_kernels.so" in runtime_copies
     # The sources are compiled at build time: the app user may not write bytecode next to them.
     runtime_runs = [arguments for instruction, arguments in stages()[-1]["steps"] if instruction == "RUN"]
     assert any(
         "compileall" in run and all(p in run for p in ("app", "analytics", "jobs")) for run in runtime_runs
     )
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignored.index("analytics/_kernels.so") > ignored.index("!analytics/")
+    assert ignored.index("analytics/_build/") > ignored.index("!analytics/")
 
 
 def test_multi_stage_build_with_a_lean_non_root_runtime() -> None:
