@@ -390,6 +390,10 @@ def _merge_moments(
         return mean_a, m2_a
     n = n_a + n_b
     delta = mean_b - mean_a
+    if math.isinf(delta) and math.isfinite(mean_a) and math.isfinite(mean_b):
+        # Means of opposite sign near the double range (say +-1.7e308): their difference overflows,
+        # the weighted average does not. The spread between them exceeds the range too.
+        return mean_a * (n_a / n) + mean_b * (n_b / n), math.inf
     mean = mean_a + delta * n_b / n
     m2 = m2_a + m2_b + delta * delta * n_a * n_b / n
     return mean, m2

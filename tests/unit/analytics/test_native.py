@@ -211,3 +211,16 @@ def test_load_kernels_reads_its_switch_strictly(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(DISABLE_VARIABLE, "yes")
     with pytest.raises(ValueError, match=DISABLE_VARIABLE):
         load_kernels()
+
+
+@pytest.mark.parametrize("route", ["numpy", "kernels"])
+def test_batches_whose_means_are_near_the_double_range_merge_to_a_finite_mean(route: str) -> None:
+    """+-1.7e308 in separate batches: the difference of the batch means overflows, the mean does not."""
+    accumulator = _NumericAccumulator(
+        _Binner((0.0,)), False, kernels=kernels() if route == "kernels" else None
+    )
+    accumulator.add(np.array([1.7e308, 1.7e308, 1.7e308]), 0)
+    accumulator.add(np.array([-1.7e308]), 0)
+    assert accumulator.mean == pytest.approx(0.85e308, rel=1e-12)
+    assert accumulator.m2 == math.inf  # the spread exceeds the double range: reported as such
+    assert accumulator.bins.tolist() == [1, 3]
