@@ -1149,7 +1149,7 @@ def _numeric_beside_categorical(
     Without ``categorical_rel`` one after the other on ``rel``. With it (the same data on another
     cursor: a DuckDB connection runs one query at a time) the categorical query runs there in a
     background thread while this one streams the numeric columns. The stream's pace is DuckDB's
-    decoding in this thread, which leaves part of the second core idle, so the GROUPING SETS scan
+    decoding in this thread, which leaves part of the second core idle, so the categorical query
     (single-threaded on a one-thread connection) mostly fills it instead of running after the stream:
     about 0.05 s less wall time per million rows and 5 categorical columns, for the same CPU. The
     numeric stream's errors are raised first, as without it.
@@ -1162,12 +1162,23 @@ def _numeric_beside_categorical(
     if categorical_rel is None:
         numeric_result = numeric()
         return numeric_result, categorical(rel)
-    if relation_schema(categorical_rel) != schema:
-        raise ProfileError("categorical_rel must have the columns and types of the profiled relation")
+    _require_same_data("categorical_rel", [categorical_rel], schema)
     with ThreadPoolExecutor(max_workers=1) as side:
         counts = side.submit(categorical, categorical_rel)
         numeric_result = numeric()
         return numeric_result, counts.result()
+
+
+def _require_same_data(
+    name: str, others: Iterable[duckdb.DuckDBPyRelation], schema: tuple[tuple[str, str], ...]
+) -> None:
+    """Check that relations meant to read the profiled data on other cursors have its schema.
+
+    Raises:
+        ProfileError: naming the argument (``name``) whose relation differs.
+    """
+    if any(relation_schema(other) != schema for other in others):
+        raise ProfileError(f"{name} must have the columns and types of the profiled relation")
 
 
 def _categorical_profile(spec: ColumnSpec, rows: int, counts: _CategoricalCounts) -> ColumnProfile:
@@ -1214,40 +1225,30 @@ def _numeric_profiles(
         return _row_counts(rel, window_sql)
     if levels is not None and window_sql is not None:
         raise ProfileError("edges are placed on a whole relation, not per window")
-    if any(relation_schema(other) != relation_schema(rel) for other in stream_rels):
-        raise ProfileError("stream_rels must have the columns and types of the profiled relation")
+    _require_same_data("stream_rels", stream_rels, relation_schema(rel))
     binners = [None if levels is not None else _Binner(spec.edges) for spec in specs]
     sources = [rel, *stream_rels][: len(specs)]
     # Contiguous, near-equal shares of the columns, one per scan.
     bounds = [round(i * len(specs) / len(sources)) for i in range(len(sources) + 1)]
     shares = [range(bounds[i], bounds[i + 1]) for i in range(len(sources))]
-    if len(sources) == 1:
-        streamed = [_stream_numeric(rel, specs, binners, distinct, levels, window_sql, helpers=True)]
-    else:
-        with ThreadPoolExecutor(max_workers=len(sources) - 1) as pool:
-            others = [
-                pool.submit(
-                    _stream_numeric,
-                    source,
-                    [specs[i] for i in share],
-                    [binners[i] for i in share],
-                    distinct,
-                    levels,
-                    window_sql,
-                    helpers=False,
-                )
-                for source, share in zip(sources[1:], shares[1:], strict=True)
-            ]
-            first = _stream_numeric(
-                rel,
-                [specs[i] for i in shares[0]],
-                [binners[i] for i in shares[0]],
-                distinct,
-                levels,
-                window_sql,
-                helpers=False,
-            )
-            streamed = [first, *(future.result() for future in others)]
+
+    def scan(source: duckdb.DuckDBPyRelation, share: range) -> Any:
+        # A lone scan has a helper thread add its batches; beside other scans the cores are taken.
+        return _stream_numeric(
+            source,
+            [specs[i] for i in share],
+            [binners[i] for i in share],
+            distinct,
+            levels,
+            window_sql,
+            helpers=len(sources) == 1,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(len(sources) - 1, 1)) as pool:
+        others = [
+            pool.submit(scan, source, share) for source, share in zip(sources[1:], shares[1:], strict=True)
+        ]
+        streamed = [scan(rel, shares[0]), *(future.result() for future in others)]
     rows = streamed[0][1]
     result: dict[datetime | None, tuple[int, list[ColumnProfile]]] = {}
     for key in streamed[0][0]:
@@ -1873,7 +1874,9 @@ class _NumericAccumulator:
         kernels: Kernels | None = None,
     ) -> None:
         self.binner = binner
-        self.kernels = kernels
+        # The kernels' bin table is 16-bit: a spec of 65,535 bins or more (none the studio builds)
+        # takes the NumPy route, decided once here.
+        self.kernels = kernels if binner is None or binner.n_bins == 1 or binner.table16 is not None else None
         self._stats = np.empty(3, dtype=np.float64)
         self._nonfinite = np.empty(3, dtype=np.int64)
         self.fine = _FineHistogram() if binner is None else None
@@ -1893,12 +1896,7 @@ class _NumericAccumulator:
             self._add(values, nulls)
 
     def _add(self, values: np.ndarray, nulls: int) -> None:
-        if (
-            self.kernels is not None
-            and values.flags.c_contiguous
-            and values.dtype == np.float64
-            and (self.binner is None or self.binner.n_bins == 1 or self.binner.table16 is not None)
-        ):
+        if self.kernels is not None and values.flags.c_contiguous and values.dtype == np.float64:
             self._add_native(values, nulls)
             return
         self.non_null += len(values) - nulls
@@ -1906,14 +1904,12 @@ class _NumericAccumulator:
         # A finite sum proves every value finite (a NaN or an infinity would propagate): one pass
         # instead of an isfinite mask on the common clean batch.
         if not math.isfinite(total):
-            nan = np.isnan(values)
-            self.nan += int(np.count_nonzero(nan)) - nulls  # _as_numpy put NaN at the nulls
-            neg_inf = int(np.count_nonzero(values == -np.inf))
-            pos_inf = int(np.count_nonzero(values == np.inf))
-            self.neg_inf += neg_inf
-            self.pos_inf += pos_inf
-            if self.sketch is not None:
-                self.sketch.infinities.update(v for v, n in ((-math.inf, neg_inf), (math.inf, pos_inf)) if n)
+            self._count_nonfinite(
+                int(np.count_nonzero(np.isnan(values))),
+                int(np.count_nonzero(values == -np.inf)),
+                int(np.count_nonzero(values == np.inf)),
+                nulls,
+            )
             values = values[np.isfinite(values)]
             total = float(_sum(values))
         n = len(values)
@@ -1924,11 +1920,22 @@ class _NumericAccumulator:
         else:
             counts, low, high = self.binner.counts_and_range(values)
             self.bins += counts
-        self.low = low if self.low is None else min(self.low, low)
-        self.high = high if self.high is None else max(self.high, high)
         if self.sketch is not None:
             self.sketch.add(values)
-        mean, m2 = _moments(values, total, low, high)
+        self._merge_finite(n, low, high, *_moments(values, total, low, high))
+
+    def _count_nonfinite(self, nan: int, neg_inf: int, pos_inf: int, nulls: int) -> None:
+        """Count a batch's NaN (``_as_numpy`` put NaN at its ``nulls`` too) and infinities."""
+        self.nan += nan - nulls
+        self.neg_inf += neg_inf
+        self.pos_inf += pos_inf
+        if self.sketch is not None:
+            self.sketch.infinities.update(v for v, k in ((-math.inf, neg_inf), (math.inf, pos_inf)) if k)
+
+    def _merge_finite(self, n: int, low: float, high: float, mean: float, m2: float) -> None:
+        """Merge the range and moments of a batch's ``n`` finite values into the column's."""
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
         self.mean, self.m2 = _merge_moments(self.finite, self.mean, self.m2, n, mean, m2)
         self.finite += n
 
@@ -1949,14 +1956,7 @@ class _NumericAccumulator:
         summed = nulls == 0 and kernels.sum_range(values.ctypes.data, n, stats.ctypes.data)
         if not summed:
             if kernels.nonfinite(values.ctypes.data, n, self._nonfinite.ctypes.data):
-                nan, neg_inf, pos_inf = (int(v) for v in self._nonfinite)
-                self.nan += nan - nulls  # _as_numpy put NaN at the nulls
-                self.neg_inf += neg_inf
-                self.pos_inf += pos_inf
-                if self.sketch is not None:
-                    self.sketch.infinities.update(
-                        v for v, k in ((-math.inf, neg_inf), (math.inf, pos_inf)) if k
-                    )
+                self._count_nonfinite(*(int(v) for v in self._nonfinite), nulls)
                 finite = np.empty(n, dtype=np.float64)
                 values = finite[: kernels.compact_finite(values.ctypes.data, n, finite.ctypes.data)]
                 n = len(values)
@@ -1972,14 +1972,11 @@ class _NumericAccumulator:
             m2 = self.fine.add_native(kernels, values, low, high, mean, plain)
         else:
             m2 = self.binner.add_native(kernels, values, self.bins, mean, plain)
-        self.low = low if self.low is None else min(self.low, low)
-        self.high = high if self.high is None else max(self.high, high)
         if self.sketch is not None:
             kernels.hll_add(values.ctypes.data, n, HLL_PRECISION, self.sketch.registers.ctypes.data)
         if not plain:
             mean, m2 = _moments(values, total, low, high)
-        self.mean, self.m2 = _merge_moments(self.finite, self.mean, self.m2, n, mean, m2)
-        self.finite += n
+        self._merge_finite(n, low, high, mean, m2)
 
     def profile(self, spec: ColumnSpec, rows: int) -> ColumnProfile:
         """The column profile of everything added (with the edges placed, for the reference)."""
