@@ -56,6 +56,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -217,12 +218,10 @@ def _table_window_values(
     windows = _micros(ticks, per_tick) // _UNIT_MICROS[unit]
     found: dict[WindowKey, frozenset[str] | None] = {}
     for column in names:
-        encoded = logs.column(column).combine_chunks().dictionary_encode()
-        dictionary = encoded.dictionary.to_pylist()
+        dictionary, codes, valid = _dictionary_codes(logs.column(column))
         if not dictionary:
             continue  # only NULLs: in no window
-        codes = pc.fill_null(encoded.indices.cast(pa.int64()), 0).to_numpy()
-        rows = has_time & _valid(encoded.indices)
+        rows = has_time & valid
         # One key per (window, value) seen; floor division splits it back (windows before 1970 too).
         window_of, code_of = np.divmod(
             np.unique(windows[rows] * len(dictionary) + codes[rows]), len(dictionary)
@@ -315,6 +314,13 @@ def _valid(array: pa.Array) -> np.ndarray:
     return pc.is_valid(array).to_numpy(zero_copy_only=False)
 
 
+def _dictionary_codes(column: pa.ChunkedArray) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """A column's distinct values, each row's code among them (0 where null) and its non-null mask."""
+    encoded = column.combine_chunks().dictionary_encode()
+    codes = pc.fill_null(encoded.indices.cast(pa.int64()), 0).to_numpy()
+    return encoded.dictionary.to_pylist(), codes, _valid(encoded.indices)
+
+
 def _ticks(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, int]:
     """A timestamp column's raw ticks (0 where null), a mask of its non-null rows, microseconds a tick."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -362,10 +368,8 @@ def stacked_table(logs: pa.Table, slices: Sequence[Slice], unit: str) -> tuple[p
     for index, item in enumerate(slices):
         by_column[item.column].append((index, item))
     for column, items in by_column.items():
-        encoded = logs.column(column).combine_chunks().dictionary_encode()
-        dictionary = encoded.dictionary.to_pylist()
-        codes = pc.fill_null(encoded.indices.cast(pa.int64()), 0).to_numpy()
-        rows = has_time & _valid(encoded.indices)
+        dictionary, codes, valid = _dictionary_codes(logs.column(column))
+        rows = has_time & valid
         # (dictionary code, window) -> slice index + 1; 0: the row is in no slice of this column.
         lookup = np.zeros((len(dictionary) + 1, window_count), dtype=np.int64)
         position = {value: code for code, value in enumerate(dictionary)}
@@ -631,15 +635,13 @@ def _restacked(table: pa.Table, moved: Mapping[SliceKey, datetime], schema: pa.S
         return schema.empty_table()
     # A lookup of the rows' (column, value, window) codes in NumPy: an Arrow join of the few keys
     # costs tens of milliseconds on its first use in a process, more than all the rest.
-    columns = table.column(COLUMN_FIELD).combine_chunks().dictionary_encode()
-    values = table.column(VALUE_FIELD).combine_chunks().dictionary_encode()
+    column_names, column_codes, column_valid = _dictionary_codes(table.column(COLUMN_FIELD))
+    value_names, value_codes, value_valid = _dictionary_codes(table.column(VALUE_FIELD))
     starts = pc.cast(table.column("window_start"), pa.int64()).combine_chunks()
-    valid = _valid(columns.indices) & _valid(values.indices) & _valid(starts)
-    column_codes = pc.fill_null(columns.indices.cast(pa.int64()), 0).to_numpy()
-    value_codes = pc.fill_null(values.indices.cast(pa.int64()), 0).to_numpy()
+    valid = column_valid & value_valid & _valid(starts)
     window_starts, window_codes = np.unique(pc.fill_null(starts, 0).to_numpy(), return_inverse=True)
-    column_position = {name: code for code, name in enumerate(columns.dictionary.to_pylist())}
-    value_position = {name: code for code, name in enumerate(values.dictionary.to_pylist())}
+    column_position = {name: code for code, name in enumerate(column_names)}
+    value_position = {name: code for code, name in enumerate(value_names)}
     n_values, n_windows = len(value_position), len(window_starts)
     targets: dict[int, int] = {}
     for (column, value, start), stacked in moved.items():
