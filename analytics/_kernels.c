@@ -8,7 +8,7 @@
  * makes five to eight passes over a batch with a temporary array each, these make two or three over
  * a batch that stays in the CPU cache.
  *
- * Built by `make setup` (gcc -O2 -ffp-contract=off: no fused multiply-add, which would change the
+ * Built by `make setup` (cc -O3 -ffp-contract=off: no fused multiply-add, which would change the
  * rounding of the squared deviations) and loaded with ctypes, which releases the GIL during a call,
  * so the profile's threads run them in parallel. Without the library the NumPy route runs.
  */
@@ -24,81 +24,59 @@
 #define VECTOR_CLONES
 #endif
 
-/* NumPy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src, pairwise_sum_DOUBLE). */
-VECTOR_CLONES
-static double pairwise_sum(const double *a, int64_t n)
-{
-    if (n < 8) {
-        double res = 0.;
-        for (int64_t i = 0; i < n; i++) {
-            res += a[i];
-        }
-        return res;
-    }
-    else if (n <= PW_BLOCKSIZE) {
-        double r[8];
-        int64_t i;
-        for (int j = 0; j < 8; j++) {
-            r[j] = a[j];
-        }
-        for (i = 8; i < n - (n % 8); i += 8) {
-            for (int j = 0; j < 8; j++) {
-                r[j] += a[i + j];
-            }
-        }
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) {
-            res += a[i];
-        }
-        return res;
-    }
-    else {
-        int64_t n2 = n / 2;
-        n2 -= n2 % 8;
-        return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
-    }
-}
-
-/* The same summation of (a[i] - mean)**2, each term rounded as np.square(a - mean) rounds it. */
+/* Each term of the sum of squared deviations, rounded as np.square(a - mean) rounds it. */
 static inline double sq(double x, double mean)
 {
     double d = x - mean;
     return d * d;
 }
 
-VECTOR_CLONES
-static double pairwise_sq(const double *a, int64_t n, double mean)
-{
-    if (n < 8) {
-        double res = 0.;
-        for (int64_t i = 0; i < n; i++) {
-            res += sq(a[i], mean);
-        }
-        return res;
+#define TERM_VALUE(x, mean) (x)
+#define TERM_SQUARED_DEVIATION(x, mean) sq((x), (mean))
+
+/*
+ * NumPy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src, pairwise_sum_DOUBLE) of
+ * TERM(a[i], mean). One definition serves the sum and the sum of squared deviations, so their order
+ * of additions, which sets their rounding, cannot drift apart.
+ */
+#define DEFINE_PAIRWISE(NAME, TERM)                                                                     \
+    VECTOR_CLONES                                                                                       \
+    static double NAME(const double *a, int64_t n, double mean)                                        \
+    {                                                                                                   \
+        (void)mean;                                                                                     \
+        if (n < 8) {                                                                                    \
+            double res = 0.;                                                                            \
+            for (int64_t i = 0; i < n; i++) {                                                           \
+                res += TERM(a[i], mean);                                                                \
+            }                                                                                           \
+            return res;                                                                                 \
+        }                                                                                               \
+        else if (n <= PW_BLOCKSIZE) {                                                                   \
+            double r[8];                                                                                \
+            int64_t i;                                                                                  \
+            for (int j = 0; j < 8; j++) {                                                               \
+                r[j] = TERM(a[j], mean);                                                                \
+            }                                                                                           \
+            for (i = 8; i < n - (n % 8); i += 8) {                                                      \
+                for (int j = 0; j < 8; j++) {                                                           \
+                    r[j] += TERM(a[i + j], mean);                                                       \
+                }                                                                                       \
+            }                                                                                           \
+            double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));             \
+            for (; i < n; i++) {                                                                        \
+                res += TERM(a[i], mean);                                                                \
+            }                                                                                           \
+            return res;                                                                                 \
+        }                                                                                               \
+        else {                                                                                          \
+            int64_t n2 = n / 2;                                                                         \
+            n2 -= n2 % 8;                                                                               \
+            return NAME(a, n2, mean) + NAME(a + n2, n - n2, mean);                                      \
+        }                                                                                               \
     }
-    else if (n <= PW_BLOCKSIZE) {
-        double r[8];
-        int64_t i;
-        for (int j = 0; j < 8; j++) {
-            r[j] = sq(a[j], mean);
-        }
-        for (i = 8; i < n - (n % 8); i += 8) {
-            for (int j = 0; j < 8; j++) {
-                r[j] += sq(a[i + j], mean);
-            }
-        }
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) {
-            res += sq(a[i], mean);
-        }
-        return res;
-    }
-    else {
-        int64_t n2 = n / 2;
-        n2 -= n2 % 8;
-        return pairwise_sq(a, n2, mean) + pairwise_sq(a + n2, n - n2, mean);
-    }
-}
+
+DEFINE_PAIRWISE(pairwise_sum, TERM_VALUE)
+DEFINE_PAIRWISE(pairwise_sq, TERM_SQUARED_DEVIATION)
 
 /*
  * Counts of the non-finite values of x[0..n): out_counts[0] NaN, [1] -inf, [2] +inf.
@@ -177,7 +155,7 @@ static void range_of(const double *x, int64_t n, double *out_low, double *out_hi
  */
 int mms_sum_range(const double *x, int64_t n, double *out)
 {
-    double total = pairwise_sum(x, n);
+    double total = pairwise_sum(x, n, 0.0);
     out[0] = total;
     if (total - total != 0.0) {
         return 0;
