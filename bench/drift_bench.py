@@ -327,22 +327,13 @@ EVIDENTLY_SCRIPT = """
 import json, sys
 import pandas as pd
 
+from evidently import Report
+from evidently.presets import DataDriftPreset
+
 reference = pd.read_parquet(sys.argv[1])
 current = pd.read_parquet(sys.argv[2])
-try:  # Evidently 0.7
-    from evidently import Report
-    from evidently.presets import DataDriftPreset
-
-    snapshot = Report([DataDriftPreset()]).run(current_data=current, reference_data=reference)
-    result = snapshot.dict()
-except ImportError:  # the legacy API
-    from evidently.metric_preset import DataDriftPreset
-    from evidently.report import Report
-
-    report = Report(metrics=[DataDriftPreset()])
-    report.run(reference_data=reference, current_data=current)
-    result = report.as_dict()
-print(json.dumps(result, default=str)[:2000])
+snapshot = Report([DataDriftPreset()]).run(current_data=current, reference_data=reference)
+print(json.dumps(snapshot.dict(), default=str)[:2000])
 """
 
 
