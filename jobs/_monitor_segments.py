@@ -336,17 +336,27 @@ def _micros(ticks: np.ndarray, per_tick: int) -> np.ndarray:
     return ticks // 1_000 if per_tick == 0 else ticks * per_tick
 
 
-def stacked_table(logs: pa.Table, slices: Sequence[Slice], unit: str) -> tuple[pa.Table, date, int]:
+def stacked_table(
+    logs: pa.Table, slices: Sequence[Slice], unit: str, *, keep_rest: bool = False
+) -> tuple[pa.Table, date, int]:
     """The rows of every slice in one table, slice ``k`` moved ``k * span`` days later.
 
     One pass over the logs in NumPy: each row's window and value give its slices (one per segment
     column at most), and the rows are gathered slice by slice, in their order, with their timestamps
     moved. Windows are UTC calendar windows, as ``date_trunc`` over ``timezone('UTC', ts)`` gives.
 
+    With ``keep_rest`` every row of the logs is in the table once more than its slices of the other
+    columns, so the whole traffic's partials come from the same queries as the slices' (see
+    :func:`batch_partials`): the first column of ``slices`` (the *carrier*) keeps all the rows, in
+    their order and without copying them, each moved to its slice of that column, or to block
+    ``len(slices)`` (*the rest*: a NULL value, or a window where the column is not sliced); rows
+    without a timestamp keep none. The other columns' slices follow, gathered as without it.
+
     Args:
         logs: Inference logs (one version), with a ``timestamp`` column.
         slices: The slices (:func:`find_slices`), by column then value.
         unit: ``day`` or ``hour``.
+        keep_rest: Keep every row (the carrier block) as described above.
 
     Returns:
         The table, the first day of the logs and the span in days.
@@ -362,11 +372,17 @@ def stacked_table(logs: pa.Table, slices: Sequence[Slice], unit: str) -> tuple[p
     first_window = int(windows[has_time].min()) if has_time.any() else 0
     window_count = int(windows[has_time].max()) - first_window + 1 if has_time.any() else 1
     unit_micros = _UNIT_MICROS[unit]
-    gathered: list[np.ndarray] = []
-    moved: list[np.ndarray] = []
+
+    def moved_ticks(rows: np.ndarray, block: np.ndarray) -> np.ndarray:
+        shift_micros = block * span * _DAY_MICROS
+        return ticks[rows] + (shift_micros * 1_000 if per_tick == 0 else shift_micros // per_tick)
+
+    parts: list[pa.Table] = []
     by_column: dict[str, list[tuple[int, Slice]]] = defaultdict(list)
     for index, item in enumerate(slices):
         by_column[item.column].append((index, item))
+    if keep_rest and not slices:
+        return logs, first, span
     for column, items in by_column.items():
         dictionary, codes, valid = _dictionary_codes(logs.column(column))
         rows = has_time & valid
@@ -381,22 +397,26 @@ def stacked_table(logs: pa.Table, slices: Sequence[Slice], unit: str) -> tuple[p
                 offset = (_utc(start) - _EPOCH) // timedelta(microseconds=unit_micros) - first_window
                 if 0 <= offset < window_count:
                     lookup[code, offset] = index + 1
+        if keep_rest and not parts:
+            # The carrier: every row where it is, moved to its slice or to the rest.
+            slice_of = np.where(rows, lookup[codes, np.where(rows, windows - first_window, 0)], 0)
+            block = np.where(slice_of > 0, slice_of - 1, len(slices))
+            moved = pa.array(moved_ticks(np.arange(logs.num_rows), block), pa.int64(), mask=~has_time)
+            index = logs.schema.get_field_index(TIMESTAMP_COLUMN)
+            parts.append(logs.set_column(index, logs.schema.field(index), moved.cast(timestamps.type)))
+            continue
         selected = np.flatnonzero(rows)
         slice_of = lookup[codes[selected], windows[selected] - first_window]
         selected, slice_of = selected[slice_of > 0], slice_of[slice_of > 0] - 1
         order = np.argsort(slice_of, kind="stable")
-        gathered.append(selected[order])
-        moved.append(slice_of[order])
-    take = np.concatenate(gathered) if gathered else np.zeros(0, dtype=np.int64)
-    shift = np.concatenate(moved) if moved else np.zeros(0, dtype=np.int64)
-    table = logs.take(pa.array(take, pa.int64()))
-    shift_micros = shift * span * _DAY_MICROS
-    shifted = ticks[take] + (shift_micros * 1_000 if per_tick == 0 else shift_micros // per_tick)
-    index = table.schema.get_field_index(TIMESTAMP_COLUMN)
-    table = table.set_column(
-        index, table.schema.field(index), pa.array(shifted, pa.int64()).cast(timestamps.type)
-    )
-    return table, first, span
+        take, block = selected[order], slice_of[order]
+        table = logs.take(pa.array(take, pa.int64()))
+        index = table.schema.get_field_index(TIMESTAMP_COLUMN)
+        moved = pa.array(moved_ticks(take, block), pa.int64()).cast(timestamps.type)
+        parts.append(table.set_column(index, table.schema.field(index), moved))
+    if not parts:
+        return logs.schema.empty_table(), first, span
+    return (pa.concat_tables(parts) if len(parts) > 1 else parts[0]), first, span
 
 
 def _keyed(schema: pa.Schema) -> pa.Schema:
@@ -541,13 +561,24 @@ def merge_segment_partials(
     )
 
 
-def _unstacked(table: pa.Table, slices: Sequence[Slice], first: date, span: int) -> pa.Table:
-    """A partial of the stacked rows with each window moved back and named by its slice."""
-    table = table.filter(pc.is_valid(table.column("window_start")))
-    micros = pc.cast(table.column("window_start"), pa.int64()).to_numpy()
+def _blocks(table: pa.Table, first: date, span: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stacked partial's rows: non-NULL window mask, block index and window start moved back (micros)."""
+    valid = _valid(table.column("window_start"))
+    micros = pc.fill_null(pc.cast(table.column("window_start"), pa.int64()), 0).to_numpy()
     span_micros = span * _DAY_MICROS
     index = (micros - (first - date(1970, 1, 1)).days * _DAY_MICROS) // span_micros
-    real = micros - index * span_micros
+    return valid, index, micros - index * span_micros
+
+
+def _unstacked(table: pa.Table, slices: Sequence[Slice], first: date, span: int) -> pa.Table:
+    """A partial of the stacked rows with each window moved back and named by its slice.
+
+    Rows of the rest (block ``len(slices)``, see :func:`stacked_table`) and without a window are
+    left out.
+    """
+    valid, index, real = _blocks(table, first, span)
+    kept = valid & (index < len(slices))
+    table, index, real = table.filter(pa.array(kept)), index[kept], real[kept]
     position = table.schema.get_field_index("window_start")
     table = table.set_column(position, "window_start", pa.array(real, pa.int64()).cast(pa.timestamp("us")))
     columns = np.array([item.column for item in slices], dtype=object)[index]
@@ -555,6 +586,37 @@ def _unstacked(table: pa.Table, slices: Sequence[Slice], first: date, span: int)
     return table.append_column(COLUMN_FIELD, pa.array(columns, pa.string())).append_column(
         VALUE_FIELD, pa.array(values, pa.string())
     )
+
+
+def _whole(table: pa.Table, slices: Sequence[Slice], first: date, span: int) -> pa.Table:
+    """A partial of every row of the logs from a partial of the stacked rows (``keep_rest``).
+
+    The carrier's slices (those of the first slice's column) and the rest hold each row once; their
+    rows, windows moved back, and the rows without a window (predictions without a timestamp) are
+    the whole traffic's partial. The ``*_from_partials`` functions add up the rows of a window.
+    """
+    if not slices:
+        return table
+    valid, index, real = _blocks(table, first, span)
+    carrier = sum(1 for item in slices if item.column == slices[0].column)
+    kept = ~valid | (index < carrier) | (index == len(slices))
+    table, real, valid = table.filter(pa.array(kept)), real[kept], valid[kept]
+    position = table.schema.get_field_index("window_start")
+    moved = pa.array(real, pa.int64(), mask=~valid).cast(table.schema.field(position).type)
+    return table.set_column(position, table.schema.field(position), moved)
+
+
+@dataclass
+class WholePartials:
+    """The whole traffic's partials of a batch of one version, from the queries of its slices.
+
+    Attributes:
+        latency: ``analytics.performance.latency_partial`` rows of every row of the logs.
+        performance: Task -> its partial of every row (``classification_partial``, ...).
+    """
+
+    latency: pa.Table
+    performance: dict[str, pa.Table]
 
 
 def segment_partials(
@@ -594,6 +656,64 @@ def segment_partials(
     Raises:
         ValueError: if the columns do not fit a task (``analytics.performance``).
     """
+    partials, _whole_partials = _partials(
+        con, relation, labels, spec, tasks, unit, logs, max_values, max_slices, labels_unique, whole=False
+    )
+    return partials
+
+
+def batch_partials(
+    con: duckdb.DuckDBPyConnection,
+    relation: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    spec: ProfileSpec | None,
+    tasks: Sequence[str],
+    unit: str,
+    *,
+    logs: pa.Table | None = None,
+    max_values: int = MAX_SEGMENT_VALUES,
+    max_slices: int | None = MAX_SLICES,
+    labels_unique: bool = False,
+) -> tuple[SegmentPartials, WholePartials]:
+    """:func:`segment_partials` and the whole traffic's latency and performance partials, in one pass.
+
+    The single-process job's step 1. The slices of one column hold disjoint rows, so the rows of the
+    first sliced column's slices plus the rest of the rows (``stacked_table(keep_rest=True)``) are
+    every row once: the latency and performance queries of the stacked rows give the whole traffic's
+    partials as well, instead of a second pass over the same rows. Counts and bins are those of a
+    query over the whole traffic; sums add per slice, as in a scaled-out merge (equal to about
+    1e-15, see ``docs/SCALE_OUT.md``).
+
+    Args:
+        As :func:`segment_partials` (``max_slices`` defaults to :data:`MAX_SLICES`).
+
+    Returns:
+        The segment partials and the whole traffic's partials.
+
+    Raises:
+        ValueError: if the columns do not fit a task (``analytics.performance``).
+    """
+    partials, whole = _partials(
+        con, relation, labels, spec, tasks, unit, logs, max_values, max_slices, labels_unique, whole=True
+    )
+    assert whole is not None
+    return partials, whole
+
+
+def _partials(
+    con: duckdb.DuckDBPyConnection,
+    relation: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    spec: ProfileSpec | None,
+    tasks: Sequence[str],
+    unit: str,
+    logs: pa.Table | None,
+    max_values: int,
+    max_slices: int | None,
+    labels_unique: bool,
+    *,
+    whole: bool,
+) -> tuple[SegmentPartials, WholePartials | None]:
     if max_values <= 0:
         values: dict[WindowKey, frozenset[str] | None] = {}
     elif logs is not None:
@@ -602,13 +722,19 @@ def segment_partials(
         values = window_values(relation, unit, max_values)
     result = SegmentPartials(values=values)
     slices = slices_of(values, max_values, max_slices)
-    if not slices:
-        return result
-    stacked_rows, first, span = stacked_table(
-        logs if logs is not None else relation.to_arrow_table(), slices, unit
-    )
-    stacked = con.from_arrow(stacked_rows)
-    result.latency = _unstacked(latency_partial(stacked, unit), slices, first, span)
+    if not slices and not whole:
+        return result, None
+    if slices:
+        stacked_rows, first, span = stacked_table(
+            logs if logs is not None else relation.to_arrow_table(), slices, unit, keep_rest=whole
+        )
+        stacked = con.from_arrow(stacked_rows)
+    else:
+        stacked, first, span = relation, date(1970, 1, 1), 1  # the whole traffic alone
+    latency = latency_partial(stacked, unit)
+    whole_partials = WholePartials(_whole(latency, slices, first, span), {}) if whole else None
+    if slices:
+        result.latency = _unstacked(latency, slices, first, span)
     for task in tasks:
         if task == "classification":
             part = classification_partial(
@@ -616,17 +742,22 @@ def segment_partials(
             )
         else:
             part = regression_partial(stacked, labels, unit, labels_unique=labels_unique)
-        result.performance[task] = _unstacked(part, slices, first, span)
-    if spec is not None:
+        if slices:
+            result.performance[task] = _unstacked(part, slices, first, span)
+        if whole_partials is not None:
+            whole_partials.performance[task] = _whole(part, slices, first, span)
+    if spec is not None and slices:
         origin = datetime(first.year, first.month, first.day)
         profiled = profile(stacked, segment_spec(spec), window=unit, timestamp_column=TIMESTAMP_COLUMN)
         for start, window_profile in profiled.items():
             moved = _naive(start)
             index = (moved - origin).days // span
+            if index >= len(slices):
+                continue  # the rest: profiled with the whole traffic
             real = moved - timedelta(days=index * span)
             item = slices[index]
             result.profiles[(item.column, item.value, real)] = replace(window_profile, window=real)
-    return result
+    return result, whole_partials
 
 
 def _restacked(table: pa.Table, moved: Mapping[SliceKey, datetime], schema: pa.Schema) -> pa.Table:

@@ -49,11 +49,9 @@ import pyarrow.parquet as pq
 
 from analytics.performance import (
     classification_from_partials,
-    classification_partial,
     latency_from_partials,
-    latency_partial,
     latest_labels,
-    regression_metrics,
+    regression_from_partials,
 )
 from analytics.policy import DEFAULT_POLICY, Policy
 from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
@@ -62,7 +60,7 @@ from jobs import _monitor_inputs as inputs
 from jobs import _monitor_rows as rows_of
 from jobs._monitor_inputs import MONITOR_STATE, DayInput, Problem, StateEntry
 from jobs._monitor_rows import Thresholds
-from jobs._monitor_segments import SegmentMetrics
+from jobs._monitor_segments import POSITIVE_LABEL, SegmentMetrics, SegmentPartials, batch_partials
 from jobs._monitor_version import RowRules, VersionInputs, add_version_rows
 from jobs.contracts import (
     INFERENCE_LOGS,
@@ -578,6 +576,18 @@ class _DayOutput:
     profiles: dict[str, list[Profile]] = field(default_factory=dict)
 
 
+@dataclass
+class _VersionBatch:
+    """What one version's rows of a batch give, before its metric rows are written."""
+
+    task: str
+    counts: dict[datetime, tuple[int, datetime]]
+    latency: Any
+    performance: Any
+    windows: dict[datetime, Profile]
+    segments: SegmentPartials
+
+
 class _TargetRun:
     """The job for one project/model/environment."""
 
@@ -609,8 +619,8 @@ class _TargetRun:
     # ----------------------------------------------------------------- planning
 
     def run(self) -> TargetResult:
-        # One thread computing the slices beside the whole traffic (see _compute_version).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-slices") as self._side:
+        # One thread computing the window profiles beside the partials (see _compute_version).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-profiles") as self._side:
             return self._run()
 
     def _run(self) -> TargetResult:
@@ -858,37 +868,33 @@ class _TargetRun:
         label_table = latest_labels(cursor.from_arrow(labels))
         label_relation = cursor.from_arrow(label_table)
         versions = sorted({v for d in days for v in d.versions})
-        outputs: dict[date, _DayOutput] = defaultdict(_DayOutput)
-        latency_by_version = {}
-        keep_alive: list[pa.Table] = []  # the Arrow tables behind the relations
+        files = {d.day: tuple(self.log_files[d.day]) for d in days}
+        computed: dict[str, _VersionBatch] = {}
         for version in versions:
             version_relation, version_logs = relation, logs
             if len(versions) > 1:
                 # Filtered in Arrow: a DuckDB ConstantExpression would import pandas (half a second).
                 version_logs = logs.filter(pc.equal(logs.column("version"), version))
                 version_relation = cursor.from_arrow(version_logs)
-                keep_alive.append(version_logs)
-            # The binned quantiles of analytics.performance: the same values as a scaled-out merge.
-            latency = latency_from_partials([latency_partial(version_relation, self.unit)], self.unit)
-            latency_by_version[version] = (version_relation, version_logs, latency)
-        # Baselines see every window of the batch that precedes theirs, whatever the version.
-        for _version, (_rel, _table, report) in sorted(latency_by_version.items()):
-            for window in report.windows:
-                self._remember_latency(_utc(window.window_start), window)
-        files = {d.day: tuple(self.log_files[d.day]) for d in days}
-        for version in versions:
-            version_relation, version_logs, latency = latency_by_version[version]
-            self._compute_version(
-                version,
-                version_relation,
-                version_logs,
-                label_relation,
-                label_table,
-                latency,
-                new_columns,
-                files,
-                outputs,
+            computed[version] = self._compute_version(
+                version, version_relation, version_logs, label_relation, label_table, files
             )
+        # Baselines see every window of the batch that precedes theirs, whatever the version.
+        for version in versions:
+            for window in computed[version].latency.windows:
+                self._remember_latency(_utc(window.window_start), window)
+        outputs: dict[date, _DayOutput] = defaultdict(_DayOutput)
+        rules = RowRules(self.length, self.request.policy, self.request.thresholds, self._baseline)
+        for version in versions:
+            batch = computed[version]
+            reference = self._reference(version)
+            inputs_of_version = VersionInputs(
+                version, batch.counts, batch.performance, batch.latency, batch.windows, new_columns
+            )
+            add_version_rows(
+                inputs_of_version, reference.profile, reference.why_missing or "", rules, outputs
+            )
+            self.segments.add(version, batch.segments, reference.profile, batch.task)
         return outputs
 
     def _compute_version(
@@ -898,77 +904,65 @@ class _TargetRun:
         logs: pa.Table,
         labels: duckdb.DuckDBPyRelation,
         label_table: pa.Table,
-        latency: Any,
-        new_columns: Mapping[date, Sequence[str]],
         files: Mapping[date, Sequence[StoredFile]],
-        outputs: dict[date, _DayOutput],
-    ) -> None:
+    ) -> _VersionBatch:
+        """One version's aggregates of a batch: its window profiles, its and its slices' partials.
+
+        The window profiles are computed in a thread of their own, on that thread's DuckDB cursor,
+        beside the latency and performance partials of the whole traffic and its slices, which come
+        from the same queries (``jobs._monitor_segments.batch_partials``). DuckDB, NumPy and the
+        kernels release the GIL, and the two share nothing but the inputs (read-only Arrow tables).
+        """
         reference = self._reference(version)
         counts = _window_counts(relation, self.unit)
         task = reference.task or _task_from_logs(relation)
-        # The slices (segment metrics) are computed beside the whole traffic, in a thread of their own
-        # on that thread's DuckDB cursor: DuckDB, NumPy and the kernels release the GIL, and the two
-        # share nothing but the inputs (read-only Arrow tables) until the slices' rows are kept.
-        slices = self._side.submit(self._compute_segments, version, logs, label_table, reference, task)
+        task = task if task == "classification" else "regression"
+        windows = self._side.submit(self._window_profiles, version, logs, reference, files)
         try:
-            self._compute_whole(
-                version, relation, labels, reference, task, counts, latency, new_columns, files, outputs
+            segments, whole = batch_partials(
+                self.store.cursor(),
+                relation,
+                labels,
+                reference.profile.spec if reference.profile is not None else None,
+                (task,),
+                self.unit,
+                logs=logs,
+                max_values=self.segments.max_values,
+                labels_unique=True,
             )
         finally:
-            slices.result()
-
-    def _compute_segments(
-        self, version: str, logs: pa.Table, label_table: pa.Table, reference: _Reference, task: str
-    ) -> None:
-        cursor = self.store.cursor()  # the calling thread's own
-        self.segments.compute(
-            version,
-            cursor.from_arrow(logs),
-            cursor.from_arrow(label_table),
-            reference.profile,
-            task,
-            logs=logs,
-            labels_unique=True,
-        )
-
-    def _compute_whole(
-        self,
-        version: str,
-        relation: duckdb.DuckDBPyRelation,
-        labels: duckdb.DuckDBPyRelation,
-        reference: _Reference,
-        task: str,
-        counts: Any,
-        latency: Any,
-        new_columns: Mapping[date, Sequence[str]],
-        files: Mapping[date, Sequence[StoredFile]],
-        outputs: dict[date, _DayOutput],
-    ) -> None:
-        thresholds = self.request.thresholds
+            profiles = windows.result()
+        latency = latency_from_partials([whole.latency], self.unit)
         if task == "classification":
             # Binned ROC AUC, as a scaled-out merge computes it (docs/SCALE_OUT.md, "What is exact").
             performance = classification_from_partials(
-                [classification_partial(relation, labels, self.unit, positive_label=1.0, labels_unique=True)],
-                self.unit,
-                positive_label=1.0,
+                [whole.performance[task]], self.unit, positive_label=POSITIVE_LABEL
             )
         else:
-            performance = regression_metrics(relation, labels, self.unit)
-        windows: dict[datetime, Profile] = {}
-        if reference.profile is not None:
-            spec = reference.profile.spec
-            profiled = None
-            if self.window_profiles is not None:
-                query = WindowProfileQuery(
-                    self.project, self.model, self.environment, version, spec, self.unit, files
-                )
-                profiled = self.window_profiles(query)
-            if profiled is None:
-                profiled = profile(relation, spec, window=self.unit, timestamp_column="timestamp")
-            windows = {_utc(start): window_profile for start, window_profile in profiled.items()}
-        computed = VersionInputs(version, counts, performance, latency, windows, new_columns)
-        rules = RowRules(self.length, self.request.policy, thresholds, self._baseline)
-        add_version_rows(computed, reference.profile, reference.why_missing or "", rules, outputs)
+            performance = regression_from_partials([whole.performance[task]], self.unit)
+        return _VersionBatch(task, counts, latency, performance, profiles, segments)
+
+    def _window_profiles(
+        self,
+        version: str,
+        logs: pa.Table,
+        reference: _Reference,
+        files: Mapping[date, Sequence[StoredFile]],
+    ) -> dict[datetime, Profile]:
+        """The version's profile per window (UTC) on its reference spec; none without a reference."""
+        if reference.profile is None:
+            return {}
+        spec = reference.profile.spec
+        profiled = None
+        if self.window_profiles is not None:
+            query = WindowProfileQuery(
+                self.project, self.model, self.environment, version, spec, self.unit, files
+            )
+            profiled = self.window_profiles(query)
+        if profiled is None:
+            relation = self.store.cursor().from_arrow(logs)  # the calling thread's own cursor
+            profiled = profile(relation, spec, window=self.unit, timestamp_column="timestamp")
+        return {_utc(start): window_profile for start, window_profile in profiled.items()}
 
     # ----------------------------------------------------------------- latency baseline
 
