@@ -850,7 +850,7 @@ def profile_reference(
     numeric_rows, counts = _numeric_beside_categorical(
         lambda: _numeric_profiles(
             rel, numeric, types, distinct, None, levels=quantile_levels(bins), stream_rels=stream_rels
-        ),
+        )[0],
         lambda source: _categorical_counts(source, categorical, top_k + max_unseen, None),
         rel,
         categorical_rel,
@@ -862,7 +862,7 @@ def profile_reference(
 
     if categorical:
         for column_spec in categorical:
-            column_counts = counts.get((None, column_spec.name), _CategoricalCounts())
+            column_counts = (counts or {}).get((None, column_spec.name), _CategoricalCounts())
             finished[column_spec.name] = _reference_categorical(
                 column_spec, rows, column_counts, top_k, max_unseen
             )
@@ -1093,6 +1093,74 @@ def profile(
         if timestamp_column is None:
             raise ProfileError("a windowed profile needs timestamp_column")
         window_sql = _window_sql(rel, window, timestamp_column)
+    profiles, _rolled = _profile(rel, spec, window_sql, categorical_rel, stream_rels, None)
+    if window is None:
+        return profiles[None]
+    return dict(sorted(profiles.items()))
+
+
+def profile_rollup(
+    rel: duckdb.DuckDBPyRelation,
+    spec: ProfileSpec,
+    window: str,
+    timestamp_column: str,
+    rollup: Callable[[datetime], datetime | None],
+    rolled_rel: duckdb.DuckDBPyRelation,
+    *,
+    categorical_rels: tuple[duckdb.DuckDBPyRelation, duckdb.DuckDBPyRelation] | None = None,
+) -> tuple[dict[datetime, Profile], dict[datetime, Profile]]:
+    """Profile a relation per window, and groups of its windows together, in one numeric scan.
+
+    For rows that come in several groupings at once, such as traffic stacked slice by slice with each
+    slice's timestamps moved to windows of their own: ``rollup`` maps each window to the one it also
+    counts in (``None``: in none), and the numeric columns of a rolled-up window are the merge of its
+    windows' (counts, histograms and the distinct sketch exactly, mean and ``m2`` by Chan's formula,
+    to about 1e-15 of one scan). Categorical counts (distinct values, the most frequent unseen
+    values) do not merge exactly, so the rolled-up windows' are counted on ``rolled_rel``: the rows of
+    the rolled-up windows, each at its rolled-up window (the caller's promise).
+
+    Args:
+        rel: Relation to profile.
+        spec: The spec (from :func:`build_spec`, or a reference profile's).
+        window: ``minute``/``hour``/``day``/``week``/``month``.
+        timestamp_column: Column whose truncation gives the windows (in both relations).
+        rollup: Window start (as :func:`profile` returns it) -> the rolled-up window's, or ``None``.
+        rolled_rel: The rows of the rolled-up windows, with the columns and types of ``rel``.
+        categorical_rels: ``rel`` and ``rolled_rel`` on another cursor of their database: the
+            categorical columns of both are then counted there, in a background thread, while the
+            numeric ones stream from ``rel`` (as ``categorical_rel`` of :func:`profile`).
+
+    Returns:
+        The profiles per window of ``rel`` and per rolled-up window, each in time order.
+
+    Raises:
+        ProfileError: on a bad window or timestamp column, or if ``rolled_rel`` has other columns.
+    """
+    schema = relation_schema(rel)
+    _require_same_data("rolled_rel", [rolled_rel], schema)
+    _require_same_data("categorical_rels", categorical_rels or (), schema)
+    window_sql = _window_sql(rel, window, timestamp_column)
+    categorical_rel, rolled_counted = categorical_rels or (None, rolled_rel)
+    profiles, rolled = _profile(rel, spec, window_sql, categorical_rel, (), (rollup, rolled_counted))
+    return (
+        {start: p for start, p in sorted(profiles.items()) if start is not None},
+        dict(sorted(rolled.items())),
+    )
+
+
+def _profile(
+    rel: duckdb.DuckDBPyRelation,
+    spec: ProfileSpec,
+    window_sql: str | None,
+    categorical_rel: duckdb.DuckDBPyRelation | None,
+    stream_rels: Sequence[duckdb.DuckDBPyRelation],
+    rollup: tuple[Callable[[datetime], datetime | None], duckdb.DuckDBPyRelation] | None,
+) -> tuple[dict[datetime | None, Profile], dict[datetime, Profile]]:
+    """:func:`profile` and :func:`profile_rollup`: profiles per window and per rolled-up window.
+
+    ``rollup``: the window mapping and the relation whose categorical columns the rolled-up windows
+    get, counted in the same thread as ``rel``'s (``categorical_rel``'s when given).
+    """
     schema = relation_schema(rel)
     types = dict(schema)
     missing = tuple(c.name for c in spec.columns if c.name not in types)
@@ -1103,48 +1171,71 @@ def profile(
     numeric = [c for c in spec.columns if c.kind == "numeric" and c.name not in skipped]
     categorical = [c for c in spec.columns if c.kind == "categorical" and c.name not in skipped]
 
-    numeric_rows, categorical_counts = _numeric_beside_categorical(
-        lambda: _numeric_profiles(rel, numeric, types, spec.distinct, window_sql, stream_rels=stream_rels),
-        lambda source: _categorical_counts(source, categorical, spec.max_unseen, window_sql),
+    def count(source: duckdb.DuckDBPyRelation) -> tuple[_Counted, _Counted]:
+        counted = _categorical_counts(source, categorical, spec.max_unseen, window_sql)
+        if rollup is None:
+            return counted, {}
+        return counted, _categorical_counts(rollup[1], categorical, spec.max_unseen, window_sql)
+
+    (numeric_rows, numeric_rolled), counted = _numeric_beside_categorical(
+        lambda: _numeric_profiles(
+            rel,
+            numeric,
+            types,
+            spec.distinct,
+            window_sql,
+            stream_rels=stream_rels,
+            rollup=rollup[0] if rollup is not None else None,
+        ),
+        count,
         rel,
         categorical_rel,
         schema,
         run_categorical=bool(categorical),
     )
+    categorical_counts, rolled_counts = counted or ({}, {})
 
-    profiles: dict[datetime | None, Profile] = {}
-    for window_start, (rows, numeric_profiles) in numeric_rows.items():
-        columns: dict[str, ColumnProfile] = {c.name: c for c in numeric_profiles}
-        for column_spec in categorical:
-            counts = categorical_counts.get((window_start, column_spec.name), _CategoricalCounts())
-            columns[column_spec.name] = _categorical_profile(column_spec, rows, counts)
-        profiles[window_start] = Profile(
-            spec=spec,
-            rows=rows,
-            columns=tuple(columns[c.name] for c in spec.columns if c.name in columns),
-            window=window_start,
-            schema=schema,
-            missing=missing,
-            retyped=retyped,
-        )
-    if window is None:
-        return profiles[None]
-    return dict(sorted(profiles.items()))
+    def assemble(
+        found: Mapping[Any, tuple[int, list[ColumnProfile]]],
+        counts: Mapping[tuple[datetime | None, str], _CategoricalCounts],
+    ) -> dict[Any, Profile]:
+        profiles: dict[Any, Profile] = {}
+        for window_start, (rows, numeric_profiles) in found.items():
+            columns: dict[str, ColumnProfile] = {c.name: c for c in numeric_profiles}
+            for column_spec in categorical:
+                column_counts = counts.get((window_start, column_spec.name), _CategoricalCounts())
+                columns[column_spec.name] = _categorical_profile(column_spec, rows, column_counts)
+            profiles[window_start] = Profile(
+                spec=spec,
+                rows=rows,
+                columns=tuple(columns[c.name] for c in spec.columns if c.name in columns),
+                window=window_start,
+                schema=schema,
+                missing=missing,
+                retyped=retyped,
+            )
+        return profiles
+
+    return assemble(numeric_rows, categorical_counts), assemble(numeric_rolled, rolled_counts)
 
 
 _Numeric = TypeVar("_Numeric")
+_Categorical = TypeVar("_Categorical")
+_Counted = dict[tuple[datetime | None, str], "_CategoricalCounts"]
 
 
 def _numeric_beside_categorical(
     numeric: Callable[[], _Numeric],
-    categorical: Callable[[duckdb.DuckDBPyRelation], dict[tuple[datetime | None, str], _CategoricalCounts]],
+    categorical: Callable[[duckdb.DuckDBPyRelation], _Categorical],
     rel: duckdb.DuckDBPyRelation,
     categorical_rel: duckdb.DuckDBPyRelation | None,
     schema: tuple[tuple[str, str], ...],
     *,
     run_categorical: bool,
-) -> tuple[_Numeric, dict[tuple[datetime | None, str], _CategoricalCounts]]:
+) -> tuple[_Numeric, _Categorical | None]:
     """The numeric stream (``numeric()``) and the categorical counts (``categorical(relation)``).
+
+    ``None`` for the counts without ``run_categorical``.
 
     Without ``categorical_rel`` one after the other on ``rel``. With it (the same data on another
     cursor: a DuckDB connection runs one query at a time) the categorical query runs there in a
@@ -1158,7 +1249,7 @@ def _numeric_beside_categorical(
         ProfileError: if ``categorical_rel`` does not have the columns and types of ``rel``.
     """
     if not run_categorical:
-        return numeric(), {}
+        return numeric(), None
     if categorical_rel is None:
         numeric_result = numeric()
         return numeric_result, categorical(rel)
@@ -1203,8 +1294,14 @@ def _numeric_profiles(
     window_sql: str | None,
     levels: Sequence[float] | None = None,
     stream_rels: Sequence[duckdb.DuckDBPyRelation] = (),
-) -> dict[datetime | None, tuple[int, list[ColumnProfile]]]:
+    rollup: Callable[[datetime], datetime | None] | None = None,
+) -> tuple[
+    dict[datetime | None, tuple[int, list[ColumnProfile]]], dict[datetime, tuple[int, list[ColumnProfile]]]
+]:
     """Profile the numeric columns (per window); returns rows and column profiles per window.
+
+    The second result holds the rolled-up windows of ``rollup`` (see :func:`profile_rollup`), empty
+    without it.
 
     With ``levels`` (the reference, not windowed) the specs' edges are ignored: each column's values
     are counted in a :class:`_FineHistogram` and the profile's spec gets the edges placed at those
@@ -1222,7 +1319,13 @@ def _numeric_profiles(
     way, so is the result.
     """
     if not specs:
-        return _row_counts(rel, window_sql)
+        counted = _row_counts(rel, window_sql)
+        rolled_rows: dict[datetime, int] = defaultdict(int)
+        for start, (n, _none) in sorted(counted.items(), key=lambda item: item[0] or _EPOCH):
+            target = rollup(start) if rollup is not None and start is not None else None
+            if target is not None:
+                rolled_rows[target] += n
+        return counted, {target: (n, []) for target, n in rolled_rows.items()}
     if levels is not None and window_sql is not None:
         raise ProfileError("edges are placed on a whole relation, not per window")
     _require_same_data("stream_rels", stream_rels, relation_schema(rel))
@@ -1251,15 +1354,30 @@ def _numeric_profiles(
         streamed = [scan(rel, shares[0]), *(future.result() for future in others)]
     rows = streamed[0][1]
     result: dict[datetime | None, tuple[int, list[ColumnProfile]]] = {}
-    for key in streamed[0][0]:
+    rolled: dict[datetime, tuple[int, list[_NumericAccumulator]]] = {}
+    for key in sorted(streamed[0][0], key=lambda k: -1 if k is None else k):
         start = None if key is None else _EPOCH + timedelta(microseconds=int(key))
         accumulators = [accumulator for windows, _rows in streamed for accumulator in windows[key]]
+        target = rollup(start) if rollup is not None and start is not None else None
+        if target is not None:
+            # Merged before the window's profile is drawn: the sketch registers and the bins add up
+            # exactly, the moments by Chan's formula; windows in time order, so the result is fixed.
+            n, merged = rolled.get(target) or (
+                0,
+                [_NumericAccumulator(b, distinct, None, KERNELS) for b in binners],
+            )
+            for into, accumulator in zip(merged, accumulators, strict=True):
+                into.merge(accumulator)
+            rolled[target] = (n + rows[key], merged)
         profiles = [
             accumulator.profile(spec, rows[key])
             for accumulator, spec in zip(accumulators, specs, strict=True)
         ]
         result[start] = (rows[key], profiles)
-    return result
+    return result, {
+        target: (n, [accumulator.profile(spec, n) for accumulator, spec in zip(merged, specs, strict=True)])
+        for target, (n, merged) in rolled.items()
+    }
 
 
 def _stream_numeric(
@@ -1977,6 +2095,30 @@ class _NumericAccumulator:
         if not plain:
             mean, m2 = _moments(values, total, low, high)
         self._merge_finite(n, low, high, mean, m2)
+
+    def merge(self, other: _NumericAccumulator) -> None:
+        """Add what another accumulator of the same column and spec counted (rows disjoint from these).
+
+        Counts, bins, the range and the distinct sketch come out as if ``other``'s batches had been
+        added here; the moments merge by Chan's formula, as batches do.
+
+        Raises:
+            ProfileError: for the reference's fine histograms, which place edges and do not merge.
+        """
+        if self.fine is not None or other.fine is not None:
+            raise ProfileError("a reference profile's histograms do not merge")
+        self.non_null += other.non_null
+        self.nan += other.nan
+        self.neg_inf += other.neg_inf
+        self.pos_inf += other.pos_inf
+        if other.finite:
+            assert other.low is not None and other.high is not None and other.mean is not None
+            self._merge_finite(other.finite, other.low, other.high, other.mean, other.m2)
+        if self.bins is not None and other.bins is not None:
+            self.bins += other.bins
+        if self.sketch is not None and other.sketch is not None:
+            np.maximum(self.sketch.registers, other.sketch.registers, out=self.sketch.registers)
+            self.sketch.infinities |= other.sketch.infinities
 
     def profile(self, spec: ColumnSpec, rows: int) -> ColumnProfile:
         """The column profile of everything added (with the edges placed, for the reference)."""

@@ -31,8 +31,9 @@ Two steps, so one process and a scaled-out run compute the same rows:
    histograms exactly, moments by Chan's formula), and :func:`segment_rows` decides the slices from
    the merged values and writes the rows.
 
-The single-process job runs 1 over its batch and then 2 (:meth:`SegmentMetrics.compute`); the merge
-runs 2 over the units' partials (:meth:`SegmentMetrics.add`).
+The single-process job runs 1 over its batch and then 2, with the whole traffic's aggregates from
+the same queries (:func:`stack_batch`, :func:`batch_partials`, :func:`batch_profiles`, below); the
+merge runs 2 over the units' partials (:meth:`SegmentMetrics.add`).
 
 Cost. The analytics functions group by window in one scan; calling them once per slice would pay
 their fixed cost (tens of milliseconds) per slice and per batch. Instead the slices are stacked into
@@ -41,11 +42,20 @@ one relation: slice ``k`` gets its timestamps moved ``k`` spans of days later, s
 the window start moved back names the slice. The data are the same rows; only their window key
 differs. Step 2 stacks the merged partials the same way to run the ``*_from_partials`` functions once.
 
-Use (three lines in the job driver)::
+One pass for the whole traffic too. The slices of one column hold disjoint rows: the rows of the
+first sliced column (the *carrier*), each in its slice or in a *rest* block (no value, or a window
+where the column is not sliced), are every row once, kept in place with only their timestamps moved
+(``stacked_table(keep_rest=True)``). So the whole traffic's latency and performance partials are the
+carrier's and the rest's rows of the same partials, and its window profiles the merge of their
+numeric accumulators (``analytics.profile.profile_rollup``), instead of a second pass over the rows.
 
-    self.segments = SegmentMetrics(self.store, self.unit, self.request.policy, self.request.thresholds)
-    self.segments.compute(version, relation, labels, reference.profile, task)   # per batch/version
-    self.segments.publish(self.store, partition, day)                          # per written day
+Use in the job driver (per batch and version, then per written day)::
+
+    stacked = stack_batch(logs, relation, unit)
+    segments, whole = batch_partials(cursor, stacked, labels, (task,), unit)
+    segments.profiles, windows = batch_profiles(other_cursor, stacked, logs, spec, unit)  # a thread
+    self.segments.add(version, segments, reference.profile, task)
+    self.segments.publish(self.store, partition, day)
 """
 
 from __future__ import annotations
@@ -81,6 +91,7 @@ from analytics.profile import (
     ProfileSpec,
     merge_profiles,
     profile,
+    profile_rollup,
     profiles_from_arrow,
     profiles_to_arrow,
     quote,
@@ -345,8 +356,8 @@ def stacked_table(
     column at most), and the rows are gathered slice by slice, in their order, with their timestamps
     moved. Windows are UTC calendar windows, as ``date_trunc`` over ``timezone('UTC', ts)`` gives.
 
-    With ``keep_rest`` every row of the logs is in the table once more than its slices of the other
-    columns, so the whole traffic's partials come from the same queries as the slices' (see
+    With ``keep_rest`` every row of the logs is in the table once, besides its copies in the other
+    columns' slices, so the whole traffic's partials come from the same queries as the slices' (see
     :func:`batch_partials`): the first column of ``slices`` (the *carrier*) keeps all the rows, in
     their order and without copying them, each moved to its slice of that column, or to block
     ``len(slices)`` (*the rest*: a NULL value, or a window where the column is not sliced); rows
@@ -656,64 +667,6 @@ def segment_partials(
     Raises:
         ValueError: if the columns do not fit a task (``analytics.performance``).
     """
-    partials, _whole_partials = _partials(
-        con, relation, labels, spec, tasks, unit, logs, max_values, max_slices, labels_unique, whole=False
-    )
-    return partials
-
-
-def batch_partials(
-    con: duckdb.DuckDBPyConnection,
-    relation: duckdb.DuckDBPyRelation,
-    labels: duckdb.DuckDBPyRelation,
-    spec: ProfileSpec | None,
-    tasks: Sequence[str],
-    unit: str,
-    *,
-    logs: pa.Table | None = None,
-    max_values: int = MAX_SEGMENT_VALUES,
-    max_slices: int | None = MAX_SLICES,
-    labels_unique: bool = False,
-) -> tuple[SegmentPartials, WholePartials]:
-    """:func:`segment_partials` and the whole traffic's latency and performance partials, in one pass.
-
-    The single-process job's step 1. The slices of one column hold disjoint rows, so the rows of the
-    first sliced column's slices plus the rest of the rows (``stacked_table(keep_rest=True)``) are
-    every row once: the latency and performance queries of the stacked rows give the whole traffic's
-    partials as well, instead of a second pass over the same rows. Counts and bins are those of a
-    query over the whole traffic; sums add per slice, as in a scaled-out merge (equal to about
-    1e-15, see ``docs/SCALE_OUT.md``).
-
-    Args:
-        As :func:`segment_partials` (``max_slices`` defaults to :data:`MAX_SLICES`).
-
-    Returns:
-        The segment partials and the whole traffic's partials.
-
-    Raises:
-        ValueError: if the columns do not fit a task (``analytics.performance``).
-    """
-    partials, whole = _partials(
-        con, relation, labels, spec, tasks, unit, logs, max_values, max_slices, labels_unique, whole=True
-    )
-    assert whole is not None
-    return partials, whole
-
-
-def _partials(
-    con: duckdb.DuckDBPyConnection,
-    relation: duckdb.DuckDBPyRelation,
-    labels: duckdb.DuckDBPyRelation,
-    spec: ProfileSpec | None,
-    tasks: Sequence[str],
-    unit: str,
-    logs: pa.Table | None,
-    max_values: int,
-    max_slices: int | None,
-    labels_unique: bool,
-    *,
-    whole: bool,
-) -> tuple[SegmentPartials, WholePartials | None]:
     if max_values <= 0:
         values: dict[WindowKey, frozenset[str] | None] = {}
     elif logs is not None:
@@ -722,19 +675,13 @@ def _partials(
         values = window_values(relation, unit, max_values)
     result = SegmentPartials(values=values)
     slices = slices_of(values, max_values, max_slices)
-    if not slices and not whole:
-        return result, None
-    if slices:
-        stacked_rows, first, span = stacked_table(
-            logs if logs is not None else relation.to_arrow_table(), slices, unit, keep_rest=whole
-        )
-        stacked = con.from_arrow(stacked_rows)
-    else:
-        stacked, first, span = relation, date(1970, 1, 1), 1  # the whole traffic alone
-    latency = latency_partial(stacked, unit)
-    whole_partials = WholePartials(_whole(latency, slices, first, span), {}) if whole else None
-    if slices:
-        result.latency = _unstacked(latency, slices, first, span)
+    if not slices:
+        return result
+    stacked_rows, first, span = stacked_table(
+        logs if logs is not None else relation.to_arrow_table(), slices, unit
+    )
+    stacked = con.from_arrow(stacked_rows)
+    result.latency = _unstacked(latency_partial(stacked, unit), slices, first, span)
     for task in tasks:
         if task == "classification":
             part = classification_partial(
@@ -742,22 +689,201 @@ def _partials(
             )
         else:
             part = regression_partial(stacked, labels, unit, labels_unique=labels_unique)
-        if slices:
-            result.performance[task] = _unstacked(part, slices, first, span)
-        if whole_partials is not None:
-            whole_partials.performance[task] = _whole(part, slices, first, span)
-    if spec is not None and slices:
+        result.performance[task] = _unstacked(part, slices, first, span)
+    if spec is not None:
         origin = datetime(first.year, first.month, first.day)
         profiled = profile(stacked, segment_spec(spec), window=unit, timestamp_column=TIMESTAMP_COLUMN)
         for start, window_profile in profiled.items():
             moved = _naive(start)
             index = (moved - origin).days // span
-            if index >= len(slices):
-                continue  # the rest: profiled with the whole traffic
             real = moved - timedelta(days=index * span)
             item = slices[index]
             result.profiles[(item.column, item.value, real)] = replace(window_profile, window=real)
-    return result, whole_partials
+    return result
+
+
+@dataclass(frozen=True)
+class StackedBatch:
+    """One version's rows of a batch, stacked for the single-process job (:func:`stack_batch`).
+
+    Attributes:
+        values: The values of every segment column per window (:attr:`SegmentPartials.values`).
+        slices: The slices, by column then value.
+        rows: The logs, stacked with the rest kept (``stacked_table(keep_rest=True)``); the logs
+            themselves when nothing is sliced.
+        first: First day of the logs.
+        span: Days between the first and the last day of the logs, both included.
+    """
+
+    values: dict[WindowKey, frozenset[str] | None]
+    slices: list[Slice]
+    rows: pa.Table
+    first: date
+    span: int
+
+    def block(self, start: datetime) -> int:
+        """The block (slice index, or ``len(slices)`` for the rest) of a stacked window start."""
+        origin = datetime(self.first.year, self.first.month, self.first.day)
+        return (_naive(start) - origin).days // self.span
+
+    def real(self, start: datetime) -> datetime:
+        """A stacked window start moved back to its real one (naive UTC)."""
+        return _naive(start) - timedelta(days=self.block(start) * self.span)
+
+    def whole_window(self, start: datetime) -> datetime | None:
+        """The real window of a stacked window whose rows belong to the whole traffic once, else ``None``.
+
+        The carrier's slices and the rest hold every row once (see :func:`stacked_table`).
+        """
+        block = self.block(start)
+        carrier = sum(1 for item in self.slices if item.column == self.slices[0].column) if self.slices else 0
+        return self.real(start) if block < carrier or block == len(self.slices) else None
+
+
+def stack_batch(
+    logs: pa.Table,
+    relation: duckdb.DuckDBPyRelation,
+    unit: str,
+    *,
+    max_values: int = MAX_SEGMENT_VALUES,
+    max_slices: int | None = MAX_SLICES,
+) -> StackedBatch:
+    """The slices of one version's rows of a batch and the rows stacked with the rest kept.
+
+    Args:
+        logs: The rows (Arrow).
+        relation: The same rows as a relation.
+        unit: ``day`` or ``hour``.
+        max_values: Most values of a column in a window to slice it there (``0``: no segments).
+        max_slices: Cap of :func:`slices_of`.
+
+    Returns:
+        The stacked batch.
+    """
+    values = _table_window_values(logs, relation, unit, max_values) if max_values > 0 else {}
+    slices = slices_of(values, max_values, max_slices)
+    if not slices:
+        return StackedBatch(values, [], logs, date(1970, 1, 1), 1)
+    rows, first, span = stacked_table(logs, slices, unit, keep_rest=True)
+    return StackedBatch(values, slices, rows, first, span)
+
+
+def batch_partials(
+    con: duckdb.DuckDBPyConnection,
+    stacked: StackedBatch,
+    labels: duckdb.DuckDBPyRelation,
+    tasks: Sequence[str],
+    unit: str,
+    *,
+    labels_unique: bool = False,
+) -> tuple[SegmentPartials, WholePartials]:
+    """The slices' and the whole traffic's latency and performance partials, from the same queries.
+
+    The single-process job's step 1 (its profiles come from :func:`batch_profiles`). The slices of
+    one column hold disjoint rows, so the rows of the first sliced column's slices plus the rest of
+    the rows are every row once: the latency and performance queries of the stacked rows give the
+    whole traffic's partials as well, instead of a second pass over the same rows. Counts and bins
+    are those of a query over the whole traffic; sums add per slice, as in a scaled-out merge (equal
+    to about 1e-15, see ``docs/SCALE_OUT.md``).
+
+    Args:
+        con: A DuckDB connection (``labels``'s).
+        stacked: The stacked batch (:func:`stack_batch`).
+        labels: The batch's labels.
+        tasks: Tasks whose performance partials to compute.
+        unit: ``day`` or ``hour``.
+        labels_unique: As in :func:`segment_partials`.
+
+    Returns:
+        The segment partials (values, latency, performance; no profiles) and the whole traffic's.
+
+    Raises:
+        ValueError: if the columns do not fit a task (``analytics.performance``).
+    """
+    relation = con.from_arrow(stacked.rows)
+    slices, first, span = stacked.slices, stacked.first, stacked.span
+    result = SegmentPartials(values=stacked.values)
+    latency = latency_partial(relation, unit)
+    whole = WholePartials(_whole(latency, slices, first, span), {})
+    if slices:
+        result.latency = _unstacked(latency, slices, first, span)
+    for task in tasks:
+        if task == "classification":
+            part = classification_partial(
+                relation, labels, unit, positive_label=POSITIVE_LABEL, labels_unique=labels_unique
+            )
+        else:
+            part = regression_partial(relation, labels, unit, labels_unique=labels_unique)
+        if slices:
+            result.performance[task] = _unstacked(part, slices, first, span)
+        whole.performance[task] = _whole(part, slices, first, span)
+    return result, whole
+
+
+def batch_profiles(
+    con: duckdb.DuckDBPyConnection,
+    stacked: StackedBatch,
+    logs: pa.Table,
+    spec: ProfileSpec,
+    unit: str,
+    *,
+    whole: bool = True,
+) -> tuple[dict[SliceKey, Profile], dict[datetime, Profile]]:
+    """The slices' window profiles and the whole traffic's, from one numeric scan of the stacked rows.
+
+    The whole traffic's numeric columns are the merge of the carrier's slices and the rest
+    (``analytics.profile.profile_rollup``); its categorical columns are counted on ``logs``.
+
+    Args:
+        con: A DuckDB connection (the calling thread's).
+        stacked: The stacked batch (:func:`stack_batch`).
+        logs: The batch's rows of the version (the whole traffic).
+        spec: The version's reference spec (label left out).
+        unit: ``day`` or ``hour``.
+        whole: Profile the whole traffic too (``False``: its profiles come from elsewhere).
+
+    Returns:
+        (column, value, window) -> slice profile on :func:`segment_spec`, and window start (naive
+        UTC) -> the whole traffic's profile (empty with ``whole=False``).
+    """
+    if not stacked.slices:
+        if not whole:
+            return {}, {}
+        profiled = profile(con.from_arrow(logs), spec, window=unit, timestamp_column=TIMESTAMP_COLUMN)
+        return {}, {_naive(start): p for start, p in profiled.items()}
+    relation = con.from_arrow(stacked.rows)
+    if whole:
+        # The categorical columns are counted on a cursor of their own, in profile_rollup's thread.
+        with con.cursor() as other:
+            windows, rolled = profile_rollup(
+                relation,
+                spec,
+                unit,
+                TIMESTAMP_COLUMN,
+                stacked.whole_window,
+                con.from_arrow(logs),
+                categorical_rels=(other.from_arrow(stacked.rows), other.from_arrow(logs)),
+            )
+    else:
+        windows, rolled = profile(relation, spec, window=unit, timestamp_column=TIMESTAMP_COLUMN), {}
+    kept = segment_spec(spec)
+    names = set(kept.names)
+    slices: dict[SliceKey, Profile] = {}
+    for start, window_profile in windows.items():
+        index = stacked.block(start)
+        if index >= len(stacked.slices):
+            continue  # the rest: in the whole traffic only
+        real = stacked.real(start)
+        item = stacked.slices[index]
+        slices[(item.column, item.value, real)] = replace(
+            window_profile,
+            spec=kept,
+            columns=tuple(c for c in window_profile.columns if c.name in names),
+            window=real,
+            missing=tuple(n for n in window_profile.missing if n in names),
+            retyped=tuple(pair for pair in window_profile.retyped if pair[0] in names),
+        )
+    return slices, {_naive(start): p for start, p in rolled.items()}
 
 
 def _restacked(table: pa.Table, moved: Mapping[SliceKey, datetime], schema: pa.Schema) -> pa.Table:

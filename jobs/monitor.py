@@ -54,13 +54,22 @@ from analytics.performance import (
     regression_from_partials,
 )
 from analytics.policy import DEFAULT_POLICY, Policy
-from analytics.profile import Profile, ProfileSpec, profile, profiles_from_arrow, profiles_to_arrow
+from analytics.profile import Profile, ProfileSpec, profiles_from_arrow, profiles_to_arrow
 from analytics.store import ParquetStore, StoredFile, StoreError
 from jobs import _monitor_inputs as inputs
 from jobs import _monitor_rows as rows_of
 from jobs._monitor_inputs import MONITOR_STATE, DayInput, Problem, StateEntry
 from jobs._monitor_rows import Thresholds
-from jobs._monitor_segments import POSITIVE_LABEL, SegmentMetrics, SegmentPartials, batch_partials
+from jobs._monitor_segments import (
+    POSITIVE_LABEL,
+    SegmentMetrics,
+    SegmentPartials,
+    SliceKey,
+    StackedBatch,
+    batch_partials,
+    batch_profiles,
+    stack_batch,
+)
 from jobs._monitor_version import RowRules, VersionInputs, add_version_rows
 from jobs.contracts import (
     INFERENCE_LOGS,
@@ -908,30 +917,25 @@ class _TargetRun:
     ) -> _VersionBatch:
         """One version's aggregates of a batch: its window profiles, its and its slices' partials.
 
-        The window profiles are computed in a thread of their own, on that thread's DuckDB cursor,
-        beside the latency and performance partials of the whole traffic and its slices, which come
-        from the same queries (``jobs._monitor_segments.batch_partials``). DuckDB, NumPy and the
-        kernels release the GIL, and the two share nothing but the inputs (read-only Arrow tables).
+        The rows are stacked slice by slice once (``jobs._monitor_segments.stack_batch``); the whole
+        traffic's aggregates and its slices' then come from the same queries: the window profiles
+        from one numeric scan (``batch_profiles``), in a thread of their own on that thread's DuckDB
+        cursor, beside the latency and performance partials (``batch_partials``). DuckDB, NumPy and
+        the kernels release the GIL, and the two share nothing but the inputs (read-only Arrow tables).
         """
         reference = self._reference(version)
         counts = _window_counts(relation, self.unit)
         task = reference.task or _task_from_logs(relation)
         task = task if task == "classification" else "regression"
-        windows = self._side.submit(self._window_profiles, version, logs, reference, files)
+        stacked = stack_batch(logs, relation, self.unit, max_values=self.segments.max_values)
+        profiles = self._side.submit(self._profiles, version, stacked, logs, reference, files)
         try:
             segments, whole = batch_partials(
-                self.store.cursor(),
-                relation,
-                labels,
-                reference.profile.spec if reference.profile is not None else None,
-                (task,),
-                self.unit,
-                logs=logs,
-                max_values=self.segments.max_values,
-                labels_unique=True,
+                self.store.cursor(), stacked, labels, (task,), self.unit, labels_unique=True
             )
         finally:
-            profiles = windows.result()
+            slice_profiles, windows = profiles.result()
+        segments.profiles = slice_profiles
         latency = latency_from_partials([whole.latency], self.unit)
         if task == "classification":
             # Binned ROC AUC, as a scaled-out merge computes it (docs/SCALE_OUT.md, "What is exact").
@@ -940,29 +944,29 @@ class _TargetRun:
             )
         else:
             performance = regression_from_partials([whole.performance[task]], self.unit)
-        return _VersionBatch(task, counts, latency, performance, profiles, segments)
+        return _VersionBatch(task, counts, latency, performance, windows, segments)
 
-    def _window_profiles(
+    def _profiles(
         self,
         version: str,
+        stacked: StackedBatch,
         logs: pa.Table,
         reference: _Reference,
         files: Mapping[date, Sequence[StoredFile]],
-    ) -> dict[datetime, Profile]:
-        """The version's profile per window (UTC) on its reference spec; none without a reference."""
+    ) -> tuple[dict[SliceKey, Profile], dict[datetime, Profile]]:
+        """The slices' and the whole traffic's window profiles (UTC); none without a reference."""
         if reference.profile is None:
-            return {}
+            return {}, {}
         spec = reference.profile.spec
-        profiled = None
+        given = None
         if self.window_profiles is not None:
             query = WindowProfileQuery(
                 self.project, self.model, self.environment, version, spec, self.unit, files
             )
-            profiled = self.window_profiles(query)
-        if profiled is None:
-            relation = self.store.cursor().from_arrow(logs)  # the calling thread's own cursor
-            profiled = profile(relation, spec, window=self.unit, timestamp_column="timestamp")
-        return {_utc(start): window_profile for start, window_profile in profiled.items()}
+            given = self.window_profiles(query)
+        cursor = self.store.cursor()  # the calling thread's own
+        slices, windows = batch_profiles(cursor, stacked, logs, spec, self.unit, whole=given is None)
+        return slices, {_utc(start): p for start, p in (given if given is not None else windows).items()}
 
     # ----------------------------------------------------------------- latency baseline
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from analytics.profile import (
     merge_profiles,
     profile,
     profile_reference,
+    profile_rollup,
     profiles_from_arrow,
     profiles_to_arrow,
 )
@@ -591,3 +593,69 @@ def test_categorical_rel_must_match_the_profiled_relation(tmp_path: Path) -> Non
     con = duckdb.connect()
     with pytest.raises(ProfileError, match="categorical_rel"):
         profile_reference(con.read_parquet(str(path)), categorical_rel=con.cursor().read_parquet(str(other)))
+
+
+def _close(actual: Profile, expected: Profile) -> None:
+    """Equal profiles, but mean and m2 to 1e-9 (Chan's formula merges them in another order)."""
+    assert actual.rows == expected.rows and actual.window == expected.window
+    assert actual.spec == expected.spec and actual.names == expected.names
+    for got, want in zip(actual.columns, expected.columns, strict=True):
+        assert replace(got, mean=None, m2=None) == replace(want, mean=None, m2=None), got.name
+        for name in ("mean", "m2"):
+            a, e = getattr(got, name), getattr(want, name)
+            assert (a is None) == (e is None) and (a is None or a == pytest.approx(e, rel=1e-9, abs=1e-9))
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["one-thread", "categorical-beside"])
+def test_a_rollup_of_stacked_windows_equals_the_profile_of_their_rows(tmp_path: Path, beside: bool) -> None:
+    """Rows stacked in three copies (blocks moved 3 and 6 days on), the third left out of the rollup:
+    the rolled-up windows equal a profile of the original rows (counts, bins, distinct sketches and
+    categorical counts exactly, moments to 1e-9), and the stacked windows a plain windowed profile."""
+    rng = np.random.default_rng(23)
+    n = 2 * STREAM_BATCH_ROWS + 7
+    columns = {
+        **mixed_columns(rng, n),
+        "y": pa.array(np.where(rng.random(n) < 0.002, np.inf, rng.lognormal(size=n))),
+        "z": pa.array(np.where(rng.random(n) < 0.002, np.nan, rng.normal(size=n))),
+    }
+    original = pa.table(columns)
+    block = rng.integers(0, 2, n)  # rows split between blocks 0 and 1: disjoint, every row once
+    moved = pc_add_days(original.column("ts"), block * 3)
+    extra = original.slice(0, 1000).set_column(0, "ts", pc_add_days(original.column("ts")[:1000], 6))
+    stacked = pa.concat_tables([original.set_column(0, "ts", moved), extra])
+    con = duckdb.connect()
+    reference = profile_reference(con.from_arrow(original), exclude=["ts"], distinct=True)
+    start = datetime(2026, 1, 1)
+
+    def rollup(window: datetime) -> datetime | None:
+        days = (window - start).days
+        return None if days >= 6 else window - timedelta(days=3 * (days // 3))
+
+    categorical_rels = (
+        (con.cursor().from_arrow(stacked), con.cursor().from_arrow(original)) if beside else None
+    )
+    windows, rolled = profile_rollup(
+        con.from_arrow(stacked),
+        reference.spec,
+        "day",
+        "ts",
+        rollup,
+        con.from_arrow(original),
+        categorical_rels=categorical_rels,
+    )
+    assert windows == profile(con.from_arrow(stacked), reference.spec, window="day", timestamp_column="ts")
+    expected = profile(con.from_arrow(original), reference.spec, window="day", timestamp_column="ts")
+    assert list(rolled) == list(expected) == [start + timedelta(days=d) for d in range(3)]
+    for window_start, want in expected.items():
+        _close(rolled[window_start], want)
+    assert any(c.pos_inf for p in rolled.values() for c in p.columns)  # the special values were merged
+    assert all(c.distinct for p in rolled.values() for c in p.columns if c.spec.kind == "numeric")
+    other = con.from_arrow(original.drop_columns(["c"]))
+    with pytest.raises(ProfileError, match="rolled_rel"):
+        profile_rollup(con.from_arrow(stacked), reference.spec, "day", "ts", rollup, other)
+
+
+def pc_add_days(timestamps: pa.ChunkedArray | pa.Array, days: np.ndarray | int) -> pa.Array:
+    """Timestamps (microseconds) moved by whole days."""
+    micros = np.asarray(timestamps.cast(pa.int64()).to_numpy(zero_copy_only=False))
+    return pa.array(micros + np.asarray(days) * 86_400_000_000, pa.int64()).cast(timestamps.type)

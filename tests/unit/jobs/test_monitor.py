@@ -766,18 +766,18 @@ def test_a_date_the_analytics_cannot_compute_fails_alone(
 ) -> None:
     import jobs.monitor as monitor_module
 
-    original = monitor_module.batch_partials
+    original = monitor_module.stack_batch
 
-    def failing_on_day_5(con, relation, *args, **kwargs):
+    def failing_on_day_5(logs, relation, *args, **kwargs):
         days = {
             row[0]
             for row in relation.query("t", 'SELECT DISTINCT CAST("timestamp" AS DATE) FROM t').fetchall()
         }
         if day(5) in days:
             raise ValueError("latency cannot be computed for this data")
-        return original(con, relation, *args, **kwargs)
+        return original(logs, relation, *args, **kwargs)
 
-    monkeypatch.setattr(monitor_module, "batch_partials", failing_on_day_5)
+    monkeypatch.setattr(monitor_module, "stack_batch", failing_on_day_5)
     summary = run_monitor(workspace, MonitorRequest(model="churn", environment=PROD), now=NOW)
     (target,) = summary.targets
     assert target.failed == (day(5),) and set(target.computed) == {day(i) for i in range(12)} - {day(5)}

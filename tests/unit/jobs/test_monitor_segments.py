@@ -6,6 +6,7 @@ Three days of logs with ``segment_region`` (three regions and some rows without 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -15,19 +16,29 @@ import pyarrow.compute as pc
 import pytest
 
 from analytics.drift import drift
+from analytics.performance import (
+    classification_from_partials,
+    classification_partial,
+    latency_from_partials,
+    latency_partial,
+)
 from analytics.policy import DEFAULT_POLICY
 from analytics.profile import build_spec, profile
 from analytics.store import ParquetStore, StoreConfig
 from jobs._monitor_rows import Thresholds
 from jobs._monitor_segments import (
     MAX_SEGMENT_VALUES,
+    MAX_SLICES,
     SegmentMetrics,
     SegmentPartials,
+    batch_partials,
+    batch_profiles,
     find_slices,
     merge_segment_partials,
     merge_window_values,
     segment_partials,
     segment_rows,
+    stack_batch,
     stacked_table,
 )
 from jobs.contracts import SEGMENT_METRICS, require_valid, validate_metrics_table
@@ -312,3 +323,76 @@ def test_window_values_merge_to_unsliceable_once_a_part_or_the_union_has_too_man
     }
     assert merge_window_values([a, b], max_values=2)[("segment_x", start)] is None
     assert merge_window_values([b, a], max_values=3)[("segment_y", start)] is None
+
+
+def _assert_close(actual, expected, path: str = "") -> None:
+    """Equal values, floats to 1e-9 (sums added per slice, moments merged by Chan's formula)."""
+    if dataclasses.is_dataclass(actual) and not isinstance(actual, type):
+        assert type(actual) is type(expected), path
+        for item in dataclasses.fields(actual):
+            _assert_close(getattr(actual, item.name), getattr(expected, item.name), f"{path}.{item.name}")
+    elif isinstance(actual, tuple | list):
+        assert len(actual) == len(expected), path
+        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _assert_close(a, e, f"{path}[{index}]")
+    elif isinstance(actual, float) and isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-9, abs=1e-12, nan_ok=True), path
+    else:
+        assert actual == expected, path
+
+
+@pytest.mark.parametrize("max_values", [MAX_SEGMENT_VALUES, MAX_SEGMENT_VALUES + 5], ids=["region", "both"])
+def test_one_pass_over_the_stacked_rows_gives_the_whole_traffic_and_its_slices(
+    store: ParquetStore, batch, max_values: int
+) -> None:
+    """The job's step 1 (stack_batch, batch_partials, batch_profiles) against two references: the
+    slices' rows of segment_partials, and the whole traffic's latency, performance and window profiles
+    computed directly on the logs. Rows without a region (the rest) count in the whole traffic only;
+    with ``both`` the users are sliced too, their rows stacked a second time."""
+    logs, _labels, reference, relation, labels = batch
+    cursor = store.cursor()
+    stacked = stack_batch(logs, relation, "day", max_values=max_values)
+    assert {item.column for item in stacked.slices} == (
+        {"segment_region"} if max_values == MAX_SEGMENT_VALUES else {"segment_region", "segment_user"}
+    )
+    segments, whole = batch_partials(cursor, stacked, labels, ("classification",), "day")
+    segments.profiles, windows = batch_profiles(cursor, stacked, logs, reference.spec, "day")
+
+    expected = segment_partials(
+        cursor,
+        relation,
+        labels,
+        reference.spec,
+        ("classification",),
+        "day",
+        logs=logs,
+        max_values=max_values,
+        max_slices=MAX_SLICES,
+    )
+    assert segments.values == expected.values
+    assert sorted(segments.profiles) == sorted(expected.profiles)
+    for key, want in expected.profiles.items():
+        _assert_close(segments.profiles[key], want, str(key))
+    rows = [
+        segment_rows(part, "1", reference, "classification", "day", DEFAULT_POLICY, Thresholds(), max_values)
+        for part in (segments, expected)
+    ]
+    assert sorted(rows[0]) == sorted(rows[1]) == DAYS
+    for day in DAYS:
+        _assert_close(sorted(rows[0][day], key=_row_key), sorted(rows[1][day], key=_row_key), str(day))
+
+    _assert_close(
+        latency_from_partials([whole.latency], "day"),
+        latency_from_partials([latency_partial(relation)], "day"),
+    )
+    _assert_close(
+        classification_from_partials([whole.performance["classification"]], "day", positive_label=1.0),
+        classification_from_partials(
+            [classification_partial(relation, labels, "day", positive_label=1.0)], "day", positive_label=1.0
+        ),
+    )
+    direct = profile(relation, reference.spec, window="day", timestamp_column="timestamp")
+    assert sorted(windows) == [datetime(d.year, d.month, d.day) for d in DAYS]
+    for start, want in direct.items():
+        _assert_close(windows[start.replace(tzinfo=None)], want, str(start))
+    assert windows[datetime(2024, 4, 1)].rows == ROWS_PER_DAY  # the rows without a region included
