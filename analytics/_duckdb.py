@@ -1,7 +1,8 @@
-"""DuckDB plumbing for :mod:`analytics.store`: the bundled httpfs extension and SQL text.
+"""DuckDB plumbing of the analytics modules: the bundled httpfs extension and SQL text.
 
-Private module: the store is the only caller. Everything here is a pure function
-of its arguments so it can be tested without a database.
+Private module (the store, the profiles and the performance metrics call it; the studio's other
+packages use ``analytics.profile.window_start_sql``). Everything here is a pure function of its
+arguments so it can be tested without a database.
 """
 
 from __future__ import annotations
@@ -41,6 +42,36 @@ def httpfs_extension_path() -> Path:
             f"{path} does not exist: duckdb-extension-httpfs must match DuckDB {duckdb.__version__}"
         )
     return path
+
+
+#: Microseconds of the windows :func:`window_start_sql` cuts by arithmetic.
+FIXED_WINDOW_MICROS = {"minute": 60_000_000, "hour": 3_600_000_000, "day": 86_400_000_000}
+
+
+def window_start_sql(column: str, window: str, *, with_time_zone: bool) -> str:
+    """SQL of the start of a timestamp's UTC calendar window, as a naive ``TIMESTAMP``.
+
+    A ``TIMESTAMP WITH TIME ZONE`` is cut into minutes, hours and days by integer arithmetic on
+    ``epoch_us`` (floored, so instants before 1970 too): the same windows as ``date_trunc`` over
+    ``timezone('UTC', ts)``, whose conversion costs about 0.2 µs a row, paid by a windowed profile
+    once per categorical column (measured on 200k rows: 0.049 s against 0.007 s). An infinite
+    instant then falls in no window (NULL). A naive ``TIMESTAMP`` (taken as UTC), and weeks and
+    months, keep ``date_trunc``, cheaper there than the arithmetic (0.006 s against 0.010 s).
+
+    Args:
+        column: SQL of a ``TIMESTAMP`` or, with ``with_time_zone``, a ``TIMESTAMP WITH TIME ZONE``.
+        window: ``minute``, ``hour``, ``day``, ``week`` or ``month``.
+        with_time_zone: ``column`` is a ``TIMESTAMP WITH TIME ZONE``.
+
+    Returns:
+        The SQL expression.
+    """
+    size = FIXED_WINDOW_MICROS.get(window)
+    if with_time_zone and size is not None:
+        micros = f"epoch_us({column})"
+        return f"make_timestamp({micros} - (({micros} % {size}) + {size}) % {size})"
+    utc = f"timezone('UTC', {column})" if with_time_zone else column
+    return f"CAST(date_trunc('{window}', {utc}) AS TIMESTAMP)"
 
 
 def sql_literal(value: str) -> str:

@@ -73,6 +73,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analytics._duckdb import window_start_sql
+
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_data"
 
@@ -428,12 +430,10 @@ def _window_expr(sql_type: str, window: str) -> str:
     """SQL of a row's window start: a naive TIMESTAMP, in UTC for TIMESTAMPTZ columns."""
     if sql_type in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
         # UTC calendar windows whatever the session time zone, like analytics.profile.
-        column = "timezone('UTC', \"timestamp\")"
-    elif sql_type == "DATE" or sql_type.startswith("TIMESTAMP"):
-        column = 'CAST("timestamp" AS TIMESTAMP)'
-    else:
-        raise ValueError(f"column 'timestamp' must be a TIMESTAMP, TIMESTAMPTZ or DATE, not {sql_type}")
-    return f"CAST(date_trunc('{window}', {column}) AS TIMESTAMP)"
+        return window_start_sql('"timestamp"', window, with_time_zone=True)
+    if sql_type == "DATE" or sql_type.startswith("TIMESTAMP"):
+        return window_start_sql('CAST("timestamp" AS TIMESTAMP)', window, with_time_zone=False)
+    raise ValueError(f"column 'timestamp' must be a TIMESTAMP, TIMESTAMPTZ or DATE, not {sql_type}")
 
 
 def _labels_relation(

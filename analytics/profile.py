@@ -59,6 +59,7 @@ from typing import Any, Literal, TypeVar
 import duckdb
 import numpy as np
 
+from analytics._duckdb import window_start_sql
 from analytics._native import Kernels, load_kernels
 from analytics._tabular import TabularMixin
 
@@ -1042,12 +1043,10 @@ def _window_sql(rel: duckdb.DuckDBPyRelation, window: str, timestamp_column: str
         raise ProfileError(f"timestamp column {timestamp_column!r} is not in the relation")
     dtype = schema[timestamp_column].lower()
     column = quote(timestamp_column)
-    if dtype == "timestamp with time zone":
-        # Windows are UTC calendar periods whatever the session time zone.
-        column = f"timezone('UTC', {column})"
-    elif not is_temporal(dtype):
+    if not is_temporal(dtype):
         raise ProfileError(f"timestamp column {timestamp_column!r} has type {dtype}, not a date or timestamp")
-    return f"CAST(date_trunc('{window}', {column}) AS TIMESTAMP)"
+    # Windows are UTC calendar periods whatever the session time zone.
+    return window_start_sql(column, window, with_time_zone=dtype == "timestamp with time zone")
 
 
 def profile(

@@ -95,6 +95,7 @@ from analytics.profile import (
     profiles_from_arrow,
     profiles_to_arrow,
     quote,
+    window_start_sql,
 )
 from analytics.quality import quality
 from analytics.store import ParquetStore, StoreError
@@ -170,9 +171,9 @@ def _naive(moment: datetime) -> datetime:
 def _window_sql(relation: duckdb.DuckDBPyRelation, unit: str) -> str:
     types = dict(zip(relation.columns, (str(t).upper() for t in relation.types), strict=True))
     column = quote(TIMESTAMP_COLUMN)
-    if types.get(TIMESTAMP_COLUMN) == "TIMESTAMP WITH TIME ZONE":
-        column = f"timezone('UTC', {column})"
-    return f"CAST(date_trunc('{unit}', {column}) AS TIMESTAMP)"
+    return window_start_sql(
+        column, unit, with_time_zone=types.get(TIMESTAMP_COLUMN) == "TIMESTAMP WITH TIME ZONE"
+    )
 
 
 def window_values(

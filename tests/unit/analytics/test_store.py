@@ -229,6 +229,40 @@ def test_s3_secret_statement_quotes_values_and_follows_the_endpoint_scheme() -> 
 
 
 @unit
+@pytest.mark.parametrize("window", ["minute", "hour", "day", "week", "month"])
+@pytest.mark.parametrize("with_time_zone", [True, False], ids=["timestamptz", "timestamp"])
+def test_window_starts_are_those_of_date_trunc_in_utc(tmp_path, window: str, with_time_zone: bool) -> None:
+    """The arithmetic cut of TIMESTAMPTZ windows gives date_trunc's UTC windows, before 1970 too;
+    NULL stays NULL."""
+    con = connect_duckdb(StoreConfig(data_uri=str(tmp_path)))
+    try:
+        dtype = "TIMESTAMPTZ" if with_time_zone else "TIMESTAMP"
+        utc = "timezone('UTC', t)" if with_time_zone else "t"
+        rows = con.sql(
+            f"""
+            SELECT count(*), count(a), count(*) FILTER (WHERE a IS DISTINCT FROM b), count(DISTINCT b)
+            FROM (
+                SELECT CAST(date_trunc('{window}', {utc}) AS TIMESTAMP) AS a,
+                       {_duckdb.window_start_sql("t", window, with_time_zone=with_time_zone)} AS b
+                FROM (
+                    SELECT CAST(TIMESTAMP '1970-01-01' + to_microseconds(i * 7919777771 + i % 7) AS {dtype})
+                        AS t
+                    FROM range(-30000, 30000) AS r(i)
+                    UNION ALL SELECT NULL
+                )
+            )
+            """
+        ).fetchone()
+    finally:
+        con.close()
+    total, present, different, windows = rows
+    assert (total, present, different) == (60001, 60000, 0)
+    assert windows > 30  # windows on both sides of 1970, not one
+    fixed = _duckdb.window_start_sql("t", window, with_time_zone=with_time_zone)
+    assert ("epoch_us" in fixed) == (with_time_zone and window in _duckdb.FIXED_WINDOW_MICROS)
+
+
+@unit
 def test_duckdb_connection_is_locked_down(tmp_path) -> None:
     con = connect_duckdb(StoreConfig(data_uri=str(tmp_path), memory_limit="256MB", threads=1))
     try:
