@@ -1035,6 +1035,40 @@ def _categorical_counts(
     return result
 
 
+def _rolled_counts(
+    counted: Mapping[tuple[datetime | None, str], _CategoricalCounts],
+    rollup: Callable[[datetime], datetime | None],
+    keep: int,
+) -> dict[tuple[datetime | None, str], _CategoricalCounts] | None:
+    """The categorical counts of rolled-up windows added up from their windows', when that is exact.
+
+    It is when every window that rolls up lists all its values (no value cut from ``top``): the
+    counts then add per value, and the distinct values and the ``keep`` most frequent others of the
+    rolled-up window follow as its own query would give them. ``None`` otherwise (the caller counts
+    the rolled-up rows instead).
+    """
+    merged: dict[tuple[datetime, str], tuple[_CategoricalCounts, dict[str, int]]] = {}
+    for (start, name), counts in sorted(counted.items(), key=lambda item: (item[0][0] or _EPOCH, item[0][1])):
+        target = rollup(start) if start is not None else None
+        if target is None:
+            continue
+        if counts.distinct != len(counts.tracked) + len(counts.top):
+            return None  # some values were cut: only a count of the rows knows them
+        into, others = merged.setdefault((target, name), (_CategoricalCounts(), {}))
+        into.nulls += counts.nulls
+        into.total += counts.total
+        for value, n in counts.tracked.items():
+            into.tracked[value] = into.tracked.get(value, 0) + n
+        for value, n in counts.top:
+            others[value] = others.get(value, 0) + n
+    result: dict[tuple[datetime | None, str], _CategoricalCounts] = {}
+    for key, (into, others) in merged.items():
+        into.distinct = len(into.tracked) + len(others)
+        into.top = sorted(others.items(), key=lambda item: (-item[1], item[0]))[:keep]
+        result[key] = into
+    return result
+
+
 def _window_sql(rel: duckdb.DuckDBPyRelation, window: str, timestamp_column: str) -> str:
     if window not in WINDOWS:
         raise ProfileError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
@@ -1114,9 +1148,11 @@ def profile_rollup(
     slice's timestamps moved to windows of their own: ``rollup`` maps each window to the one it also
     counts in (``None``: in none), and the numeric columns of a rolled-up window are the merge of its
     windows' (counts, histograms and the distinct sketch exactly, mean and ``m2`` by Chan's formula,
-    to about 1e-15 of one scan). Categorical counts (distinct values, the most frequent unseen
-    values) do not merge exactly, so the rolled-up windows' are counted on ``rolled_rel``: the rows of
-    the rolled-up windows, each at its rolled-up window (the caller's promise).
+    to about 1e-15 of one scan). Categorical counts add up per value while every window lists all its
+    values; when a window's unseen values were cut (more than ``spec.max_unseen``), the distinct
+    values and the most frequent ones of the rolled-up windows are not known from their windows, and
+    they are counted on ``rolled_rel``: the rows of the rolled-up windows, each at its rolled-up
+    window (the caller's promise).
 
     Args:
         rel: Relation to profile.
@@ -1174,7 +1210,10 @@ def _profile(
         counted = _categorical_counts(source, categorical, spec.max_unseen, window_sql)
         if rollup is None:
             return counted, {}
-        return counted, _categorical_counts(rollup[1], categorical, spec.max_unseen, window_sql)
+        rolled = _rolled_counts(counted, rollup[0], spec.max_unseen)
+        if rolled is None:
+            rolled = _categorical_counts(rollup[1], categorical, spec.max_unseen, window_sql)
+        return counted, rolled
 
     (numeric_rows, numeric_rolled), counted = _numeric_beside_categorical(
         lambda: _numeric_profiles(

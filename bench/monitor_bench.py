@@ -21,7 +21,8 @@ What it does, in a temporary folder (``--workdir`` to keep it):
    * ``incremental``: ``python -m jobs monitor``, which finds the one new day and computes its profile,
      drift, data quality, performance, latency and writes them.
 
-   Target: incremental <= 2 x scan.
+   Target: incremental <= 2 x scan. For information, the same day is also recomputed in one process
+   that stays up (as the scheduler runs the job), its imports paid before the runs are timed.
 
 2. **Backfill.** The same model with ``--backfill-days`` days of ``--backfill-rows`` requests:
    ``python -m jobs monitor --backfill`` over all of them, then one more day added and monitored
@@ -231,6 +232,34 @@ print(con.execute(f"SELECT count(*), {items} FROM read_parquet($files)", {"files
 """
 
 
+IN_PROCESS = """
+import sys, time
+from datetime import date
+from analytics.store import ParquetStore, StoreConfig
+from app.settings import load_settings
+from jobs.monitor import MonitorRequest, run_monitor
+
+day = date.fromisoformat(sys.argv[1])
+store = ParquetStore(load_settings().store_config())
+request = MonitorRequest(since=day, until=day, backfill=True)
+for _ in range(int(sys.argv[2])):
+    started = time.perf_counter()
+    summary = run_monitor(store, request)
+    assert summary.computed_dates == 1, summary.to_text()
+    print(time.perf_counter() - started)
+store.close()
+"""
+
+
+def in_process(env: dict[str, str], day: date, runs: int) -> list[float]:
+    """Wall times of ``runs`` runs of the job for ``day`` in one process that stays up, as the scheduler
+    runs it (``run_scheduled_monitor`` calls ``run_monitor``): the imports are paid once, before."""
+    measure = run([sys.executable, "-c", IN_PROCESS, day.isoformat(), str(runs)], env)
+    if measure.returncode != 0:
+        raise SystemExit(f"in-process runs failed:\n{measure.output}")
+    return [float(line) for line in measure.output.split()]
+
+
 def scan(env: dict[str, str], store: ParquetStore, day: date, script: str = SCAN) -> Measure:
     files = [f.path for f in store.list_files(INFERENCE_LOGS, filters={"date": day.isoformat()})]
     measure = run([sys.executable, "-c", script, *files], env)
@@ -267,6 +296,8 @@ def incremental_scenario(args: argparse.Namespace, root: Path) -> dict[str, Meas
     measures["incremental"] = median(repeats)
     measures["scan"] = median(scans)
     measures["scan_parameter"] = median(parameter_scans)
+    walls = in_process(env, new_day, args.repeats + 1)[1:]  # the first run warms the process's caches
+    measures["in_process"] = Measure(statistics.median(walls), 0.0, 0.0, 0.0, 0, "")
     store.close()
     return measures
 
@@ -351,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  incremental / scan = {ratio:.2f} (wall), {cpu_ratio:.2f} (cpu); target <= 2: "
         f"{'met' if ok_incremental else 'MISSED'}"
+    )
+    print(
+        f"  in a process that stays up (the scheduler's way, imports paid once): "
+        f"{inc['in_process'].wall_s:.2f} s wall = {inc['in_process'].wall_s / inc['scan'].wall_s:.2f} x scan "
+        "(not the target's measure: the target counts the whole process)"
     )
     print(
         f"  incremental / scan with parameter = "

@@ -832,8 +832,9 @@ def batch_profiles(
 ) -> tuple[dict[SliceKey, Profile], dict[datetime, Profile]]:
     """The slices' window profiles and the whole traffic's, from one numeric scan of the stacked rows.
 
-    The whole traffic's numeric columns are the merge of the carrier's slices and the rest
-    (``analytics.profile.profile_rollup``); its categorical columns are counted on ``logs``.
+    The whole traffic's columns are the merge of the carrier's slices and the rest
+    (``analytics.profile.profile_rollup``: numeric accumulators, and categorical counts while no
+    value was cut, else its categorical columns are counted again on ``logs``).
 
     Args:
         con: A DuckDB connection (the calling thread's).

@@ -606,11 +606,16 @@ def _close(actual: Profile, expected: Profile) -> None:
             assert (a is None) == (e is None) and (a is None or a == pytest.approx(e, rel=1e-9, abs=1e-9))
 
 
+@pytest.mark.parametrize("max_unseen", [1000, 5], ids=["values-added-up", "values-cut-counted-again"])
 @pytest.mark.parametrize("beside", [False, True], ids=["one-thread", "categorical-beside"])
-def test_a_rollup_of_stacked_windows_equals_the_profile_of_their_rows(tmp_path: Path, beside: bool) -> None:
+def test_a_rollup_of_stacked_windows_equals_the_profile_of_their_rows(
+    tmp_path: Path, beside: bool, max_unseen: int
+) -> None:
     """Rows stacked in three copies (blocks moved 3 and 6 days on), the third left out of the rollup:
     the rolled-up windows equal a profile of the original rows (counts, bins, distinct sketches and
-    categorical counts exactly, moments to 1e-9), and the stacked windows a plain windowed profile."""
+    categorical counts exactly, moments to 1e-9), and the stacked windows a plain windowed profile.
+    Categorical counts add up while every window lists all its values; with ``max_unseen=5`` some
+    are cut, and the rolled-up rows are counted instead."""
     rng = np.random.default_rng(23)
     n = 2 * STREAM_BATCH_ROWS + 7
     columns = {
@@ -624,7 +629,9 @@ def test_a_rollup_of_stacked_windows_equals_the_profile_of_their_rows(tmp_path: 
     extra = original.slice(0, 1000).set_column(0, "ts", pc_add_days(original.column("ts")[:1000], 6))
     stacked = pa.concat_tables([original.set_column(0, "ts", moved), extra])
     con = duckdb.connect()
-    reference = profile_reference(con.from_arrow(original), exclude=["ts"], distinct=True)
+    reference = profile_reference(
+        con.from_arrow(original), exclude=["ts"], distinct=True, max_unseen=max_unseen
+    )
     start = datetime(2026, 1, 1)
 
     def rollup(window: datetime) -> datetime | None:
@@ -650,6 +657,8 @@ def test_a_rollup_of_stacked_windows_equals_the_profile_of_their_rows(tmp_path: 
         _close(rolled[window_start], want)
     assert any(c.pos_inf for p in rolled.values() for c in p.columns)  # the special values were merged
     assert all(c.distinct for p in rolled.values() for c in p.columns if c.spec.kind == "numeric")
+    unseen = [len(p["c"].unseen) for p in rolled.values()]
+    assert max(unseen) == max_unseen if max_unseen < 100 else 5 < max(unseen) < max_unseen
     other = con.from_arrow(original.drop_columns(["c"]))
     with pytest.raises(ProfileError, match="rolled_rel"):
         profile_rollup(con.from_arrow(stacked), reference.spec, "day", "ts", rollup, other)
