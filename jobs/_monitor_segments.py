@@ -668,39 +668,13 @@ def segment_partials(
     Raises:
         ValueError: if the columns do not fit a task (``analytics.performance``).
     """
-    if max_values <= 0:
-        values: dict[WindowKey, frozenset[str] | None] = {}
-    elif logs is not None:
-        values = _table_window_values(logs, relation, unit, max_values)
-    else:
-        values = window_values(relation, unit, max_values)
-    result = SegmentPartials(values=values)
-    slices = slices_of(values, max_values, max_slices)
-    if not slices:
-        return result
-    stacked_rows, first, span = stacked_table(
-        logs if logs is not None else relation.to_arrow_table(), slices, unit
-    )
-    stacked = con.from_arrow(stacked_rows)
-    result.latency = _unstacked(latency_partial(stacked, unit), slices, first, span)
-    for task in tasks:
-        if task == "classification":
-            part = classification_partial(
-                stacked, labels, unit, positive_label=POSITIVE_LABEL, labels_unique=labels_unique
-            )
-        else:
-            part = regression_partial(stacked, labels, unit, labels_unique=labels_unique)
-        result.performance[task] = _unstacked(part, slices, first, span)
+    stacked = stack_batch(logs, relation, unit, max_values=max_values, max_slices=max_slices, keep_rest=False)
+    if not stacked.slices:
+        return SegmentPartials(values=stacked.values)
+    partials, _no_whole = batch_partials(con, stacked, labels, tasks, unit, labels_unique=labels_unique)
     if spec is not None:
-        origin = datetime(first.year, first.month, first.day)
-        profiled = profile(stacked, segment_spec(spec), window=unit, timestamp_column=TIMESTAMP_COLUMN)
-        for start, window_profile in profiled.items():
-            moved = _naive(start)
-            index = (moved - origin).days // span
-            real = moved - timedelta(days=index * span)
-            item = slices[index]
-            result.profiles[(item.column, item.value, real)] = replace(window_profile, window=real)
-    return result
+        partials.profiles, _none = batch_profiles(con, stacked, None, spec, unit, whole=False)
+    return partials
 
 
 @dataclass(frozen=True)
@@ -710,10 +684,11 @@ class StackedBatch:
     Attributes:
         values: The values of every segment column per window (:attr:`SegmentPartials.values`).
         slices: The slices, by column then value.
-        rows: The logs, stacked with the rest kept (``stacked_table(keep_rest=True)``); the logs
-            themselves when nothing is sliced.
+        rows: The logs stacked (:func:`stacked_table`); the logs themselves when nothing is sliced.
         first: First day of the logs.
         span: Days between the first and the last day of the logs, both included.
+        keeps_rest: ``rows`` hold every row of the logs once besides the other columns' slices
+            (``stacked_table(keep_rest=True)``), so the whole traffic's aggregates can be read off.
     """
 
     values: dict[WindowKey, frozenset[str] | None]
@@ -721,6 +696,7 @@ class StackedBatch:
     rows: pa.Table
     first: date
     span: int
+    keeps_rest: bool = True
 
     def block(self, start: datetime) -> int:
         """The block (slice index, or ``len(slices)`` for the rest) of a stacked window start."""
@@ -742,31 +718,43 @@ class StackedBatch:
 
 
 def stack_batch(
-    logs: pa.Table,
+    logs: pa.Table | None,
     relation: duckdb.DuckDBPyRelation,
     unit: str,
     *,
     max_values: int = MAX_SEGMENT_VALUES,
     max_slices: int | None = MAX_SLICES,
+    keep_rest: bool = True,
 ) -> StackedBatch:
-    """The slices of one version's rows of a batch and the rows stacked with the rest kept.
+    """The slices of one version's rows of a batch and the rows stacked (:func:`stacked_table`).
 
     Args:
-        logs: The rows (Arrow).
+        logs: The rows (Arrow), or ``None``: read from ``relation`` when something is sliced.
         relation: The same rows as a relation.
         unit: ``day`` or ``hour``.
         max_values: Most values of a column in a window to slice it there (``0``: no segments).
-        max_slices: Cap of :func:`slices_of`.
+        max_slices: Cap of :func:`slices_of` (``None``: no cap, for a part of a batch).
+        keep_rest: Keep every row once besides the slices, for the whole traffic's aggregates.
 
     Returns:
         The stacked batch.
     """
-    values = _table_window_values(logs, relation, unit, max_values) if max_values > 0 else {}
+    if max_values <= 0:
+        values: dict[WindowKey, frozenset[str] | None] = {}
+    elif logs is not None:
+        values = _table_window_values(logs, relation, unit, max_values)
+    else:
+        values = window_values(relation, unit, max_values)
     slices = slices_of(values, max_values, max_slices)
     if not slices:
-        return StackedBatch(values, [], logs, date(1970, 1, 1), 1)
-    rows, first, span = stacked_table(logs, slices, unit, keep_rest=True)
-    return StackedBatch(values, slices, rows, first, span)
+        if logs is None and keep_rest:
+            logs = relation.to_arrow_table()
+        empty = logs if logs is not None else pa.table({})
+        return StackedBatch(values, [], empty, date(1970, 1, 1), 1, keep_rest)
+    rows, first, span = stacked_table(
+        logs if logs is not None else relation.to_arrow_table(), slices, unit, keep_rest=keep_rest
+    )
+    return StackedBatch(values, slices, rows, first, span, keep_rest)
 
 
 def batch_partials(
@@ -777,7 +765,7 @@ def batch_partials(
     unit: str,
     *,
     labels_unique: bool = False,
-) -> tuple[SegmentPartials, WholePartials]:
+) -> tuple[SegmentPartials, WholePartials | None]:
     """The slices' and the whole traffic's latency and performance partials, from the same queries.
 
     The single-process job's step 1 (its profiles come from :func:`batch_profiles`). The slices of
@@ -796,7 +784,8 @@ def batch_partials(
         labels_unique: As in :func:`segment_partials`.
 
     Returns:
-        The segment partials (values, latency, performance; no profiles) and the whole traffic's.
+        The segment partials (values, latency, performance; no profiles) and the whole traffic's
+        (``None`` when the stacked rows do not keep the rest).
 
     Raises:
         ValueError: if the columns do not fit a task (``analytics.performance``).
@@ -805,7 +794,7 @@ def batch_partials(
     slices, first, span = stacked.slices, stacked.first, stacked.span
     result = SegmentPartials(values=stacked.values)
     latency = latency_partial(relation, unit)
-    whole = WholePartials(_whole(latency, slices, first, span), {})
+    whole = WholePartials(_whole(latency, slices, first, span), {}) if stacked.keeps_rest else None
     if slices:
         result.latency = _unstacked(latency, slices, first, span)
     for task in tasks:
@@ -817,14 +806,15 @@ def batch_partials(
             part = regression_partial(relation, labels, unit, labels_unique=labels_unique)
         if slices:
             result.performance[task] = _unstacked(part, slices, first, span)
-        whole.performance[task] = _whole(part, slices, first, span)
+        if whole is not None:
+            whole.performance[task] = _whole(part, slices, first, span)
     return result, whole
 
 
 def batch_profiles(
     con: duckdb.DuckDBPyConnection,
     stacked: StackedBatch,
-    logs: pa.Table,
+    logs: pa.Table | None,
     spec: ProfileSpec,
     unit: str,
     *,
@@ -839,7 +829,7 @@ def batch_profiles(
     Args:
         con: A DuckDB connection (the calling thread's).
         stacked: The stacked batch (:func:`stack_batch`).
-        logs: The batch's rows of the version (the whole traffic).
+        logs: The batch's rows of the version (the whole traffic); only with ``whole``.
         spec: The version's reference spec (label left out).
         unit: ``day`` or ``hour``.
         whole: Profile the whole traffic too (``False``: its profiles come from elsewhere).
@@ -847,14 +837,22 @@ def batch_profiles(
     Returns:
         (column, value, window) -> slice profile on :func:`segment_spec`, and window start (naive
         UTC) -> the whole traffic's profile (empty with ``whole=False``).
+
+    Raises:
+        ValueError: with ``whole``, if ``logs`` is missing or the rows do not keep the rest.
     """
+    if whole and logs is None:
+        raise ValueError("the whole traffic's profiles need its logs")
     if not stacked.slices:
-        if not whole:
+        if logs is None or not whole:
             return {}, {}
         profiled = profile(con.from_arrow(logs), spec, window=unit, timestamp_column=TIMESTAMP_COLUMN)
         return {}, {_naive(start): p for start, p in profiled.items()}
     relation = con.from_arrow(stacked.rows)
+    kept = segment_spec(spec)
     if whole:
+        if not stacked.keeps_rest:
+            raise ValueError("the whole traffic's profiles need rows stacked with the rest kept")
         # The categorical columns are counted on a cursor of their own, in profile_rollup's thread.
         with con.cursor() as other:
             windows, rolled = profile_rollup(
@@ -867,8 +865,7 @@ def batch_profiles(
                 categorical_rels=(other.from_arrow(stacked.rows), other.from_arrow(logs)),
             )
     else:
-        windows, rolled = profile(relation, spec, window=unit, timestamp_column=TIMESTAMP_COLUMN), {}
-    kept = segment_spec(spec)
+        windows, rolled = profile(relation, kept, window=unit, timestamp_column=TIMESTAMP_COLUMN), {}
     names = set(kept.names)
     slices: dict[SliceKey, Profile] = {}
     for start, window_profile in windows.items():
@@ -877,14 +874,15 @@ def batch_profiles(
             continue  # the rest: in the whole traffic only
         real = stacked.real(start)
         item = stacked.slices[index]
-        slices[(item.column, item.value, real)] = replace(
-            window_profile,
-            spec=kept,
-            columns=tuple(c for c in window_profile.columns if c.name in names),
-            window=real,
-            missing=tuple(n for n in window_profile.missing if n in names),
-            retyped=tuple(pair for pair in window_profile.retyped if pair[0] in names),
-        )
+        if window_profile.spec is not kept:  # profiled on the whole traffic's spec: the slice's part
+            window_profile = replace(
+                window_profile,
+                spec=kept,
+                columns=tuple(c for c in window_profile.columns if c.name in names),
+                missing=tuple(n for n in window_profile.missing if n in names),
+                retyped=tuple(pair for pair in window_profile.retyped if pair[0] in names),
+            )
+        slices[(item.column, item.value, real)] = replace(window_profile, window=real)
     return slices, {_naive(start): p for start, p in rolled.items()}
 
 

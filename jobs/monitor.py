@@ -936,6 +936,7 @@ class _TargetRun:
         finally:
             slice_profiles, windows = profiles.result()
         segments.profiles = slice_profiles
+        assert whole is not None  # stack_batch kept the rest
         latency = latency_from_partials([whole.latency], self.unit)
         if task == "classification":
             # Binned ROC AUC, as a scaled-out merge computes it (docs/SCALE_OUT.md, "What is exact").
