@@ -37,7 +37,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -867,27 +867,46 @@ class _TargetRun:
         self._problem(day_input.day, "", "compute_failed", "*", reason)
 
     def _compute(self, days: Sequence[DayInput]) -> dict[date, _DayOutput]:
-        """Profiles and metrics rows of a batch of readable dates, one scan of each date's rows."""
+        """Profiles and metrics rows of a batch of readable dates, one scan of each date's rows.
+
+        The side thread stacks each version's rows slice by slice (``jobs._monitor_segments``
+        ``stack_batch``) and profiles them (``batch_profiles``: the slices' and the whole traffic's
+        window profiles from one numeric scan), on its own DuckDB cursor, while this thread chooses
+        the labels and computes the latency and performance partials of the same stacked rows
+        (``batch_partials``). DuckDB, NumPy and the kernels release the GIL, and the two threads
+        share nothing but read-only Arrow tables.
+        """
         logs = pa.concat_tables([d.logs for d in days], promote_options="permissive")
         labels = pa.concat_tables([d.labels for d in days])
         new_columns = {d.day: d.new_columns for d in days}
-        cursor = self.store.cursor()
-        relation = cursor.from_arrow(logs)
-        # One label per request, chosen once: the whole traffic's and the slices' partials join it.
-        label_table = latest_labels(cursor.from_arrow(labels))
-        label_relation = cursor.from_arrow(label_table)
         versions = sorted({v for d in days for v in d.versions})
         files = {d.day: tuple(self.log_files[d.day]) for d in days}
-        computed: dict[str, _VersionBatch] = {}
-        for version in versions:
-            version_relation, version_logs = relation, logs
-            if len(versions) > 1:
-                # Filtered in Arrow: a DuckDB ConstantExpression would import pandas (half a second).
-                version_logs = logs.filter(pc.equal(logs.column("version"), version))
-                version_relation = cursor.from_arrow(version_logs)
-            computed[version] = self._compute_version(
-                version, version_relation, version_logs, label_relation, label_table, files
-            )
+        # Filtered in Arrow: a DuckDB ConstantExpression would import pandas (half a second).
+        by_version = {
+            v: logs if len(versions) == 1 else logs.filter(pc.equal(logs.column("version"), v))
+            for v in versions
+        }
+        # Every version's stack first: this thread needs them before the profiles are done.
+        stacks = {v: self._side.submit(self._stack, by_version[v]) for v in versions}
+        profiles = {
+            v: self._side.submit(self._profiles, v, stacks[v], by_version[v], self._reference(v), files)
+            for v in versions
+        }
+        try:
+            cursor = self.store.cursor()
+            # One label per request, chosen once: the whole traffic's and the slices' partials join it.
+            label_relation = cursor.from_arrow(latest_labels(cursor.from_arrow(labels)))
+            computed = {
+                v: self._compute_version(
+                    v, cursor.from_arrow(by_version[v]), stacks[v], profiles[v], label_relation
+                )
+                for v in versions
+            }
+        finally:
+            # A failed batch leaves no task of its own behind to run into the next one.
+            for future in [*profiles.values(), *stacks.values()]:
+                future.cancel()
+            wait([*stacks.values(), *profiles.values()])
         # Baselines see every window of the batch that precedes theirs, whatever the version.
         for version in versions:
             for window in computed[version].latency.windows:
@@ -906,36 +925,27 @@ class _TargetRun:
             self.segments.add(version, batch.segments, reference.profile, batch.task)
         return outputs
 
+    def _stack(self, logs: pa.Table) -> StackedBatch:
+        cursor = self.store.cursor()  # the calling thread's own
+        return stack_batch(logs, cursor.from_arrow(logs), self.unit, max_values=self.segments.max_values)
+
     def _compute_version(
         self,
         version: str,
         relation: duckdb.DuckDBPyRelation,
-        logs: pa.Table,
+        stacked: Future[StackedBatch],
+        profiles: Future[tuple[dict[SliceKey, Profile], dict[datetime, Profile]]],
         labels: duckdb.DuckDBPyRelation,
-        label_table: pa.Table,
-        files: Mapping[date, Sequence[StoredFile]],
     ) -> _VersionBatch:
-        """One version's aggregates of a batch: its window profiles, its and its slices' partials.
-
-        The rows are stacked slice by slice once (``jobs._monitor_segments.stack_batch``); the whole
-        traffic's aggregates and its slices' then come from the same queries: the window profiles
-        from one numeric scan (``batch_profiles``), in a thread of their own on that thread's DuckDB
-        cursor, beside the latency and performance partials (``batch_partials``). DuckDB, NumPy and
-        the kernels release the GIL, and the two share nothing but the inputs (read-only Arrow tables).
-        """
+        """One version's aggregates of a batch: its and its slices' partials, with their profiles."""
         reference = self._reference(version)
         counts = _window_counts(relation, self.unit)
         task = reference.task or _task_from_logs(relation)
         task = task if task == "classification" else "regression"
-        stacked = stack_batch(logs, relation, self.unit, max_values=self.segments.max_values)
-        profiles = self._side.submit(self._profiles, version, stacked, logs, reference, files)
-        try:
-            segments, whole = batch_partials(
-                self.store.cursor(), stacked, labels, (task,), self.unit, labels_unique=True
-            )
-        finally:
-            slice_profiles, windows = profiles.result()
-        segments.profiles = slice_profiles
+        segments, whole = batch_partials(
+            self.store.cursor(), stacked.result(), labels, (task,), self.unit, labels_unique=True
+        )
+        segments.profiles, windows = profiles.result()
         assert whole is not None  # stack_batch kept the rest
         latency = latency_from_partials([whole.latency], self.unit)
         if task == "classification":
@@ -950,7 +960,7 @@ class _TargetRun:
     def _profiles(
         self,
         version: str,
-        stacked: StackedBatch,
+        stacked: Future[StackedBatch],
         logs: pa.Table,
         reference: _Reference,
         files: Mapping[date, Sequence[StoredFile]],
@@ -966,7 +976,8 @@ class _TargetRun:
             )
             given = self.window_profiles(query)
         cursor = self.store.cursor()  # the calling thread's own
-        slices, windows = batch_profiles(cursor, stacked, logs, spec, self.unit, whole=given is None)
+        # Done already: the stacks are queued before the profiles on this one-thread executor.
+        slices, windows = batch_profiles(cursor, stacked.result(), logs, spec, self.unit, whole=given is None)
         return slices, {_utc(start): p for start, p in (given if given is not None else windows).items()}
 
     # ----------------------------------------------------------------- latency baseline
