@@ -75,6 +75,8 @@ import pyarrow.compute as pc
 
 from analytics._duckdb import window_start_sql
 
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_data"
 
@@ -1244,12 +1246,19 @@ def binned_latency_quantiles(
         The quantiles of :data:`LATENCY_QUANTILES`, or ``None`` when there is no latency.
     """
     ordered = sorted(bins)
+    keys = np.array([b for b, _ in ordered], dtype=np.int64)
     counts = np.array([count for _, count in ordered], dtype=np.int64)
+    return _sorted_bin_quantiles(n_zero, keys, counts, low, high)
+
+
+def _sorted_bin_quantiles(
+    n_zero: int, keys: np.ndarray, counts: np.ndarray, low: float, high: float
+) -> tuple[float, ...] | None:
+    """:func:`binned_latency_quantiles` of bins given as arrays, ``keys`` sorted and distinct."""
     n = n_zero + int(counts.sum())
     if n == 0:
         return None
     edges = np.cumsum(counts)
-    keys = np.array([b for b, _ in ordered], dtype=np.int64)
     result = []
     for q in LATENCY_QUANTILES:
         position = (n - 1) * q
@@ -1287,16 +1296,17 @@ def latency_from_partials(partials: Sequence[pa.Table], window: str = "day") -> 
     """
     _check_window(window)
     table = _concat_partials(partials, LATENCY_PARTIAL_SCHEMA)
+    is_bin = pc.fill_null(
+        pc.and_(pc.is_valid(table.column("bin")), pc.is_valid(table.column("window_start"))), False
+    )
     summary: dict[Any, dict[str, Any]] = {}
     missing_timestamp = 0
-    bins: dict[Any, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    for row in table.to_pylist():
+    # One summary row per window and partial (and the predictions without a timestamp): few rows.
+    for row in table.filter(pc.invert(is_bin)).to_pylist():
         start = row["window_start"]
         if start is None:
             missing_timestamp += int(row["n"] or 0)
-        elif row["bin"] is not None:
-            bins[start][int(row["bin"])] += int(row["count"])
-        else:
+        elif row["bin"] is None:
             item = summary.setdefault(
                 start, {"n": 0, "n_latency": 0, "n_zero": 0, "sums": [], "mins": [], "maxs": []}
             )
@@ -1305,6 +1315,37 @@ def latency_from_partials(partials: Sequence[pa.Table], window: str = "day") -> 
             item["sums"].append(row["sum_ms"])
             item["mins"].append(row["min_ms"])
             item["maxs"].append(row["max_ms"])
+    # The bins (thousands per window) add up in NumPy: (window, bin) -> count.
+    bin_rows = table.filter(is_bin)
+    bin_starts = pc.cast(bin_rows.column("window_start"), pa.int64()).to_numpy()
+    bin_keys = bin_rows.column("bin").to_numpy()
+    bin_counts = pc.fill_null(bin_rows.column("count"), 0).to_numpy()
+    order = np.lexsort((bin_keys, bin_starts))
+    bin_starts, bin_keys, bin_counts = bin_starts[order], bin_keys[order], bin_counts[order]
+    bins: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+    if len(order):
+        first = np.flatnonzero(
+            np.concatenate(([True], (bin_starts[1:] != bin_starts[:-1]) | (bin_keys[1:] != bin_keys[:-1])))
+        )
+        starts_of, keys_of = bin_starts[first], bin_keys[first]
+        counts_of = np.add.reduceat(bin_counts, first)
+        window_first = np.flatnonzero(np.concatenate(([True], starts_of[1:] != starts_of[:-1])))
+        for a, b in zip(window_first.tolist(), [*window_first[1:].tolist(), len(starts_of)], strict=True):
+            start = _EPOCH_NAIVE + timedelta(microseconds=int(starts_of[a]))
+            bins[start] = (keys_of[a:b], counts_of[a:b])
+
+    def merged(keys: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        found = [bins[key] for key in keys if key in bins]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        all_keys = np.concatenate([k for k, _ in found])
+        all_counts = np.concatenate([c for _, c in found])
+        order = np.argsort(all_keys, kind="stable")
+        all_keys, all_counts = all_keys[order], all_counts[order]
+        first = np.flatnonzero(np.concatenate(([True], all_keys[1:] != all_keys[:-1])))
+        return all_keys[first], np.add.reduceat(all_counts, first)
 
     def window_row(
         start: Any, end: Any, seconds: float | None, parts: list[tuple[Any, dict]]
@@ -1312,17 +1353,10 @@ def latency_from_partials(partials: Sequence[pa.Table], window: str = "day") -> 
         n = sum(item["n"] for _, item in parts)
         n_latency = sum(item["n_latency"] for _, item in parts)
         n_zero = sum(item["n_zero"] for _, item in parts)
-        merged_bins: dict[int, int] = defaultdict(int)
-        for key, _ in parts:
-            for b, count in bins.get(key, {}).items():
-                merged_bins[b] += count
+        keys, counts = merged([key for key, _ in parts])
         lows = [v for _, item in parts for v in item["mins"] if v is not None]
         highs = [v for _, item in parts for v in item["maxs"] if v is not None]
-        quantiles = (
-            binned_latency_quantiles(n_zero, list(merged_bins.items()), min(lows), max(highs))
-            if n_latency
-            else None
-        )
+        quantiles = _sorted_bin_quantiles(n_zero, keys, counts, min(lows), max(highs)) if n_latency else None
         row = {
             "window_start": start,
             "window_end": end,

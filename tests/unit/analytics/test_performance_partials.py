@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -95,6 +96,55 @@ def test_latency_is_the_same_for_any_split_and_within_the_bound_of_the_exact(win
         assert got.mean_ms == pytest.approx(want.mean_ms, rel=1e-12)
         for name in ("p50_ms", "p95_ms", "p99_ms"):
             assert getattr(got, name) == pytest.approx(getattr(want, name), rel=LATENCY_RELATIVE_ACCURACY)
+
+
+def test_the_bins_of_many_partials_add_up_as_counted_one_by_one() -> None:
+    """latency_from_partials adds the bins of its partials in NumPy: each window's and the overall
+    quantiles equal binned_latency_quantiles over the bins summed in a dict, partial by partial,
+    with windows before 1970, zeros, invalid values and rows without a timestamp."""
+    rng = np.random.default_rng(31)
+    con = duckdb.connect()
+    parts = []
+    for size in (2500, 1, 0, 1700):
+        micros = (rng.integers(-2, 2, size) * 86_400 + rng.integers(0, 86_400, size)) * 1_000_000
+        timestamps = pa.array(micros, pa.int64(), mask=rng.random(size) < 0.02).cast(pa.timestamp("us"))
+        latency = np.where(rng.random(size) < 0.05, 0.0, rng.lognormal(3, 1, size))
+        latency[rng.random(size) < 0.01] = -1.0  # invalid: counted in n, not in the latencies
+        table = pa.table({"timestamp": timestamps, "latency_ms": latency})
+        parts.append(latency_partial(con.from_arrow(table), "day"))
+    report = latency_from_partials(parts, "day")
+    bins: dict = defaultdict(lambda: defaultdict(int))
+    zeros: dict = defaultdict(int)
+    lows: dict = defaultdict(list)
+    highs: dict = defaultdict(list)
+    for part in parts:
+        for row in part.to_pylist():
+            if row["window_start"] is None:
+                continue
+            if row["bin"] is not None:
+                bins[row["window_start"]][row["bin"]] += row["count"]
+            else:
+                zeros[row["window_start"]] += row["n_zero"]
+                lows[row["window_start"]] += [row["min_ms"]] if row["min_ms"] is not None else []
+                highs[row["window_start"]] += [row["max_ms"]] if row["max_ms"] is not None else []
+    assert [w.window_start for w in report.windows] == sorted(zeros) and len(zeros) == 4
+    for window in report.windows:
+        start = window.window_start
+        expected = binned_latency_quantiles(
+            zeros[start], list(bins[start].items()), min(lows[start]), max(highs[start])
+        )
+        assert (window.p50_ms, window.p95_ms, window.p99_ms) == expected
+    overall: dict = defaultdict(int)
+    for found in bins.values():
+        for key, count in found.items():
+            overall[key] += count
+    low = min(v for values in lows.values() for v in values)
+    high = max(v for values in highs.values() for v in values)
+    expected = binned_latency_quantiles(sum(zeros.values()), list(overall.items()), low, high)
+    assert (report.overall.p50_ms, report.overall.p95_ms, report.overall.p99_ms) == expected
+    assert report.n_missing_timestamp == sum(
+        r["n"] for p in parts for r in p.to_pylist() if r["window_start"] is None
+    )
 
 
 def test_binned_quantiles_keep_zero_min_and_max_exact() -> None:
