@@ -846,7 +846,9 @@ def batch_profiles(
     if not stacked.slices:
         if logs is None or not whole:
             return {}, {}
-        profiled = profile(con.from_arrow(logs), spec, window=unit, timestamp_column=TIMESTAMP_COLUMN)
+        profiled = profile(
+            con.from_arrow(logs), spec, window=unit, timestamp_column=TIMESTAMP_COLUMN, table=logs
+        )
         return {}, {_naive(start): p for start, p in profiled.items()}
     relation = con.from_arrow(stacked.rows)
     kept = segment_spec(spec)
@@ -863,9 +865,11 @@ def batch_profiles(
                 stacked.whole_window,
                 con.from_arrow(logs),
                 categorical_rels=(other.from_arrow(stacked.rows), other.from_arrow(logs)),
+                table=stacked.rows,
             )
     else:
-        windows, rolled = profile(relation, kept, window=unit, timestamp_column=TIMESTAMP_COLUMN), {}
+        profiled = profile(relation, kept, window=unit, timestamp_column=TIMESTAMP_COLUMN, table=stacked.rows)
+        windows, rolled = profiled, {}
     names = set(kept.names)
     slices: dict[SliceKey, Profile] = {}
     for start, window_profile in windows.items():

@@ -668,3 +668,45 @@ def pc_add_days(timestamps: pa.ChunkedArray | pa.Array, days: np.ndarray | int) 
     """Timestamps (microseconds) moved by whole days."""
     micros = np.asarray(timestamps.cast(pa.int64()).to_numpy(zero_copy_only=False))
     return pa.array(micros + np.asarray(days) * 86_400_000_000, pa.int64()).cast(timestamps.type)
+
+
+@pytest.mark.parametrize("zone", [None, "UTC"], ids=["naive", "utc"])
+def test_the_arrow_table_behind_a_relation_gives_the_profiles_of_its_scan(zone: str | None) -> None:
+    """``table=``: the float columns are cut from the Arrow table instead of a DuckDB scan, in the
+    batches DuckDB hands over, so the profiles are equal (several batches and chunks, NULL times
+    left out, instants before 1970, NaN, infinities and nulls); a table that differs from the
+    relation shows in the profile, so the table is what was read."""
+    rng = np.random.default_rng(41)
+    n = 3 * STREAM_BATCH_ROWS + 17
+    micros = (rng.integers(-1, 3, n) * 86_400 + rng.integers(0, 86_400, n)) * 1_000_000
+    timestamps = pa.array(micros, pa.int64(), mask=rng.random(n) < 0.01).cast(pa.timestamp("us", tz=zone))
+    x = rng.normal(size=n)
+    x[rng.random(n) < 0.003] = np.inf
+    x[rng.random(n) < 0.003] = np.nan
+    columns = {
+        "ts": timestamps,
+        "x": pa.array(x, mask=rng.random(n) < 0.02),
+        "y": pa.array(rng.lognormal(size=n)),
+        "c": pa.array([f"v{v}" for v in rng.integers(0, 7, n)]),
+    }
+    whole = pa.table(columns)
+    table = pa.concat_tables([whole.slice(0, 40_000), whole.slice(40_000)])  # two chunks
+    con = duckdb.connect()
+    spec = profile_reference(con.from_arrow(whole), exclude=["ts"], distinct=True).spec
+    relation = con.from_arrow(table)
+    for window in ("day", "hour"):
+        windowed = {"window": window, "timestamp_column": "ts"}
+        assert profile(relation, spec, **windowed, table=table) == profile(relation, spec, **windowed)
+    assert profile(relation, spec, table=table) == profile(relation, spec)
+    start = datetime(1969, 12, 31)
+
+    def rollup(window: datetime) -> datetime | None:
+        return start if window.replace(tzinfo=None) < datetime(1970, 1, 1) else None
+
+    assert profile_rollup(relation, spec, "day", "ts", rollup, relation, table=table) == profile_rollup(
+        relation, spec, "day", "ts", rollup, relation
+    )
+    other = table.set_column(1, "x", pa.array(rng.normal(size=n)))
+    assert profile(relation, spec, table=other) != profile(relation, spec)
+    by_day = {"window": "day", "timestamp_column": "ts"}
+    assert profile(relation, spec, **by_day, table=other) != profile(relation, spec, **by_day)
