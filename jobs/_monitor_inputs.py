@@ -291,6 +291,28 @@ def check_label_table(path: str, table: pa.Table) -> tuple[pa.Table | None, list
     )
 
 
+def read_label_files(
+    store: ParquetStore, files: Sequence[StoredFile]
+) -> tuple[list[pa.Table], list[Problem]]:
+    """Read and check label files (:func:`read_parquet_file`, :func:`check_label_table`).
+
+    Returns:
+        The usable tables, and the problems of the files that were unreadable or broke the contract.
+    """
+    tables: list[pa.Table] = []
+    problems: list[Problem] = []
+    for stored in files:
+        table, problem = read_parquet_file(store, stored)
+        if problem is None:
+            table, found = check_label_table(stored.path, table)
+            problems.extend(found)
+        else:
+            problems.append(problem)
+        if table is not None:
+            tables.append(table)
+    return tables, problems
+
+
 EMPTY_LABELS = pa.schema(
     [("request_id", pa.string()), ("label", pa.float64()), ("label_timestamp", pa.timestamp("us"))]
 )

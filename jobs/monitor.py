@@ -799,7 +799,9 @@ class _TargetRun:
         result = DayInput(day)
         # The labels are read in the side thread while this one reads the logs (pyarrow decodes
         # without the GIL); the side thread has nothing else to do until the batch is computed.
-        label_read = self._side.submit(self._read_labels, self.label_files.get(day.isoformat(), []))
+        label_read = self._side.submit(
+            inputs.read_label_files, self.store, self.label_files.get(day.isoformat(), [])
+        )
         tables: list[pa.Table] = []
         versions: set[str] = set()
         new_columns: dict[str, None] = {}
@@ -828,21 +830,6 @@ class _TargetRun:
         for problem in result.problems:
             self._problem(day, problem.path, problem.kind, problem.column, problem.reason)
         return result
-
-    def _read_labels(self, files: Sequence[StoredFile]) -> tuple[list[pa.Table], list[Problem]]:
-        """The checked label tables of some files, and their problems."""
-        labels: list[pa.Table] = []
-        problems: list[Problem] = []
-        for stored in files:
-            table, problem = inputs.read_parquet_file(self.store, stored)
-            if problem is None:
-                table, found = inputs.check_label_table(stored.path, table)
-                problems.extend(found)
-            else:
-                problems.append(problem)
-            if table is not None:
-                labels.append(table)
-        return labels, problems
 
     def _problem(self, day: date | None, path: str, kind: str, column: str, reason: str) -> None:
         self.problems.append(

@@ -165,17 +165,9 @@ def _read_labels(
     """The label files of the unit's date, read and checked as the monitoring job does."""
     partition = {"project": unit.project, "model": unit.model, "environment": unit.environment}
     files = [f for f in store.list_files(LABELS, filters=partition) if f.partition.get("date") == unit.date]
-    tables, problems = [], []
     for stored in files:
         _check_inside(store, stored.path, "label file")
-        table, problem = inputs.read_parquet_file(store, stored)
-        if problem is None:
-            table, label_problems = inputs.check_label_table(stored.path, table)
-            problems.extend(label_problems)
-        else:
-            problems.append(problem)
-        if table is not None:
-            tables.append(table)
+    tables, problems = inputs.read_label_files(store, files)
     labels = pa.concat_tables(tables) if tables else inputs.EMPTY_LABELS.empty_table()
     return files, labels, problems
 
