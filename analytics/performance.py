@@ -1272,6 +1272,21 @@ def _sorted_bin_quantiles(
     return tuple(result)
 
 
+def _run_starts(values: np.ndarray) -> np.ndarray:
+    """Positions where a run of equal values starts in an array (empty for an empty array)."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+
+
+def _summed_bins(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct bins, sorted, with the counts of each bin added up."""
+    order = np.argsort(keys, kind="stable")
+    keys, counts = keys[order], counts[order]
+    first = _run_starts(keys)
+    return keys[first], np.add.reduceat(counts, first) if len(first) else counts[:0]
+
+
 def _sum_or_none(values: Sequence[float | None]) -> float | None:
     present = [float(v) for v in values if v is not None]
     total = 0.0
@@ -1315,37 +1330,28 @@ def latency_from_partials(partials: Sequence[pa.Table], window: str = "day") -> 
             item["sums"].append(row["sum_ms"])
             item["mins"].append(row["min_ms"])
             item["maxs"].append(row["max_ms"])
-    # The bins (thousands per window) add up in NumPy: (window, bin) -> count.
+    # The bins (thousands per window) add up in NumPy: window -> (bins, counts).
     bin_rows = table.filter(is_bin)
     bin_starts = pc.cast(bin_rows.column("window_start"), pa.int64()).to_numpy()
     bin_keys = bin_rows.column("bin").to_numpy()
     bin_counts = pc.fill_null(bin_rows.column("count"), 0).to_numpy()
-    order = np.lexsort((bin_keys, bin_starts))
-    bin_starts, bin_keys, bin_counts = bin_starts[order], bin_keys[order], bin_counts[order]
     bins: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
-    if len(order):
-        first = np.flatnonzero(
-            np.concatenate(([True], (bin_starts[1:] != bin_starts[:-1]) | (bin_keys[1:] != bin_keys[:-1])))
-        )
-        starts_of, keys_of = bin_starts[first], bin_keys[first]
-        counts_of = np.add.reduceat(bin_counts, first)
-        window_first = np.flatnonzero(np.concatenate(([True], starts_of[1:] != starts_of[:-1])))
-        for a, b in zip(window_first.tolist(), [*window_first[1:].tolist(), len(starts_of)], strict=True):
-            start = _EPOCH_NAIVE + timedelta(microseconds=int(starts_of[a]))
-            bins[start] = (keys_of[a:b], counts_of[a:b])
+    order = np.argsort(bin_starts, kind="stable")
+    bin_starts, bin_keys, bin_counts = bin_starts[order], bin_keys[order], bin_counts[order]
+    window_first = _run_starts(bin_starts).tolist()
+    window_end = [*window_first[1:], len(bin_starts)] if window_first else []
+    for a, b in zip(window_first, window_end, strict=True):
+        start = _EPOCH_NAIVE + timedelta(microseconds=int(bin_starts[a]))
+        bins[start] = _summed_bins(bin_keys[a:b], bin_counts[a:b])
 
     def merged(keys: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         found = [bins[key] for key in keys if key in bins]
         if len(found) == 1:
             return found[0]
-        if not found:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        all_keys = np.concatenate([k for k, _ in found])
-        all_counts = np.concatenate([c for _, c in found])
-        order = np.argsort(all_keys, kind="stable")
-        all_keys, all_counts = all_keys[order], all_counts[order]
-        first = np.flatnonzero(np.concatenate(([True], all_keys[1:] != all_keys[:-1])))
-        return all_keys[first], np.add.reduceat(all_counts, first)
+        return _summed_bins(
+            np.concatenate([k for k, _ in found] or [np.zeros(0, dtype=np.int64)]),
+            np.concatenate([c for _, c in found] or [np.zeros(0, dtype=np.int64)]),
+        )
 
     def window_row(
         start: Any, end: Any, seconds: float | None, parts: list[tuple[Any, dict]]

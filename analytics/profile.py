@@ -1048,7 +1048,9 @@ def _rolled_counts(
     the rolled-up rows instead).
     """
     merged: dict[tuple[datetime, str], tuple[_CategoricalCounts, dict[str, int]]] = {}
-    for (start, name), counts in sorted(counted.items(), key=lambda item: (item[0][0] or _EPOCH, item[0][1])):
+    # Integer counts, and the ``top`` ranking is by count then value: the order of the windows
+    # does not matter.
+    for (start, name), counts in counted.items():
         target = rollup(start) if start is not None else None
         if target is None:
             continue
@@ -1132,7 +1134,15 @@ def profile(
             raise ProfileError("a windowed profile needs timestamp_column")
         window_sql = _window_sql(rel, window, timestamp_column)
     profiles, _rolled = _profile(
-        rel, spec, window_sql, categorical_rel, stream_rels, None, (table, window, timestamp_column)
+        rel,
+        spec,
+        window_sql,
+        categorical_rel,
+        stream_rels,
+        None,
+        table=table,
+        window=window,
+        timestamp_column=timestamp_column,
     )
     if window is None:
         return profiles[None]
@@ -1192,7 +1202,9 @@ def profile_rollup(
         categorical_rel,
         (),
         (rollup, rolled_counted),
-        (table, window, timestamp_column),
+        table=table,
+        window=window,
+        timestamp_column=timestamp_column,
     )
     return (
         {start: p for start, p in sorted(profiles.items()) if start is not None},
@@ -1207,13 +1219,17 @@ def _profile(
     categorical_rel: duckdb.DuckDBPyRelation | None,
     stream_rels: Sequence[duckdb.DuckDBPyRelation],
     rollup: tuple[Callable[[datetime], datetime | None], duckdb.DuckDBPyRelation] | None,
-    table: tuple[Any, str | None, str | None] = (None, None, None),
+    *,
+    table: Any = None,
+    window: str | None = None,
+    timestamp_column: str | None = None,
 ) -> tuple[dict[datetime | None, Profile], dict[datetime, Profile]]:
     """:func:`profile` and :func:`profile_rollup`: profiles per window and per rolled-up window.
 
     ``rollup``: the window mapping and the relation whose categorical columns the rolled-up windows
     get, counted in the same thread as ``rel``'s (``categorical_rel``'s when given). ``table``: the
-    Arrow table behind ``rel``, the window and the timestamp column (see :class:`_TableSource`).
+    Arrow table behind ``rel``, read with ``window`` and ``timestamp_column`` (see
+    :class:`_TableSource`).
     """
     schema = relation_schema(rel)
     types = dict(schema)
@@ -1243,7 +1259,7 @@ def _profile(
             window_sql,
             stream_rels=stream_rels,
             rollup=rollup[0] if rollup is not None else None,
-            table=_TableSource.of(table[0], numeric, table[1], table[2]),
+            table=_TableSource.of(table, numeric, window, timestamp_column),
         ),
         count,
         rel,
@@ -1381,7 +1397,7 @@ def _numeric_profiles(
     if not specs:
         counted = _row_counts(rel, window_sql)
         rolled_rows: dict[datetime, int] = defaultdict(int)
-        for start, (n, _none) in sorted(counted.items(), key=lambda item: item[0] or _EPOCH):
+        for start, (n, _none) in counted.items():
             target = rollup(start) if rollup is not None and start is not None else None
             if target is not None:
                 rolled_rows[target] += n

@@ -600,18 +600,17 @@ def _unstacked(table: pa.Table, slices: Sequence[Slice], first: date, span: int)
     )
 
 
-def _whole(table: pa.Table, slices: Sequence[Slice], first: date, span: int) -> pa.Table:
-    """A partial of every row of the logs from a partial of the stacked rows (``keep_rest``).
+def _whole(table: pa.Table, stacked: StackedBatch) -> pa.Table:
+    """A partial of every row of the logs from a partial of rows stacked with the rest kept.
 
     The carrier's slices (those of the first slice's column) and the rest hold each row once; their
     rows, windows moved back, and the rows without a window (predictions without a timestamp) are
     the whole traffic's partial. The ``*_from_partials`` functions add up the rows of a window.
     """
-    if not slices:
+    if not stacked.slices:
         return table
-    valid, index, real = _blocks(table, first, span)
-    carrier = sum(1 for item in slices if item.column == slices[0].column)
-    kept = ~valid | (index < carrier) | (index == len(slices))
+    valid, index, real = _blocks(table, stacked.first, stacked.span)
+    kept = ~valid | (index < stacked.carrier) | (index == len(stacked.slices))
     table, real, valid = table.filter(pa.array(kept)), real[kept], valid[kept]
     position = table.schema.get_field_index("window_start")
     moved = pa.array(real, pa.int64(), mask=~valid).cast(table.schema.field(position).type)
@@ -707,14 +706,18 @@ class StackedBatch:
         """A stacked window start moved back to its real one (naive UTC)."""
         return _naive(start) - timedelta(days=self.block(start) * self.span)
 
+    @property
+    def carrier(self) -> int:
+        """Blocks of the carrier, the first sliced column (its slices come first)."""
+        return sum(1 for item in self.slices if item.column == self.slices[0].column) if self.slices else 0
+
     def whole_window(self, start: datetime) -> datetime | None:
         """The real window of a stacked window whose rows belong to the whole traffic once, else ``None``.
 
         The carrier's slices and the rest hold every row once (see :func:`stacked_table`).
         """
         block = self.block(start)
-        carrier = sum(1 for item in self.slices if item.column == self.slices[0].column) if self.slices else 0
-        return self.real(start) if block < carrier or block == len(self.slices) else None
+        return self.real(start) if block < self.carrier or block == len(self.slices) else None
 
 
 def stack_batch(
@@ -749,8 +752,8 @@ def stack_batch(
     if not slices:
         if logs is None and keep_rest:
             logs = relation.to_arrow_table()
-        empty = logs if logs is not None else pa.table({})
-        return StackedBatch(values, [], empty, date(1970, 1, 1), 1, keep_rest)
+        rows = logs if logs is not None else pa.table({})  # nothing sliced: the logs as they are
+        return StackedBatch(values, [], rows, date(1970, 1, 1), 1, keep_rest)
     rows, first, span = stacked_table(
         logs if logs is not None else relation.to_arrow_table(), slices, unit, keep_rest=keep_rest
     )
@@ -794,7 +797,7 @@ def batch_partials(
     slices, first, span = stacked.slices, stacked.first, stacked.span
     result = SegmentPartials(values=stacked.values)
     latency = latency_partial(relation, unit)
-    whole = WholePartials(_whole(latency, slices, first, span), {}) if stacked.keeps_rest else None
+    whole = WholePartials(_whole(latency, stacked), {}) if stacked.keeps_rest else None
     if slices:
         result.latency = _unstacked(latency, slices, first, span)
     for task in tasks:
@@ -807,7 +810,7 @@ def batch_partials(
         if slices:
             result.performance[task] = _unstacked(part, slices, first, span)
         if whole is not None:
-            whole.performance[task] = _whole(part, slices, first, span)
+            whole.performance[task] = _whole(part, stacked)
     return result, whole
 
 
