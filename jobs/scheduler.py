@@ -532,6 +532,11 @@ class StudioScheduler:
         self.counters = _Counters()
         self.is_leader = False
         self._lock = threading.Lock()
+        # Serialises taking and giving up the leader lease: a heartbeat still in flight when
+        # shutdown() releases the lease would otherwise take it again afterwards, and a stopped
+        # scheduler would keep it until it expires.
+        self._lease_lock = threading.Lock()
+        self._stopped = False
         self._scheduler = scheduler_class(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
@@ -547,18 +552,25 @@ class StudioScheduler:
             self._scheduler.add_job(self.fire, job.trigger, args=[name], id=f"job-{name}", name=name)
 
     def heartbeat(self) -> bool:
-        """Take or renew the leader lease; remember and return whether this process leads."""
-        try:
-            leading = acquire_lease(
-                self.session_factory, LEADER_LEASE, self.owner, self.lease_ttl, now=self.clock()
-            )
-        except Exception:  # an unreachable database means "not leading", not a dead scheduler
-            log.exception("scheduler heartbeat failed")
-            leading = False
-        with self._lock:
-            if leading != self.is_leader:
-                log.info("scheduler %s %s the leader lease", self.owner, "took" if leading else "lost")
-            self.is_leader = leading
+        """Take or renew the leader lease; remember and return whether this process leads.
+
+        After :meth:`shutdown` it takes nothing and answers ``False``.
+        """
+        with self._lease_lock:
+            if self._stopped:
+                leading = False
+            else:
+                try:
+                    leading = acquire_lease(
+                        self.session_factory, LEADER_LEASE, self.owner, self.lease_ttl, now=self.clock()
+                    )
+                except Exception:  # an unreachable database means "not leading", not a dead scheduler
+                    log.exception("scheduler heartbeat failed")
+                    leading = False
+            with self._lock:
+                if leading != self.is_leader:
+                    log.info("scheduler %s %s the leader lease", self.owner, "took" if leading else "lost")
+                self.is_leader = leading
         return leading
 
     def fire(self, job_name: str) -> RunResult | None:
@@ -594,15 +606,23 @@ class StudioScheduler:
         self._scheduler.start()
 
     def shutdown(self, *, wait: bool = True, release: bool = True) -> None:
-        """Stop scheduling; give the leader lease up unless ``release`` is false (as a crash would)."""
+        """Stop scheduling; give the leader lease up unless ``release`` is false (as a crash would).
+
+        A heartbeat in flight finishes first; none takes the lease afterwards, even with
+        ``wait=False`` (which leaves running jobs to finish on their own).
+        """
+        with self._lease_lock:
+            self._stopped = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
         if release:
-            try:
-                release_lease(self.session_factory, LEADER_LEASE, self.owner, now=self.clock())
-            except Exception:  # the lease expires by itself anyway
-                log.exception("could not release the leader lease")
-            self.is_leader = False
+            with self._lease_lock:
+                try:
+                    release_lease(self.session_factory, LEADER_LEASE, self.owner, now=self.clock())
+                except Exception:  # the lease expires by itself anyway
+                    log.exception("could not release the leader lease")
+                with self._lock:
+                    self.is_leader = False
 
 
 # --------------------------------------------------------------------------- command line

@@ -31,7 +31,7 @@ from jobs.cli import main
 from jobs.contracts import METRICS_SCHEMA
 from jobs.db.alerting import Alert, SchedulerLease
 from jobs.db.governance import PromotionRequest
-from jobs.db.models import AuditEntry
+from jobs.db.models import AuditEntry, utcnow
 from jobs.permissions import Actor, Role
 from jobs.projects import create_project
 from jobs.scheduler import (
@@ -232,6 +232,44 @@ def test_real_apscheduler_instances_share_one_leader(
         first.shutdown(wait=False)
         second.shutdown(wait=False)
     assert lease_holder(factory, LEADER_LEASE) is None  # both released on shutdown
+
+
+def test_a_heartbeat_in_flight_at_shutdown_does_not_take_the_lease_back(
+    factory: sessionmaker[Session], store: ParquetStore
+) -> None:
+    # The heartbeat thread is held inside heartbeat() (in its clock call, just before it takes the
+    # lease) while shutdown() runs in another thread: the lease must end up released, not retaken.
+    in_heartbeat, go_on = threading.Event(), threading.Event()
+
+    def clock() -> datetime:
+        if threading.current_thread().name == "heartbeat":
+            in_heartbeat.set()
+            go_on.wait(10)
+        return utcnow()
+
+    scheduler = StudioScheduler(
+        factory,
+        store,
+        {},
+        owner="stopping",
+        lease_ttl=TTL,
+        scheduler_class=BackgroundScheduler,
+        clock=clock,
+    )
+    beat = threading.Thread(target=scheduler.heartbeat, name="heartbeat")
+    stop = threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="shutdown")
+    beat.start()
+    assert in_heartbeat.wait(10)
+    stop.start()
+    stop.join(0.5)  # it waits for the heartbeat in flight (an unguarded release returns at once)
+    go_on.set()
+    beat.join(10)
+    stop.join(10)
+    assert not beat.is_alive() and not stop.is_alive()
+    assert lease_holder(factory, LEADER_LEASE) is None
+    assert not scheduler.is_leader
+    assert scheduler.heartbeat() is False  # stopped: it takes nothing any more
+    assert lease_holder(factory, LEADER_LEASE) is None
 
 
 def test_run_once_skips_a_job_another_process_is_running(
