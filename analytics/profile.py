@@ -1014,24 +1014,124 @@ def _categorical_counts(
             ) AS rank
             FROM ranked
         )
-        SELECT {window_select}gid, value, n, tracked, distinct_values, total
-        FROM kept WHERE value IS NULL OR tracked OR rank <= {int(keep)}
+        SELECT {window_select}gid, value, n, tracked, distinct_values, total, rank
+        FROM kept WHERE value IS NULL OR tracked OR rank <= {max(int(keep), 1)}
     """
     by_gid = dict(enumerate(specs))
     result: dict[tuple[datetime | None, str], _CategoricalCounts] = {}
     for row in _query(rel, sql):
         window, rest = (row[0], row[1:]) if window_sql else (None, row)
-        gid, value, n, tracked, distinct_values, total = rest
+        gid, value, n, tracked, distinct_values, total, rank = rest
         counts = result.setdefault((window, by_gid[gid].name), _CategoricalCounts())
         counts.distinct, counts.total = int(distinct_values), int(total)
         if value is None:
             counts.nulls = int(n)
         elif tracked:
             counts.tracked[value] = int(n)
-        else:
+        elif rank <= keep:  # with keep 0, the first row still brings the column's totals
             counts.top.append((value, int(n)))
     for counts in result.values():
         counts.top.sort(key=lambda item: (-item[1], item[0]))
+    return result
+
+
+def _text_specs(source: _TableSource, specs: Sequence[ColumnSpec]) -> list[ColumnSpec]:
+    """The categorical columns that :func:`_table_categorical_counts` counts: text in the table.
+
+    Any other type is left to the query: its text form (``CAST AS VARCHAR``) is DuckDB's to give.
+    """
+    import pyarrow as pa  # the callers that pass a table have pyarrow imported already
+
+    names = set(source.table.schema.names)
+    return [
+        spec
+        for spec in specs
+        if spec.name in names
+        and (
+            pa.types.is_string(source.table.schema.field(spec.name).type)
+            or pa.types.is_large_string(source.table.schema.field(spec.name).type)
+        )
+        and all(isinstance(category, str) for category in spec.categories)
+    ]
+
+
+def _table_categorical_counts(
+    source: _TableSource, specs: Sequence[ColumnSpec], keep: int
+) -> dict[tuple[datetime | None, str], _CategoricalCounts]:
+    """:func:`_categorical_counts` of text columns (:func:`_text_specs`) of the table behind a relation.
+
+    The same counts (integers, so exactly): rows without a window left out, each value counted per
+    window, its nulls, its non-null total and distinct values, the spec's categories and the ``keep``
+    most frequent other values (by count, then value). Each column is dictionary-encoded once and its
+    (window, value) pairs counted by one ``bincount``, in NumPy: about a third of the query's CPU on
+    5 columns x 200k rows.
+    """
+    import pyarrow as pa  # the callers that pass a table have pyarrow imported already
+    import pyarrow.compute as pc
+
+    table = source.table
+    starts: list[datetime | None] = [None]
+    window_of = None
+    if source.timestamp_column is not None:
+        column = table.column(source.timestamp_column)
+        if column.null_count:
+            table = table.filter(column.is_valid())
+            column = table.column(source.timestamp_column)
+        micros = (
+            np.concatenate([_as_numpy(chunk.cast("int64"), np.int64)[0] for chunk in column.chunks])
+            if column.num_chunks
+            else np.zeros(0, dtype=np.int64)
+        )
+        size = source.window_micros
+        keys = micros - micros % size  # NumPy's % floors, as window_start_sql does
+        window_keys, window_of = np.unique(keys, return_inverse=True)
+        starts = [_EPOCH + timedelta(microseconds=int(key)) for key in window_keys.tolist()]
+    if table.num_rows == 0:
+        return {}
+    n_windows = len(starts)
+    result: dict[tuple[datetime | None, str], _CategoricalCounts] = {}
+    for spec in specs:
+        encoded = table.column(spec.name).combine_chunks().dictionary_encode()
+        dictionary = encoded.dictionary
+        n_values = len(dictionary)
+        # Code n_values stands for NULL.
+        codes = pc.fill_null(encoded.indices.cast(pa.int64()), n_values).to_numpy()
+        keys = codes if window_of is None else window_of * (n_values + 1) + codes
+        counts = np.bincount(keys, minlength=n_windows * (n_values + 1)).reshape(n_windows, n_values + 1)
+        found = (
+            pc.index_in(pa.array(list(spec.categories), dictionary.type), value_set=dictionary).to_pylist()
+            if spec.categories and n_values
+            else []
+        )
+        tracked_codes = {code: c for code, c in zip(found, spec.categories, strict=False) if code is not None}
+        untracked = np.ones(n_values, dtype=bool)
+        untracked[list(tracked_codes)] = False
+        for index, start in enumerate(starts):
+            row = counts[index]
+            values = row[:n_values]
+            counted = _CategoricalCounts(
+                nulls=int(row[n_values]),
+                total=int(values.sum()),
+                distinct=int(np.count_nonzero(values)),
+            )
+            counted.tracked = {
+                value: int(values[code]) for code, value in tracked_codes.items() if values[code]
+            }
+            others = np.flatnonzero(untracked & (values > 0))
+            if keep <= 0:
+                chosen = []
+            elif len(others) > keep:
+                # The keep-th largest count; every value above it is kept, ties on it by value.
+                floor = np.partition(values[others], len(others) - keep)[len(others) - keep]
+                above = others[values[others] > floor]
+                tied = sorted(dictionary.take(pa.array(others[values[others] == floor])).to_pylist())
+                chosen = [(dictionary[int(code)].as_py(), int(values[code])) for code in above]
+                chosen += [(value, int(floor)) for value in tied[: keep - len(above)]]
+            else:
+                chosen = [(dictionary[int(code)].as_py(), int(values[code])) for code in others]
+            counted.top = sorted(chosen, key=lambda item: (-item[1], item[0]))
+            if counted.nulls or counted.total:
+                result[(start, spec.name)] = counted
     return result
 
 
@@ -1241,8 +1341,19 @@ def _profile(
     numeric = [c for c in spec.columns if c.kind == "numeric" and c.name not in skipped]
     categorical = [c for c in spec.columns if c.kind == "categorical" and c.name not in skipped]
 
+    # Text columns are counted from the table when there is one (_table_categorical_counts), the
+    # others by the query; a rolled-up recount reads its own relation.
+    categorical_table = _TableSource.of(table, (), window, timestamp_column) if categorical else None
+    from_table = _text_specs(categorical_table, categorical) if categorical_table is not None else []
+    by_query = [c for c in categorical if c not in from_table]
+
     def count(source: duckdb.DuckDBPyRelation) -> tuple[_Counted, _Counted]:
-        counted = _categorical_counts(source, categorical, spec.max_unseen, window_sql)
+        counted: _Counted = {}
+        if from_table:
+            assert categorical_table is not None
+            counted.update(_table_categorical_counts(categorical_table, from_table, spec.max_unseen))
+        if by_query:
+            counted.update(_categorical_counts(source, by_query, spec.max_unseen, window_sql))
         if rollup is None:
             return counted, {}
         rolled = _rolled_counts(counted, rollup[0], spec.max_unseen)

@@ -710,3 +710,95 @@ def test_the_arrow_table_behind_a_relation_gives_the_profiles_of_its_scan(zone: 
     assert profile(relation, spec, table=other) != profile(relation, spec)
     by_day = {"window": "day", "timestamp_column": "ts"}
     assert profile(relation, spec, **by_day, table=other) != profile(relation, spec, **by_day)
+
+
+TEXT_VALUES = st.sampled_from(["a", "b", "c", "", "é", "zz", "Z", "a b", "日本", "b\u00e9"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), TEXT_VALUES),
+            st.one_of(st.none(), TEXT_VALUES),
+            st.one_of(st.none(), st.integers(-2 * 86_400, 3 * 86_400)),
+        ),
+        max_size=120,
+    ),
+    tracked=st.lists(TEXT_VALUES, unique=True, max_size=3),
+    max_unseen=st.integers(0, 4),
+    window=st.sampled_from([None, "day", "hour"]),
+    large=st.booleans(),
+)
+@example(rows=[], tracked=[], max_unseen=1, window="day", large=False)
+@example(rows=[("a", None, None)], tracked=["a"], max_unseen=0, window="day", large=False)
+def test_text_columns_are_counted_from_the_table_as_the_scan_counts_them(
+    rows: list[tuple[str | None, str | None, int | None]],
+    tracked: list[str],
+    max_unseen: int,
+    window: str | None,
+    large: bool,
+) -> None:
+    """``table=``: text columns are counted in NumPy; the profiles equal the query's: nulls, the
+    spec's categories, the most frequent unseen values with ties on the cut broken by value, the
+    distinct values, rows without a timestamp left out, instants before 1970, empty strings."""
+    text = pa.large_string() if large else pa.string()
+    table = pa.table(
+        {
+            "c": pa.array([r[0] for r in rows], text),
+            "d": pa.array([r[1] for r in rows], text),
+            "ts": pa.array([None if r[2] is None else r[2] * 1_000_000 for r in rows], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+    spec = ProfileSpec(
+        columns=(
+            ColumnSpec("c", "categorical", "VARCHAR", categories=tuple(tracked)),
+            ColumnSpec("d", "categorical", "VARCHAR"),
+        ),
+        max_unseen=max_unseen,
+    )
+    relation = duckdb.connect().from_arrow(table)
+    windowed = {"window": window, "timestamp_column": "ts"} if window else {}
+    assert profile(relation, spec, **windowed, table=table) == profile(relation, spec, **windowed)
+
+
+def test_the_counted_table_is_the_one_given_and_other_types_are_left_to_the_scan() -> None:
+    """The categorical counts come from the table given (a different one shows), and a column that
+    is not text (its text form is DuckDB's) is counted by the query."""
+    con = duckdb.connect()
+    table = pa.table({"c": ["a", "b", "b", None], "n": pa.array([1, 2, 2, 3], pa.int64())})
+    spec = ProfileSpec(
+        columns=(
+            ColumnSpec("c", "categorical", "VARCHAR", categories=("b",)),
+            ColumnSpec("n", "categorical", "BIGINT", categories=("2",)),
+        )
+    )
+    relation = con.from_arrow(table)
+    assert profile(relation, spec, table=table) == profile(relation, spec)
+    other = table.set_column(0, "c", pa.array(["a", "a", "a", None]))
+    counted = profile(relation, spec, table=other)
+    assert counted != profile(relation, spec)
+    assert counted["c"].category_counts == (0,) and counted["n"].category_counts == (2,)
+
+
+def test_a_spec_that_lists_no_unseen_value_still_counts_them() -> None:
+    """``max_unseen=0``: no unseen value is listed, yet they count as non-null, other and distinct
+    (the query used to drop every row of a column without nulls or tracked values, whose values
+    then read as nulls)."""
+    table = pa.table({"c": ["x", "y", "y", None, "t"], "d": ["x", "y", "y", "z", "z"]})
+    spec = ProfileSpec(
+        columns=(
+            ColumnSpec("c", "categorical", "VARCHAR", categories=("t",)),
+            ColumnSpec("d", "categorical", "VARCHAR", categories=("t",)),
+        ),
+        max_unseen=0,
+    )
+    for counted in (
+        profile(duckdb.connect().from_arrow(table), spec),
+        profile(duckdb.connect().from_arrow(table), spec, table=table),
+    ):
+        c, d = counted["c"], counted["d"]
+        assert (c.nulls, c.other_count, c.distinct, c.unseen, c.category_counts) == (1, 3, 3, (), (1,))
+        assert (d.nulls, d.other_count, d.distinct, d.unseen, d.category_counts) == (0, 5, 3, (), (0,))
