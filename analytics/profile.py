@@ -1069,21 +1069,10 @@ def _table_categorical_counts(
     import pyarrow as pa  # the callers that pass a table have pyarrow imported already
     import pyarrow.compute as pc
 
-    table = source.table
+    table, keys = source.keyed()
     starts: list[datetime | None] = [None]
     window_of = None
-    if source.timestamp_column is not None:
-        column = table.column(source.timestamp_column)
-        if column.null_count:
-            table = table.filter(column.is_valid())
-            column = table.column(source.timestamp_column)
-        micros = (
-            np.concatenate([_as_numpy(chunk.cast("int64"), np.int64)[0] for chunk in column.chunks])
-            if column.num_chunks
-            else np.zeros(0, dtype=np.int64)
-        )
-        size = source.window_micros
-        keys = micros - micros % size  # NumPy's % floors, as window_start_sql does
+    if keys is not None:
         window_keys, window_of = np.unique(keys, return_inverse=True)
         starts = [_EPOCH + timedelta(microseconds=int(key)) for key in window_keys.tolist()]
     if table.num_rows == 0:
@@ -1702,21 +1691,26 @@ class _TableSource:
             return None
         return _TableSource(table, size, timestamp_column)
 
-    def batches(self, specs: Sequence[ColumnSpec]) -> Iterator[_Batch]:
+    def keyed(self) -> tuple[Any, np.ndarray | None]:
+        """The rows with a window (``WHERE w IS NOT NULL``) and each one's window key (``None``: not
+        windowed): its window start in microseconds since 1970."""
         table = self.table
-        keys = None
-        if self.timestamp_column is not None:
+        if self.timestamp_column is None:
+            return table, None
+        column = table.column(self.timestamp_column)
+        if column.null_count:
+            table = table.filter(column.is_valid())
             column = table.column(self.timestamp_column)
-            if column.null_count:
-                table = table.filter(column.is_valid())
-                column = table.column(self.timestamp_column)
-            micros = (
-                np.concatenate([_as_numpy(chunk.cast("int64"), np.int64)[0] for chunk in column.chunks])
-                if column.num_chunks
-                else np.zeros(0, dtype=np.int64)
-            )
-            size = self.window_micros
-            keys = micros - micros % size  # NumPy's % floors: windows before 1970 too
+        micros = (
+            np.concatenate([_as_numpy(chunk.cast("int64"), np.int64)[0] for chunk in column.chunks])
+            if column.num_chunks
+            else np.zeros(0, dtype=np.int64)
+        )
+        size = self.window_micros
+        return table, micros - micros % size  # NumPy's % floors: windows before 1970 too
+
+    def batches(self, specs: Sequence[ColumnSpec]) -> Iterator[_Batch]:
+        table, keys = self.keyed()
         n = table.num_rows
         if keys is not None and len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
             # Windows interleave (the monitoring job's stacked slices): each batch's rows are put
