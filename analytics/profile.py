@@ -1083,45 +1083,71 @@ def _table_categorical_counts(
         encoded = table.column(spec.name).combine_chunks().dictionary_encode()
         dictionary = encoded.dictionary
         n_values = len(dictionary)
-        # Code n_values stands for NULL.
-        codes = pc.fill_null(encoded.indices.cast(pa.int64()), n_values).to_numpy()
-        keys = codes if window_of is None else window_of * (n_values + 1) + codes
-        counts = np.bincount(keys, minlength=n_windows * (n_values + 1)).reshape(n_windows, n_values + 1)
+        # Code n_values stands for NULL; a pair is (window, code) in one integer.
+        codes = _as_numpy(pc.fill_null(encoded.indices.cast(pa.int64()), n_values), np.int64)[0]
+        pairs = codes if window_of is None else window_of * (n_values + 1) + codes
+        size = n_windows * (n_values + 1)
+        if size <= 4 * len(pairs) + 65_536:
+            dense = np.bincount(pairs, minlength=size)
+            present = np.flatnonzero(dense)
+            present_counts = dense[present]
+        else:  # many values in many windows: count the pairs seen, not every possible one
+            present, present_counts = np.unique(pairs, return_counts=True)
+        window_index, present_codes = np.divmod(present, n_values + 1)
+        bounds = np.searchsorted(window_index, np.arange(n_windows + 1))
         found = (
             pc.index_in(pa.array(list(spec.categories), dictionary.type), value_set=dictionary).to_pylist()
             if spec.categories and n_values
             else []
         )
         tracked_codes = {code: c for code, c in zip(found, spec.categories, strict=False) if code is not None}
-        untracked = np.ones(n_values, dtype=bool)
-        untracked[list(tracked_codes)] = False
+        tracked_array = np.array(sorted(tracked_codes), dtype=np.int64)
         for index, start in enumerate(starts):
-            row = counts[index]
-            values = row[:n_values]
+            window_codes = present_codes[bounds[index] : bounds[index + 1]]
+            window_counts = present_counts[bounds[index] : bounds[index + 1]]
+            if not len(window_codes):
+                continue
+            valued = window_codes < n_values
+            window_codes, nulls, window_counts = (
+                window_codes[valued],
+                int(window_counts[~valued].sum()),
+                window_counts[valued],
+            )
+            is_tracked = np.isin(window_codes, tracked_array)
             counted = _CategoricalCounts(
-                nulls=int(row[n_values]),
-                total=int(values.sum()),
-                distinct=int(np.count_nonzero(values)),
+                nulls=nulls, total=int(window_counts.sum()), distinct=len(window_codes)
             )
             counted.tracked = {
-                value: int(values[code]) for code, value in tracked_codes.items() if values[code]
+                tracked_codes[int(code)]: int(n)
+                for code, n in zip(window_codes[is_tracked], window_counts[is_tracked], strict=True)
             }
-            others = np.flatnonzero(untracked & (values > 0))
-            if keep <= 0:
-                chosen = []
-            elif len(others) > keep:
-                # The keep-th largest count; every value above it is kept, ties on it by value.
-                floor = np.partition(values[others], len(others) - keep)[len(others) - keep]
-                above = others[values[others] > floor]
-                tied = sorted(dictionary.take(pa.array(others[values[others] == floor])).to_pylist())
-                chosen = [(dictionary[int(code)].as_py(), int(values[code])) for code in above]
-                chosen += [(value, int(floor)) for value in tied[: keep - len(above)]]
-            else:
-                chosen = [(dictionary[int(code)].as_py(), int(values[code])) for code in others]
-            counted.top = sorted(chosen, key=lambda item: (-item[1], item[0]))
-            if counted.nulls or counted.total:
-                result[(start, spec.name)] = counted
+            counted.top = _most_frequent(
+                dictionary, window_codes[~is_tracked], window_counts[~is_tracked], keep
+            )
+            result[(start, spec.name)] = counted
     return result
+
+
+def _most_frequent(
+    dictionary: Any, codes: np.ndarray, counts: np.ndarray, keep: int
+) -> list[tuple[str, int]]:
+    """The ``keep`` values of ``codes`` (into ``dictionary``) with the largest counts, ties by value."""
+    import pyarrow as pa
+
+    if keep <= 0 or not len(codes):
+        return []
+    if len(codes) > keep:
+        # The keep-th largest count: every value above it is kept, those on it by value.
+        floor = np.partition(counts, len(counts) - keep)[len(counts) - keep]
+        above = counts > floor
+        tied = sorted(dictionary.take(pa.array(codes[counts == floor])).to_pylist())
+        chosen = list(
+            zip(dictionary.take(pa.array(codes[above])).to_pylist(), counts[above].tolist(), strict=True)
+        )
+        chosen += [(value, int(floor)) for value in tied[: keep - len(chosen)]]
+    else:
+        chosen = list(zip(dictionary.take(pa.array(codes)).to_pylist(), counts.tolist(), strict=True))
+    return sorted(chosen, key=lambda item: (-item[1], item[0]))
 
 
 def _rolled_counts(

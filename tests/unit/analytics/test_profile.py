@@ -802,3 +802,25 @@ def test_a_spec_that_lists_no_unseen_value_still_counts_them() -> None:
         c, d = counted["c"], counted["d"]
         assert (c.nulls, c.other_count, c.distinct, c.unseen, c.category_counts) == (1, 3, 3, (), (1,))
         assert (d.nulls, d.other_count, d.distinct, d.unseen, d.category_counts) == (0, 5, 3, (), (0,))
+
+
+def test_many_values_in_many_windows_are_counted_from_the_table_as_the_scan_counts_them() -> None:
+    """Thousands of values over thousands of hourly windows: the table's counts take the pairs seen
+    (not a windows x values grid, which would not fit), and equal the query's."""
+    rng = np.random.default_rng(7)
+    n = 6_000
+    seconds = rng.integers(0, 200 * 86_400, n)
+    table = pa.table(
+        {
+            "c": pa.array([f"v{v}" for v in rng.integers(0, 3_000, n)], mask=rng.random(n) < 0.05),
+            "ts": pa.array(seconds * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        }
+    )
+    spec = ProfileSpec(
+        columns=(ColumnSpec("c", "categorical", "VARCHAR", categories=("v1", "v2")),), max_unseen=2
+    )
+    relation = duckdb.connect().from_arrow(table)
+    windowed = {"window": "hour", "timestamp_column": "ts"}
+    counted = profile(relation, spec, **windowed, table=table)
+    assert len(counted) > 3_000
+    assert counted == profile(relation, spec, **windowed)
