@@ -961,7 +961,7 @@ def _reference_categorical(
 
 @dataclass
 class _CategoricalCounts:
-    """Counts of one categorical column in one window, as read from the GROUPING SETS query."""
+    """Counts of one categorical column in one window, as the query or the Arrow table gives them."""
 
     nulls: int = 0
     total: int = 0
