@@ -9,107 +9,42 @@ nothing; a storage outage spills the error rows and replays them once.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from analytics.store import ParquetStore
-from jobs import registry
-from jobs.contracts import INFERENCE_LOGS, REQUEST_ERRORS, TRAINING_DATA
-from jobs.db import make_engine, make_session_factory
-from jobs.db.migrate import upgrade
-from jobs.demo_data import CREDIT_DEFAULT, training_table
-from jobs.gateway.launch import start_gateway
-from jobs.gateway.routing import canary_weight_tag, request_bucket
-from jobs.training import train_model
-from tests.integration.jobs.faulty_models import FAIL_AGE, NAN_AGE, register_failing_version
-from tests.integration.jobs.test_gateway_server import (
-    ENGINEER,
+from jobs.contracts import INFERENCE_LOGS, REQUEST_ERRORS
+from jobs.gateway.routing import request_bucket
+from tests.integration.jobs.faulty_models import FAIL_AGE, NAN_AGE
+from tests.integration.jobs.gateway_support import (
     FEATURES,
+    MODEL,
+    PROJECT,
     Gateway,
     TcpRelay,
-    gateway_environ,
+    failing_workspace,
     metric_sum,
+    one_worker_gateway,
     parse_metrics,
+    relay_to,
     wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("gateway-errors")]
 
-ROOT = Path(__file__).resolve().parents[3]
-PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
-NAME = f"{PROJECT}.{MODEL}"
 CANARY_WEIGHT = 5000
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> Iterator[dict[str, Any]]:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    root = tmp_path_factory.mktemp("gateway-errors")
-    config = seaweedfs.store_config(f"gateway-errors-{os.getpid()}-{int(time.time() * 1000)}")
-    store = ParquetStore(config)
-    store.write_partition(
-        TRAINING_DATA, {"project": PROJECT, "model": MODEL}, training_table(CREDIT_DEFAULT, seed=5, rows=600)
-    )
-    tracking = f"sqlite:///{root / 'mlflow.db'}"
-    studio = f"sqlite:///{root / 'studio.db'}"
-    upgrade(studio)
-    engine = make_engine(studio)
-    stable = train_model(
-        ENGINEER,
-        project=PROJECT,
-        model=MODEL,
-        store=store,
-        tracking_uri=tracking,
-        session_factory=make_session_factory(engine),
-        config={"estimator": "linear", "max_iter": 100},
-    ).version
-    engine.dispose()
-    failing = register_failing_version(tracking, PROJECT, MODEL, stable)
-    registry.set_alias(NAME, "prod", stable, tracking_uri=tracking)
-    registry.set_alias(NAME, "prod-canary", failing, tracking_uri=tracking)
-    registry.client(tracking).set_registered_model_tag(NAME, canary_weight_tag("prod"), str(CANARY_WEIGHT))
-    yield {"root": root, "store": store, "config": config, "tracking": tracking, "stable": stable,
-           "failing": failing}  # fmt: skip
-    store.close()
+    yield from failing_workspace(tmp_path_factory, seaweedfs, "gateway-errors", CANARY_WEIGHT)
 
 
 @pytest.fixture(scope="module")
 def relay(seaweedfs) -> Iterator[TcpRelay]:
-    relay = TcpRelay(int(seaweedfs.endpoint_url.rsplit(":", 1)[1]))
-    relay.up()
-    yield relay
-    relay.close()
-
-
-def one_worker_gateway(
-    workspace: dict[str, Any],
-    relay: TcpRelay,
-    seaweedfs: Any,
-    *,
-    environment: str = "prod",
-    options: Sequence[str] = (),
-) -> Iterator[Gateway]:
-    """A one-worker gateway of ``environment`` on the workspace, stopped when the generator closes."""
-    root: Path = workspace["root"]
-    server = start_gateway(
-        environment=environment,
-        state_dir=root / f"state-{environment}",
-        log_path=root / f"gateway-{environment}.log",
-        environ=gateway_environ(workspace, relay, seaweedfs),
-        cwd=ROOT,
-        workers=1,
-        preload=[f"{PROJECT}/{MODEL}"],
-        options=["--refresh-interval", "1", "--flush-interval", "0.5", *options],
-    )
-    try:
-        yield Gateway(server)
-    finally:
-        server.stop(timeout_s=60)
+    yield from relay_to(seaweedfs)
 
 
 @pytest.fixture(scope="module")

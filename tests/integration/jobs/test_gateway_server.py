@@ -9,18 +9,13 @@ it back, without stopping the session's SeaweedFS that other tests use.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
 import re
 import signal
-import socket
-import struct
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,170 +27,32 @@ from jobs import registry
 from jobs.contracts import INFERENCE_LOGS, LABELS, TRAINING_DATA
 from jobs.db import make_engine, make_session_factory
 from jobs.db.migrate import upgrade
-from jobs.demo_data import CREDIT_DEFAULT, credit_default_record, training_table
-from jobs.gateway.launch import GatewayProcess, start_gateway
+from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.gateway.launch import start_gateway
 from jobs.gateway.logbuffer import read_spill_file, spill_files
 from jobs.gateway.routing import canary_weight_tag, request_bucket
-from jobs.permissions import Actor, Role
 from jobs.training import train_model
+from tests.integration.jobs.gateway_support import (
+    ENGINEER,
+    FEATURES,
+    MODEL,
+    NAME,
+    PROJECT,
+    ROOT,
+    Gateway,
+    TcpRelay,
+    gateway_environ,
+    metric_sum,
+    parse_metrics,
+    relay_to,
+    wait_for,
+)
 
 # One xdist worker runs the whole module, in file order: the tests share one server process,
 # and the last one stops it.
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("gateway-server")]
 
-ROOT = Path(__file__).resolve().parents[3]
-PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
-NAME = f"{PROJECT}.{MODEL}"
 CANARY_WEIGHT = 2000
-ENGINEER = Actor(user_id=1, username="maya", roles={PROJECT: frozenset({Role.ML_ENGINEER})})
-FEATURES = credit_default_record()
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close with a TCP reset, as a crashed server's kernel would answer."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-class TcpRelay:
-    """A loopback TCP relay to one upstream port that can be switched off and on."""
-
-    # The listening port stays bound during an outage (connections are reset instead): a port
-    # given back could be taken by another process on the machine, which the gateway would then
-    # reach instead of a dead store.
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self.port = self._listener.getsockname()[1]
-        self._serving = False
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def up(self) -> None:
-        self._serving = True
-
-    def down(self) -> None:
-        self._serving = False
-        with self._lock:
-            doomed, self._sockets = self._sockets, set()
-        for sock in doomed:
-            _reset(sock)
-
-    def close(self) -> None:
-        self.down()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            if not self._serving:
-                _reset(client)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
-class Gateway:
-    """A running ``python -m jobs serve`` process (started by ``jobs.gateway.launch``) and an HTTP client."""
-
-    def __init__(self, server: GatewayProcess) -> None:
-        self.server = server
-        self.process = server.process
-        self.port = server.port
-        self.log_path = server.log_path
-
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            connection.request(method, path, body=payload, headers=headers)
-            response = connection.getresponse()
-            data = response.read()
-        finally:
-            connection.close()
-        kind = response.getheader("Content-Type", "")
-        return response.status, (json.loads(data) if kind.startswith("application/json") else data.decode())
-
-    def predict(self, body: Any = None, raw: bytes | None = None, model: str = MODEL) -> tuple[int, Any]:
-        return self.request("POST", f"/v1/models/{model}/predict?project={PROJECT}", body, raw)
-
-    def log_tail(self) -> str:
-        return self.server.log_tail()
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout_s: float, what: str, gateway: Gateway | None = None
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.2)
-    tail = f"\nserver log:\n{gateway.log_tail()}" if gateway else ""
-    raise AssertionError(f"{what}: not within {timeout_s} s{tail}")
-
-
-SAMPLE = re.compile(
-    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$'
-)
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Samples of a Prometheus text exposition; asserts every line is well formed."""
-    samples = {}
-    declared = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            declared.add(line.split(" ")[2])
-            continue
-        if not line or line.startswith("# HELP "):
-            continue
-        match = SAMPLE.match(line)
-        assert match, f"malformed metrics line {line!r}"
-        assert re.sub(r"_(bucket|sum|count)$", "", match.group(1)) in declared or match.group(1) in declared
-        samples[line.rsplit(" ", 1)[0]] = float(match.group(3))
-    return samples
-
-
-def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
-    wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    return sum(
-        value
-        for key, value in samples.items()
-        if (key == name or key.startswith(name + "{")) and all(w in key for w in wanted)
-    )
 
 
 @pytest.fixture(scope="module")
@@ -234,29 +91,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def relay(seaweedfs) -> Iterator[TcpRelay]:
-    upstream = int(seaweedfs.endpoint_url.rsplit(":", 1)[1])
-    relay = TcpRelay(upstream)
-    relay.up()
-    yield relay
-    relay.close()
-
-
-def gateway_environ(workspace: dict[str, Any], relay: TcpRelay, seaweedfs: Any) -> dict[str, str]:
-    """Environment of a test gateway: the workspace's store reached through ``relay``, its MLflow."""
-    root: Path = workspace["root"]
-    return {
-        **os.environ,
-        "MMS_ENV": "test",
-        "MMS_VAR_DIR": str(root / "var"),
-        "MMS_DATA_URI": workspace["config"].data_uri,
-        "MMS_S3_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
-        "MMS_S3_REGION": seaweedfs.region,
-        "MMS_S3_ACCESS_KEY_ID": seaweedfs.access_key,
-        "MMS_S3_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-        "MMS_MLFLOW_TRACKING_URI": workspace["tracking"],
-        "MMS_GATEWAY_RETRY_INTERVAL_S": "0.5",
-        "PYTHONPATH": str(ROOT),
-    }
+    yield from relay_to(seaweedfs)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -22,26 +21,38 @@ import pytest
 from jobs import registry
 from jobs.contracts import INFERENCE_LOGS, REQUEST_ERRORS
 from tests.integration.jobs import faulty_models
-from tests.integration.jobs import test_gateway_errors as errors_suite
-from tests.integration.jobs.test_gateway_server import (
+from tests.integration.jobs.gateway_support import (
     FEATURES,
+    MODEL,
+    NAME,
+    PROJECT,
     Gateway,
+    TcpRelay,
+    failing_workspace,
     metric_sum,
+    one_worker_gateway,
     parse_metrics,
+    relay_to,
     wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("gateway-timeout")]
 
-ROOT = Path(__file__).resolve().parents[3]
 ENVIRONMENT = "slow"
 SLOW_AGE = 79
 SLOW_SECONDS = 4.0
 SCORE_TIMEOUT_S = 0.5
 
-# The trained model, its store and MLflow (module-scoped, fresh for this module), and the relay.
-workspace = errors_suite.workspace
-relay = errors_suite.relay
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> Iterator[dict[str, Any]]:
+    # A trained model and its failing copy, in a store and MLflow of this module's own.
+    yield from failing_workspace(tmp_path_factory, seaweedfs, "gateway-timeout", 5000)
+
+
+@pytest.fixture(scope="module")
+def relay(seaweedfs) -> Iterator[TcpRelay]:
+    yield from relay_to(seaweedfs)
 
 
 class SlowOnSentinel(faulty_models.FailingOnSentinels):
@@ -62,25 +73,23 @@ def slow_version(workspace: dict[str, Any]) -> str:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(faulty_models, "FailingOnSentinels", SlowOnSentinel)
         version = faulty_models.register_failing_version(
-            workspace["tracking"], errors_suite.PROJECT, errors_suite.MODEL, workspace["stable"]
+            workspace["tracking"], PROJECT, MODEL, workspace["stable"]
         )
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    registry.set_alias(errors_suite.NAME, ENVIRONMENT, version, tracking_uri=workspace["tracking"])
+    registry.set_alias(NAME, ENVIRONMENT, version, tracking_uri=workspace["tracking"])
     return version
 
 
 @pytest.fixture(scope="module")
 def gateway(workspace: dict[str, Any], relay, seaweedfs, slow_version: str) -> Iterator[Gateway]:
     options = ["--score-timeout", str(SCORE_TIMEOUT_S)]
-    yield from errors_suite.one_worker_gateway(
-        workspace, relay, seaweedfs, environment=ENVIRONMENT, options=options
-    )
+    yield from one_worker_gateway(workspace, relay, seaweedfs, environment=ENVIRONMENT, options=options)
 
 
 def stored(workspace: dict[str, Any], dataset: str, prefix: str) -> dict[str, dict[str, Any]]:
     table = workspace["store"].read(
         dataset,
-        filters={"project": errors_suite.PROJECT, "model": errors_suite.MODEL, "environment": ENVIRONMENT},
+        filters={"project": PROJECT, "model": MODEL, "environment": ENVIRONMENT},
     )
     return {row["request_id"]: row for row in table.to_pylist() if row["request_id"].startswith(prefix)}
 

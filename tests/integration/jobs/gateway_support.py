@@ -1,0 +1,276 @@
+"""What the tests of a real gateway process share: its HTTP client, a switchable TCP relay to the
+store, its environment and workspaces (`test_gateway_server`, `test_gateway_errors`,
+`test_gateway_timeout`).
+
+Plain functions and generators: each test module declares its own module-scoped fixtures with them,
+so no test module imports another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analytics.store import ParquetStore
+from jobs import registry
+from jobs.contracts import TRAINING_DATA
+from jobs.db import make_engine, make_session_factory
+from jobs.db.migrate import upgrade
+from jobs.demo_data import CREDIT_DEFAULT, credit_default_record, training_table
+from jobs.gateway.launch import GatewayProcess, start_gateway
+from jobs.gateway.routing import canary_weight_tag
+from jobs.permissions import Actor, Role
+from jobs.training import train_model
+from tests.integration.jobs.faulty_models import register_failing_version
+
+ROOT = Path(__file__).resolve().parents[3]
+PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
+NAME = f"{PROJECT}.{MODEL}"
+ENGINEER = Actor(user_id=1, username="maya", roles={PROJECT: frozenset({Role.ML_ENGINEER})})
+FEATURES = credit_default_record()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a crashed server's kernel would answer."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class TcpRelay:
+    """A loopback TCP relay to one upstream port that can be switched off and on."""
+
+    # The listening port stays bound during an outage (connections are reset instead): a port
+    # given back could be taken by another process on the machine, which the gateway would then
+    # reach instead of a dead store.
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self.port = self._listener.getsockname()[1]
+        self._serving = False
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def up(self) -> None:
+        self._serving = True
+
+    def down(self) -> None:
+        self._serving = False
+        with self._lock:
+            doomed, self._sockets = self._sockets, set()
+        for sock in doomed:
+            _reset(sock)
+
+    def close(self) -> None:
+        self.down()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            if not self._serving:
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class Gateway:
+    """A running ``python -m jobs serve`` process (started by ``jobs.gateway.launch``) and an HTTP client."""
+
+    def __init__(self, server: GatewayProcess) -> None:
+        self.server = server
+        self.process = server.process
+        self.port = server.port
+        self.log_path = server.log_path
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        finally:
+            connection.close()
+        kind = response.getheader("Content-Type", "")
+        return response.status, (json.loads(data) if kind.startswith("application/json") else data.decode())
+
+    def predict(self, body: Any = None, raw: bytes | None = None, model: str = MODEL) -> tuple[int, Any]:
+        return self.request("POST", f"/v1/models/{model}/predict?project={PROJECT}", body, raw)
+
+    def log_tail(self) -> str:
+        return self.server.log_tail()
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float, what: str, gateway: Gateway | None = None
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    tail = f"\nserver log:\n{gateway.log_tail()}" if gateway else ""
+    raise AssertionError(f"{what}: not within {timeout_s} s{tail}")
+
+
+SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (\S+)$'
+)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Samples of a Prometheus text exposition; asserts every line is well formed."""
+    samples = {}
+    declared = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            declared.add(line.split(" ")[2])
+            continue
+        if not line or line.startswith("# HELP "):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"malformed metrics line {line!r}"
+        assert re.sub(r"_(bucket|sum|count)$", "", match.group(1)) in declared or match.group(1) in declared
+        samples[line.rsplit(" ", 1)[0]] = float(match.group(3))
+    return samples
+
+
+def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        value
+        for key, value in samples.items()
+        if (key == name or key.startswith(name + "{")) and all(w in key for w in wanted)
+    )
+
+
+def gateway_environ(workspace: dict[str, Any], relay: TcpRelay, seaweedfs: Any) -> dict[str, str]:
+    """Environment of a test gateway: the workspace's store reached through ``relay``, its MLflow."""
+    root: Path = workspace["root"]
+    return {
+        **os.environ,
+        "MMS_ENV": "test",
+        "MMS_VAR_DIR": str(root / "var"),
+        "MMS_DATA_URI": workspace["config"].data_uri,
+        "MMS_S3_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}",
+        "MMS_S3_REGION": seaweedfs.region,
+        "MMS_S3_ACCESS_KEY_ID": seaweedfs.access_key,
+        "MMS_S3_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+        "MMS_MLFLOW_TRACKING_URI": workspace["tracking"],
+        "MMS_GATEWAY_RETRY_INTERVAL_S": "0.5",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def relay_to(seaweedfs: Any) -> Iterator[TcpRelay]:
+    """A relay to SeaweedFS's S3 port, switched on; closed when the generator closes."""
+    relay = TcpRelay(int(seaweedfs.endpoint_url.rsplit(":", 1)[1]))
+    relay.up()
+    yield relay
+    relay.close()
+
+
+def failing_workspace(
+    tmp_path_factory: pytest.TempPathFactory, seaweedfs: Any, name: str, canary_weight: int
+) -> Iterator[dict[str, Any]]:
+    """A trained stable version as ``prod`` and a failing copy of it (``faulty_models``) as its
+    canary at ``canary_weight`` (of 10,000), in a fresh store and MLflow; closed with the generator."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    root = tmp_path_factory.mktemp(name)
+    config = seaweedfs.store_config(f"{name}-{os.getpid()}-{int(time.time() * 1000)}")
+    store = ParquetStore(config)
+    store.write_partition(
+        TRAINING_DATA, {"project": PROJECT, "model": MODEL}, training_table(CREDIT_DEFAULT, seed=5, rows=600)
+    )
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    studio = f"sqlite:///{root / 'studio.db'}"
+    upgrade(studio)
+    engine = make_engine(studio)
+    stable = train_model(
+        ENGINEER,
+        project=PROJECT,
+        model=MODEL,
+        store=store,
+        tracking_uri=tracking,
+        session_factory=make_session_factory(engine),
+        config={"estimator": "linear", "max_iter": 100},
+    ).version
+    engine.dispose()
+    failing = register_failing_version(tracking, PROJECT, MODEL, stable)
+    registry.set_alias(NAME, "prod", stable, tracking_uri=tracking)
+    registry.set_alias(NAME, "prod-canary", failing, tracking_uri=tracking)
+    registry.client(tracking).set_registered_model_tag(NAME, canary_weight_tag("prod"), str(canary_weight))
+    yield {"root": root, "store": store, "config": config, "tracking": tracking, "stable": stable,
+           "failing": failing}  # fmt: skip
+    store.close()
+
+
+def one_worker_gateway(
+    workspace: dict[str, Any],
+    relay: TcpRelay,
+    seaweedfs: Any,
+    *,
+    environment: str = "prod",
+    options: Sequence[str] = (),
+) -> Iterator[Gateway]:
+    """A one-worker gateway of ``environment`` on the workspace, stopped when the generator closes."""
+    root: Path = workspace["root"]
+    server = start_gateway(
+        environment=environment,
+        state_dir=root / f"state-{environment}",
+        log_path=root / f"gateway-{environment}.log",
+        environ=gateway_environ(workspace, relay, seaweedfs),
+        cwd=ROOT,
+        workers=1,
+        preload=[f"{PROJECT}/{MODEL}"],
+        options=["--refresh-interval", "1", "--flush-interval", "0.5", *options],
+    )
+    try:
+        yield Gateway(server)
+    finally:
+        server.stop(timeout_s=60)
