@@ -66,6 +66,7 @@ from jobs._monitor_segments import (
     SegmentPartials,
     SliceKey,
     StackedBatch,
+    WholePartials,
     batch_partials,
     batch_profiles,
     stack_batch,
@@ -868,9 +869,9 @@ class _TargetRun:
 
         The side thread stacks each version's rows slice by slice (``jobs._monitor_segments``
         ``stack_batch``) and profiles them (``batch_profiles``: the slices' and the whole traffic's
-        window profiles from one numeric scan), on its own DuckDB cursor, while this thread chooses
+        window profiles from one numeric scan), on its own DuckDB cursor, while this thread joins
         the labels and computes the latency and performance partials of the same stacked rows
-        (``batch_partials``). DuckDB, NumPy and the kernels release the GIL, and the two threads
+        (``batch_partials``; see :meth:`_compute_version` for how one label per request is kept). DuckDB, NumPy and the kernels release the GIL, and the two threads
         share nothing but read-only Arrow tables.
         """
         logs = pa.concat_tables([d.logs for d in days], promote_options="permissive")
@@ -891,11 +892,10 @@ class _TargetRun:
         }
         try:
             cursor = self.store.cursor()
-            # One label per request, chosen once: the whole traffic's and the slices' partials join it.
-            label_relation = cursor.from_arrow(latest_labels(cursor.from_arrow(labels)))
+            labels_chosen = _LabelChoice(cursor, labels)
             computed = {
                 v: self._compute_version(
-                    v, cursor.from_arrow(by_version[v]), stacks[v], profiles[v], label_relation
+                    v, cursor.from_arrow(by_version[v]), stacks[v], profiles[v], labels_chosen
                 )
                 for v in versions
             }
@@ -932,18 +932,28 @@ class _TargetRun:
         relation: duckdb.DuckDBPyRelation,
         stacked: Future[StackedBatch],
         profiles: Future[tuple[dict[SliceKey, Profile], dict[datetime, Profile]]],
-        labels: duckdb.DuckDBPyRelation,
+        labels: _LabelChoice,
     ) -> _VersionBatch:
-        """One version's aggregates of a batch: its and its slices' partials, with their profiles."""
+        """One version's aggregates of a batch: its and its slices' partials, with their profiles.
+
+        The labels are joined as read first: a request's label is usually sent once. If the join
+        gave some row twice (a request labelled again, say a corrected label), the partials are
+        computed again with one label per request, the latest (``latest_labels``), as every metric
+        chooses it; checking that costs a sum, choosing up front a hash of every request id.
+        """
         reference = self._reference(version)
         counts = _window_counts(relation, self.unit)
         task = reference.task or _task_from_logs(relation)
         task = task if task == "classification" else "regression"
-        segments, whole = batch_partials(
-            self.store.cursor(), stacked.result(), labels, (task,), self.unit, labels_unique=True
-        )
-        segments.profiles, windows = profiles.result()
+        con, rows = self.store.cursor(), stacked.result()
+        segments, whole = batch_partials(con, rows, labels.as_read, (task,), self.unit, labels_unique=True)
         assert whole is not None  # stack_batch kept the rest
+        if not _joined_once(whole, task):
+            segments, whole = batch_partials(
+                con, rows, labels.latest(), (task,), self.unit, labels_unique=True
+            )
+            assert whole is not None
+        segments.profiles, windows = profiles.result()
         latency = latency_from_partials([whole.latency], self.unit)
         if task == "classification":
             # Binned ROC AUC, as a scaled-out merge computes it (docs/SCALE_OUT.md, "What is exact").
@@ -1103,6 +1113,45 @@ class _TargetRun:
         )
 
 
+class _LabelChoice:
+    """A batch's labels as read, and one per request (the latest) when a join needs them."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, labels: pa.Table) -> None:
+        self._cursor = cursor
+        self._labels = labels
+        self.as_read = cursor.from_arrow(labels)
+        self._latest: duckdb.DuckDBPyRelation | None = None
+
+    def latest(self) -> duckdb.DuckDBPyRelation:
+        """One label per request, chosen once per batch."""
+        if self._latest is None:
+            self._latest = self._cursor.from_arrow(latest_labels(self._cursor.from_arrow(self._labels)))
+        return self._latest
+
+
+def _timed_rows(table: pa.Table, where: pa.ChunkedArray) -> int:
+    """Sum of ``n`` over the rows of a partial that ``where`` selects and that have a window."""
+    selected = pc.and_(where, pc.is_valid(table.column("window_start")))
+    return int(pc.sum(pc.filter(table.column("n"), selected)).as_py() or 0)
+
+
+def _joined_once(whole: WholePartials, task: str) -> bool:
+    """Whether the label join of a batch's partials kept every row once (no request with two labels).
+
+    A left join keeps every row of the logs, once per matching label: the performance partial then
+    counts as many rows with a window as the latency partial of the same rows, exactly when no row
+    matched two labels.
+    """
+    latency = whole.latency
+    rows = _timed_rows(latency, pc.is_null(latency.column("bin")))
+    performance = whole.performance[task]
+    if task == "classification":
+        joined = _timed_rows(performance, pc.equal(performance.column("kind"), "window"))
+    else:
+        joined = _timed_rows(performance, pc.is_valid(performance.column("n")))
+    return joined == rows
+
+
 def _name(stored: StoredFile) -> str:
     return stored.path.rsplit("/", 1)[-1]
 
@@ -1135,9 +1184,10 @@ def _window_counts(relation: duckdb.DuckDBPyRelation, unit: str) -> dict[datetim
     """Rows and latest request time per window (UTC, timezone-aware)."""
     # The windows by epoch arithmetic, as the profiles and partials cut them: date_trunc over a
     # TIMESTAMP WITH TIME ZONE converts each row through the calendar (about 0.2 µs a row).
-    with_time_zone = dict(zip(relation.columns, map(str, relation.types), strict=True)).get(
-        "timestamp", ""
-    ).upper() == "TIMESTAMP WITH TIME ZONE"
+    with_time_zone = (
+        dict(zip(relation.columns, map(str, relation.types), strict=True)).get("timestamp", "").upper()
+        == "TIMESTAMP WITH TIME ZONE"
+    )
     window = window_start_sql('"timestamp"', unit, with_time_zone=with_time_zone)
     sql = (
         f'SELECT * FROM (SELECT {window} AS w, count(*), max("timestamp") '

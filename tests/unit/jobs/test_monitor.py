@@ -388,12 +388,15 @@ def test_incremental_runs_compute_new_days_and_days_whose_labels_arrived(
     assert coverage[(PROD, day(3))] > 0.5
 
 
+@pytest.mark.parametrize(
+    ("project", "model"), [("credit-risk", "credit-default"), ("demand-forecast", "demand")]
+)
 def test_a_corrected_label_counts_instead_of_the_first_one(
-    demo12, workspace: ParquetStore, tmp_path: Path
+    demo12, workspace: ParquetStore, tmp_path: Path, project: str, model: str
 ) -> None:
     """Labels sent again for some requests (a later ``label_timestamp``): the latest one counts, as if
-    the day's file held only the corrected labels."""
-    partition = {"project": "credit-risk", "model": "credit-default", "environment": PROD}
+    the day's file held only the corrected labels (a classification and a regression model)."""
+    partition = {"project": project, "model": model, "environment": PROD}
     partition["date"] = day(10).isoformat()
     (stored,) = workspace.list_files(LABELS, filters=partition)
     labels = pq.read_table(stored.path).select(["request_id", "label", "label_timestamp"])
@@ -408,7 +411,7 @@ def test_a_corrected_label_counts_instead_of_the_first_one(
     only_corrected = pa.concat_tables([corrected, labels.slice(40)]).cast(labels.schema)
     expected_store.write_partition(LABELS, partition, only_corrected, replace_partition=True)
     uncorrected_store = copy_workspace(demo12[0], tmp_path / "uncorrected")
-    request = MonitorRequest(model="credit-default", environment=PROD, since=day(10), until=day(10))
+    request = MonitorRequest(model=model, environment=PROD, since=day(10), until=day(10))
     for store in (workspace, expected_store, uncorrected_store):
         assert run_monitor(store, request, now=NOW).ok
     rows = metric_rows(workspace, date=day(10).isoformat())
