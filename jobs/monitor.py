@@ -871,8 +871,9 @@ class _TargetRun:
         ``stack_batch``) and profiles them (``batch_profiles``: the slices' and the whole traffic's
         window profiles from one numeric scan), on its own DuckDB cursor, while this thread joins
         the labels and computes the latency and performance partials of the same stacked rows
-        (``batch_partials``; see :meth:`_compute_version` for how one label per request is kept). DuckDB, NumPy and the kernels release the GIL, and the two threads
-        share nothing but read-only Arrow tables.
+        (``batch_partials``; :meth:`_compute_version` says how one label per request is kept).
+        DuckDB, NumPy and the kernels release the GIL, and the two threads share nothing but
+        read-only Arrow tables.
         """
         logs = pa.concat_tables([d.logs for d in days], promote_options="permissive")
         labels = pa.concat_tables([d.labels for d in days])
