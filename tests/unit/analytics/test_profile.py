@@ -824,3 +824,44 @@ def test_many_values_in_many_windows_are_counted_from_the_table_as_the_scan_coun
     counted = profile(relation, spec, **windowed, table=table)
     assert len(counted) > 3_000
     assert counted == profile(relation, spec, **windowed)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(st.one_of(st.none(), TEXT_VALUES), st.integers(0, 2), st.integers(0, 1)), max_size=80
+    ),
+    tracked=st.lists(TEXT_VALUES, unique=True, max_size=2),
+    max_unseen=st.integers(0, 3),
+    from_table=st.booleans(),
+)
+def test_rolled_up_text_counts_equal_the_profile_of_the_rows(
+    rows: list[tuple[str | None, int, int]], tracked: list[str], max_unseen: int, from_table: bool
+) -> None:
+    """Rows split between two blocks (the second moved 3 days on) and rolled up: the categorical
+    counts of each rolled-up day equal a profile of the rows themselves, whether they add up or
+    are counted again (values cut by ``max_unseen``), from the table or from the query."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    micros = [int((start + timedelta(days=d, hours=1)).timestamp() * 1_000_000) for _v, d, _b in rows]
+    moved = [m + b * 3 * 86_400_000_000 for m, (_v, _d, b) in zip(micros, rows, strict=True)]
+    stamp = pa.timestamp("us", tz="UTC")
+    original = pa.table(
+        {"ts": pa.array(micros, pa.int64()).cast(stamp), "c": pa.array([r[0] for r in rows], pa.string())}
+    )
+    stacked = original.set_column(0, "ts", pa.array(moved, pa.int64()).cast(stamp))
+    spec = ProfileSpec(
+        columns=(ColumnSpec("c", "categorical", "VARCHAR", categories=tuple(tracked)),), max_unseen=max_unseen
+    )
+    naive = start.replace(tzinfo=None)
+
+    def rollup(window: datetime) -> datetime | None:
+        days = (window.replace(tzinfo=None) - naive).days
+        return window - timedelta(days=3 * (days // 3))
+
+    con = duckdb.connect()
+    table = {"table": stacked} if from_table else {}
+    _windows, rolled = profile_rollup(
+        con.from_arrow(stacked), spec, "day", "ts", rollup, con.from_arrow(original), **table
+    )
+    expected = profile(con.from_arrow(original), spec, window="day", timestamp_column="ts")
+    assert rolled == expected
