@@ -525,16 +525,10 @@ class MetricsReader:
 
     def _load_sources(self, entries: Sequence[_Entry]) -> list[dict[date, tuple[int, int]]]:
         """The manifest of each compacted file: copied day -> (size, mtime_ns) of its daily file."""
-        manifests = []
-        for entry, table in zip(entries, self._load(entries, whole=True), strict=True):
-            raw = (table.schema.metadata or {}).get(COMPACTED_SOURCES_KEY)
-            try:
-                parsed = json.loads(raw) if raw else {}
-                manifest = {date.fromisoformat(day): (int(s), int(m)) for day, (s, m) in parsed.items()}
-            except (ValueError, TypeError) as error:
-                raise StoreError(f"{entry.path}: unreadable list of compacted files: {error}") from error
-            manifests.append(manifest)
-        return manifests
+        return [
+            _manifest(entry, table)
+            for entry, table in zip(entries, self._load(entries, whole=True), strict=True)
+        ]
 
     def dates(self, project: str, model: str, environment: str) -> list[date]:
         """Days with metrics of a model in an environment, oldest first."""
@@ -781,6 +775,52 @@ _EMPTY_METRICS = pa.schema(
 ).empty_table()
 
 
+def _manifest(entry: _Entry, table: pa.Table) -> dict[date, tuple[int, int]]:
+    """A compacted file's manifest: copied day -> (size, mtime_ns) of its daily file when copied.
+
+    Raises:
+        StoreError: if the manifest cannot be read.
+    """
+    raw = (table.schema.metadata or {}).get(COMPACTED_SOURCES_KEY)
+    try:
+        parsed = json.loads(raw) if raw else {}
+        return {date.fromisoformat(day): (int(s), int(m)) for day, (s, m) in parsed.items()}
+    except (ValueError, TypeError) as error:
+        raise StoreError(f"{entry.path}: unreadable list of compacted files: {error}") from error
+
+
+def _still_compacted(
+    reader: MetricsReader, partition: Mapping[str, str], month: str, unit_file: str, entries: Sequence[_Entry]
+) -> dict[date, pa.Table]:
+    """The rows (with their day column) of the days whose daily file the month's compacted file
+    copied as it is now (same size and modification time), read from that one file.
+
+    Empty when there is no compacted file of the month or it cannot be read: the days are then all
+    read from their daily files.
+    """
+    base = reader._fs_path(reader.store.partition_uri(COMPACTED_DATASET, {**partition, "month": month}))
+    info = reader.store.filesystem().get_file_info(f"{base}/{unit_file}")
+    first = _parse_day(f"{month}-01")
+    if info.type != pafs.FileType.File or first is None:
+        return {}
+    entry = _Entry(info.path, int(info.size or 0), int(info.mtime_ns or 0), first, unit_file)
+    try:
+        (table,) = reader._load([entry], whole=True)
+        manifest = _manifest(entry, table)
+    except StoreError:
+        return {}  # a damaged compacted file is rewritten from the daily files
+    if COMPACTED_DAY_COLUMN not in table.column_names:
+        return {}
+    current = {e.day: (e.size, e.mtime_ns) for e in entries}
+    column = table[COMPACTED_DAY_COLUMN]
+    table = table.replace_schema_metadata(None)
+    return {
+        day: table.filter(pc.equal(column, day.isoformat()))
+        for day, stamp in sorted(manifest.items())
+        if current.get(day) == stamp
+    }
+
+
 def _days_of(table: pa.Table, days: Sequence[date]) -> pa.Table:
     """The rows of a compacted file that were copied from ``days``, without the day column."""
     if COMPACTED_DAY_COLUMN not in table.column_names:
@@ -866,11 +906,19 @@ def compact_metrics(
     written = []
     for month in wanted:
         entries = by_month[month]
+        # Days unchanged since the month was last compacted come from that one file: the job
+        # compacts after every run, and reading back a month of daily files (one open each, a
+        # request each on S3) cost more than the day it added.
+        kept = _still_compacted(reader, partition, month, unit_file, entries)
+        fresh = [entry for entry in entries if entry.day not in kept]
+        loaded = dict(zip(fresh, reader._load(fresh), strict=True))
         tables = [
-            table.append_column(
-                COMPACTED_DAY_COLUMN, pa.array([entry.day.isoformat()] * table.num_rows, pa.string())
+            kept[entry.day]
+            if entry.day in kept
+            else loaded[entry].append_column(
+                COMPACTED_DAY_COLUMN, pa.array([entry.day.isoformat()] * loaded[entry].num_rows, pa.string())
             )
-            for entry, table in zip(entries, reader._load(entries), strict=True)
+            for entry in entries
         ]
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
         sources = {entry.day.isoformat(): [entry.size, entry.mtime_ns] for entry in entries}

@@ -6,9 +6,11 @@ Each store test runs on a local folder and on SeaweedFS S3 (``store_config``).
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from analytics import metrics
@@ -252,3 +254,63 @@ def test_a_consistent_listing_block_lists_once_and_the_next_block_sees_new_files
         assert metrics.drift_matrix(reader, "p", "m", "prod", DAYS[0], DAYS[-1]).drifted == {
             (column, _utc(DAYS[-1])) for column in ("a", "b")
         }
+
+
+def _compacted(store: ParquetStore) -> dict[str, tuple[pa.Table, bytes]]:
+    """Month -> (the monthly file's rows, columns sorted by name; its manifest)."""
+    found = {}
+    for month in ("2024-01", "2024-02"):
+        table = store.read(metrics.COMPACTED_DATASET, filters={**PARTITION, "month": month})
+        uri = store.partition_uri(metrics.COMPACTED_DATASET, {**PARTITION, "month": month}) + "/day.parquet"
+        with store.filesystem().open_input_file(uri.removeprefix("s3://")) as handle:
+            manifest = pq.ParquetFile(handle).schema_arrow.metadata[metrics.COMPACTED_SOURCES_KEY]
+        found[month] = (table.select(sorted(table.column_names)), manifest)
+    return found
+
+
+def test_a_recompaction_keeps_unchanged_days_and_equals_a_compaction_from_scratch(
+    store: ParquetStore,
+) -> None:
+    """The job compacts after every run: unchanged days are taken from the monthly file, changed and
+    new ones read from their daily files, and the result is what compacting from scratch gives."""
+    for day in DAYS:
+        _write(store, day, _day_table(day, 0.05))
+    metrics.compact_metrics(store, "p", "m", "prod")
+    _write(store, DAYS[4], _day_table(DAYS[4], 0.5))  # rewritten
+    late = DAYS[-1] + timedelta(days=1)
+    _write(store, late, _day_table(late, 0.05))  # added
+    metrics.compact_metrics(store, "p", "m", "prod", months=["2024-02"])
+    again = _compacted(store)
+    for month in ("2024-01", "2024-02"):
+        store.delete_partition(metrics.COMPACTED_DATASET, {**PARTITION, "month": month})
+    metrics.compact_metrics(store, "p", "m", "prod")
+    scratch = _compacted(store)
+    assert again.keys() == scratch.keys()
+    for month, (table, manifest) in again.items():
+        assert table.equals(scratch[month][0]) and manifest == scratch[month][1], month
+    reader = MetricsReader(store)
+    query = MetricsQuery("p", "m", "prod", DAYS[0], late)
+    assert all(f.days for f in reader.metric_files(query))  # every day from a monthly file
+    assert reader.table(query).num_rows == 21
+
+
+def test_an_unchanged_day_is_not_read_again(store: ParquetStore, tmp_path) -> None:
+    """A daily file whose size and time are those the monthly file recorded is not read again: it
+    stays as it was copied even if its bytes were damaged in place (a local folder, where the time
+    can be set back)."""
+    if store.is_s3:
+        pytest.skip("the modification time of an S3 object cannot be set back")
+    for day in DAYS:
+        _write(store, day, _day_table(day, 0.05))
+    metrics.compact_metrics(store, "p", "m", "prod")
+    before = MetricsReader(store).table(_query())
+    path = _write(store, DAYS[5], _day_table(DAYS[5], 0.05))  # rewritten the same: new time, read again
+    metrics.compact_metrics(store, "p", "m", "prod")
+    stat = os.stat(path)
+    with open(path, "r+b") as handle:  # damaged in place, size and time kept
+        handle.write(b"\0" * 64)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    late = DAYS[-1] + timedelta(days=1)
+    _write(store, late, _day_table(late, 0.05))
+    metrics.compact_metrics(store, "p", "m", "prod")  # would fail reading the damaged day
+    assert MetricsReader(store).table(_query()).equals(before)
