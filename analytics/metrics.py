@@ -498,11 +498,9 @@ class MetricsReader:
                 continue
             month = parts[0].removeprefix("month=")
             if month in months and parts[0].startswith("month="):
-                first = _parse_day(f"{month}-01")
-                if first is not None:
-                    compacted.append(
-                        _Entry(info.path, int(info.size or 0), int(info.mtime_ns or 0), first, unit_file)
-                    )
+                entry = _month_entry(info, month, unit_file)
+                if entry is not None:
+                    compacted.append(entry)
         if not compacted:
             return daily
         try:
@@ -775,6 +773,14 @@ _EMPTY_METRICS = pa.schema(
 ).empty_table()
 
 
+def _month_entry(info: pafs.FileInfo, month: str, unit_file: str) -> _Entry | None:
+    """The entry of a month's compacted file (dated the month's first day); ``None`` for a bad month."""
+    first = _parse_day(f"{month}-01")
+    if first is None:
+        return None
+    return _Entry(info.path, int(info.size or 0), int(info.mtime_ns or 0), first, unit_file)
+
+
 def _manifest(entry: _Entry, table: pa.Table) -> dict[date, tuple[int, int]]:
     """A compacted file's manifest: copied day -> (size, mtime_ns) of its daily file when copied.
 
@@ -800,10 +806,9 @@ def _still_compacted(
     """
     base = reader._fs_path(reader.store.partition_uri(COMPACTED_DATASET, {**partition, "month": month}))
     info = reader.store.filesystem().get_file_info(f"{base}/{unit_file}")
-    first = _parse_day(f"{month}-01")
-    if info.type != pafs.FileType.File or first is None:
+    entry = _month_entry(info, month, unit_file) if info.type == pafs.FileType.File else None
+    if entry is None:
         return {}
-    entry = _Entry(info.path, int(info.size or 0), int(info.mtime_ns or 0), first, unit_file)
     try:
         (table,) = reader._load([entry], whole=True)
         manifest = _manifest(entry, table)

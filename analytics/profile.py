@@ -1042,15 +1042,12 @@ def _text_specs(source: _TableSource, specs: Sequence[ColumnSpec]) -> list[Colum
     """
     import pyarrow as pa  # the callers that pass a table have pyarrow imported already
 
-    names = set(source.table.schema.names)
+    types = dict(zip(source.table.schema.names, source.table.schema.types, strict=True))
     return [
         spec
         for spec in specs
-        if spec.name in names
-        and (
-            pa.types.is_string(source.table.schema.field(spec.name).type)
-            or pa.types.is_large_string(source.table.schema.field(spec.name).type)
-        )
+        if spec.name in types
+        and (pa.types.is_string(types[spec.name]) or pa.types.is_large_string(types[spec.name]))
         and all(isinstance(category, str) for category in spec.categories)
     ]
 

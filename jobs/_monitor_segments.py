@@ -168,7 +168,8 @@ def _naive(moment: datetime) -> datetime:
     return _utc(moment).replace(tzinfo=None)
 
 
-def _window_sql(relation: duckdb.DuckDBPyRelation, unit: str) -> str:
+def window_sql(relation: duckdb.DuckDBPyRelation, unit: str) -> str:
+    """SQL of each row's window start (naive UTC) in inference logs, cut as every query of the job cuts it."""
     types = dict(zip(relation.columns, (str(t).upper() for t in relation.types), strict=True))
     column = quote(TIMESTAMP_COLUMN)
     return window_start_sql(
@@ -193,7 +194,7 @@ def window_values(
     """
     if TIMESTAMP_COLUMN not in relation.columns:
         return {}
-    window = _window_sql(relation, unit)
+    window = window_sql(relation, unit)
     found: dict[WindowKey, frozenset[str] | None] = {}
     for column in segment_columns(relation.columns):
         name = quote(column)

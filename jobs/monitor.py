@@ -54,7 +54,7 @@ from analytics.performance import (
     regression_from_partials,
 )
 from analytics.policy import DEFAULT_POLICY, Policy
-from analytics.profile import Profile, ProfileSpec, profiles_from_arrow, profiles_to_arrow, window_start_sql
+from analytics.profile import Profile, ProfileSpec, profiles_from_arrow, profiles_to_arrow
 from analytics.store import ParquetStore, StoredFile, StoreError
 from jobs import _monitor_inputs as inputs
 from jobs import _monitor_rows as rows_of
@@ -70,6 +70,7 @@ from jobs._monitor_segments import (
     batch_partials,
     batch_profiles,
     stack_batch,
+    window_sql,
 )
 from jobs._monitor_version import RowRules, VersionInputs, add_version_rows
 from jobs.contracts import (
@@ -1183,15 +1184,10 @@ def _task_from_logs(relation: duckdb.DuckDBPyRelation) -> str:
 
 def _window_counts(relation: duckdb.DuckDBPyRelation, unit: str) -> dict[datetime, tuple[int, datetime]]:
     """Rows and latest request time per window (UTC, timezone-aware)."""
-    # The windows by epoch arithmetic, as the profiles and partials cut them: date_trunc over a
+    # The windows as the profiles and partials cut them (window_start_sql): date_trunc over a
     # TIMESTAMP WITH TIME ZONE converts each row through the calendar (about 0.2 µs a row).
-    with_time_zone = (
-        dict(zip(relation.columns, map(str, relation.types), strict=True)).get("timestamp", "").upper()
-        == "TIMESTAMP WITH TIME ZONE"
-    )
-    window = window_start_sql('"timestamp"', unit, with_time_zone=with_time_zone)
     sql = (
-        f'SELECT * FROM (SELECT {window} AS w, count(*), max("timestamp") '
+        f'SELECT * FROM (SELECT {window_sql(relation, unit)} AS w, count(*), max("timestamp") '
         'FROM _mms_logs WHERE "timestamp" IS NOT NULL GROUP BY w) WHERE w IS NOT NULL'
     )
     return {_utc(w): (int(n), _utc(latest)) for w, n, latest in relation.query("_mms_logs", sql).fetchall()}

@@ -17,7 +17,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,39 +215,65 @@ def relay_to(seaweedfs: Any) -> Iterator[TcpRelay]:
     relay.close()
 
 
-def failing_workspace(
-    tmp_path_factory: pytest.TempPathFactory, seaweedfs: Any, name: str, canary_weight: int
-) -> Iterator[dict[str, Any]]:
-    """A trained stable version as ``prod`` and a failing copy of it (``faulty_models``) as its
-    canary at ``canary_weight`` (of 10,000), in a fresh store and MLflow; closed with the generator."""
+def trained_workspace(
+    tmp_path_factory: pytest.TempPathFactory,
+    seaweedfs: Any,
+    name: str,
+    *,
+    rows: int,
+    configs: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """A fresh store on SeaweedFS with ``rows`` training rows and a fresh MLflow holding one linear
+    version per entry of ``configs`` (extra training settings), trained by :data:`ENGINEER`.
+
+    Returns:
+        ``root``, ``store`` (close it), ``config``, ``tracking`` and ``versions``.
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     root = tmp_path_factory.mktemp(name)
     config = seaweedfs.store_config(f"{name}-{os.getpid()}-{int(time.time() * 1000)}")
     store = ParquetStore(config)
     store.write_partition(
-        TRAINING_DATA, {"project": PROJECT, "model": MODEL}, training_table(CREDIT_DEFAULT, seed=5, rows=600)
+        TRAINING_DATA, {"project": PROJECT, "model": MODEL}, training_table(CREDIT_DEFAULT, seed=5, rows=rows)
     )
     tracking = f"sqlite:///{root / 'mlflow.db'}"
-    studio = f"sqlite:///{root / 'studio.db'}"
+    studio = f"sqlite:///{root / 'studio.db'}"  # the audit log training writes to
     upgrade(studio)
     engine = make_engine(studio)
-    stable = train_model(
-        ENGINEER,
-        project=PROJECT,
-        model=MODEL,
-        store=store,
-        tracking_uri=tracking,
-        session_factory=make_session_factory(engine),
-        config={"estimator": "linear", "max_iter": 100},
-    ).version
+    versions = [
+        train_model(
+            ENGINEER,
+            project=PROJECT,
+            model=MODEL,
+            store=store,
+            tracking_uri=tracking,
+            session_factory=make_session_factory(engine),
+            config={"estimator": "linear", "max_iter": 100, **extra},
+        ).version
+        for extra in configs
+    ]
     engine.dispose()
-    failing = register_failing_version(tracking, PROJECT, MODEL, stable)
+    return {"root": root, "store": store, "config": config, "tracking": tracking, "versions": versions}
+
+
+def route_canary(tracking: str, stable: str, canary: str, weight: int) -> None:
+    """Serve ``stable`` in ``prod`` with ``canary`` as its canary at ``weight`` (of 10,000)."""
     registry.set_alias(NAME, "prod", stable, tracking_uri=tracking)
-    registry.set_alias(NAME, "prod-canary", failing, tracking_uri=tracking)
-    registry.client(tracking).set_registered_model_tag(NAME, canary_weight_tag("prod"), str(canary_weight))
-    yield {"root": root, "store": store, "config": config, "tracking": tracking, "stable": stable,
-           "failing": failing}  # fmt: skip
-    store.close()
+    registry.set_alias(NAME, "prod-canary", canary, tracking_uri=tracking)
+    registry.client(tracking).set_registered_model_tag(NAME, canary_weight_tag("prod"), str(weight))
+
+
+def failing_workspace(
+    tmp_path_factory: pytest.TempPathFactory, seaweedfs: Any, name: str, canary_weight: int
+) -> Iterator[dict[str, Any]]:
+    """A trained stable version as ``prod`` and a failing copy of it (``faulty_models``) as its
+    canary at ``canary_weight`` (of 10,000), in a fresh store and MLflow; closed with the generator."""
+    workspace = trained_workspace(tmp_path_factory, seaweedfs, name, rows=600, configs=[{}])
+    (stable,) = workspace["versions"]
+    failing = register_failing_version(workspace["tracking"], PROJECT, MODEL, stable)
+    route_canary(workspace["tracking"], stable, failing, canary_weight)
+    yield {**workspace, "stable": stable, "failing": failing}
+    workspace["store"].close()
 
 
 def one_worker_gateway(

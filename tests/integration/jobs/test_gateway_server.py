@@ -22,18 +22,12 @@ from typing import Any
 
 import pytest
 
-from analytics.store import ParquetStore
 from jobs import registry
-from jobs.contracts import INFERENCE_LOGS, LABELS, TRAINING_DATA
-from jobs.db import make_engine, make_session_factory
-from jobs.db.migrate import upgrade
-from jobs.demo_data import CREDIT_DEFAULT, training_table
+from jobs.contracts import INFERENCE_LOGS, LABELS
 from jobs.gateway.launch import start_gateway
 from jobs.gateway.logbuffer import read_spill_file, spill_files
 from jobs.gateway.routing import canary_weight_tag, request_bucket
-from jobs.training import train_model
 from tests.integration.jobs.gateway_support import (
-    ENGINEER,
     FEATURES,
     MODEL,
     NAME,
@@ -45,6 +39,8 @@ from tests.integration.jobs.gateway_support import (
     metric_sum,
     parse_metrics,
     relay_to,
+    route_canary,
+    trained_workspace,
     wait_for,
 )
 
@@ -56,37 +52,12 @@ CANARY_WEIGHT = 2000
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("gateway")
-    config = seaweedfs.store_config(f"gateway-{os.getpid()}-{int(time.time() * 1000)}")
-    store = ParquetStore(config)
-    store.write_partition(
-        TRAINING_DATA,
-        {"project": PROJECT, "model": MODEL},
-        training_table(CREDIT_DEFAULT, seed=5, rows=1_200),
-    )
-    tracking = f"sqlite:///{root / 'mlflow.db'}"
-    studio = f"sqlite:///{root / 'studio.db'}"  # the audit log training writes to
-    upgrade(studio)
-    engine = make_engine(studio)
-    versions = [
-        train_model(
-            ENGINEER,
-            project=PROJECT,
-            model=MODEL,
-            store=store,
-            tracking_uri=tracking,
-            session_factory=make_session_factory(engine),
-            config={"estimator": "linear", "max_iter": 100, "c": c},
-        ).version
-        for c in (1.0, 0.01)
-    ]
-    engine.dispose()
-    registry.set_alias(NAME, "prod", versions[0], tracking_uri=tracking)
-    registry.set_alias(NAME, "prod-canary", versions[1], tracking_uri=tracking)
-    registry.client(tracking).set_registered_model_tag(NAME, canary_weight_tag("prod"), str(CANARY_WEIGHT))
-    yield {"root": root, "store": store, "config": config, "tracking": tracking, "versions": versions}
-    store.close()
+def workspace(tmp_path_factory: pytest.TempPathFactory, seaweedfs) -> Iterator[dict[str, Any]]:
+    configs = [{"c": 1.0}, {"c": 0.01}]
+    workspace = trained_workspace(tmp_path_factory, seaweedfs, "gateway", rows=1_200, configs=configs)
+    route_canary(workspace["tracking"], *workspace["versions"], CANARY_WEIGHT)
+    yield workspace
+    workspace["store"].close()
 
 
 @pytest.fixture(scope="module")
