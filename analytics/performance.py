@@ -73,6 +73,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analytics._arrow_partials import classification_partial_of, latency_partial_of
 from analytics._duckdb import window_start_sql
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -1159,12 +1160,17 @@ def _partial_table(rel: duckdb.DuckDBPyRelation, schema: pa.Schema) -> pa.Table:
     )
 
 
-def latency_partial(logs: duckdb.DuckDBPyRelation, window: str = "day") -> pa.Table:
+def latency_partial(
+    logs: duckdb.DuckDBPyRelation, window: str = "day", *, table: pa.Table | None = None
+) -> pa.Table:
     """Mergeable latency aggregates of some inference logs, per window.
 
     Args:
         logs: Inference logs with ``timestamp`` and a numeric ``latency_ms``.
         window: Window unit: ``minute``, ``hour``, ``day``, ``week`` or ``month``.
+        table: The Arrow table behind ``logs``, when there is one: the partial is then computed from
+            it in NumPy where it can be (``analytics._arrow_partials``: the same rows, sums up to the
+            order of addition), else by the query.
 
     Returns:
         A table of :data:`LATENCY_PARTIAL_SCHEMA`; its size grows with the windows and the spread
@@ -1178,6 +1184,10 @@ def latency_partial(logs: duckdb.DuckDBPyRelation, window: str = "day") -> pa.Ta
     if not _is_numeric(log_types["latency_ms"]):
         raise ValueError(f"column 'latency_ms' must be numeric, not {log_types['latency_ms']}")
     window_start = _window_expr(log_types["timestamp"], window)
+    if table is not None:
+        computed = latency_partial_of(table, window, LATENCY_PARTIAL_SCHEMA, _LN_GAMMA)
+        if computed is not None:
+            return computed
     sql = f"""
         WITH flags AS MATERIALIZED (
             SELECT window_start, _lat, coalesce(isfinite(_lat) AND _lat >= 0, false) AS _ok FROM (
@@ -1402,13 +1412,17 @@ def classification_partial(
     labels_as_of: datetime | None = None,
     *,
     labels_unique: bool = False,
+    table: pa.Table | None = None,
+    labels_table: pa.Table | None = None,
 ) -> pa.Table:
     """Mergeable classification aggregates of some inference logs joined with their labels.
 
     The arguments and their checks are those of :func:`classification_metrics`. Each request must
     have all its label rows in ``labels`` (one label per request is kept, as there).
     ``labels_unique``: ``labels`` come from :func:`latest_labels` (same ``labels_as_of``), so they
-    are joined without being deduplicated again.
+    are joined without being deduplicated again. ``table`` and ``labels_table``: the Arrow tables
+    behind ``logs`` and ``labels``, when there are: as in :func:`latency_partial` (without
+    ``labels_as_of``, and while no request id has two labels).
 
     Returns:
         A table of :data:`CLASSIFICATION_PARTIAL_SCHEMA` (size: windows x non-empty score bins).
@@ -1419,6 +1433,19 @@ def classification_partial(
     joined, flags, _decision = _classification_flags(
         logs, labels, window, positive_label, threshold, labels_as_of, labels_unique
     )
+    if table is not None and labels_table is not None and labels_as_of is None:
+        computed = classification_partial_of(
+            table,
+            labels_table,
+            window,
+            positive_label,
+            threshold,
+            CLASSIFICATION_PARTIAL_SCHEMA,
+            (AUC_SCORE_BINS, ECE_BINS),
+            _LOG_LOSS_EPS,
+        )
+        if computed is not None:
+            return computed
     sql = f"""
         WITH flags AS MATERIALIZED ({flags})
         SELECT window_start, 'window' AS kind, CAST(NULL AS BIGINT) AS bin, {_CLASSIFICATION_AGGREGATES_SQL},

@@ -769,6 +769,7 @@ def batch_partials(
     unit: str,
     *,
     labels_unique: bool = False,
+    labels_table: pa.Table | None = None,
 ) -> tuple[SegmentPartials, WholePartials | None]:
     """The slices' and the whole traffic's latency and performance partials, from the same queries.
 
@@ -786,6 +787,9 @@ def batch_partials(
         tasks: Tasks whose performance partials to compute.
         unit: ``day`` or ``hour``.
         labels_unique: As in :func:`segment_partials`.
+        labels_table: The Arrow table behind ``labels``, if any: with the stacked rows, the latency
+            and classification partials are then computed in NumPy where they can be
+            (``analytics.performance.latency_partial``'s ``table``).
 
     Returns:
         The segment partials (values, latency, performance; no profiles) and the whole traffic's
@@ -797,14 +801,20 @@ def batch_partials(
     relation = con.from_arrow(stacked.rows)
     slices, first, span = stacked.slices, stacked.first, stacked.span
     result = SegmentPartials(values=stacked.values)
-    latency = latency_partial(relation, unit)
+    latency = latency_partial(relation, unit, table=stacked.rows)
     whole = WholePartials(_whole(latency, stacked), {}) if stacked.keeps_rest else None
     if slices:
         result.latency = _unstacked(latency, slices, first, span)
     for task in tasks:
         if task == "classification":
             part = classification_partial(
-                relation, labels, unit, positive_label=POSITIVE_LABEL, labels_unique=labels_unique
+                relation,
+                labels,
+                unit,
+                positive_label=POSITIVE_LABEL,
+                labels_unique=labels_unique,
+                table=stacked.rows,
+                labels_table=labels_table,
             )
         else:
             part = regression_partial(relation, labels, unit, labels_unique=labels_unique)

@@ -948,11 +948,14 @@ class _TargetRun:
         task = reference.task or _task_from_logs(relation)
         task = task if task == "classification" else "regression"
         con, rows = self.store.cursor(), stacked.result()
-        segments, whole = batch_partials(con, rows, labels.as_read, (task,), self.unit, labels_unique=True)
+        segments, whole = batch_partials(
+            con, rows, labels.as_read, (task,), self.unit, labels_unique=True, labels_table=labels.table
+        )
         assert whole is not None  # stack_batch kept the rest
         if not _joined_once(whole, task):
+            latest, latest_table = labels.latest()
             segments, whole = batch_partials(
-                con, rows, labels.latest(), (task,), self.unit, labels_unique=True
+                con, rows, latest, (task,), self.unit, labels_unique=True, labels_table=latest_table
             )
             assert whole is not None
         segments.profiles, windows = profiles.result()
@@ -1120,14 +1123,15 @@ class _LabelChoice:
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, labels: pa.Table) -> None:
         self._cursor = cursor
-        self._labels = labels
+        self.table = labels
         self.as_read = cursor.from_arrow(labels)
-        self._latest: duckdb.DuckDBPyRelation | None = None
+        self._latest: tuple[duckdb.DuckDBPyRelation, pa.Table] | None = None
 
-    def latest(self) -> duckdb.DuckDBPyRelation:
-        """One label per request, chosen once per batch."""
+    def latest(self) -> tuple[duckdb.DuckDBPyRelation, pa.Table]:
+        """One label per request, chosen once per batch, as a relation and as the table behind it."""
         if self._latest is None:
-            self._latest = self._cursor.from_arrow(latest_labels(self._cursor.from_arrow(self._labels)))
+            table = latest_labels(self._cursor.from_arrow(self.table))
+            self._latest = self._cursor.from_arrow(table), table
         return self._latest
 
 
