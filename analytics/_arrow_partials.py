@@ -38,6 +38,9 @@ _INFINITE_TICKS = (np.iinfo(np.int64).max, -np.iinfo(np.int64).max)
 _DENSE_CELLS = 1 << 23
 # Request ids up to this long are joined in NumPy; longer ones by Arrow's hash tables (slower).
 _MAX_ID_BYTES = 64
+# The join's direct-address table has at most 2**22 slots (two 32 MB arrays): past a million labels
+# more of them share a slot and are found by binary search instead.
+_MAX_TABLE_BITS = 22
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ def _label_positions(ids: pa.Array, label_ids: pa.Array) -> tuple[np.ndarray, np
     # A direct-address table of four slots a label: most labels have a slot of their own, read once
     # per request (a binary search reads about 18 places, out of cache); the labels sharing a slot
     # are searched among themselves. 0.02 s for the bench day, against 0.08 s sorting and searching.
-    bits = max(4, (len(kept) * 4 - 1).bit_length())
+    bits = min(max(4, (len(kept) * 4 - 1).bit_length()), _MAX_TABLE_BITS)
     mask = np.uint64((1 << bits) - 1)
     label_slots = (label_hashes & mask).astype(np.intp)
     crowd = np.bincount(label_slots, minlength=1 << bits)
@@ -371,6 +374,83 @@ def latency_partial_of(table: pa.Table, window: str, schema: pa.Schema, ln_gamma
     return _assemble(schema, sum(lengths), rows, order)
 
 
+@dataclass(frozen=True)
+class _Joined:
+    """The rows of some logs that have a timestamp, each with its label (the query's left join).
+
+    Attributes:
+        windows: The logs' windows.
+        index: Each row's window.
+        values: Each row's ``score`` or ``prediction`` as a double (anything where missing).
+        present: Whether ``values`` is there.
+        label: Each row's label (anything where it has none or its label is missing).
+        labelled: A label matched and usable: not NULL and, as a double, finite.
+        bad_label: A label matched but unusable.
+    """
+
+    windows: _Windows
+    index: np.ndarray
+    values: np.ndarray
+    present: np.ndarray
+    label: np.ndarray
+    labelled: np.ndarray
+    bad_label: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """Number of windows."""
+        return len(self.windows.starts)
+
+
+def _join(
+    logs: pa.Table, labels: pa.Table, window: str, column: str, labels_as_doubles: bool
+) -> _Joined | None:
+    """The timed rows of ``logs`` with ``column`` and their labels, or ``None`` (see the module doc).
+
+    Labels stay integers unless ``labels_as_doubles``, so that comparing them with the positive
+    class is exact, as in the query; a regression casts them to ``DOUBLE``.
+    """
+    windows = _windows(logs, window)
+    if windows is None or not {"request_id", column} <= set(logs.column_names):
+        return None
+    ids, label_ids = _array(logs, "request_id"), _array(labels, "request_id")
+    value_array, label_array = _array(logs, column), _array(labels, "label")
+    if not (
+        all(pa.types.is_string(a.type) or pa.types.is_large_string(a.type) for a in (ids, label_ids))
+        and _is_number(value_array.type)
+        and _is_number(label_array.type)
+    ):
+        return None
+    if pa.types.is_floating(label_array.type) or labels_as_doubles:
+        label, label_present = _doubles(label_array)
+    elif label_array.type == pa.uint64():
+        return None  # beyond int64: left to the query
+    else:
+        label, label_present = _values(label_array.cast(pa.int64()), np.int64)
+    joined = _label_positions(ids, label_ids)
+    if joined is None:
+        return None  # a request labelled twice: the query's join repeats its row
+    position, matched = joined
+    values, present = _doubles(value_array)
+    timed = windows.of_row >= 0
+    matched, position = matched[timed], position[timed]
+    if len(label):
+        usable = label_present & np.isfinite(label) if label.dtype.kind == "f" else label_present
+        at = np.where(matched, position, 0)
+        row_label, row_usable = label[at], usable[at]
+    else:
+        row_label, row_usable = np.zeros(len(matched)), np.zeros(len(matched), dtype=bool)
+    return _Joined(
+        windows,
+        windows.of_row[timed],
+        values[timed],
+        present[timed],
+        row_label,
+        matched & row_usable,
+        matched & ~row_usable,
+    )
+
+
 def classification_partial_of(
     logs: pa.Table,
     labels: pa.Table,
@@ -395,46 +475,15 @@ def classification_partial_of(
     """
     if threshold is None or isinstance(positive_label, bool) or not isinstance(positive_label, int | float):
         return None
-    windows = _windows(logs, window)
-    if windows is None or not {"request_id", "score"} <= set(logs.column_names):
-        return None
-    ids, label_ids = _array(logs, "request_id"), _array(labels, "request_id")
-    score_array, label_array = _array(logs, "score"), _array(labels, "label")
-    if not (
-        all(pa.types.is_string(a.type) or pa.types.is_large_string(a.type) for a in (ids, label_ids))
-        and _is_number(score_array.type)
-        and _is_number(label_array.type)
-    ):
-        return None
-    joined = _label_positions(ids, label_ids)
+    joined = _join(logs, labels, window, "score", labels_as_doubles=False)
     if joined is None:
-        return None  # a request labelled twice: the query's join repeats its row
-    position, matched = joined
-    if pa.types.is_floating(label_array.type):
-        label, label_present = _doubles(label_array)
-    elif label_array.type == pa.uint64():
-        return None  # beyond int64: left to the query
-    else:
-        label, label_present = _values(label_array.cast(pa.int64()), np.int64)
-    score, score_present = _doubles(score_array)
-
-    timed = windows.of_row >= 0
-    index, count = windows.of_row[timed], len(windows.starts)
-    matched, position, score, score_present = (
-        matched[timed],
-        position[timed],
-        score[timed],
-        score_present[timed],
-    )
-    row_label = label[np.where(matched, position, 0)] if len(label) else np.zeros(len(index))
-    label_ok = label_present & np.isfinite(label) if label.dtype.kind == "f" else label_present
-    row_label_ok = label_ok[np.where(matched, position, 0)] if len(label) else np.zeros(len(index), bool)
-    labelled = matched & row_label_ok
-    bad_label = matched & ~row_label_ok
+        return None
+    windows, index, count, score = joined.windows, joined.index, joined.count, joined.values
+    labelled, bad_label = joined.labelled, joined.bad_label
     with np.errstate(invalid="ignore"):
-        score_ok = score_present & np.isfinite(score) & (score >= 0) & (score <= 1)
+        score_ok = joined.present & np.isfinite(score) & (score >= 0) & (score <= 1)
         evaluated = labelled & score_ok
-        actual = evaluated & (row_label == positive_label)
+        actual = evaluated & (joined.label == positive_label)
         predicted = score >= float(threshold)
     evaluated_index = index[evaluated]
     score_e, actual_e = score[evaluated], actual[evaluated]
@@ -498,5 +547,67 @@ def classification_partial_of(
     if windows.missing:
         extra = {name: [None] for name in schema.names}
         extra.update(kind=["missing_timestamp"], n=[windows.missing])
+        table = pa.concat_tables([table, pa.table(extra, schema=schema)])
+    return table
+
+
+def regression_partial_of(
+    logs: pa.Table, labels: pa.Table, window: str, schema: pa.Schema, mape_eps: float
+) -> pa.Table | None:
+    """``analytics.performance.regression_partial`` of Arrow tables, or ``None`` (module doc).
+
+    Args:
+        logs: Inference logs with ``request_id``, ``timestamp`` and ``prediction``.
+        labels: Labels with ``request_id`` and ``label``.
+        window: Window unit.
+        schema: ``REGRESSION_PARTIAL_SCHEMA``.
+        mape_eps: Floor of the absolute percentage error's denominator.
+    """
+    joined = _join(logs, labels, window, "prediction", labels_as_doubles=True)
+    if joined is None:
+        return None
+    windows, index, count = joined.windows, joined.index, joined.count
+    prediction_ok = joined.present & np.isfinite(joined.values)
+    evaluated = joined.labelled & prediction_ok
+    at, label = index[evaluated], joined.label[evaluated]
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = np.abs(label - joined.values[evaluated])
+        n_evaluated = np.bincount(at, minlength=count)
+        has = n_evaluated > 0
+        nonzero = label != 0
+        n_mape = _count(at, nonzero, count)
+        # The second pass of the query: deviations from the window's mean, which the first gives.
+        mean = np.bincount(at, weights=label, minlength=count) / np.maximum(n_evaluated, 1)
+        lows, highs = np.full(count, np.inf), np.full(count, -np.inf)
+        np.minimum.at(lows, at, label)
+        np.maximum.at(highs, at, label)
+        columns = {
+            "window_start": (windows.starts, None),
+            "n": (np.bincount(index, minlength=count), None),
+            "n_labelled": (_count(index, joined.labelled, count), None),
+            "n_invalid_label": (_count(index, joined.bad_label, count), None),
+            "n_invalid_prediction": (_count(index, ~prediction_ok, count), None),
+            "n_evaluated": (n_evaluated, None),
+            "abs_sum": (np.bincount(at, weights=error, minlength=count), has),
+            "sq_sum": (np.bincount(at, weights=error * error, minlength=count), has),
+            "ape_sum": (
+                np.bincount(
+                    at[nonzero],
+                    weights=error[nonzero] / np.maximum(np.abs(label[nonzero]), mape_eps),
+                    minlength=count,
+                ),
+                n_mape > 0,
+            ),
+            "n_mape": (n_mape, has),
+            "n_mape_skipped": (n_evaluated - n_mape, has),
+            "label_mean": (mean, has),
+            "label_m2": (np.bincount(at, weights=(label - mean[at]) ** 2, minlength=count), has),
+            "label_min": (lows + 0.0, has),
+            "label_max": (highs + 0.0, has),
+        }
+    table = _assemble(schema, count, columns, np.arange(count))
+    if windows.missing:
+        extra: dict[str, list[Any]] = {name: [None] for name in schema.names}
+        extra["n"] = [windows.missing]
         table = pa.concat_tables([table, pa.table(extra, schema=schema)])
     return table

@@ -73,7 +73,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics._arrow_partials import classification_partial_of, latency_partial_of
+from analytics._arrow_partials import classification_partial_of, latency_partial_of, regression_partial_of
 from analytics._duckdb import window_start_sql
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -1601,11 +1601,13 @@ def regression_partial(
     labels_as_of: datetime | None = None,
     *,
     labels_unique: bool = False,
+    table: pa.Table | None = None,
+    labels_table: pa.Table | None = None,
 ) -> pa.Table:
     """Mergeable regression aggregates of some inference logs joined with their labels.
 
-    The arguments and their checks are those of :func:`regression_metrics`; ``labels_unique`` is
-    that of :func:`classification_partial`.
+    The arguments and their checks are those of :func:`regression_metrics`; ``labels_unique``,
+    ``table`` and ``labels_table`` are those of :func:`classification_partial`.
 
     Returns:
         A table of :data:`REGRESSION_PARTIAL_SCHEMA`, one row per window.
@@ -1614,6 +1616,10 @@ def regression_partial(
         ValueError: As :func:`regression_metrics`.
     """
     joined, flags = _regression_flags(logs, labels, window, labels_as_of, labels_unique)
+    if table is not None and labels_table is not None and labels_as_of is None:
+        computed = regression_partial_of(table, labels_table, window, REGRESSION_PARTIAL_SCHEMA, _MAPE_EPS)
+        if computed is not None:
+            return computed
     label_sums = (
         "avg(_lab) AS label_mean, sum((_lab - _mean) * (_lab - _mean)) AS label_m2, "
         "min(_lab) AS label_min, max(_lab) AS label_max"

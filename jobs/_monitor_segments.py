@@ -787,8 +787,8 @@ def batch_partials(
         tasks: Tasks whose performance partials to compute.
         unit: ``day`` or ``hour``.
         labels_unique: As in :func:`segment_partials`.
-        labels_table: The Arrow table behind ``labels``, if any: with the stacked rows, the latency
-            and classification partials are then computed in NumPy where they can be
+        labels_table: The Arrow table behind ``labels``, if any: with the stacked rows, the
+            partials are then computed in NumPy where they can be
             (``analytics.performance.latency_partial``'s ``table``).
 
     Returns:
@@ -817,7 +817,14 @@ def batch_partials(
                 labels_table=labels_table,
             )
         else:
-            part = regression_partial(relation, labels, unit, labels_unique=labels_unique)
+            part = regression_partial(
+                relation,
+                labels,
+                unit,
+                labels_unique=labels_unique,
+                table=stacked.rows,
+                labels_table=labels_table,
+            )
         if slices:
             result.performance[task] = _unstacked(part, slices, first, span)
         if whole is not None:
