@@ -1,12 +1,13 @@
-"""Latency and classification partials computed from Arrow tables in NumPy.
+"""Latency, classification and regression partials computed from Arrow tables in NumPy.
 
 :mod:`analytics.performance` computes each mergeable partial with DuckDB from relations. Given the
-Arrow tables behind them, it asks this module first: the same rows, in the same order, for about a
-tenth of the CPU (measured on the monitoring job's 200k-row day: 0.27 s of queries against about
-0.03 s here). Counts, bins and extrema are exactly the query's: windows are cut by the same integer
-arithmetic as ``analytics._duckdb.window_start_sql``, and logarithms come from Arrow's ``ln``, which
-calls the C library's ``log`` as DuckDB's ``ln`` does, so a value on a bin boundary lands in the same
-bin. Sums (latency, log loss, scores) are equal up to the order of floating-point addition, as two
+Arrow tables behind them, it asks this module first: the same rows, in the same order, for about
+half the CPU (the latency and classification partials of the monitoring job's stacked 200k-row
+bench day: 0.21 s of queries, 0.11 s here). Counts, bins and extrema are exactly the query's:
+windows are cut by the same integer arithmetic as ``analytics._duckdb.window_start_sql``, and
+logarithms come from Arrow's ``ln``, which calls the C library's ``log`` as DuckDB's ``ln`` does,
+so a value on a bin boundary lands in the same bin. Sums (latency, log loss, scores, errors, the
+labels' mean and squared deviations) are equal up to the order of floating-point addition, as two
 partials of the same rows are (``docs/SCALE_OUT.md``).
 
 Each function answers ``None`` for what it does not cover, and the caller runs the query:

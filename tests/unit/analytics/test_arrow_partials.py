@@ -24,6 +24,7 @@ from analytics.performance import (
     _LN_GAMMA,
     CLASSIFICATION_PARTIAL_SCHEMA,
     LATENCY_PARTIAL_SCHEMA,
+    REGRESSION_PARTIAL_SCHEMA,
     classification_partial,
     latency_partial,
     regression_partial,
@@ -112,7 +113,15 @@ def test_the_partials_of_the_tables_are_the_query_s(tables: tuple[pa.Table, pa.T
     logs, labels = tables
     with duckdb.connect() as con:
         rel, label_rel = con.from_arrow(logs), con.from_arrow(labels)
+        # The arrays answer (none of what is left to the query is drawn), so two routes are compared.
         assert _arrow_partials.latency_partial_of(logs, window, LATENCY_PARTIAL_SCHEMA, 0.002) is not None
+        regression = _arrow_partials.regression_partial_of(
+            logs, labels, window, REGRESSION_PARTIAL_SCHEMA, 1e-16
+        )
+        classification = _arrow_partials.classification_partial_of(
+            logs, labels, window, 1, 0.5, CLASSIFICATION_PARTIAL_SCHEMA, (16384, 10), 1e-16
+        )
+        assert regression is not None and classification is not None
         assert_same_partial(latency_partial(rel, window, table=logs), latency_partial(rel, window))
         for threshold in (0.5, 1.0):
             queried = classification_partial(rel, label_rel, window, positive_label=1, threshold=threshold)
