@@ -1082,45 +1082,6 @@ class SegmentMetrics:
         # replaces its rows instead of adding duplicates.
         self.rows: dict[date, dict[str, list[Row]]] = {}
 
-    def compute(
-        self,
-        version: str,
-        relation: duckdb.DuckDBPyRelation,
-        labels: duckdb.DuckDBPyRelation,
-        reference: Profile | None,
-        task: str,
-        logs: pa.Table | None = None,
-        labels_unique: bool = False,
-    ) -> None:
-        """Compute the segment rows of one version over a batch of days and keep them until published.
-
-        Step 1 over the batch's rows, then step 2 (see the module doc): the merge of a scaled-out
-        run runs step 2 over its units' partials (:meth:`add`).
-
-        Args:
-            version: Model version of ``relation``'s rows.
-            relation: The batch's logs of that version.
-            labels: The batch's labels (same connection).
-            reference: The version's reference profile (label left out), ``None`` when missing.
-            task: ``classification`` or ``regression``.
-            logs: The Arrow table behind ``relation`` when the caller has it (else read from it).
-            labels_unique: As in :func:`segment_partials`.
-        """
-        task = task if task == "classification" else "regression"
-        partials = segment_partials(
-            self.store.cursor(),
-            relation,
-            labels,
-            reference.spec if reference is not None else None,
-            (task,),
-            self.unit,
-            logs=logs,
-            max_values=self.max_values,
-            max_slices=MAX_SLICES,
-            labels_unique=labels_unique,
-        )
-        self.add(version, partials, reference, task)
-
     def add(self, version: str, partials: SegmentPartials, reference: Profile | None, task: str) -> None:
         """Compute the segment rows of one version of a batch from its partials and keep them.
 

@@ -106,10 +106,26 @@ def batch(store: ParquetStore):
     return logs, labels, reference, cursor.from_arrow(logs), cursor.from_arrow(labels)
 
 
+def _add_batch(segments: SegmentMetrics, store: ParquetStore, relation, labels, reference, task: str) -> None:
+    """Step 1 over a batch's rows (``segment_partials``), then step 2 (``add``), as a scaled-out unit
+    and its merge run them."""
+    partials = segment_partials(
+        store.cursor(),
+        relation,
+        labels,
+        reference.spec if reference is not None else None,
+        (task,),
+        segments.unit,
+        max_values=segments.max_values,
+        max_slices=MAX_SLICES,
+    )
+    segments.add("1", partials, reference, task)
+
+
 def _computed(store: ParquetStore, batch) -> SegmentMetrics:
     _logs_table, _labels, reference, relation, labels = batch
     segments = SegmentMetrics(store, "day", DEFAULT_POLICY, Thresholds())
-    segments.compute("1", relation, labels, reference, "classification")
+    _add_batch(segments, store, relation, labels, reference, "classification")
     return segments
 
 
@@ -174,7 +190,7 @@ def test_published_rows_follow_the_contract_and_a_rerun_replaces_them(store: Par
     segments = _computed(store, batch)
     first = segments.table(DAYS[0])
     require_valid(validate_metrics_table(first, dataset=SEGMENT_METRICS))
-    segments.compute("1", batch[3], batch[4], batch[2], "classification")  # the batch computed again
+    _add_batch(segments, store, batch[3], batch[4], batch[2], "classification")  # the batch computed again
     assert segments.table(DAYS[0]).equals(first)  # replaced, not duplicated
     partition = {**PARTITION, "date": DAYS[0].isoformat()}
     assert segments.publish(store, partition, DAYS[0]) == first.num_rows
@@ -182,7 +198,8 @@ def test_published_rows_follow_the_contract_and_a_rerun_replaces_them(store: Par
     assert written.num_rows == first.num_rows
     # Logs without segment columns any more: the day's earlier segment file goes away.
     empty = SegmentMetrics(store, "day", DEFAULT_POLICY, Thresholds())
-    empty.compute("1", batch[3].project("* EXCLUDE (segment_region, segment_user)"), batch[4], batch[2], "x")
+    without = batch[3].project("* EXCLUDE (segment_region, segment_user)")
+    _add_batch(empty, store, without, batch[4], batch[2], "regression")
     assert empty.publish(store, partition, DAYS[0]) == 0
     assert store.list_files(SEGMENT_METRICS, filters=partition) == []
 
@@ -197,7 +214,7 @@ def test_a_bad_segment_name_breaks_the_contract() -> None:
 
 def test_segments_can_be_turned_off(store: ParquetStore, batch) -> None:
     segments = SegmentMetrics(store, "day", DEFAULT_POLICY, Thresholds(), max_values=0)
-    segments.compute("1", batch[3], batch[4], batch[2], "classification")
+    _add_batch(segments, store, batch[3], batch[4], batch[2], "classification")
     assert segments.table(DAYS[0]) is None
     assert [s.name for s in find_slices(batch[3], "day", max_values=2)] == []  # three regions
 
