@@ -167,16 +167,6 @@ def reset_routing(tracking_uri: str, stable: str) -> None:
     registry.delete_alias(NAME, canary_alias(ENV), tracking_uri=tracking_uri)
 
 
-def wait_for(condition: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s} s")
-
-
 class SimulatedTraffic:
     """Requests routed like the gateway routes them, logged through the gateway's log buffer.
 

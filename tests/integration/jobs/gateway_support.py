@@ -148,12 +148,14 @@ class Gateway:
 def wait_for(
     condition: Callable[[], Any], timeout_s: float, what: str, gateway: Gateway | None = None
 ) -> Any:
+    """``condition()``'s first truthy value, polled every 0.1 s; fails after ``timeout_s`` (with the
+    gateway's log, when given)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
-        time.sleep(0.2)
+        time.sleep(0.1)
     tail = f"\nserver log:\n{gateway.log_tail()}" if gateway else ""
     raise AssertionError(f"{what}: not within {timeout_s} s{tail}")
 

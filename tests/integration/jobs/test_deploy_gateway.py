@@ -56,9 +56,9 @@ from tests.integration.jobs.deploy_support import (
     audit_actions,
     routing_state,
     train_versions,
-    wait_for,
 )
 from tests.integration.jobs.faulty_models import FAIL_AGE, register_failing_version
+from tests.integration.jobs.gateway_support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -58,8 +58,8 @@ from tests.integration.jobs.deploy_support import (
     reset_routing,
     routing_state,
     train_versions,
-    wait_for,
 )
+from tests.integration.jobs.gateway_support import wait_for
 
 pytestmark = pytest.mark.integration
 
