@@ -487,7 +487,13 @@ def test_readers_see_whole_versions_while_a_partition_is_rewritten(store: Parque
     try:
         for version in range(1, 11):
             store.write_partition("versions", {"k": "v"}, pa.table({"version": pa.array([version] * rows)}))
-            time.sleep(0.05)  # a rewrite every few reads, not a write storm that starves every reader
+            # A rewrite every few reads, not a write storm that starves every reader: a loaded
+            # machine once slowed SeaweedFS's rewrites until a reader's 20 attempts (15.5 s of
+            # pauses) all met one; the next rewrite waits for a read to finish after this one.
+            done = len(seen) + len(errors)
+            deadline = time.monotonic() + 60
+            while len(seen) + len(errors) == done and time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         stop.set()
         for thread in readers:
