@@ -174,7 +174,10 @@ def test_healthy_canary_goes_to_100_percent_and_blue_green_rolls_back_at_once(
     team: Team, models: dict[str, Any], tmp_path: Path
 ) -> None:
     stable, candidate = models["versions"][0], models["versions"][2]
-    deployment_id = canary(team, models, candidate)
+    # A 4 s bake: in a loaded suite run a 2 s bake once gathered fewer than min_requests canary
+    # requests (the traffic thread picks up the new split late), so the analysis was inconclusive
+    # and the deployment paused, as it should with too little traffic.
+    deployment_id = canary(team, models, candidate, bake_seconds=4)
     runner = DeploymentRunner(team.sessions, models["store"], config(models))
     with SimulatedTraffic(models["store"], tmp_path / "spill", models["tracking"]):
         outcomes = runner.run_once()
