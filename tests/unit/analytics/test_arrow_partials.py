@@ -268,3 +268,41 @@ def test_what_the_arrays_do_not_cover_is_queried(
     if change not in ("boolean labels", "text labels"):
         assert _arrow_partials.latency_partial_of(logs, window, LATENCY_PARTIAL_SCHEMA, 0.002) is None
     assert_same_partial(latency_partial(rel, window, table=logs), latency_partial(rel, window))
+
+
+def test_large_string_ids_slices_and_chunks(con: duckdb.DuckDBPyConnection) -> None:
+    """Ids as ``large_string`` against ``string`` labels, tables sliced (buffer offsets) and in chunks."""
+    rng = np.random.default_rng(11)
+    n = 5_000
+    ids = [None if i % 97 == 0 else f"req-{i}" + "x" * (i % 13) for i in range(n)]
+    logs = pa.table(
+        {
+            "request_id": pa.array(ids, pa.large_string()),
+            "timestamp": pa.array(START_MICROS + rng.integers(-(10**11), 10**11, n), pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "latency_ms": rng.lognormal(2, 1, n),
+            "score": rng.random(n),
+            "prediction": rng.normal(0, 5, n),
+        }
+    )
+    label_ids = [f"req-{i}" + "x" * (i % 13) for i in range(0, n, 3)]
+    labels = pa.table({"request_id": label_ids, "label": rng.integers(0, 2, len(label_ids)).astype(float)})
+    pieces = (pa.concat_tables([logs.slice(7, 2_000), logs.slice(2_500, 2_400)]), labels.slice(5))
+    for table, label_table in ((logs, labels), pieces):
+        assert table.column("request_id").num_chunks == (1 if table is logs else 2)
+        rel, label_rel = con.from_arrow(table), con.from_arrow(label_table)
+        for window in ("hour", "day"):
+            assert (
+                _arrow_partials.classification_partial_of(
+                    table, label_table, window, 1.0, 0.5, CLASSIFICATION_PARTIAL_SCHEMA, (16384, 10), 1e-16
+                )
+                is not None
+            )
+            assert_same_partial(latency_partial(rel, window, table=table), latency_partial(rel, window))
+            computed = classification_partial(
+                rel, label_rel, window, positive_label=1.0, table=table, labels_table=label_table
+            )
+            assert_same_partial(computed, classification_partial(rel, label_rel, window, positive_label=1.0))
+            computed = regression_partial(rel, label_rel, window, table=table, labels_table=label_table)
+            assert_same_partial(computed, regression_partial(rel, label_rel, window))
