@@ -70,14 +70,20 @@ def _values(array: pa.Array, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     Read from the buffers: pyarrow's ``to_numpy`` may import pandas to check for pandas types.
     """
     n = len(array)
-    validity, data = array.buffers()[:2]
+    data = array.buffers()[1]
     if n == 0 or data is None:
         return np.zeros(n, dtype=dtype), np.zeros(n, dtype=bool)
     values = np.frombuffer(data, dtype=dtype, count=n, offset=array.offset * np.dtype(dtype).itemsize)
+    return values, _validity(array)
+
+
+def _validity(array: pa.Array) -> np.ndarray:
+    """An array's validity mask, from its bitmap."""
+    n = len(array)
     if not array.null_count:
-        return values, np.ones(n, dtype=bool)
-    bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
-    return values, bits[array.offset : array.offset + n].astype(bool)
+        return np.ones(n, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")
+    return bits[array.offset : array.offset + n].astype(bool)
 
 
 def _is_number(kind: pa.DataType) -> bool:
@@ -101,14 +107,11 @@ def _words(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     :data:`_MAX_ID_BYTES` bytes. Ids usually share one length, and are then a reshape of the data."""
     n = len(array)
     offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
-    validity, offsets_buffer, data_buffer = array.buffers()[:3]
+    offsets_buffer, data_buffer = array.buffers()[1:3]
     start = array.offset * np.dtype(offset_type).itemsize
     offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=n + 1, offset=start).astype(np.int64)
     lengths = np.diff(offsets)
-    valid = np.ones(n, dtype=bool)
-    if array.null_count:
-        bits = np.unpackbits(np.frombuffer(validity, dtype=np.uint8), bitorder="little")
-        valid = bits[array.offset : array.offset + n].astype(bool)
+    valid = _validity(array)
     width = int(lengths.max()) if n else 0
     if width > _MAX_ID_BYTES:
         return None
@@ -461,8 +464,12 @@ def classification_partial_of(
     schema: pa.Schema,
     score_bins: tuple[int, int],
     log_loss_eps: float,
-) -> pa.Table | None:
+) -> tuple[pa.Table, int] | None:
     """``analytics.performance.classification_partial`` of Arrow tables, or ``None`` (module doc).
+
+    Returns:
+        The partial's rows but the ``missing_timestamp`` one, which the caller appends as for the
+        query's, and the number of rows without a timestamp; ``None`` where the query must run.
 
     Args:
         logs: Inference logs with ``request_id``, ``timestamp`` and ``score``.
@@ -545,17 +552,17 @@ def classification_partial_of(
     table = table.set_column(
         schema.get_field_index("kind"), schema.field("kind"), pa.array(names[kind[order]], pa.string())
     )
-    if windows.missing:
-        extra = {name: [None] for name in schema.names}
-        extra.update(kind=["missing_timestamp"], n=[windows.missing])
-        table = pa.concat_tables([table, pa.table(extra, schema=schema)])
-    return table
+    return table, windows.missing
 
 
 def regression_partial_of(
     logs: pa.Table, labels: pa.Table, window: str, schema: pa.Schema, mape_eps: float
-) -> pa.Table | None:
+) -> tuple[pa.Table, int] | None:
     """``analytics.performance.regression_partial`` of Arrow tables, or ``None`` (module doc).
+
+    Returns:
+        As :func:`classification_partial_of`: the rows but the one of the rows without a timestamp,
+        and their number.
 
     Args:
         logs: Inference logs with ``request_id``, ``timestamp`` and ``prediction``.
@@ -606,9 +613,4 @@ def regression_partial_of(
             "label_min": (lows + 0.0, has),
             "label_max": (highs + 0.0, has),
         }
-    table = _assemble(schema, count, columns, np.arange(count))
-    if windows.missing:
-        extra: dict[str, list[Any]] = {name: [None] for name in schema.names}
-        extra["n"] = [windows.missing]
-        table = pa.concat_tables([table, pa.table(extra, schema=schema)])
-    return table
+    return _assemble(schema, count, columns, np.arange(count)), windows.missing

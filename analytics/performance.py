@@ -1445,7 +1445,9 @@ def classification_partial(
             _LOG_LOSS_EPS,
         )
         if computed is not None:
-            return computed
+            return _with_missing_timestamps(
+                *computed, CLASSIFICATION_PARTIAL_SCHEMA, kind="missing_timestamp"
+            )
     sql = f"""
         WITH flags AS MATERIALIZED ({flags})
         SELECT window_start, 'window' AS kind, CAST(NULL AS BIGINT) AS bin, {_CLASSIFICATION_AGGREGATES_SQL},
@@ -1464,12 +1466,19 @@ def classification_partial(
         ORDER BY window_start, kind DESC, bin NULLS FIRST
     """
     table = _partial_table(joined.query("_mms_joined", sql), CLASSIFICATION_PARTIAL_SCHEMA)
-    missing = _count_missing_timestamp(logs)
-    if missing:
-        extra = {name: [None] for name in CLASSIFICATION_PARTIAL_SCHEMA.names}
-        extra.update(kind=["missing_timestamp"], n=[missing])
-        table = pa.concat_tables([table, pa.table(extra, schema=CLASSIFICATION_PARTIAL_SCHEMA)])
-    return table
+    return _with_missing_timestamps(
+        table, _count_missing_timestamp(logs), CLASSIFICATION_PARTIAL_SCHEMA, kind="missing_timestamp"
+    )
+
+
+def _with_missing_timestamps(table: pa.Table, missing: int, schema: pa.Schema, **columns: Any) -> pa.Table:
+    """A partial with, when there are rows without a timestamp, a last row counting them (``n``),
+    its window NULL and the other ``columns`` set as given."""
+    if not missing:
+        return table
+    extra: dict[str, list[Any]] = {name: [None] for name in schema.names}
+    extra.update({name: [value] for name, value in columns.items()}, n=[missing])
+    return pa.concat_tables([table, pa.table(extra, schema=schema)])
 
 
 class _AucBins:
@@ -1619,7 +1628,7 @@ def regression_partial(
     if table is not None and labels_table is not None and labels_as_of is None:
         computed = regression_partial_of(table, labels_table, window, REGRESSION_PARTIAL_SCHEMA, _MAPE_EPS)
         if computed is not None:
-            return computed
+            return _with_missing_timestamps(*computed, REGRESSION_PARTIAL_SCHEMA)
     label_sums = (
         "avg(_lab) AS label_mean, sum((_lab - _mean) * (_lab - _mean)) AS label_m2, "
         "min(_lab) AS label_min, max(_lab) AS label_max"
@@ -1632,12 +1641,7 @@ def regression_partial(
         ORDER BY agg.window_start
     """
     table = _partial_table(joined.query("_mms_joined", sql), REGRESSION_PARTIAL_SCHEMA)
-    missing = _count_missing_timestamp(logs)
-    if missing:
-        extra = {name: [None] for name in REGRESSION_PARTIAL_SCHEMA.names}
-        extra["n"] = [missing]
-        table = pa.concat_tables([table, pa.table(extra, schema=REGRESSION_PARTIAL_SCHEMA)])
-    return table
+    return _with_missing_timestamps(table, _count_missing_timestamp(logs), REGRESSION_PARTIAL_SCHEMA)
 
 
 def regression_from_partials(
