@@ -472,27 +472,32 @@ def test_readers_see_whole_versions_while_a_partition_is_rewritten(store: Parque
     stop = threading.Event()
     seen: list[tuple[int, list[int]]] = []
     errors: list[BaseException] = []
+    reads_done = [0, 0]  # per reader: reads finished, with or without an error
 
-    def reader() -> None:
+    def reader(index: int) -> None:
         while not stop.is_set():
             try:
                 table = store.read("versions")
                 seen.append((table.num_rows, pc.unique(table.column("version")).to_pylist()))
             except BaseException as error:
                 errors.append(error)
+            reads_done[index] += 1
 
-    readers = [threading.Thread(target=reader) for _ in range(2)]
+    readers = [threading.Thread(target=reader, args=(index,)) for index in range(2)]
     for thread in readers:
         thread.start()
     try:
         for version in range(1, 11):
             store.write_partition("versions", {"k": "v"}, pa.table({"version": pa.array([version] * rows)}))
-            # A rewrite every few reads, not a write storm that starves every reader: a loaded
-            # machine once slowed SeaweedFS's rewrites until a reader's 20 attempts (15.5 s of
-            # pauses) all met one; the next rewrite waits for a read to finish after this one.
-            done = len(seen) + len(errors)
+            # A rewrite every few reads, not a write storm that starves a reader: on a loaded
+            # machine a reader's 20 attempts (15.5 s of pauses) all met a SeaweedFS rewrite, once
+            # when the writer waited for any read and the other reader kept finishing. The next
+            # rewrite waits until each reader has finished a read begun after this one.
+            before = list(reads_done)
             deadline = time.monotonic() + 60
-            while len(seen) + len(errors) == done and time.monotonic() < deadline:
+            while time.monotonic() < deadline and any(
+                now < then + 2 for now, then in zip(reads_done, before, strict=True)
+            ):
                 time.sleep(0.01)
     finally:
         stop.set()
