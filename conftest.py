@@ -1,6 +1,7 @@
 """Root pytest configuration: shared fixtures live in ``tests/fixtures``."""
 
 pytest_plugins = [
+    "tests.fixtures.scheduling",
     "tests.fixtures.s3",
     "tests.fixtures.postgres",
     "tests.fixtures.browser",

@@ -83,6 +83,9 @@ export MLFLOW_DISABLE_TELEMETRY=true
 log "ruff"
 "$BIN/ruff" check .
 log "pytest"
-# Three workers on two cores: most tests wait on servers, subprocesses or the browser. loadgroup keeps
-# the Spark tests on one worker so a single Spark session serves them.
-"$BIN/python" -m pytest -q -p no:cacheprovider --timeout=900 -n "${MMS_TEST_WORKERS:-3}" --dist loadgroup --durations=25 "$@"
+# Three workers on two cores: most tests wait on servers, subprocesses or the browser. loadgroup (with
+# tests/fixtures/scheduling.py) gives a worker a whole file, or a whole xdist_group such as the Spark
+# tests, so module and group fixtures are built once; the files go out in collection order (browser
+# and integration tests first, the many short unit tests last to fill the gaps at the end).
+"$BIN/python" -m pytest -q -p no:cacheprovider --timeout=900 -n "${MMS_TEST_WORKERS:-3}" --dist loadgroup \
+  --no-loadscope-reorder --durations=25 "$@"
