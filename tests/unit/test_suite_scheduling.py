@@ -78,8 +78,3 @@ def test_a_file_and_a_group_each_run_on_one_worker(tmp_path: Path) -> None:
     # The terminal shows ``test_a[0]@test_a.py]``: it re-parses the id, whose ``[`` opens parameters.
     scopes = {re.sub(r".*@([^\]]+)\]?$", r"\1", nodeid) for _, nodeid in ran}
     assert scopes == {"test_a.py", "test_b.py", "shared"}, ran
-
-
-def test_other_modes_keep_the_node_ids(tmp_path: Path) -> None:
-    ran = _run(tmp_path, "--dist", "loadfile")
-    assert not [nodeid for _, nodeid in ran if "@" in nodeid], ran
