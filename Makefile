@@ -6,9 +6,8 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: run serve setup setup-dev migrate demo test test-unit lint bench clean
 
-# uv installs the pinned requirements: on this project's 2-core machines it took 82 s where pip took
-# 138 s for the same venv with warm caches (and downloads in parallel on a cold machine). pip only
-# installs uv itself. Bytecode is compiled at install, as pip does, so that processes started with
+# uv installs the pinned requirements: on this project's 2-core machine, with warm caches, it took 82 s
+# where pip took 138 s for the same venv (not compared on a cold machine). pip only installs uv itself. Bytecode is compiled at install, as pip does, so that processes started with
 # PYTHONDONTWRITEBYTECODE do not compile MLflow and pandas each time they start.
 UV_VERSION := 0.13.8
 UV_INSTALL := $(BIN)/uv pip install --quiet --compile-bytecode

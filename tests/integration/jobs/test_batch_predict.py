@@ -34,8 +34,8 @@ from jobs.gateway.routing import (
 from jobs.permissions import Actor, Forbidden, Role
 from jobs.training import train_model
 
-# One xdist worker runs the whole module: its tests share one trained model.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("batch-predict")]
+# One xdist worker runs the whole module (tests/fixtures/scheduling.py): its tests share one trained model.
+pytestmark = pytest.mark.integration
 
 PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
 NAME = f"{PROJECT}.{MODEL}"

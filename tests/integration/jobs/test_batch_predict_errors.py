@@ -22,7 +22,7 @@ from jobs.contracts import INFERENCE_LOGS, REQUEST_ERRORS
 from tests.integration.jobs import test_batch_predict as batch_suite
 from tests.integration.jobs.faulty_models import FAIL_AGE, NAN_AGE, register_failing_version
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("batch-predict-errors")]
+pytestmark = pytest.mark.integration
 
 ENVIRONMENT = "batch-errors"
 

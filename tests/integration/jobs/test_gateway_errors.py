@@ -32,7 +32,7 @@ from tests.integration.jobs.gateway_support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("gateway-errors")]
+pytestmark = pytest.mark.integration
 
 CANARY_WEIGHT = 5000
 

@@ -44,9 +44,9 @@ from tests.integration.jobs.gateway_support import (
     wait_for,
 )
 
-# One xdist worker runs the whole module, in file order: the tests share one server process,
-# and the last one stops it.
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("gateway-server")]
+# One xdist worker runs the whole module, in file order (tests/fixtures/scheduling.py): the tests share
+# one server process, and the last one stops it.
+pytestmark = pytest.mark.integration
 
 CANARY_WEIGHT = 2000
 

@@ -36,7 +36,7 @@ from tests.integration.jobs.gateway_support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("gateway-timeout")]
+pytestmark = pytest.mark.integration
 
 ENVIRONMENT = "slow"
 SLOW_AGE = 79
