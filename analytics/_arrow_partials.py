@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics._duckdb import FIXED_WINDOW_MICROS
+from analytics._native import Kernels, load_kernels
 
 # DuckDB reads these int64 values of an Arrow timestamp as its infinities, which fall in no window.
 _INFINITE_TICKS = (np.iinfo(np.int64).max, -np.iinfo(np.int64).max)
@@ -42,6 +43,10 @@ _MAX_ID_BYTES = 64
 # The join's direct-address table has at most 2**22 slots (two 32 MB arrays): past a million labels
 # more of them share a slot and are found by binary search instead.
 _MAX_TABLE_BITS = 22
+
+#: The compiled label join (``mms_join_ids`` in ``_kernels.c``), or ``None``: not built, or
+#: ``MMS_NATIVE_KERNELS=0``. Then the NumPy route joins the same rows.
+KERNELS = load_kernels()
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,13 @@ def _hashes(words: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def _label_positions(ids: pa.Array, label_ids: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     """For each request id, the position of its label and whether it has one (the left join).
 
-    ``None`` when a non-null id appears twice among the labels. NULL ids match nothing.
+    A position is meaningful only where the request has a label. ``None`` when a non-null id appears
+    twice among the labels. NULL ids match nothing. With the :data:`KERNELS`, the compiled join
+    runs: one pass over each side into a hash table (0.03 s for the bench day, against 0.05 s and
+    about 60 MB of temporaries in NumPy, 0.13 s by Arrow's ``index_in``).
     """
+    if KERNELS is not None:
+        return _label_positions_native(KERNELS, ids, label_ids)
     logs, labels = _words(ids), _words(label_ids)
     if logs is None or labels is None:
         return _label_positions_hashed(ids, label_ids)
@@ -201,6 +211,56 @@ def _label_positions(ids: pa.Array, label_ids: pa.Array) -> tuple[np.ndarray, np
     return position, matched
 
 
+def _string_layout(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A string array's 64-bit offsets into its data buffer, that buffer and its validity bytes
+    (``None`` when no value is NULL), as ``mms_join_ids`` reads them."""
+    n = len(array)
+    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets_buffer, data_buffer = array.buffers()[1:3]
+    if n == 0 or offsets_buffer is None:
+        offsets = np.zeros(n + 1, dtype=np.int64)
+    else:
+        start = array.offset * np.dtype(offset_type).itemsize
+        offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=n + 1, offset=start)
+        offsets = offsets.astype(np.int64, copy=False)
+    data = (
+        np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None and data_buffer.size else None
+    )
+    if data is None:
+        data = np.zeros(1, dtype=np.uint8)  # every string empty: a valid address that is never read
+    valid = _validity(array).view(np.uint8) if array.null_count else None
+    return np.ascontiguousarray(offsets), data, valid
+
+
+def _label_positions_native(
+    kernels: Kernels, ids: pa.Array, label_ids: pa.Array
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_label_positions` by the compiled join (``mms_join_ids``)."""
+    if len(label_ids) >= (1 << 32) - 1:
+        return _label_positions_hashed(ids, label_ids)  # positions past the slots' 32 bits
+    offsets, data, valid = _string_layout(ids)
+    label_offsets, label_data, label_valid = _string_layout(label_ids)
+    bits = max(4, (2 * len(label_ids)).bit_length())  # at most half the slots taken
+    table = np.zeros(1 << bits, dtype=np.uint64)  # zeroed pages from the system: only the touched cost
+    position = np.empty(len(ids), dtype=np.int64)
+    duplicate = kernels.join_ids(
+        offsets.ctypes.data,
+        data.ctypes.data,
+        None if valid is None else valid.ctypes.data,
+        len(ids),
+        label_offsets.ctypes.data,
+        label_data.ctypes.data,
+        None if label_valid is None else label_valid.ctypes.data,
+        len(label_ids),
+        table.ctypes.data,
+        bits,
+        position.ctypes.data,
+    )
+    if duplicate:
+        return None
+    return position, position >= 0
+
+
 def _label_positions_hashed(ids: pa.Array, label_ids: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`_label_positions` by Arrow's hash tables (long ids, or a clash of :func:`_hashes`)."""
     if label_ids.type != ids.type:
@@ -219,13 +279,15 @@ def _windows(table: pa.Table, window: str) -> _Windows | None:
     if not pa.types.is_timestamp(array.type) or array.type.unit != "us":
         return None
     ticks, timed = _values(array, np.int64)
-    if np.isin(ticks[timed], _INFINITE_TICKS).any():
+    timed_ticks = ticks[timed]
+    # Two comparisons: np.isin would sort the 200k ticks of a day to find two values.
+    if bool(np.any((timed_ticks == _INFINITE_TICKS[0]) | (timed_ticks == _INFINITE_TICKS[1]))):
         return None
     n = len(ticks)
     of_row = np.full(n, -1, dtype=np.int64)
     if not timed.any():
         return _Windows(np.zeros(0, dtype=np.int64), of_row, n)
-    keys = ticks[timed] - ticks[timed] % size  # NumPy's % floors: instants before 1970 too
+    keys = timed_ticks - timed_ticks % size  # NumPy's % floors: instants before 1970 too
     low, high = int(keys.min()), int(keys.max())
     if (high - low) // size < _DENSE_CELLS:
         slots = (keys - low) // size

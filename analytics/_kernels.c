@@ -329,3 +329,89 @@ void mms_hll_add(const double *x, int64_t n, int precision, int64_t *registers)
         }
     }
 }
+
+/*
+ * The label join of the performance partials (analytics/_arrow_partials.py, _label_positions): for
+ * each request id, the position of the label with the same id, or -1 (no label, or a NULL id).
+ *
+ * Strings come as Arrow lays them out: 64-bit offsets into a data buffer and a validity byte per row
+ * (NULL: every row valid). `table` is 2**bits zeroed slots, at least twice the labels: each holds
+ * the top 32 bits of a label's hash and its position plus one, so a probe compares the bytes only
+ * when the hashes agree. Returns 0, or 1 when a valid id appears twice among the labels (the query's
+ * join would then repeat the request's row, which the caller leaves to the query).
+ */
+static inline uint64_t id_hash(const uint8_t *p, int64_t len)
+{
+    uint64_t h = (uint64_t)len * UINT64_C(0x9E3779B97F4A7C15);
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * UINT64_C(0xBF58476D1CE4E5B9);
+        h ^= h >> 31;
+    }
+    if (len > 0) {
+        uint64_t w = 0;
+        memcpy(&w, p, (size_t)len);
+        h = (h ^ w) * UINT64_C(0xBF58476D1CE4E5B9);
+        h ^= h >> 31;
+    }
+    h ^= h >> 30;
+    h *= UINT64_C(0xBF58476D1CE4E5B9);
+    h ^= h >> 27;
+    h *= UINT64_C(0x94D049BB133111EB);
+    h ^= h >> 31;
+    return h;
+}
+
+int mms_join_ids(const int64_t *offsets, const uint8_t *data, const uint8_t *valid, int64_t n,
+                 const int64_t *label_offsets, const uint8_t *label_data, const uint8_t *label_valid,
+                 int64_t n_labels, uint64_t *table, int bits, int64_t *out_position)
+{
+    const uint64_t mask = (UINT64_C(1) << bits) - 1;
+    for (int64_t i = 0; i < n_labels; i++) {
+        if (label_valid && !label_valid[i]) {
+            continue;
+        }
+        const uint8_t *p = label_data + label_offsets[i];
+        const int64_t len = label_offsets[i + 1] - label_offsets[i];
+        const uint64_t h = id_hash(p, len);
+        const uint64_t tag = h >> 32;
+        for (uint64_t slot = h & mask;; slot = (slot + 1) & mask) {
+            const uint64_t held = table[slot];
+            if (held == 0) {
+                table[slot] = (tag << 32) | (uint64_t)(i + 1);
+                break;
+            }
+            if ((held >> 32) == tag) {
+                const int64_t j = (int64_t)(held & UINT64_C(0xFFFFFFFF)) - 1;
+                if (label_offsets[j + 1] - label_offsets[j] == len && memcmp(label_data + label_offsets[j], p, (size_t)len) == 0) {
+                    return 1;
+                }
+            }
+        }
+    }
+    for (int64_t i = 0; i < n; i++) {
+        out_position[i] = -1;
+        if (valid && !valid[i]) {
+            continue;
+        }
+        const uint8_t *p = data + offsets[i];
+        const int64_t len = offsets[i + 1] - offsets[i];
+        const uint64_t h = id_hash(p, len);
+        const uint64_t tag = h >> 32;
+        for (uint64_t slot = h & mask;; slot = (slot + 1) & mask) {
+            const uint64_t held = table[slot];
+            if (held == 0) {
+                break;
+            }
+            if ((held >> 32) == tag) {
+                const int64_t j = (int64_t)(held & UINT64_C(0xFFFFFFFF)) - 1;
+                if (label_offsets[j + 1] - label_offsets[j] == len && memcmp(label_data + label_offsets[j], p, (size_t)len) == 0) {
+                    out_position[i] = j;
+                    break;
+                }
+            }
+        }
+    }
+    return 0;
+}

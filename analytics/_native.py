@@ -1,4 +1,5 @@
-"""The compiled kernels of the numeric profile (``analytics/_kernels.c``), when they are built.
+"""The compiled kernels of the numeric profile and of the label join (``analytics/_kernels.c``), when
+they are built.
 
 ``make setup`` compiles them into ``analytics/_build/libmms_kernels.so`` (one ``cc`` call, see the
 Makefile): in a folder that is no Python package, so the library is never taken for an extension
@@ -37,6 +38,7 @@ _SIGNATURES: dict[str, tuple[str, list[type], type | None]] = {
     "bin_fine": ("mms_bin_fine", [_PTR, _I64, _INT, _I64, _I64, _I64, _PTR, _I64, _DBL, _INT], _DBL),
     "m2": ("mms_m2", [_PTR, _I64, _DBL], _DBL),
     "hll_add": ("mms_hll_add", [_PTR, _I64, _INT, _PTR], None),
+    "join_ids": ("mms_join_ids", [_PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _INT, _PTR], _INT),
 }
 
 
@@ -52,6 +54,7 @@ class Kernels:
     bin_fine: ctypes._CFuncPtr
     m2: ctypes._CFuncPtr
     hll_add: ctypes._CFuncPtr
+    join_ids: ctypes._CFuncPtr
 
 
 def load_kernels(path: Path = LIBRARY_PATH) -> Kernels | None:

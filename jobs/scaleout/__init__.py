@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from analytics.store import ParquetStore
+
+# The monitor command's options live apart: parsing them must not import this package's planning.
+from jobs._engine_options import DEFAULT_RETRIES, ENGINES, add_engine_arguments
 from jobs.scaleout.units import DEFAULT_UNIT_BYTES, ScaleoutError, parse_bytes, plan_run
-
-ENGINES = ("local", "spark", "sfn")
-"""Engine names of ``--engine``."""
-
-DEFAULT_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -224,26 +222,6 @@ def run_scaleout(
         merge_seconds=merged.seconds,
         retried=report.retried,
         merge=merged,
-    )
-
-
-# --------------------------------------------------------------------------- the monitor command's options
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--engine``, ``--cluster``, ``--unit-bytes``, ``--max-parallel`` and ``--retries``.
-
-    Without ``--engine`` the monitoring job runs in this process as before.
-    """
-    group = parser.add_argument_group("scale-out (docs/SCALE_OUT.md)")
-    group.add_argument(
-        "--engine", choices=ENGINES, default=None, help="profile in parallel units on this engine"
-    )
-    group.add_argument("--cluster", default=None, help="spark: master URL; sfn: state machine ARN")
-    group.add_argument("--unit-bytes", default="512MB", help="log bytes per work unit (default 512MB)")
-    group.add_argument("--max-parallel", type=int, default=None, help="parallel tasks (local, spark)")
-    group.add_argument(
-        "--retries", type=int, default=DEFAULT_RETRIES, help="further attempts of a failed unit"
     )
 
 

@@ -209,14 +209,89 @@ def test_a_request_labelled_twice_is_left_to_the_query(con: duckdb.DuckDBPyConne
     assert computed.filter(pa.compute.equal(computed.column("kind"), "window")).column("n").to_pylist() == [5]
 
 
+def arrow_join(ids: pa.Array, label_ids: pa.Array) -> tuple[list[bool], list[int | None]] | None:
+    """The join by Arrow's hash tables (``index_in``), as (matched, position or None) lists."""
+    joined = _arrow_partials._label_positions_hashed(ids, label_ids)
+    if joined is None:
+        return None
+    position, matched = joined
+    return matched.tolist(), [int(p) if m else None for p, m in zip(position, matched, strict=True)]
+
+
+def routes() -> list[Any]:
+    """The label join's routes: the compiled kernel (when built) and NumPy."""
+    assert _arrow_partials.KERNELS is not None, "the kernels are not built: run `make setup`"
+    return [pytest.param(_arrow_partials.KERNELS, id="kernel"), pytest.param(None, id="numpy")]
+
+
+# Ids of many lengths (past the 64 bytes NumPy joins), NUL bytes, non-ASCII, the empty id.
+join_ids = st.one_of(
+    st.sampled_from([*ID_VALUES, "x" * 65, "x" * 65 + "\x00", "y" * 200]),
+    st.text(max_size=20),
+    st.none(),
+)
+
+
+@pytest.mark.parametrize("kernels", routes())
+@HYPOTHESIS
+@given(
+    log_ids=st.lists(join_ids, max_size=60),
+    label_ids=st.lists(join_ids, max_size=40),
+    large=st.booleans(),
+    offset=st.integers(0, 3),
+)
+def test_the_label_join_is_arrow_s(
+    kernels: Any, log_ids: list[str | None], label_ids: list[str | None], large: bool, offset: int
+) -> None:
+    """Each route finds each request's label where Arrow's ``index_in`` does, and answers ``None``
+    exactly when a non-null id is labelled twice; ids as ``string`` or ``large_string``, sliced."""
+    kind = pa.large_string() if large else pa.string()
+    ids = pa.array(["pad"] * offset + log_ids, kind).slice(offset)
+    labels = pa.array(["pad"] * offset + label_ids, pa.string()).slice(offset)
+    expected = arrow_join(ids, labels.cast(kind))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_arrow_partials, "KERNELS", kernels)
+        joined = _arrow_partials._label_positions(ids, labels)
+    if expected is None:
+        assert joined is None
+        assert len({i for i in label_ids if i is not None}) < sum(i is not None for i in label_ids)
+        return
+    assert joined is not None
+    position, matched = joined
+    assert (
+        matched.tolist(),
+        [int(p) if m else None for p, m in zip(position, matched, strict=True)],
+    ) == expected
+
+
+@pytest.mark.parametrize("kernels", routes())
+def test_a_day_of_ids_is_joined_as_by_arrow(kernels: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200k requests against 180k labels (shuffled, a tenth unknown), the bench day's shape: the hash
+    table's probing and the NumPy route's shared slots are exercised at scale."""
+    rng = np.random.default_rng(5)
+    ids = pa.array([None if i % 1_000 == 0 else f"20261127-{i:07d}" for i in range(200_000)])
+    chosen = rng.permutation(220_000)[:180_000]
+    labels = pa.array([f"20261127-{i:07d}" for i in chosen.tolist()])
+    monkeypatch.setattr(_arrow_partials, "KERNELS", kernels)
+    joined = _arrow_partials._label_positions(ids, labels)
+    assert joined is not None
+    position, matched = joined
+    expected_matched, expected_position = arrow_join(ids, labels)
+    assert matched.tolist() == expected_matched
+    assert position[matched].tolist() == [p for p in expected_position if p is not None]
+    assert 0 < int(matched.sum()) < 180_000
+
+
 def test_long_ids_and_clashing_hashes_are_joined_by_arrow(
     con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The NumPy route's hash (the kernel's own probing is tested above): every id of one length
+    # gets the same hash, which that route must notice and leave to Arrow.
+    monkeypatch.setattr(_arrow_partials, "KERNELS", None)
     logs, labels = _tables()
     long = {value: value * 100 for value in "abcd"}  # past the 64 bytes joined in NumPy
     long_logs = logs.set_column(0, "request_id", pa.array([long[v] for v in "abcd"]))
     long_labels = labels.set_column(0, "request_id", pa.array([long[v] for v in "abc"]))
-    # Every id of one length gets the same hash: the join must notice and let Arrow join them.
     monkeypatch.setattr(_arrow_partials, "_hashes", lambda words, lengths: lengths.astype(np.uint64))
     for left, right in ((long_logs, long_labels), (logs, labels)):
         rel, label_rel = con.from_arrow(left), con.from_arrow(right)
