@@ -67,9 +67,16 @@ _MAX_RETRY_PAUSE_S = 1.0
 # a busy machine a reader that keeps landing on rewrites must let the writer get ahead, which a
 # short fixed pause did not, and 5.5 s in all still ran out once behind ten SeaweedFS rewrites at
 # load average 5+ (each rewrite slows down with the load; a reader outlasts a burst of them).
-# What DuckDB raises while reading: its own errors, and UnicodeDecodeError when its Python binding
-# decodes the binary body of a failed range request (an S3 object replaced mid-read, DuckDB 1.5.5).
-_DUCKDB_READ_ERRORS = (duckdb.Error, UnicodeDecodeError)
+
+
+def _duckdb_read_errors() -> tuple[type[Exception], ...]:
+    """What DuckDB raises while reading: its own errors, and UnicodeDecodeError when its Python binding
+    decodes the binary body of a failed range request (an S3 object replaced mid-read, DuckDB 1.5.5).
+
+    A function, not a constant: an ``except`` clause evaluates it only when something is raised, so
+    importing this module reads nothing of DuckDB (``jobs._deferred_import``).
+    """
+    return (duckdb.Error, UnicodeDecodeError)
 
 
 class StoreError(Exception):
@@ -972,7 +979,7 @@ class ParquetStore:
         relation = self._relation_over(files, filters, columns)
         try:
             return relation.to_arrow_table()
-        except _DUCKDB_READ_ERRORS as error:
+        except _duckdb_read_errors() as error:
             raise self._read_failure(error, files) from error
 
     def _relation_over(
@@ -984,7 +991,7 @@ class ParquetStore:
         paths = [f.path for f in files]
         try:
             relation = self.cursor().sql(_duckdb.read_parquet_sql(paths))
-        except _DUCKDB_READ_ERRORS as error:
+        except _duckdb_read_errors() as error:
             raise self._read_failure(error, files) from error
         schema = relation.columns
         partition_keys = {key for f in files for key in f.partition}
@@ -1084,7 +1091,7 @@ def read_source(con: duckdb.DuckDBPyConnection, source: str | Sequence[str]) -> 
         files.extend(_expand_source(con, item))
     try:
         return con.sql(_duckdb.read_parquet_sql(files))
-    except _DUCKDB_READ_ERRORS as error:
+    except _duckdb_read_errors() as error:
         raise _read_error(error, files) from error
 
 

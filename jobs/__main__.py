@@ -17,6 +17,11 @@ if sys.argv[1:2] == ["monitor"] and "--engine" not in sys.argv:
     # No cyclic collection during the imports either (about 5 ms of walking their young objects):
     # the command freezes what they leave and keeps the collector off for the run (jobs.monitor).
     gc.disable()
+    from jobs._deferred_import import defer
+
+    # The job's modules import DuckDB at the top; the command loads it beside the read of the day
+    # (jobs.monitor, _monitor_command), instead of before anything else.
+    defer(["duckdb"])
 
 from jobs.cli import main
 

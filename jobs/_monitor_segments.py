@@ -318,6 +318,8 @@ def segment_spec(spec: ProfileSpec) -> ProfileSpec:
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0}
 """Microseconds per tick of a timestamp unit (``ns``: 0, ticks are divided by 1 000 instead)."""
 _DAY_MICROS = 86_400_000_000
+# DuckDB reads these int64 timestamps as its infinities (+/-), which fall in no window.
+_INT64_MAX = int(np.iinfo(np.int64).max)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNIT_MICROS = {"day": _DAY_MICROS, "hour": 3_600_000_000}
 
@@ -362,6 +364,51 @@ def _ticks(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, 
 def _micros(ticks: np.ndarray, per_tick: int) -> np.ndarray:
     # Floor division keeps instants before 1970 in the right window, as date_trunc does.
     return ticks // 1_000 if per_tick == 0 else ticks * per_tick
+
+
+def window_counts(logs: pa.Table, unit: str) -> list[tuple[datetime, int, datetime]] | None:
+    """Rows and latest request of each UTC window of ``logs`` with a timestamp, in window order.
+
+    The windows are cut as every query of the job cuts them (``window_sql``), in NumPy instead of a
+    ``GROUP BY``: about 0.01 s instead of 0.03 s for a 200k-row day. ``None`` where the query must
+    count them: a timestamp other than microseconds (nanoseconds round in DuckDB's conversion) or
+    one holding DuckDB's infinities (int64 extremes, in no window).
+
+    Args:
+        logs: Inference logs with a ``timestamp`` column.
+        unit: ``day`` or ``hour``.
+
+    Returns:
+        (window start, rows, latest timestamp) per window, both instants timezone-aware UTC.
+    """
+    column = logs.column(TIMESTAMP_COLUMN)
+    if not pa.types.is_timestamp(column.type) or column.type.unit != "us":
+        return None
+    ticks, has_time, _per_tick = _ticks(column)
+    timed = ticks[has_time]
+    if not len(timed):
+        return []
+    if int(timed.max()) == _INT64_MAX or int(timed.min()) <= -_INT64_MAX:
+        return None
+    size = _UNIT_MICROS[unit]
+    windows = timed // size  # floors: instants before 1970 too
+    low = int(windows.min())
+    span = int(windows.max()) - low + 1
+    if span <= 4 * len(windows) + 65_536:
+        slots, starts = windows - low, low + np.arange(span)
+    else:  # a few far-off instants: index the windows seen instead of every one between them
+        starts, slots = np.unique(windows, return_inverse=True)
+    rows = np.bincount(slots, minlength=len(starts))
+    latest = np.full(len(starts), np.iinfo(np.int64).min)
+    np.maximum.at(latest, slots, timed)
+    return [
+        (
+            _EPOCH + timedelta(microseconds=int(starts[k]) * size),
+            int(rows[k]),
+            _EPOCH + timedelta(microseconds=int(latest[k])),
+        )
+        for k in np.flatnonzero(rows).tolist()
+    ]
 
 
 def stacked_table(

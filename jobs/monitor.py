@@ -59,6 +59,7 @@ from analytics.profile import Profile, ProfileSpec, profiles_from_arrow, profile
 from analytics.store import ParquetStore, StoredFile, StoreError
 from jobs import _monitor_inputs as inputs
 from jobs import _monitor_rows as rows_of
+from jobs._deferred_import import load_in_background
 from jobs._monitor_inputs import MONITOR_STATE, DayInput, Problem, StateEntry
 from jobs._monitor_rows import Thresholds
 from jobs._monitor_segments import (
@@ -71,6 +72,7 @@ from jobs._monitor_segments import (
     batch_partials,
     batch_profiles,
     stack_batch,
+    window_counts,
     window_sql,
 )
 from jobs._monitor_version import RowRules, VersionInputs, add_version_rows
@@ -140,8 +142,18 @@ demand/prod ``channel`` 15), and none of the 5 655 others is, so alpha stays at 
 """
 
 _ERRORS_SUFFIX = "-errors.parquet"
-_COMPUTE_ERRORS = (ValueError, ArithmeticError, duckdb.Error, pa.ArrowException)
-"""What the analytics raise on data they cannot handle (ProfileError is a ValueError)."""
+
+
+def _compute_errors() -> tuple[type[Exception], ...]:
+    """What the analytics raise on data they cannot handle (ProfileError is a ValueError).
+
+    A function, evaluated by the ``except`` clauses only when something is raised: importing this
+    module reads nothing of DuckDB, whose loading a run overlaps with its reading
+    (``jobs._deferred_import``).
+    """
+    return (ValueError, ArithmeticError, duckdb.Error, pa.ArrowException)
+
+
 _PROFILE_INFIX = "-version-"
 
 
@@ -656,6 +668,16 @@ class _TargetRun:
         latest: datetime | None = None
         if plan:
             self._load_latency_history([day for day, _ in plan])
+        if plan:
+            # In `python -m jobs monitor` (jobs/__main__.py defers DuckDB), what the run needs only
+            # once the days are read loads in a thread of its own while this one reads them (pyarrow
+            # decodes without the GIL; imports hold it): DuckDB and the store's connection (about
+            # 0.02 s to open), numpy.ma (pyarrow's first conversion of a NumPy array imports it), the
+            # module DuckDB scans Arrow tables with, and the monthly compaction's reader. Elsewhere
+            # DuckDB is loaded already and this does nothing.
+            load_in_background(
+                ["duckdb", self.store.connection, "numpy.ma", "pyarrow.dataset", "analytics.metrics"]
+            )
         try:
             for batch in self._batches([day for day, _ in plan]):
                 days = [self._read_day(day) for day in batch]
@@ -850,7 +872,7 @@ class _TargetRun:
         """
         try:
             return self._compute(days)
-        except _COMPUTE_ERRORS as error:
+        except _compute_errors() as error:
             if len(days) == 1:
                 self._compute_failed(days[0], error)
                 return {}
@@ -858,7 +880,7 @@ class _TargetRun:
         for day_input in days:
             try:
                 outputs.update(self._compute([day_input]))
-            except _COMPUTE_ERRORS as error:
+            except _compute_errors() as error:
                 self._compute_failed(day_input, error)
         return outputs
 
@@ -900,7 +922,7 @@ class _TargetRun:
             labels_chosen = _LabelChoice(cursor, labels)
             computed = {
                 v: self._compute_version(
-                    v, cursor.from_arrow(by_version[v]), stacks[v], profiles[v], labels_chosen
+                    v, by_version[v], cursor.from_arrow(by_version[v]), stacks[v], profiles[v], labels_chosen
                 )
                 for v in versions
             }
@@ -934,6 +956,7 @@ class _TargetRun:
     def _compute_version(
         self,
         version: str,
+        logs: pa.Table,
         relation: duckdb.DuckDBPyRelation,
         stacked: Future[StackedBatch],
         profiles: Future[tuple[dict[SliceKey, Profile], dict[datetime, Profile]]],
@@ -947,7 +970,7 @@ class _TargetRun:
         chooses it; checking that costs a sum, choosing up front a hash of every request id.
         """
         reference = self._reference(version)
-        counts = _window_counts(relation, self.unit)
+        counts = _window_counts(relation, self.unit, logs)
         task = reference.task or _task_from_logs(relation)
         task = task if task == "classification" else "regression"
         con, rows = self.store.cursor(), stacked.result()
@@ -1189,8 +1212,14 @@ def _task_from_logs(relation: duckdb.DuckDBPyRelation) -> str:
     return "classification" if row and row[0] else "regression"
 
 
-def _window_counts(relation: duckdb.DuckDBPyRelation, unit: str) -> dict[datetime, tuple[int, datetime]]:
-    """Rows and latest request time per window (UTC, timezone-aware)."""
+def _window_counts(
+    relation: duckdb.DuckDBPyRelation, unit: str, logs: pa.Table | None = None
+) -> dict[datetime, tuple[int, datetime]]:
+    """Rows and latest request time per window (UTC, timezone-aware): from ``logs`` (the table
+    behind ``relation``) where ``window_counts`` can count them, else by a query."""
+    counted = window_counts(logs, unit) if logs is not None else None
+    if counted is not None:
+        return {start: (rows, latest) for start, rows, latest in counted}
     # The windows as the profiles and partials cut them (window_start_sql): date_trunc over a
     # TIMESTAMP WITH TIME ZONE converts each row through the calendar (about 0.2 µs a row).
     sql = (

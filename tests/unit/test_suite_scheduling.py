@@ -7,6 +7,7 @@ failed: the groups were simply ignored. This runs a small suite under the same o
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -55,10 +56,14 @@ def _run(tmp_path: Path, *options: str) -> list[tuple[str, str]]:
     """Run the two files above on three workers; (worker, node id) of each passed test."""
     (tmp_path / "test_a.py").write_text(FILE_A)
     (tmp_path / "test_b.py").write_text(FILE_B)
+    # Only xdist and the plugin under test: the installed plugins that pytest loads by default
+    # (playwright, hypothesis, schemathesis, ...) cost each of the four processes about 3 s of CPU.
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.fixtures.scheduling", "-p", "no:cacheprovider", "-v",
-         "-n", "3", *options, "--rootdir", str(tmp_path), "-c", "/dev/null", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-p", "xdist.plugin", "-p", "tests.fixtures.scheduling",
+         "-p", "no:cacheprovider", "-v", "-n", "3", *options, "--rootdir", str(tmp_path), "-c", "/dev/null",
+         str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ran = re.findall(r"^\[(gw\d+)\] \[[ \d]+%\] PASSED (\S+)\s*$", result.stdout, re.MULTILINE)

@@ -10,10 +10,13 @@ import dataclasses
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from analytics.drift import drift
 from analytics.performance import (
@@ -40,8 +43,10 @@ from jobs._monitor_segments import (
     segment_rows,
     stack_batch,
     stacked_table,
+    window_counts,
 )
 from jobs.contracts import SEGMENT_METRICS, require_valid, validate_metrics_table
+from jobs.monitor import _window_counts
 
 pytestmark = pytest.mark.unit
 
@@ -282,6 +287,48 @@ def test_the_values_counted_from_the_table_are_those_of_the_query(
         assert from_table.values == from_query.values
         if max_values == 3:
             assert None in from_table.values.values()  # windows with too many users to slice
+
+
+DAY_US = 86_400_000_000
+YEAR_1_US = -62_135_596_800_000_000  # 0001-01-01, the first instant Python's datetime holds
+instants = st.one_of(
+    st.integers(DAY_US * 19_800, DAY_US * 19_803),  # a few days of 2024
+    st.integers(-2 * DAY_US, 2 * DAY_US),  # around 1970, before it too
+    st.sampled_from([YEAR_1_US, DAY_US * 2_932_000, DAY_US * 19_800 - 1, -1]),  # far off, and edges
+    st.none(),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(micros=st.lists(instants, max_size=40), unit=st.sampled_from(["day", "hour"]))
+def test_the_windows_counted_from_the_table_are_those_of_the_query(
+    micros: list[int | None], unit: str
+) -> None:
+    """Rows and latest request per window, in NumPy (the job's route) and by the job's query."""
+    logs = pa.table({"timestamp": pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))})
+    with duckdb.connect() as con:
+        relation = con.from_arrow(logs)
+        counted = window_counts(logs, unit)
+        assert counted is not None
+        assert _window_counts(relation, unit, logs) == _window_counts(relation, unit)
+        assert sum(rows for _start, rows, _latest in counted) == sum(m is not None for m in micros)
+
+
+@pytest.mark.parametrize("change", ["nanoseconds", "infinity", "minus infinity"])
+def test_what_the_table_cannot_count_is_left_to_the_query(change: str) -> None:
+    ticks = [DAY_US * 19_800, DAY_US * 19_800 + 5, None]
+    kind = pa.timestamp("us", tz="UTC")
+    if change == "nanoseconds":
+        ticks, kind = [None if t is None else t * 1_000 for t in ticks], pa.timestamp("ns", tz="UTC")
+    else:
+        ticks[2] = int(np.iinfo(np.int64).max) * (1 if change == "infinity" else -1)
+    logs = pa.table({"timestamp": pa.array(ticks, pa.int64()).cast(kind)})
+    assert window_counts(logs, "day") is None
+    with duckdb.connect() as con:
+        relation = con.from_arrow(logs)
+        counted = _window_counts(relation, "day", logs)
+        assert counted == _window_counts(relation, "day")
+        assert sum(rows for rows, _latest in counted.values()) == 2
 
 
 FLOATS = ("statistic", "p_value", "threshold")
