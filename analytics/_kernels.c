@@ -363,6 +363,26 @@ static inline uint64_t id_hash(const uint8_t *p, int64_t len)
     return h;
 }
 
+/* The slot holding the label with these bytes, or the empty slot where it would go. */
+static inline uint64_t id_slot(const uint64_t *table, uint64_t mask, uint64_t h, const uint8_t *p, int64_t len,
+                               const int64_t *label_offsets, const uint8_t *label_data)
+{
+    const uint64_t tag = h >> 32;
+    for (uint64_t slot = h & mask;; slot = (slot + 1) & mask) {
+        const uint64_t held = table[slot];
+        if (held == 0) {
+            return slot;
+        }
+        if ((held >> 32) == tag) {
+            const int64_t j = (int64_t)(held & UINT64_C(0xFFFFFFFF)) - 1;
+            if (label_offsets[j + 1] - label_offsets[j] == len
+                && memcmp(label_data + label_offsets[j], p, (size_t)len) == 0) {
+                return slot;
+            }
+        }
+    }
+}
+
 int mms_join_ids(const int64_t *offsets, const uint8_t *data, const uint8_t *valid, int64_t n,
                  const int64_t *label_offsets, const uint8_t *label_data, const uint8_t *label_valid,
                  int64_t n_labels, uint64_t *table, int bits, int64_t *out_position)
@@ -375,20 +395,11 @@ int mms_join_ids(const int64_t *offsets, const uint8_t *data, const uint8_t *val
         const uint8_t *p = label_data + label_offsets[i];
         const int64_t len = label_offsets[i + 1] - label_offsets[i];
         const uint64_t h = id_hash(p, len);
-        const uint64_t tag = h >> 32;
-        for (uint64_t slot = h & mask;; slot = (slot + 1) & mask) {
-            const uint64_t held = table[slot];
-            if (held == 0) {
-                table[slot] = (tag << 32) | (uint64_t)(i + 1);
-                break;
-            }
-            if ((held >> 32) == tag) {
-                const int64_t j = (int64_t)(held & UINT64_C(0xFFFFFFFF)) - 1;
-                if (label_offsets[j + 1] - label_offsets[j] == len && memcmp(label_data + label_offsets[j], p, (size_t)len) == 0) {
-                    return 1;
-                }
-            }
+        const uint64_t slot = id_slot(table, mask, h, p, len, label_offsets, label_data);
+        if (table[slot] != 0) {
+            return 1;
         }
+        table[slot] = ((h >> 32) << 32) | (uint64_t)(i + 1);
     }
     for (int64_t i = 0; i < n; i++) {
         out_position[i] = -1;
@@ -397,20 +408,9 @@ int mms_join_ids(const int64_t *offsets, const uint8_t *data, const uint8_t *val
         }
         const uint8_t *p = data + offsets[i];
         const int64_t len = offsets[i + 1] - offsets[i];
-        const uint64_t h = id_hash(p, len);
-        const uint64_t tag = h >> 32;
-        for (uint64_t slot = h & mask;; slot = (slot + 1) & mask) {
-            const uint64_t held = table[slot];
-            if (held == 0) {
-                break;
-            }
-            if ((held >> 32) == tag) {
-                const int64_t j = (int64_t)(held & UINT64_C(0xFFFFFFFF)) - 1;
-                if (label_offsets[j + 1] - label_offsets[j] == len && memcmp(label_data + label_offsets[j], p, (size_t)len) == 0) {
-                    out_position[i] = j;
-                    break;
-                }
-            }
+        const uint64_t slot = id_slot(table, mask, id_hash(p, len), p, len, label_offsets, label_data);
+        if (table[slot] != 0) {
+            out_position[i] = (int64_t)(table[slot] & UINT64_C(0xFFFFFFFF)) - 1;
         }
     }
     return 0;
