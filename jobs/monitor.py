@@ -668,7 +668,6 @@ class _TargetRun:
         latest: datetime | None = None
         if plan:
             self._load_latency_history([day for day, _ in plan])
-        if plan:
             # In `python -m jobs monitor` (jobs/__main__.py defers DuckDB), what the run needs only
             # once the days are read loads in a thread of its own while this one reads them (pyarrow
             # decodes without the GIL; imports hold it): DuckDB and the store's connection (about
