@@ -1739,16 +1739,26 @@ class _TableSource:
         size = self.window_micros
         return table, micros - micros % size  # NumPy's % floors: windows before 1970 too
 
-    def batches(self, specs: Sequence[ColumnSpec]) -> Iterator[_Batch]:
+    @functools.cached_property
+    def _in_window_order(self) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+        """:meth:`keyed`, with the keys and the row order that put each batch's rows in window order
+        (``None``: they are in order already). Once per source: the scans sharing its columns
+        (:func:`_numeric_profiles`) sort it once (``cached_property`` locks on Python 3.11)."""
         table, keys = self.keyed()
         n = table.num_rows
-        if keys is not None and len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
-            # Windows interleave (the monitoring job's stacked slices): each batch's rows are put
-            # in window order once, for all the columns, so each window of a batch is a run of rows
-            # instead of a gather per column and batch; within a window the rows keep their order,
-            # so every accumulator adds the values a scan's batch would give it, in the same order.
-            order = np.lexsort((keys, np.arange(n) // STREAM_BATCH_ROWS))
-            keys = keys[order]
+        if keys is None or n <= 1 or bool(np.all(keys[1:] >= keys[:-1])):
+            return table, keys, None
+        # Windows interleave (the monitoring job's stacked slices): each batch's rows are put in
+        # window order once, for all the columns, so each window of a batch is a run of rows instead
+        # of a gather per column and batch; within a window the rows keep their order, so every
+        # accumulator adds the values a scan's batch would give it, in the same order.
+        order = np.lexsort((keys, np.arange(n) // STREAM_BATCH_ROWS))
+        return table, keys[order], order
+
+    def batches(self, specs: Sequence[ColumnSpec]) -> Iterator[_Batch]:
+        table, keys, order = self._in_window_order
+        n = table.num_rows
+        if order is not None:
             gathered = [_gathered(table.column(spec.name), order) for spec in specs]
             for start in range(0, n, STREAM_BATCH_ROWS):
                 end = min(start + STREAM_BATCH_ROWS, n)
