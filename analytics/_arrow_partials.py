@@ -153,7 +153,7 @@ def _label_positions(ids: pa.Array, label_ids: pa.Array) -> tuple[np.ndarray, np
 
     A position is meaningful only where the request has a label. ``None`` when a non-null id appears
     twice among the labels. NULL ids match nothing. With the :data:`KERNELS`, the compiled join
-    runs: one pass over each side into a hash table (0.03 s for the bench day, against 0.05 s and
+    runs: one pass over each side into a hash table (0.017 s for the bench day, against 0.05 s and
     about 60 MB of temporaries in NumPy, 0.13 s by Arrow's ``index_in``).
     """
     if KERNELS is not None:
