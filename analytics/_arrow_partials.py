@@ -111,10 +111,7 @@ def _words(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Each string's bytes zero-padded into 64-bit words, its length and validity; ``None`` past
     :data:`_MAX_ID_BYTES` bytes. Ids usually share one length, and are then a reshape of the data."""
     n = len(array)
-    offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
-    offsets_buffer, data_buffer = array.buffers()[1:3]
-    start = array.offset * np.dtype(offset_type).itemsize
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=n + 1, offset=start).astype(np.int64)
+    offsets, data = _offsets_and_data(array)
     lengths = np.diff(offsets)
     valid = _validity(array)
     width = int(lengths.max()) if n else 0
@@ -123,7 +120,7 @@ def _words(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     words = max(1, -(-width // 8))
     padded = np.zeros((n, words * 8), dtype=np.uint8)
     if width:
-        data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        data = data[offsets[0] : offsets[-1]]
         if bool(np.all(lengths == width)):
             padded[:, :width] = data.reshape(n, width)
         else:
@@ -211,9 +208,9 @@ def _label_positions(ids: pa.Array, label_ids: pa.Array) -> tuple[np.ndarray, np
     return position, matched
 
 
-def _string_layout(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A string array's 64-bit offsets into its data buffer, that buffer and its validity bytes
-    (``None`` when no value is NULL), as ``mms_join_ids`` reads them."""
+def _offsets_and_data(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's ``len + 1`` offsets (64-bit) into its data buffer, and that buffer's bytes
+    (one zero byte when every string is empty: a valid address that is never read)."""
     n = len(array)
     offset_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
     offsets_buffer, data_buffer = array.buffers()[1:3]
@@ -223,13 +220,16 @@ def _string_layout(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray 
         start = array.offset * np.dtype(offset_type).itemsize
         offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=n + 1, offset=start)
         offsets = offsets.astype(np.int64, copy=False)
-    data = (
-        np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None and data_buffer.size else None
-    )
-    if data is None:
-        data = np.zeros(1, dtype=np.uint8)  # every string empty: a valid address that is never read
-    valid = _validity(array).view(np.uint8) if array.null_count else None
-    return np.ascontiguousarray(offsets), data, valid
+    if data_buffer is None or not data_buffer.size:
+        return offsets, np.zeros(1, dtype=np.uint8)
+    return offsets, np.frombuffer(data_buffer, dtype=np.uint8)
+
+
+def _string_layout(array: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`_offsets_and_data` and the validity bytes (``None`` when no value is NULL), as
+    ``mms_join_ids`` reads them."""
+    offsets, data = _offsets_and_data(array)
+    return offsets, data, _validity(array).view(np.uint8) if array.null_count else None
 
 
 def _label_positions_native(
