@@ -19,7 +19,6 @@ last day of the incremental scenario's logs (``--backfill --since D --until D``)
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.monitor_bench import SCAN  # noqa: E402
+from bench.monitor_bench import SCAN, environment  # noqa: E402
 
 
 def main() -> int:
@@ -44,14 +43,7 @@ def main() -> int:
         raise SystemExit(f"no inference logs under {scenario}: run bench/monitor_bench.py --workdir first")
     day = logs[-1].name.removeprefix("date=")
     files = [str(path) for path in sorted(logs[-1].glob("*.parquet"))]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMS_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.update(
-        MMS_DATA_URI=str(scenario / "data"),
-        MMS_VAR_DIR=str(scenario / "var"),
-        PYTHONPYCACHEPREFIX=str(args.workdir / "pycache"),
-        MLFLOW_DISABLE_TELEMETRY="true",
-    )
+    env = environment(scenario)  # the bench's own: its data, and bytecode cached beside it
     job = ["-m", "jobs", "monitor", "--backfill", "--since", day, "--until", day]
 
     def timed(arguments: list[str], checkout: Path) -> float:
