@@ -439,6 +439,20 @@ def _window_expr(sql_type: str, window: str) -> str:
     raise ValueError(f"column 'timestamp' must be a TIMESTAMP, TIMESTAMPTZ or DATE, not {sql_type}")
 
 
+def _timed_and_labelled(
+    log_types: dict[str, str], label_types: dict[str, str], window: str, labels_as_of: datetime | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The checks every performance metric makes last: the timestamp's type and ``labels_as_of``."""
+    _window_expr(log_types["timestamp"], window)  # refuses a timestamp of another type
+    _check_labels_as_of(label_types, labels_as_of)
+    return log_types, label_types
+
+
+def _check_labels_as_of(label_types: dict[str, str], labels_as_of: datetime | None) -> None:
+    if labels_as_of is not None and "label_timestamp" not in label_types:
+        raise ValueError("labels_as_of needs a 'label_timestamp' column in labels")
+
+
 def _labels_relation(
     labels: duckdb.DuckDBPyRelation,
     label_types: dict[str, str],
@@ -450,9 +464,8 @@ def _labels_relation(
     ``labels_unique``: the labels are already one per request (:func:`latest_labels`), so only the
     columns are renamed and the cut-off applied.
     """
+    _check_labels_as_of(label_types, labels_as_of)
     has_ts = "label_timestamp" in label_types
-    if labels_as_of is not None and not has_ts:
-        raise ValueError("labels_as_of needs a 'label_timestamp' column in labels")
     where = f"WHERE label_timestamp <= {_literal(labels_as_of)}" if labels_as_of is not None else ""
     order = "label_timestamp DESC NULLS LAST, label DESC NULLS LAST" if has_ts else "label DESC NULLS LAST"
     ts = f", label_timestamp AS {_LABEL_TS}" if has_ts else ""
@@ -563,6 +576,32 @@ def _split_overall(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], di
 # --------------------------------------------------------------------------- classification
 
 
+def _classification_types(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str,
+    positive_label: Any,
+    threshold: float | None,
+    labels_as_of: datetime | None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Check the arguments of a classification metric; the logs' and the labels' column types.
+
+    Reads the relations' schemas only (no query: see ``analytics._arrow_relation``).
+    """
+    _check_window(window)
+    needed = ["request_id", "timestamp", "score"] + (["prediction"] if threshold is None else [])
+    log_types = _require_columns(logs, needed, "logs")
+    label_types = _require_columns(labels, ["request_id", "label"], "labels")
+    if not _is_numeric(log_types["score"]):
+        raise ValueError(f"column 'score' must be numeric, not {log_types['score']}")
+    _check_label_literal(positive_label, label_types["label"], "label")
+    if threshold is None:
+        _check_label_literal(positive_label, log_types["prediction"], "prediction")
+    else:
+        _double(threshold)  # refuses a threshold that is not finite
+    return _timed_and_labelled(log_types, label_types, window, labels_as_of)
+
+
 def _classification_flags(
     logs: duckdb.DuckDBPyRelation,
     labels: duckdb.DuckDBPyRelation,
@@ -573,16 +612,11 @@ def _classification_flags(
     labels_unique: bool = False,
 ) -> tuple[duckdb.DuckDBPyRelation, str, str]:
     """The joined relation (``_mms_joined``), the per-row flags SQL and the decision rule."""
-    _check_window(window)
-    needed = ["request_id", "timestamp", "score"] + (["prediction"] if threshold is None else [])
-    log_types = _require_columns(logs, needed, "logs")
-    label_types = _require_columns(labels, ["request_id", "label"], "labels")
-    if not _is_numeric(log_types["score"]):
-        raise ValueError(f"column 'score' must be numeric, not {log_types['score']}")
+    log_types, label_types = _classification_types(
+        logs, labels, window, positive_label, threshold, labels_as_of
+    )
     label_type = label_types["label"]
-    _check_label_literal(positive_label, label_type, "label")
     if threshold is None:
-        _check_label_literal(positive_label, log_types["prediction"], "prediction")
         pred_ok = _valid_value_sql('"prediction"', log_types["prediction"])
         predicted = f'("prediction" = {_literal(positive_label)})'
         decision = "prediction column"
@@ -817,6 +851,22 @@ def _classification_window(row: dict[str, Any]) -> ClassificationWindow:
 # --------------------------------------------------------------------------- regression
 
 
+def _regression_types(
+    logs: duckdb.DuckDBPyRelation,
+    labels: duckdb.DuckDBPyRelation,
+    window: str,
+    labels_as_of: datetime | None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Check the arguments of a regression metric; the logs' and the labels' column types."""
+    _check_window(window)
+    log_types = _require_columns(logs, ["request_id", "timestamp", "prediction"], "logs")
+    label_types = _require_columns(labels, ["request_id", "label"], "labels")
+    for column, sql_type in (("prediction", log_types["prediction"]), ("label", label_types["label"])):
+        if not _is_numeric(sql_type):
+            raise ValueError(f"column {column!r} must be numeric for regression, not {sql_type}")
+    return _timed_and_labelled(log_types, label_types, window, labels_as_of)
+
+
 def _regression_flags(
     logs: duckdb.DuckDBPyRelation,
     labels: duckdb.DuckDBPyRelation,
@@ -825,12 +875,7 @@ def _regression_flags(
     labels_unique: bool = False,
 ) -> tuple[duckdb.DuckDBPyRelation, str]:
     """The joined relation (``_mms_joined``) and the per-row flags SQL of regression."""
-    _check_window(window)
-    log_types = _require_columns(logs, ["request_id", "timestamp", "prediction"], "logs")
-    label_types = _require_columns(labels, ["request_id", "label"], "labels")
-    for column, sql_type in (("prediction", log_types["prediction"]), ("label", label_types["label"])):
-        if not _is_numeric(sql_type):
-            raise ValueError(f"column {column!r} must be numeric for regression, not {sql_type}")
+    log_types, label_types = _regression_types(logs, labels, window, labels_as_of)
     joined = _joined(logs, labels, label_types, labels_as_of, labels_unique)
     window_start = _window_expr(log_types["timestamp"], window)
     label_ok = f"coalesce(isfinite(CAST({_LABEL} AS DOUBLE)), false)"
@@ -1430,9 +1475,7 @@ def classification_partial(
     Raises:
         ValueError: As :func:`classification_metrics`.
     """
-    joined, flags, _decision = _classification_flags(
-        logs, labels, window, positive_label, threshold, labels_as_of, labels_unique
-    )
+    _classification_types(logs, labels, window, positive_label, threshold, labels_as_of)
     if table is not None and labels_table is not None and labels_as_of is None:
         computed = classification_partial_of(
             table,
@@ -1448,6 +1491,9 @@ def classification_partial(
             return _with_missing_timestamps(
                 *computed, CLASSIFICATION_PARTIAL_SCHEMA, kind="missing_timestamp"
             )
+    joined, flags, _decision = _classification_flags(
+        logs, labels, window, positive_label, threshold, labels_as_of, labels_unique
+    )
     sql = f"""
         WITH flags AS MATERIALIZED ({flags})
         SELECT window_start, 'window' AS kind, CAST(NULL AS BIGINT) AS bin, {_CLASSIFICATION_AGGREGATES_SQL},
@@ -1624,11 +1670,12 @@ def regression_partial(
     Raises:
         ValueError: As :func:`regression_metrics`.
     """
-    joined, flags = _regression_flags(logs, labels, window, labels_as_of, labels_unique)
+    _regression_types(logs, labels, window, labels_as_of)
     if table is not None and labels_table is not None and labels_as_of is None:
         computed = regression_partial_of(table, labels_table, window, REGRESSION_PARTIAL_SCHEMA, _MAPE_EPS)
         if computed is not None:
             return _with_missing_timestamps(*computed, REGRESSION_PARTIAL_SCHEMA)
+    joined, flags = _regression_flags(logs, labels, window, labels_as_of, labels_unique)
     label_sums = (
         "avg(_lab) AS label_mean, sum((_lab - _mean) * (_lab - _mean)) AS label_m2, "
         "min(_lab) AS label_min, max(_lab) AS label_max"

@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import duckdb
 
 from analytics import _duckdb
+from analytics._arrow_relation import DeferredCursor
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -577,6 +578,20 @@ class ParquetStore:
             cursor = con.cursor()
         self._thread.state = (con, cursor, os.getpid())
         return cursor
+
+    def deferred_cursor(self) -> DeferredCursor:
+        """A stand-in for :meth:`cursor` that connects only when a query needs it.
+
+        Its ``from_arrow`` relations answer their columns and types from the Arrow table, which is
+        all the analytics functions read of them when they are also given the table (``table=``):
+        a caller holding its tables then imports DuckDB and opens the connection only if some
+        query has to run (``analytics._arrow_relation``). The real cursor, when made, is the one
+        :meth:`cursor` gives the thread that first needs it: use the stand-in in one thread.
+
+        Returns:
+            A deferred cursor.
+        """
+        return DeferredCursor(self.cursor)
 
     def filesystem(self) -> pafs.FileSystem:
         """The pyarrow filesystem of the root (``LocalFileSystem`` or ``S3FileSystem``).

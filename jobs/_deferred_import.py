@@ -75,7 +75,9 @@ def defer(names: Iterable[str]) -> list[DeferredModule]:
     return deferred
 
 
-def load_in_background(steps: Sequence[str | Callable[[], object]]) -> threading.Thread | None:
+def load_in_background(
+    steps: Sequence[str | Callable[[], object]], *, when_deferred: str | None = None
+) -> threading.Thread | None:
     """Where a module named in ``steps`` is deferred, run the steps in a daemon thread, in order.
 
     A step is a module name (a deferred module is loaded, a missing one imported) or a callable
@@ -83,8 +85,16 @@ def load_in_background(steps: Sequence[str | Callable[[], object]]) -> threading
     no named module is deferred, as in any process that did not call :func:`defer`.
 
     A failing step is left for the first use to raise again, in the thread that needs its result.
+
+    Args:
+        steps: What to load, in order.
+        when_deferred: Run only where this module is deferred (instead of one named in ``steps``):
+            the sign of a process that chose to load late, whose loading it does not start.
     """
-    if not any(isinstance(sys.modules.get(step), DeferredModule) for step in steps if isinstance(step, str)):
+    signs = (
+        [when_deferred] if when_deferred is not None else [step for step in steps if isinstance(step, str)]
+    )
+    if not any(isinstance(sys.modules.get(sign), DeferredModule) for sign in signs):
         return None
 
     def run_steps() -> None:

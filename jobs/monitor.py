@@ -148,8 +148,8 @@ def _compute_errors() -> tuple[type[Exception], ...]:
     """What the analytics raise on data they cannot handle (ProfileError is a ValueError).
 
     A function, evaluated by the ``except`` clauses only when something is raised: importing this
-    module reads nothing of DuckDB, whose loading a run overlaps with its reading
-    (``jobs._deferred_import``).
+    module reads nothing of DuckDB, which a run loads only if some query needs it
+    (``jobs._deferred_import``, :meth:`_TargetRun._compute`).
     """
     return (ValueError, ArithmeticError, duckdb.Error, pa.ArrowException)
 
@@ -668,15 +668,13 @@ class _TargetRun:
         latest: datetime | None = None
         if plan:
             self._load_latency_history([day for day, _ in plan])
-            # In `python -m jobs monitor` (jobs/__main__.py defers DuckDB), what the run needs only
-            # once the days are read loads in a thread of its own while this one reads them (pyarrow
-            # decodes without the GIL; imports hold it): DuckDB and the store's connection (about
-            # 0.02 s to open), numpy.ma (pyarrow's first conversion of a NumPy array imports it), the
-            # module DuckDB scans Arrow tables with, and the monthly compaction's reader. Elsewhere
-            # DuckDB is loaded already and this does nothing.
-            load_in_background(
-                ["duckdb", self.store.connection, "numpy.ma", "pyarrow.dataset", "analytics.metrics"]
-            )
+            # In `python -m jobs monitor` (jobs/__main__.py defers DuckDB, which the computation
+            # needs only for a query its Arrow tables cannot answer: see _compute), what the run
+            # needs once the days are read loads in a thread of its own while this one reads them
+            # (pyarrow decodes without the GIL; imports hold it): numpy.ma (pyarrow's first
+            # conversion of a NumPy array imports it) and the monthly compaction's reader.
+            # Elsewhere they are loaded already and this does nothing.
+            load_in_background(["numpy.ma", "pyarrow.dataset", "analytics.metrics"], when_deferred="duckdb")
         try:
             for batch in self._batches([day for day, _ in plan]):
                 days = [self._read_day(day) for day in batch]
@@ -894,11 +892,13 @@ class _TargetRun:
 
         The side thread stacks each version's rows slice by slice (``jobs._monitor_segments``
         ``stack_batch``) and profiles them (``batch_profiles``: the slices' and the whole traffic's
-        window profiles from one numeric scan), on its own DuckDB cursor, while this thread joins
-        the labels and computes the latency and performance partials of the same stacked rows
-        (``batch_partials``; :meth:`_compute_version` says how one label per request is kept).
-        DuckDB, NumPy and the kernels release the GIL, and the two threads share nothing but
-        read-only Arrow tables.
+        window profiles from one numeric scan), while this thread joins the labels and computes the
+        latency and performance partials of the same stacked rows (``batch_partials``;
+        :meth:`_compute_version` says how one label per request is kept). NumPy and the kernels
+        release the GIL, and the two threads share nothing but read-only Arrow tables. Each thread
+        has a deferred DuckDB cursor (``store.deferred_cursor``): the analytics read their
+        relations' schemas and compute from the tables, so DuckDB is imported and queried only
+        for what the tables cannot answer (a request labelled twice, a task to infer, ...).
         """
         logs = pa.concat_tables([d.logs for d in days], promote_options="permissive")
         labels = pa.concat_tables([d.labels for d in days])
@@ -917,7 +917,8 @@ class _TargetRun:
             for v in versions
         }
         try:
-            cursor = self.store.cursor()
+            # Deferred: DuckDB is imported and connected only if some query has to run.
+            cursor = self.store.deferred_cursor()
             labels_chosen = _LabelChoice(cursor, labels)
             computed = {
                 v: self._compute_version(
@@ -949,7 +950,7 @@ class _TargetRun:
         return outputs
 
     def _stack(self, logs: pa.Table) -> StackedBatch:
-        cursor = self.store.cursor()  # the calling thread's own
+        cursor = self.store.deferred_cursor()  # the calling thread's own
         return stack_batch(logs, cursor.from_arrow(logs), self.unit, max_values=self.segments.max_values)
 
     def _compute_version(
@@ -972,7 +973,7 @@ class _TargetRun:
         counts = _window_counts(relation, self.unit, logs)
         task = reference.task or _task_from_logs(relation)
         task = task if task == "classification" else "regression"
-        con, rows = self.store.cursor(), stacked.result()
+        con, rows = self.store.deferred_cursor(), stacked.result()
         segments, whole = batch_partials(
             con, rows, labels.as_read, (task,), self.unit, labels_unique=True, labels_table=labels.table
         )
@@ -983,7 +984,7 @@ class _TargetRun:
                 con, rows, latest, (task,), self.unit, labels_unique=True, labels_table=latest_table
             )
             assert whole is not None
-        segments.profiles, windows = profiles.result()
+        # Before waiting for the side thread's profiles: they usually take longer than the partials.
         latency = latency_from_partials([whole.latency], self.unit)
         if task == "classification":
             # Binned ROC AUC, as a scaled-out merge computes it (docs/SCALE_OUT.md, "What is exact").
@@ -992,6 +993,7 @@ class _TargetRun:
             )
         else:
             performance = regression_from_partials([whole.performance[task]], self.unit)
+        segments.profiles, windows = profiles.result()
         return _VersionBatch(task, counts, latency, performance, windows, segments)
 
     def _profiles(
@@ -1012,7 +1014,7 @@ class _TargetRun:
                 self.project, self.model, self.environment, version, spec, self.unit, files
             )
             given = self.window_profiles(query)
-        cursor = self.store.cursor()  # the calling thread's own
+        cursor = self.store.deferred_cursor()  # the calling thread's own
         # Done already: the stacks are queued before the profiles on this one-thread executor.
         slices, windows = batch_profiles(cursor, stacked.result(), logs, spec, self.unit, whole=given is None)
         return slices, {_utc(start): p for start, p in (given if given is not None else windows).items()}

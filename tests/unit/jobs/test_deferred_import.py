@@ -133,3 +133,18 @@ def test_nothing_is_loaded_where_nothing_was_deferred(modules: Path) -> None:
     counter = write_module(modules, "mms_deferred_g")
     assert load_in_background(["json", "mms_deferred_g"]) is None
     assert loads(counter) == 0 and "mms_deferred_g" not in sys.modules
+
+
+def test_when_deferred_names_the_sign_and_leaves_that_module_deferred(modules: Path) -> None:
+    """The job loads its other modules where DuckDB is deferred, and leaves DuckDB to its first use."""
+    sign = write_module(modules, "mms_deferred_h")
+    other = write_module(modules, "mms_deferred_i")
+    assert load_in_background(["mms_deferred_i"], when_deferred="mms_deferred_h") is None
+    assert loads(other) == 0 and "mms_deferred_i" not in sys.modules
+    (stand_in,) = defer(["mms_deferred_h"])
+    thread = load_in_background(["mms_deferred_i"], when_deferred="mms_deferred_h")
+    assert thread is not None
+    thread.join(10)
+    assert loads(other) == 1 and "mms_deferred_i" in sys.modules
+    assert loads(sign) == 0 and isinstance(sys.modules["mms_deferred_h"], DeferredModule)
+    assert stand_in.VALUE == 42 and loads(sign) == 1

@@ -582,6 +582,8 @@ def test_the_command_in_its_own_process_writes_the_same_rows_without_importing_p
     # only the probe's hidden attempts are listed, none of pandas' own modules.
     imported = [line.rsplit("|", 1)[-1].strip() for line in finished.stderr.splitlines() if "|" in line]
     assert "pyarrow" in imported and not [name for name in imported if name.startswith("pandas.")]
+    # Nor DuckDB: the job's tables answer every query of clean days (store.deferred_cursor).
+    assert not [name for name in imported if name == "duckdb" or name.startswith(("duckdb.", "_duckdb"))]
 
     log_file(store, "credit-default", PROD, day(4)).write_bytes(b"PAR1 broken")
     failed = run_program(tmp_path / "data", tmp_path / "var", "--backfill", "--since", day(4).isoformat())
