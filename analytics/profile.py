@@ -1042,12 +1042,17 @@ def _text_specs(source: _TableSource, specs: Sequence[ColumnSpec]) -> list[Colum
     """
     import pyarrow as pa  # the callers that pass a table have pyarrow imported already
 
+    def is_text(data_type: pa.DataType) -> bool:
+        if pa.types.is_dictionary(data_type):  # counted by its codes, as it is
+            return is_text(data_type.value_type)
+        return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+
     types = dict(zip(source.table.schema.names, source.table.schema.types, strict=True))
     return [
         spec
         for spec in specs
         if spec.name in types
-        and (pa.types.is_string(types[spec.name]) or pa.types.is_large_string(types[spec.name]))
+        and is_text(types[spec.name])
         and all(isinstance(category, str) for category in spec.categories)
     ]
 

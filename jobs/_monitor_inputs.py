@@ -120,14 +120,63 @@ def _fs_path(store: ParquetStore, uri: str) -> str:
     return uri[len("s3://") :] if uri.startswith("s3://") else uri
 
 
-def read_parquet_file(store: ParquetStore, stored: StoredFile) -> tuple[pa.Table | None, Problem | None]:
-    """Read one whole file with pyarrow; an undecodable file gives a ``corrupt_file`` problem."""
+# Text columns of an inference log read as plain strings even with ``dictionary_text``: the request
+# ids are all distinct (a dictionary would only add a level) and the version is checked as text.
+_PLAIN_TEXT_COLUMNS = frozenset({"request_id", "version"})
+# What check_log_table(text_as_dictionary=True) makes of a text feature or segment column.
+DICTIONARY_TEXT = pa.dictionary(pa.int32(), pa.string())
+# Field metadata of a column read as a dictionary: its type in the file, which problems name.
+_FILE_TYPE = b"mms.file_type"
+
+
+def read_parquet_file(
+    store: ParquetStore, stored: StoredFile, *, dictionary_text: bool = False
+) -> tuple[pa.Table | None, Problem | None]:
+    """Read one whole file with pyarrow; an undecodable file gives a ``corrupt_file`` problem.
+
+    Args:
+        store: The Parquet store.
+        stored: The file.
+        dictionary_text: Read the text columns (but ``request_id`` and ``version``) as dictionary
+            arrays, as Parquet stores them: no string per row is made, and the job counts the values
+            by their codes. On the bench day (200k rows, 6 text columns) the read takes 0.03 s
+            instead of 0.05 s, and the job's dictionary encodings (about 0.03 s) are gone.
+    """
     try:
         with store.filesystem().open_input_file(_fs_path(store, stored.path)) as handle:
-            return pq.ParquetFile(handle).read(), None
+            parquet = pq.ParquetFile(handle)
+            if dictionary_text:
+                text = [
+                    field.name
+                    for field in parquet.schema_arrow
+                    if field.name not in _PLAIN_TEXT_COLUMNS
+                    and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))
+                ]
+                if text:
+                    file_schema = parquet.schema_arrow
+                    parquet = pq.ParquetFile(handle, metadata=parquet.metadata, read_dictionary=text)
+                    return _with_file_types(parquet.read(), file_schema, text), None
+            return parquet.read(), None
     except (OSError, pa.ArrowException) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return None, Problem(stored.path, "corrupt_file", "*", f"cannot decode {stored.path}: {reason}")
+
+
+def _with_file_types(table: pa.Table, file_schema: pa.Schema, names: Sequence[str]) -> pa.Table:
+    """``table`` whose columns ``names`` say, in their field metadata, their type in the file."""
+    changed = set(names)
+    fields = [
+        field.with_metadata({**(field.metadata or {}), _FILE_TYPE: str(file_schema.field(field.name).type)})
+        if field.name in changed
+        else field
+        for field in table.schema
+    ]
+    return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _file_type(field: pa.Field) -> str:
+    """The type a problem names: the column's in the file (a text column may be read as a dictionary)."""
+    return (field.metadata or {}).get(_FILE_TYPE, b"").decode() or str(field.type)
 
 
 def _is_text(data_type: pa.DataType) -> bool:
@@ -158,11 +207,22 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
 
+def _as_dictionary_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A text column as :data:`DICTIONARY_TEXT` (the values of a dictionary of text kept as they are)."""
+    if column.type == DICTIONARY_TEXT:
+        return column
+    if pa.types.is_dictionary(column.type) and _is_text(column.type.value_type):
+        return column.cast(DICTIONARY_TEXT)
+    return _as_text(column).dictionary_encode()
+
+
 def check_log_table(
     path: str,
     table: pa.Table,
     day: date,
     spec_of: Callable[[str], ProfileSpec | None],
+    *,
+    text_as_dictionary: bool = False,
 ) -> tuple[pa.Table | None, list[Problem], tuple[str, ...], tuple[str, ...]]:
     """Check one inference-log file against the contract and the reference of each of its versions.
 
@@ -172,6 +232,9 @@ def check_log_table(
         day: The partition date every ``timestamp`` must fall on.
         spec_of: Version -> profile spec of its reference (``None`` when the version has no
             reference, so only the fixed columns are checked).
+        text_as_dictionary: Give the text feature and segment columns as :data:`DICTIONARY_TEXT`
+            (whatever their type in the file, so the files and days of a batch concatenate), not as
+            plain strings: for a table read with ``read_parquet_file(dictionary_text=True)``.
 
     Returns:
         ``(normalised table or None, problems, versions, new columns)``.
@@ -213,7 +276,8 @@ def check_log_table(
                     column.name, f"column {column.name!r} of the version {version} reference is missing{hint}"
                 )
                 continue
-            data_type = schema.field(column.name).type
+            field = schema.field(column.name)
+            data_type = field.type
             fits = (
                 _is_number(data_type)
                 if column.kind == "numeric"
@@ -222,7 +286,7 @@ def check_log_table(
             if not fits:
                 problem(
                     column.name,
-                    f"column {column.name!r} is {data_type}; the version {version} reference has it "
+                    f"column {column.name!r} is {_file_type(field)}; the version {version} reference has it "
                     f"{column.kind} ({column.dtype})",
                 )
     # Naive UTC microseconds (nanoseconds are truncated, time zones dropped: storage is UTC).
@@ -241,6 +305,7 @@ def check_log_table(
     }
     for name in _NUMERIC_LOG_COLUMNS:
         columns[name] = _as_float(table.column(name))
+    text = _as_dictionary_text if text_as_dictionary else _as_text
     for name, kind in features.items():
         column = table.column(name)
         if kind == "numeric":
@@ -248,10 +313,10 @@ def check_log_table(
         elif pa.types.is_boolean(column.type):
             columns[name] = column
         else:
-            columns[name] = _as_text(column)
+            columns[name] = text(column)
     for name in schema.names:
         if name.startswith(SEGMENT_PREFIX) and name not in columns and _is_text(schema.field(name).type):
-            columns[name] = _as_text(table.column(name))
+            columns[name] = text(table.column(name))
     known = set(FIXED_LOG_COLUMNS) | set(features) | set(_PARTITION_COLUMNS)
     new = tuple(n for n in schema.names if n not in known and not n.startswith(SEGMENT_PREFIX))
     return pa.table(columns), [], versions, new

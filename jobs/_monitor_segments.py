@@ -222,7 +222,7 @@ def _table_window_values(
     if (
         TIMESTAMP_COLUMN not in logs.column_names
         or not pa.types.is_timestamp(logs.schema.field(TIMESTAMP_COLUMN).type)
-        or not all(pa.types.is_string(logs.schema.field(name).type) for name in names)
+        or not all(_is_text(logs.schema.field(name).type) for name in names)
     ):
         return window_values(relation, unit, max_values)
     if not names:
@@ -346,8 +346,19 @@ def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(keys, return_inverse=True)
 
 
+def _is_text(data_type: pa.DataType) -> bool:
+    """``string``, or a dictionary of strings (the monitoring job reads text columns so)."""
+    return pa.types.is_string(data_type) or (
+        pa.types.is_dictionary(data_type) and pa.types.is_string(data_type.value_type)
+    )
+
+
 def _dictionary_codes(column: pa.ChunkedArray) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    """A column's distinct values, each row's code among them (0 where null) and its non-null mask."""
+    """A column's values, each row's code among them (0 where null) and its non-null mask.
+
+    A dictionary column keeps its dictionary, which may list values no row has (the rows of one
+    version of a batch): callers look up the codes the rows have.
+    """
     encoded = column.combine_chunks().dictionary_encode()
     codes = pc.fill_null(encoded.indices.cast(pa.int64()), 0).to_numpy()
     return encoded.dictionary.to_pylist(), codes, _valid(encoded.indices)

@@ -669,12 +669,16 @@ class _TargetRun:
         if plan:
             self._load_latency_history([day for day, _ in plan])
             # In `python -m jobs monitor` (jobs/__main__.py defers DuckDB, which the computation
-            # needs only for a query its Arrow tables cannot answer: see _compute), what the run
-            # needs once the days are read loads in a thread of its own while this one reads them
-            # (pyarrow decodes without the GIL; imports hold it): numpy.ma (pyarrow's first
-            # conversion of a NumPy array imports it) and the monthly compaction's reader.
+            # needs only for a query its Arrow tables cannot answer: see _compute, and
+            # pyarrow.compute), what the run needs once the days are read loads in a thread of its
+            # own while this one reads them (pyarrow decodes without the GIL; imports hold it):
+            # pyarrow.compute (the checks of a file use it once it is read), numpy.ma (pyarrow's
+            # first conversion of a NumPy array imports it) and the monthly compaction's reader.
             # Elsewhere they are loaded already and this does nothing.
-            load_in_background(["numpy.ma", "pyarrow.dataset", "analytics.metrics"], when_deferred="duckdb")
+            load_in_background(
+                ["pyarrow.compute", "numpy.ma", "pyarrow.dataset", "analytics.metrics"],
+                when_deferred="duckdb",
+            )
         try:
             for batch in self._batches([day for day, _ in plan]):
                 days = [self._read_day(day) for day in batch]
@@ -830,12 +834,13 @@ class _TargetRun:
         versions: set[str] = set()
         new_columns: dict[str, None] = {}
         for stored in self.log_files[day]:
-            table, problem = inputs.read_parquet_file(self.store, stored)
+            # Text columns stay dictionary-encoded from the file to the counts of their values.
+            table, problem = inputs.read_parquet_file(self.store, stored, dictionary_text=True)
             if problem is not None:
                 result.problems.append(problem)
                 continue
             checked, problems, file_versions, new = inputs.check_log_table(
-                stored.path, table, day, self._spec_of
+                stored.path, table, day, self._spec_of, text_as_dictionary=True
             )
             versions.update(file_versions)
             result.problems.extend(problems)
