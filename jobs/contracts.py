@@ -25,6 +25,7 @@ The full description of every dataset lives in ``docs/DATA_CONTRACTS.md``.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -412,6 +413,10 @@ def _check_fixed_columns(dataset: str, table: pa.Table, schema: pa.Schema) -> li
     return problems
 
 
+# Tables up to this many rows have a composite key checked in Python (see _check_unique).
+_SMALL_TABLE_ROWS = 20_000
+
+
 def _check_unique(dataset: str, table: pa.Table, key: tuple[str, ...]) -> list[ContractViolation]:
     if not key or table.num_rows == 0 or any(k not in table.column_names for k in key):
         return []
@@ -420,11 +425,22 @@ def _check_unique(dataset: str, table: pa.Table, key: tuple[str, ...]) -> list[C
         distinct = pc.count_distinct(table.column(key[0]), mode="all").as_py()
         if distinct == table.num_rows:
             return []
-    grouped = table.select(list(key)).group_by(list(key)).aggregate([([], "count_all")])
-    duplicated = pc.sum(pc.greater(grouped.column("count_all"), 1)).as_py() or 0
+    if table.num_rows <= _SMALL_TABLE_ROWS and not any(
+        pa.types.is_floating(table.schema.field(k).type) for k in key
+    ):
+        # A day's metric rows: counted in Python, without importing Acero for a group-by (about
+        # 5 ms, half the monitoring job's write). Equal keys as the group-by has them: NULLs equal,
+        # and no float key (NaN) is taken this way.
+        counts = Counter(zip(*(table.column(k).to_pylist() for k in key), strict=True))
+        duplicated = sum(1 for n in counts.values() if n > 1)
+        groups = len(counts)
+    else:
+        grouped = table.select(list(key)).group_by(list(key)).aggregate([([], "count_all")])
+        duplicated = pc.sum(pc.greater(grouped.column("count_all"), 1)).as_py() or 0
+        groups = grouped.num_rows
     if not duplicated:
         return []
-    extra_rows = table.num_rows - grouped.num_rows
+    extra_rows = table.num_rows - groups
     return [
         ContractViolation(
             dataset,

@@ -673,10 +673,10 @@ class _TargetRun:
             # pyarrow.compute), what the run needs once the days are read loads in a thread of its
             # own while this one reads them (pyarrow decodes without the GIL; imports hold it):
             # pyarrow.compute (the checks of a file use it once it is read), numpy.ma (pyarrow's
-            # first conversion of a NumPy array imports it) and the monthly compaction's reader.
+            # first conversion of a NumPy array imports it) and the monthly compaction's module.
             # Elsewhere they are loaded already and this does nothing.
             load_in_background(
-                ["pyarrow.compute", "numpy.ma", "pyarrow.dataset", "analytics.metrics"],
+                ["pyarrow.compute", "numpy.ma", "analytics.metrics"],
                 when_deferred="duckdb",
             )
         try:
@@ -1044,8 +1044,11 @@ class _TargetRun:
                 table, problem = inputs.read_parquet_file(self.store, stored)
                 if problem is not None or not set(columns) <= set(table.column_names):
                     continue  # no baseline from unreadable history: the rows say "no baseline yet"
-                table = table.select(columns).filter(pc.equal(table.column("metric"), "latency_p95"))
-                for item in table.to_pylist():
+                # Picked in Python (a few hundred rows): pyarrow.compute is not loaded yet in
+                # `python -m jobs monitor` (see _run), and its import would wait for it.
+                names = table.column("metric").to_pylist()
+                rows = [i for i, name in enumerate(names) if name == "latency_p95"]
+                for item in (table.slice(i, 1).select(columns).to_pylist()[0] for i in rows):
                     start, end = item["window_start"], item["window_end"]
                     if (
                         start is None

@@ -300,3 +300,35 @@ def test_tables_round_trip_through_the_store_and_still_validate(tmp_path) -> Non
         )
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "rows", [600, contracts._SMALL_TABLE_ROWS + 600], ids=["counted-in-python", "grouped"]
+)
+def test_composite_key_duplicates_are_counted_alike_small_or_large(rows: int) -> None:
+    """Small tables are counted in Python, large ones grouped by Arrow: the same violations."""
+    start = datetime(2024, 3, 1, tzinfo=UTC)
+    # Every key once, then 3 keys twice and 1 key three times (a NULL column among them):
+    # 4 repeated values, 5 extra rows.
+    columns = [f"c{i % 7}" if i % 11 else None for i in range(rows - 5)]
+    repeated = (0, 2, 3, 4, 4)  # row 0's column is NULL: NULLs are equal keys
+    extra = [columns[i] for i in repeated]
+    metrics = pa.array([f"m{i}" for i in range(rows - 5)] + [f"m{i}" for i in repeated])
+    table = metrics_table(
+        version=pa.array(["1"] * rows),
+        window_start=pa.array([start] * rows, contracts.UTC_MICROS),
+        window_end=pa.array([start + timedelta(days=1)] * rows, contracts.UTC_MICROS),
+        column=pa.array(columns + extra),
+        metric=metrics,
+        statistic=pa.array([0.1] * rows),
+        p_value=pa.array([None] * rows, pa.float64()),
+        threshold=pa.array([0.2] * rows),
+        drifted=pa.array([False] * rows),
+        status=pa.array(["ok"] * rows),
+        n_reference=pa.array([1] * rows, pa.int64()),
+        n_current=pa.array([1] * rows, pa.int64()),
+        reason=pa.array([None] * rows, pa.string()),
+    )
+    (violation,) = [v for v in validate_metrics_table(table) if v.kind == "duplicate_key"]
+    assert violation.rows == 5
+    assert "4 value(s) repeat, 5 extra row(s)" in violation.message
