@@ -1024,35 +1024,38 @@ def _restacked(table: pa.Table, moved: Mapping[SliceKey, datetime], schema: pa.S
     return rows.select(schema.names).cast(schema)
 
 
-def segment_rows(
-    partials: SegmentPartials,
-    version: str,
-    reference: Profile | None,
-    task: str,
-    unit: str,
-    policy: Policy,
-    thresholds: Thresholds,
-    max_values: int = MAX_SEGMENT_VALUES,
-) -> dict[date, list[Row]]:
-    """Step 2: the segment rows of a batch of one version from its (merged) partials.
+@dataclass(frozen=True)
+class SegmentReports:
+    """Step 2a, what the segment rows need besides the profiles: the slices and their reports.
+
+    Attributes:
+        placed: Stacked window start (naive UTC) -> the slice and its real window start (UTC).
+        latency: The latency report of the stacked windows.
+        performance: The performance report of the stacked windows (the task's).
+    """
+
+    placed: dict[datetime, tuple[Slice, datetime]]
+    latency: Any
+    performance: Any
+
+
+def segment_reports(
+    partials: SegmentPartials, task: str, unit: str, max_values: int
+) -> SegmentReports | None:
+    """The slices of a batch and their latency and performance reports; ``None`` when nothing is sliced.
+
+    They need no profile: the monitoring job computes them while its profiles are still being
+    drawn, and passes them to :func:`segment_rows`.
 
     Args:
-        partials: The batch's partials (:func:`merge_segment_partials` of its units).
-        version: The model version.
-        reference: The version's reference profile (label left out), ``None`` when missing.
+        partials: The batch's partials (their ``profiles`` are not read).
         task: ``classification`` or ``regression``.
         unit: ``day`` or ``hour``.
-        policy: Drift policy.
-        thresholds: Data-quality thresholds.
         max_values: Most values of a column in a window for it to be sliced there.
-
-    Returns:
-        Day -> the rows of its slices (days without a slice are absent).
     """
     slices = slices_of(partials.values, max_values) if max_values > 0 else []
     if not slices:
-        return {}
-    length = WINDOW_LENGTHS[unit]
+        return None
     starts = sorted(_naive(start) for item in slices for start in item.windows)
     span = (starts[-1].date() - starts[0].date()).days + 1
     moved: dict[SliceKey, datetime] = {}
@@ -1073,6 +1076,44 @@ def segment_rows(
         performance = classification_from_partials([performance_rows], unit, positive_label=POSITIVE_LABEL)
     else:
         performance = regression_from_partials([performance_rows], unit)
+    return SegmentReports(placed, latency, performance)
+
+
+def segment_rows(
+    partials: SegmentPartials,
+    version: str,
+    reference: Profile | None,
+    task: str,
+    unit: str,
+    policy: Policy,
+    thresholds: Thresholds,
+    max_values: int = MAX_SEGMENT_VALUES,
+    *,
+    reports: SegmentReports | None = None,
+) -> dict[date, list[Row]]:
+    """Step 2: the segment rows of a batch of one version from its (merged) partials.
+
+    Args:
+        partials: The batch's partials (:func:`merge_segment_partials` of its units).
+        version: The model version.
+        reference: The version's reference profile (label left out), ``None`` when missing.
+        task: ``classification`` or ``regression``.
+        unit: ``day`` or ``hour``.
+        policy: Drift policy.
+        thresholds: Data-quality thresholds.
+        max_values: Most values of a column in a window for it to be sliced there.
+        reports: :func:`segment_reports` of the same partials, task, unit and ``max_values``,
+            when computed already.
+
+    Returns:
+        Day -> the rows of its slices (days without a slice are absent).
+    """
+    if reports is None:
+        reports = segment_reports(partials, task, unit, max_values)
+    if reports is None:
+        return {}
+    length = WINDOW_LENGTHS[unit]
+    placed, latency, performance = reports.placed, reports.latency, reports.performance
     restricted = None
     if reference is not None:
         spec = segment_spec(reference.spec)
@@ -1151,7 +1192,18 @@ class SegmentMetrics:
         # replaces its rows instead of adding duplicates.
         self.rows: dict[date, dict[str, list[Row]]] = {}
 
-    def add(self, version: str, partials: SegmentPartials, reference: Profile | None, task: str) -> None:
+    def reports(self, partials: SegmentPartials, task: str) -> SegmentReports | None:
+        """:func:`segment_reports` of a batch's partials of one version (to pass to :meth:`add`)."""
+        return segment_reports(partials, task, self.unit, self.max_values)
+
+    def add(
+        self,
+        version: str,
+        partials: SegmentPartials,
+        reference: Profile | None,
+        task: str,
+        reports: SegmentReports | None = None,
+    ) -> None:
         """Compute the segment rows of one version of a batch from its partials and keep them.
 
         Args:
@@ -1159,9 +1211,18 @@ class SegmentMetrics:
             partials: The batch's partials of that version (merged over its units).
             reference: The version's reference profile (label left out), ``None`` when missing.
             task: ``classification`` or ``regression``.
+            reports: :meth:`reports` of the same partials and task, when computed already.
         """
         computed = segment_rows(
-            partials, version, reference, task, self.unit, self.policy, self.thresholds, self.max_values
+            partials,
+            version,
+            reference,
+            task,
+            self.unit,
+            self.policy,
+            self.thresholds,
+            self.max_values,
+            reports=reports,
         )
         for day, rows in computed.items():
             self.rows.setdefault(day, {})[version] = rows

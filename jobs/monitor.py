@@ -66,6 +66,7 @@ from jobs._monitor_segments import (
     POSITIVE_LABEL,
     SegmentMetrics,
     SegmentPartials,
+    SegmentReports,
     SliceKey,
     StackedBatch,
     WholePartials,
@@ -610,6 +611,7 @@ class _VersionBatch:
     performance: Any
     windows: dict[datetime, Profile]
     segments: SegmentPartials
+    segment_reports: SegmentReports | None
 
 
 class _TargetRun:
@@ -951,7 +953,7 @@ class _TargetRun:
             add_version_rows(
                 inputs_of_version, reference.profile, reference.why_missing or "", rules, outputs
             )
-            self.segments.add(version, batch.segments, reference.profile, batch.task)
+            self.segments.add(version, batch.segments, reference.profile, batch.task, batch.segment_reports)
         return outputs
 
     def _stack(self, logs: pa.Table) -> StackedBatch:
@@ -998,8 +1000,9 @@ class _TargetRun:
             )
         else:
             performance = regression_from_partials([whole.performance[task]], self.unit)
+        reports = self.segments.reports(segments, task)  # the slices' ones, which need no profile either
         segments.profiles, windows = profiles.result()
-        return _VersionBatch(task, counts, latency, performance, windows, segments)
+        return _VersionBatch(task, counts, latency, performance, windows, segments, reports)
 
     def _profiles(
         self,

@@ -40,6 +40,7 @@ from jobs._monitor_segments import (
     merge_segment_partials,
     merge_window_values,
     segment_partials,
+    segment_reports,
     segment_rows,
     stack_batch,
     stacked_table,
@@ -355,6 +356,13 @@ def test_partials_of_disjoint_parts_give_the_rows_of_the_whole_batch(store: Parq
     merged = merge_segment_partials(parts)
     assert all(merged.values[("segment_user", w)] is None for w in _windows(merged))
     got = segment_rows(merged, "1", reference, "classification", "day", DEFAULT_POLICY, Thresholds())
+    # The reports drawn first (as the job does while its profiles are computed): the same rows.
+    reports = segment_reports(merged, "classification", "day", MAX_SEGMENT_VALUES)
+    assert reports is not None and reports.placed
+    again = segment_rows(
+        merged, "1", reference, "classification", "day", DEFAULT_POLICY, Thresholds(), reports=reports
+    )
+    assert again == got
     whole = _computed(store, batch)
     assert sorted(got) == sorted(whole.rows) == DAYS
     for day in DAYS:
