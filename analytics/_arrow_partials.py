@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from analytics._duckdb import FIXED_WINDOW_MICROS
 from analytics._native import Kernels, load_kernels
+from analytics.arrays import distinct_keys
 
 # DuckDB reads these int64 values of an Arrow timestamp as its infinities, which fall in no window.
 _INFINITE_TICKS = (np.iinfo(np.int64).max, -np.iinfo(np.int64).max)
@@ -288,14 +289,7 @@ def _windows(table: pa.Table, window: str) -> _Windows | None:
     if not timed.any():
         return _Windows(np.zeros(0, dtype=np.int64), of_row, n)
     keys = timed_ticks - timed_ticks % size  # NumPy's % floors: instants before 1970 too
-    low, high = int(keys.min()), int(keys.max())
-    if (high - low) // size < _DENSE_CELLS:
-        slots = (keys - low) // size
-        present = np.bincount(slots) > 0
-        starts = low + np.flatnonzero(present).astype(np.int64) * size
-        of_row[timed] = (np.cumsum(present) - 1)[slots]
-    else:
-        starts, of_row[timed] = np.unique(keys, return_inverse=True)
+    starts, of_row[timed] = distinct_keys(keys, size)
     return _Windows(starts, of_row, n - int(np.count_nonzero(timed)))
 
 

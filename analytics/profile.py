@@ -62,6 +62,7 @@ import numpy as np
 from analytics._duckdb import FIXED_WINDOW_MICROS, window_start_sql
 from analytics._native import Kernels, load_kernels
 from analytics._tabular import TabularMixin
+from analytics.arrays import distinct_keys
 
 Kind = Literal["numeric", "categorical"]
 KINDS: tuple[str, ...] = ("numeric", "categorical")
@@ -1057,20 +1058,6 @@ def _text_specs(source: _TableSource, specs: Sequence[ColumnSpec]) -> list[Colum
     ]
 
 
-def _window_index(keys: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(keys, return_inverse=True)`` of window keys (multiples of ``size``): by a count
-    over the windows between the first and the last where they are few (a day's windows and its
-    stacked slices), instead of sorting every row's key (1 ms against 9 ms for 200k rows)."""
-    if size and len(keys):
-        low = int(keys.min())
-        slots = (keys - low) // size
-        span = int(slots.max()) + 1
-        if span <= 4 * len(keys) + 65_536:
-            present = np.bincount(slots, minlength=span) > 0
-            return low + np.flatnonzero(present).astype(np.int64) * size, (np.cumsum(present) - 1)[slots]
-    return np.unique(keys, return_inverse=True)
-
-
 def _table_categorical_counts(
     source: _TableSource, specs: Sequence[ColumnSpec], keep: int
 ) -> dict[tuple[datetime | None, str], _CategoricalCounts]:
@@ -1089,7 +1076,7 @@ def _table_categorical_counts(
     starts: list[datetime | None] = [None]
     window_of = None
     if keys is not None:
-        window_keys, window_of = _window_index(keys, source.window_micros)
+        window_keys, window_of = distinct_keys(keys, source.window_micros or 1)
         starts = [_EPOCH + timedelta(microseconds=int(key)) for key in window_keys.tolist()]
     if table.num_rows == 0:
         return {}

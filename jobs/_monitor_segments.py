@@ -73,6 +73,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analytics.arrays import distinct_keys
 from analytics.drift import drift_many
 from analytics.performance import (
     CLASSIFICATION_PARTIAL_SCHEMA,
@@ -237,7 +238,7 @@ def _table_window_values(
         rows = has_time & valid
         # One key per (window, value) seen; floor division splits it back (windows before 1970 too).
         window_of, code_of = np.divmod(
-            _distinct(windows[rows] * len(dictionary) + codes[rows])[0], len(dictionary)
+            distinct_keys(windows[rows] * len(dictionary) + codes[rows])[0], len(dictionary)
         )
         starts = np.flatnonzero(np.diff(window_of, prepend=window_of[:1] - 1))
         for first, last in zip(starts.tolist(), [*starts[1:].tolist(), len(window_of)], strict=True):
@@ -329,23 +330,6 @@ def _valid(array: pa.Array) -> np.ndarray:
     return pc.is_valid(array).to_numpy(zero_copy_only=False)
 
 
-def _distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct integers of ``keys``, ascending, and each key's index among them (what
-    ``np.unique(keys, return_inverse=True)`` gives).
-
-    Counted on a dense grid when their range is small (a day's windows, times a column's values):
-    one pass instead of sorting every row's key (1 ms against 12 ms for a 200k-row day).
-    """
-    if not len(keys):
-        return keys, np.zeros(0, dtype=np.intp)
-    low = int(keys.min())
-    span = int(keys.max()) - low + 1
-    if span <= 4 * len(keys) + 65_536:
-        present = np.bincount(keys - low, minlength=span) > 0
-        return low + np.flatnonzero(present).astype(keys.dtype), (np.cumsum(present) - 1)[keys - low]
-    return np.unique(keys, return_inverse=True)
-
-
 def _is_text(data_type: pa.DataType) -> bool:
     """``string``, or a dictionary of strings (the monitoring job reads text columns so)."""
     return pa.types.is_string(data_type) or (
@@ -404,7 +388,7 @@ def window_counts(logs: pa.Table, unit: str) -> list[tuple[datetime, int, dateti
     if int(timed.max()) == _INT64_MAX or int(timed.min()) <= -_INT64_MAX:
         return None
     size = _UNIT_MICROS[unit]
-    starts, slots = _distinct(timed // size)  # floors: instants before 1970 too
+    starts, slots = distinct_keys(timed // size)  # floors: instants before 1970 too
     rows = np.bincount(slots, minlength=len(starts))
     latest = np.full(len(starts), np.iinfo(np.int64).min)
     np.maximum.at(latest, slots, timed)
