@@ -1758,7 +1758,15 @@ class _TableSource:
         # window order once, for all the columns, so each window of a batch is a run of rows instead
         # of a gather per column and batch; within a window the rows keep their order, so every
         # accumulator adds the values a scan's batch would give it, in the same order.
-        order = np.lexsort((keys, np.arange(n) // STREAM_BATCH_ROWS))
+        batch = np.arange(n) // STREAM_BATCH_ROWS
+        windows, window_of = distinct_keys(keys, self.window_micros or 1)
+        pairs = batch * len(windows) + window_of  # ascending as (batch, key)
+        if int(pairs.max()) < _RADIX_PAIRS:
+            # A few (batch, window) pairs: NumPy's stable sort of 16-bit integers is a radix sort,
+            # the order lexsort gives in a fifth of its time (about 1 ms for 200k rows).
+            order = np.argsort(pairs.astype(np.uint16), kind="stable")
+        else:
+            order = np.lexsort((keys, batch))
         return table, keys[order], order
 
     def batches(self, specs: Sequence[ColumnSpec]) -> Iterator[_Batch]:
@@ -1857,6 +1865,8 @@ def _as_numpy(array: Any, dtype: Any = np.float64) -> tuple[np.ndarray, np.ndarr
 #: stay in the CPU caches (measured on 20 columns x 1M rows: 32k rows 0.57 s CPU, 128k 0.76 s, 256k 0.90 s;
 #: with the bit-pattern binning 64k and 128k measured no better).
 STREAM_BATCH_ROWS = 32_768
+# (batch, window) pairs below this are put in order by a 16-bit radix sort (_TableSource).
+_RADIX_PAIRS = 2**16
 
 #: Register bits of the HyperLogLog distinct estimate of numeric columns (4096 registers).
 HLL_PRECISION = 12

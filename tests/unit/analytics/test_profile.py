@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from collections import Counter
@@ -710,6 +711,32 @@ def test_the_arrow_table_behind_a_relation_gives_the_profiles_of_its_scan(zone: 
     assert profile(relation, spec, table=other) != profile(relation, spec)
     by_day = {"window": "day", "timestamp_column": "ts"}
     assert profile(relation, spec, **by_day, table=other) != profile(relation, spec, **by_day)
+
+
+def test_rows_are_put_in_window_order_alike_by_the_radix_sort_and_by_lexsort(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interleaved windows (the job's stacked slices) are ordered once per source: a 16-bit radix sort
+    of (batch, window) pairs where they are few, else lexsort; the same order either way."""
+    # The module (``analytics.profile`` is also the package's function of that name).
+    profile_module = importlib.import_module("analytics.profile")
+    rng = np.random.default_rng(5)
+    n = 2 * STREAM_BATCH_ROWS + 999
+    micros = (rng.integers(0, 40, n) * 3_600 + rng.integers(0, 3_600, n)) * 1_000_000
+    table = pa.table({"ts": pa.array(micros, pa.int64()).cast(pa.timestamp("us")), "x": rng.normal(size=n)})
+    specs = [ColumnSpec("x", "numeric", "DOUBLE", (0.0,))]
+
+    def ordered() -> tuple[np.ndarray, np.ndarray]:
+        source = profile_module._TableSource.of(table, specs, "hour", "ts")
+        _table, keys, order = source._in_window_order
+        return keys, order
+
+    radix_keys, radix_order = ordered()
+    monkeypatch.setattr(profile_module, "_RADIX_PAIRS", 0)
+    sorted_keys, sorted_order = ordered()
+    assert np.array_equal(radix_order, sorted_order) and np.array_equal(radix_keys, sorted_keys)
+    batches = np.arange(n) // STREAM_BATCH_ROWS
+    assert np.array_equal(radix_order, np.lexsort((micros - micros % 3_600_000_000, batches)))
 
 
 TEXT_VALUES = st.sampled_from(["a", "b", "c", "", "é", "zz", "Z", "a b", "日本", "b\u00e9"])
