@@ -165,11 +165,12 @@ def read_parquet_file(
 def _with_file_types(table: pa.Table, file_schema: pa.Schema, names: Sequence[str]) -> pa.Table:
     """``table`` whose columns ``names`` say, in their field metadata, their type in the file."""
     changed = set(names)
+    # By position (the read gives the file's columns in order): a name may appear twice.
     fields = [
-        field.with_metadata({**(field.metadata or {}), _FILE_TYPE: str(file_schema.field(field.name).type)})
+        field.with_metadata({**(field.metadata or {}), _FILE_TYPE: str(in_file.type)})
         if field.name in changed
         else field
-        for field in table.schema
+        for field, in_file in zip(table.schema, file_schema, strict=True)
     ]
     return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
@@ -246,6 +247,11 @@ def check_log_table(
     def problem(column: str, reason: str) -> None:
         problems.append(Problem(path, "schema", column, f"{path}: {reason}"))
 
+    repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    for name in repeated:
+        problem(name, f"column {name!r} appears {schema.names.count(name)} times")
+    if problems:
+        return None, problems, (), ()
     for name in FIXED_LOG_COLUMNS:
         if name not in names:
             problem(name, f"column {name!r} is missing")
@@ -334,7 +340,16 @@ def check_label_table(path: str, table: pa.Table) -> tuple[pa.Table | None, list
     schema = table.schema
     expected = (("request_id", _is_text), ("label", _is_number), ("label_timestamp", pa.types.is_timestamp))
     for name, fits in expected:
-        if name not in schema.names:
+        if schema.names.count(name) > 1:
+            problems.append(
+                Problem(
+                    path,
+                    "schema",
+                    name,
+                    f"{path}: labels column {name!r} appears {schema.names.count(name)} times",
+                )
+            )
+        elif name not in schema.names:
             problems.append(Problem(path, "schema", name, f"{path}: labels column {name!r} is missing"))
         elif not fits(schema.field(name).type):
             problems.append(

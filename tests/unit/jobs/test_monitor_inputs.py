@@ -13,7 +13,7 @@ import pytest
 
 from analytics.profile import build_spec, profile
 from analytics.store import ParquetStore, StoreConfig, StoredFile
-from jobs._monitor_inputs import DICTIONARY_TEXT, check_log_table, read_parquet_file
+from jobs._monitor_inputs import DICTIONARY_TEXT, check_label_table, check_log_table, read_parquet_file
 
 pytestmark = pytest.mark.unit
 
@@ -153,3 +153,46 @@ def test_dictionary_text_gives_the_profiles_of_plain_text(store: ParquetStore, t
     from_dictionaries, from_strings = profiles(encoded), profiles(plain)
     assert from_dictionaries == from_strings
     assert len(from_strings) == 24
+
+
+@pytest.mark.parametrize("dictionary_text", [False, True], ids=["plain", "dictionary-text"])
+def test_a_column_named_twice_is_a_schema_problem(
+    store: ParquetStore, tmp_path: Path, dictionary_text: bool
+) -> None:
+    table = log_table(20)
+    spec = reference_spec(table)
+    doubled = pa.Table.from_arrays(
+        [*table.columns, table.column("color"), table.column("version")],
+        names=[*table.column_names, "color", "version"],
+    )
+    item = stored(store, tmp_path / "doubled.parquet", doubled)
+    read, problem = read_parquet_file(store, item, dictionary_text=dictionary_text)
+    assert problem is None and read.num_columns == doubled.num_columns
+    checked, problems, versions, _new = check_log_table(
+        item.path, read, DAY, lambda _v: spec, text_as_dictionary=dictionary_text
+    )
+    assert checked is None and versions == ()
+    assert [(p.kind, p.column, p.reason) for p in problems] == [
+        ("schema", "color", f"{item.path}: column 'color' appears 2 times"),
+        ("schema", "version", f"{item.path}: column 'version' appears 2 times"),
+    ]
+
+
+def test_a_labels_column_named_twice_is_a_schema_problem() -> None:
+    labels = pa.table(
+        {
+            "request_id": ["r1", "r2"],
+            "label": [1.0, 0.0],
+            "label_timestamp": pa.array([0, 1], pa.timestamp("us")),
+        }
+    )
+    doubled = pa.Table.from_arrays(
+        [*labels.columns, labels.column("label")], names=[*labels.column_names, "label"]
+    )
+    checked, problems = check_label_table("labels.parquet", doubled)
+    assert checked is None
+    assert [(p.kind, p.column, p.reason) for p in problems] == [
+        ("schema", "label", "labels.parquet: labels column 'label' appears 2 times")
+    ]
+    fine, none = check_label_table("labels.parquet", labels)
+    assert none == [] and fine.num_rows == 2
