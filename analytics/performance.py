@@ -1467,7 +1467,9 @@ def classification_partial(
     ``labels_unique``: ``labels`` come from :func:`latest_labels` (same ``labels_as_of``), so they
     are joined without being deduplicated again. ``table`` and ``labels_table``: the Arrow tables
     behind ``logs`` and ``labels``, when there are: as in :func:`latency_partial` (without
-    ``labels_as_of``, and while no request id has two labels).
+    ``labels_as_of``, and while no request id has two labels). The relations are then read for
+    their columns only, and joined (so checked to share a connection) only if the tables cannot
+    answer.
 
     Returns:
         A table of :data:`CLASSIFICATION_PARTIAL_SCHEMA` (size: windows x non-empty score bins).
