@@ -1,10 +1,13 @@
 """Array helpers the analytics modules and the monitoring job share.
 
 Kept apart from any one metric: the profiles, the performance partials and the job's segment
-windows all index integer keys (window starts, window x value pairs) the same way.
+windows all index integer keys (window starts, window x value pairs) the same way, and count text
+columns that come plain or dictionary-encoded.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -38,3 +41,16 @@ def distinct_keys(keys: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarr
     present = np.bincount(slots, minlength=span) > 0
     values = low + np.flatnonzero(present).astype(keys.dtype) * step
     return values, (np.cumsum(present) - 1)[slots]
+
+
+def is_text_type(data_type: Any) -> bool:
+    """Whether an Arrow type holds text: ``string``, ``large_string``, or a dictionary of either.
+
+    A dictionary of text counts as its values (the monitoring job reads text columns
+    dictionary-encoded, as Parquet stores them).
+    """
+    import pyarrow as pa  # only callers holding Arrow data ask; analytics.profile imports it lazily
+
+    if pa.types.is_dictionary(data_type):
+        return is_text_type(data_type.value_type)
+    return bool(pa.types.is_string(data_type) or pa.types.is_large_string(data_type))

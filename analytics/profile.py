@@ -62,7 +62,7 @@ import numpy as np
 from analytics._duckdb import FIXED_WINDOW_MICROS, window_start_sql
 from analytics._native import Kernels, load_kernels
 from analytics._tabular import TabularMixin
-from analytics.arrays import distinct_keys
+from analytics.arrays import distinct_keys, is_text_type
 
 Kind = Literal["numeric", "categorical"]
 KINDS: tuple[str, ...] = ("numeric", "categorical")
@@ -1041,19 +1041,12 @@ def _text_specs(source: _TableSource, specs: Sequence[ColumnSpec]) -> list[Colum
 
     Any other type is left to the query: its text form (``CAST AS VARCHAR``) is DuckDB's to give.
     """
-    import pyarrow as pa  # the callers that pass a table have pyarrow imported already
-
-    def is_text(data_type: pa.DataType) -> bool:
-        if pa.types.is_dictionary(data_type):  # counted by its codes, as it is
-            return is_text(data_type.value_type)
-        return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
-
     types = dict(zip(source.table.schema.names, source.table.schema.types, strict=True))
     return [
         spec
         for spec in specs
         if spec.name in types
-        and is_text(types[spec.name])
+        and is_text_type(types[spec.name])  # a dictionary is counted by its codes
         and all(isinstance(category, str) for category in spec.categories)
     ]
 

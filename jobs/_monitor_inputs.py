@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analytics.arrays import is_text_type
 from analytics.profile import ProfileSpec
 from analytics.store import ParquetStore, StoredFile, StoreError
 from jobs.contracts import LABEL_COLUMN, SEGMENT_PREFIX
@@ -180,12 +181,6 @@ def _file_type(field: pa.Field) -> str:
     return (field.metadata or {}).get(_FILE_TYPE, b"").decode() or str(field.type)
 
 
-def _is_text(data_type: pa.DataType) -> bool:
-    if pa.types.is_dictionary(data_type):
-        return _is_text(data_type.value_type)
-    return pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
-
-
 def _is_number(data_type: pa.DataType) -> bool:
     return (
         pa.types.is_integer(data_type)
@@ -212,7 +207,7 @@ def _as_dictionary_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """A text column as :data:`DICTIONARY_TEXT` (the values of a dictionary of text kept as they are)."""
     if column.type == DICTIONARY_TEXT:
         return column
-    if pa.types.is_dictionary(column.type) and _is_text(column.type.value_type):
+    if pa.types.is_dictionary(column.type) and is_text_type(column.type.value_type):
         return column.cast(DICTIONARY_TEXT)
     return _as_text(column).dictionary_encode()
 
@@ -257,7 +252,7 @@ def check_log_table(
             problem(name, f"column {name!r} is missing")
             continue
         data_type = schema.field(name).type
-        if name in ("version", "request_id") and not _is_text(data_type):
+        if name in ("version", "request_id") and not is_text_type(data_type):
             problem(name, f"column {name!r} must be string, got {data_type}")
         elif name == "timestamp" and not pa.types.is_timestamp(data_type):
             problem(name, f"column 'timestamp' must be a timestamp, got {data_type}")
@@ -287,7 +282,9 @@ def check_log_table(
             fits = (
                 _is_number(data_type)
                 if column.kind == "numeric"
-                else (_is_text(data_type) or pa.types.is_boolean(data_type) or pa.types.is_null(data_type))
+                else (
+                    is_text_type(data_type) or pa.types.is_boolean(data_type) or pa.types.is_null(data_type)
+                )
             )
             if not fits:
                 problem(
@@ -321,7 +318,7 @@ def check_log_table(
         else:
             columns[name] = text(column)
     for name in schema.names:
-        if name.startswith(SEGMENT_PREFIX) and name not in columns and _is_text(schema.field(name).type):
+        if name.startswith(SEGMENT_PREFIX) and name not in columns and is_text_type(schema.field(name).type):
             columns[name] = text(table.column(name))
     known = set(FIXED_LOG_COLUMNS) | set(features) | set(_PARTITION_COLUMNS)
     new = tuple(n for n in schema.names if n not in known and not n.startswith(SEGMENT_PREFIX))
@@ -338,7 +335,11 @@ def check_label_table(path: str, table: pa.Table) -> tuple[pa.Table | None, list
     """Check one labels file: ``request_id`` text, numeric ``label``, ``label_timestamp`` timestamp."""
     problems = []
     schema = table.schema
-    expected = (("request_id", _is_text), ("label", _is_number), ("label_timestamp", pa.types.is_timestamp))
+    expected = (
+        ("request_id", is_text_type),
+        ("label", _is_number),
+        ("label_timestamp", pa.types.is_timestamp),
+    )
     for name, fits in expected:
         if schema.names.count(name) > 1:
             problems.append(

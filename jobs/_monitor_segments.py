@@ -73,7 +73,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics.arrays import distinct_keys
+from analytics.arrays import distinct_keys, is_text_type
 from analytics.drift import drift_many
 from analytics.performance import (
     CLASSIFICATION_PARTIAL_SCHEMA,
@@ -223,7 +223,7 @@ def _table_window_values(
     if (
         TIMESTAMP_COLUMN not in logs.column_names
         or not pa.types.is_timestamp(logs.schema.field(TIMESTAMP_COLUMN).type)
-        or not all(_is_text(logs.schema.field(name).type) for name in names)
+        or not all(is_text_type(logs.schema.field(name).type) for name in names)
     ):
         return window_values(relation, unit, max_values)
     if not names:
@@ -328,13 +328,6 @@ _UNIT_MICROS = {"day": _DAY_MICROS, "hour": 3_600_000_000}
 def _valid(array: pa.Array) -> np.ndarray:
     """Boolean mask of an array's non-null values."""
     return pc.is_valid(array).to_numpy(zero_copy_only=False)
-
-
-def _is_text(data_type: pa.DataType) -> bool:
-    """``string``, or a dictionary of strings (the monitoring job reads text columns so)."""
-    return pa.types.is_string(data_type) or (
-        pa.types.is_dictionary(data_type) and pa.types.is_string(data_type.value_type)
-    )
 
 
 def _dictionary_codes(column: pa.ChunkedArray) -> tuple[list[Any], np.ndarray, np.ndarray]:

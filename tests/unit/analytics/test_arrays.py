@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.arrays import distinct_keys
+from analytics.arrays import distinct_keys, is_text_type
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +37,18 @@ def test_a_grid_too_wide_for_the_keys_is_left_to_sorting_with_the_same_answer() 
     assert inverse.tolist() == [1, 2, 0, 1, 2]
     empty, none = distinct_keys(np.zeros(0, dtype=np.int64), 5)
     assert len(empty) == 0 and len(none) == 0
+
+
+def test_text_types_are_strings_and_dictionaries_of_strings() -> None:
+    text = [pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())]
+    text.append(pa.dictionary(pa.int8(), pa.large_string()))
+    other = [
+        pa.int64(),
+        pa.float64(),
+        pa.bool_(),
+        pa.null(),
+        pa.binary(),
+        pa.dictionary(pa.int32(), pa.int64()),
+    ]
+    assert [is_text_type(t) for t in text] == [True] * len(text)
+    assert [is_text_type(t) for t in other] == [False] * len(other)
