@@ -1,13 +1,14 @@
 """A module loaded on first use, in a process that is one job run (``python -m jobs monitor``).
 
-The monitoring job's modules import DuckDB at the top, as every analytics module does, but an
-incremental run first lists, plans and reads the day's Parquet files, which needs no DuckDB. Loading
-DuckDB (about 0.1 s, on one core: the import machinery holds the GIL) then delays the read, during
-which pyarrow decodes on both cores without the GIL. :func:`defer` puts a stand-in in ``sys.modules``
-so those imports bind the stand-in; :func:`load_in_background`, called as the read starts, then
-loads the module in a thread of its own while pyarrow decodes, and the stand-in hands over every
-attribute once it is loaded (measured in ``bench/monitor_bench.py``, see ``docs/MONITORING.md``).
-Started any earlier, the import would hold the GIL while the job lists and plans in Python.
+The monitoring job's modules import DuckDB and ``pyarrow.compute`` at the top, as the analytics
+modules do, but an incremental run first lists, plans and reads the day's Parquet files, which needs
+neither, and computes a clean day from its Arrow tables without DuckDB at all
+(``ParquetStore.deferred_cursor``). :func:`defer` puts a stand-in in ``sys.modules`` so those
+imports bind the stand-in, which loads the module, and hands over every attribute, on first use.
+:func:`load_in_background`, called as the read starts, loads what the run will need (such as
+``pyarrow.compute``) in a thread of its own while pyarrow decodes on both cores without the GIL
+(the import machinery holds it); started any earlier, the imports would hold the GIL while the job
+lists and plans in Python (measured in ``bench/monitor_bench.py``, see ``docs/MONITORING.md``).
 
 Only for a process that runs nothing else: the stand-in is process-wide. A module whose import reads
 an attribute of a deferred module (``duckdb.Error`` in a constant) loads it right there, which is

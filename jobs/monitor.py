@@ -928,9 +928,7 @@ class _TargetRun:
             cursor = self.store.deferred_cursor()
             labels_chosen = _LabelChoice(cursor, labels)
             computed = {
-                v: self._compute_version(
-                    v, by_version[v], cursor.from_arrow(by_version[v]), stacks[v], profiles[v], labels_chosen
-                )
+                v: self._compute_version(v, by_version[v], stacks[v], profiles[v], labels_chosen)
                 for v in versions
             }
         finally:
@@ -964,7 +962,6 @@ class _TargetRun:
         self,
         version: str,
         logs: pa.Table,
-        relation: duckdb.DuckDBPyRelation,
         stacked: Future[StackedBatch],
         profiles: Future[tuple[dict[SliceKey, Profile], dict[datetime, Profile]]],
         labels: _LabelChoice,
@@ -977,10 +974,12 @@ class _TargetRun:
         chooses it; checking that costs a sum, choosing up front a hash of every request id.
         """
         reference = self._reference(version)
+        con = self.store.deferred_cursor()  # this thread's, as the labels' relations are
+        relation = con.from_arrow(logs)
         counts = _window_counts(relation, self.unit, logs)
         task = reference.task or _task_from_logs(relation)
         task = task if task == "classification" else "regression"
-        con, rows = self.store.deferred_cursor(), stacked.result()
+        rows = stacked.result()
         segments, whole = batch_partials(
             con, rows, labels.as_read, (task,), self.unit, labels_unique=True, labels_table=labels.table
         )
