@@ -116,7 +116,7 @@ class DataChanged(StoreError):
     On S3 DuckDB reads a file with several range requests and checks the object's
     ETag on each, so a concurrent :meth:`ParquetStore.write_partition` of the same
     file makes the read fail instead of mixing two versions. :meth:`ParquetStore.read`
-    retries by itself; a caller consuming a lazy relation retries on this error.
+    retries by itself, each time on a new cursor (with ``query=`` for a query over the data).
     """
 
 
@@ -579,6 +579,19 @@ class ParquetStore:
         self._thread.state = (con, cursor, os.getpid())
         return cursor
 
+    def _forget_cursor(self) -> None:
+        """Drop the calling thread's cursor after a failed read; :meth:`cursor` then makes a new one.
+
+        httpfs keeps per-cursor state about the remote files a cursor has read. After a read that
+        failed because an S3 object was replaced under it, that cursor's later reads of the object
+        skipped the HEAD request and failed the same way for minutes (measured with SeaweedFS and
+        DuckDB 1.5.5: every retry for 8 minutes, while a new cursor read the object at once).
+        The cursor is not closed: a relation the caller still holds keeps it alive.
+        """
+        state = getattr(self._thread, "state", None)
+        if state is not None and state[2] == os.getpid():
+            self._thread.state = None
+
     def deferred_cursor(self) -> DeferredCursor:
         """A stand-in for :meth:`cursor` that connects only when a query needs it.
 
@@ -936,7 +949,9 @@ class ParquetStore:
         Returns:
             The relation; consume it on the calling thread. It reads when consumed: on S3 a
             concurrent rewrite of one of its files then fails the query (DuckDB checks ETags)
-            rather than mixing versions; query again, or use :meth:`read`, which retries.
+            rather than mixing versions, and the cursor may fail every later read of that file
+            (see :meth:`_forget_cursor`). To be retried, pass the query to :meth:`read`
+            (``query=``), which reads again on a new cursor.
 
         Raises:
             NoData: if no file matches.
@@ -956,6 +971,7 @@ class ParquetStore:
         *,
         filters: Mapping[str, str | Sequence[str]] | None = None,
         columns: Sequence[str] | None = None,
+        query: Callable[[duckdb.DuckDBPyRelation], duckdb.DuckDBPyRelation] | None = None,
     ) -> pa.Table:
         """Read a dataset (or the partitions and rows the filters select) into an Arrow table.
 
@@ -963,9 +979,13 @@ class ParquetStore:
             dataset: Dataset name.
             filters: Column (partition or not) to accepted value or values.
             columns: Columns to keep, in order; all when ``None``.
+            query: Optional callable(relation) -> relation run on the filtered relation before it
+                is read (a filter, an order, an aggregate): it is retried with the read, which a
+                query on :meth:`relation` is not. Called once per attempt.
 
         Returns:
-            The rows; an empty table (the requested columns, typed null) when nothing matches.
+            The rows; an empty table (the requested columns, typed null) when nothing matches,
+            and then ``query`` is not called.
 
         Raises:
             InvalidName: for a bad name or an unknown column/filter key.
@@ -974,17 +994,18 @@ class ParquetStore:
         """
         for attempt in range(1, READ_ATTEMPTS):
             try:
-                return self._read_once(dataset, filters, columns)
+                return self._read_once(dataset, filters, columns, query)
             except DataChanged:
                 # A writer replaced a file mid-read: list again and read the new version.
                 time.sleep(min(_RETRY_PAUSE_S * 2 ** (attempt - 1), _MAX_RETRY_PAUSE_S))
-        return self._read_once(dataset, filters, columns)
+        return self._read_once(dataset, filters, columns, query)
 
     def _read_once(
         self,
         dataset: str,
         filters: Mapping[str, str | Sequence[str]] | None,
         columns: Sequence[str] | None,
+        query: Callable[[duckdb.DuckDBPyRelation], duckdb.DuckDBPyRelation] | None = None,
     ) -> pa.Table:
         import pyarrow as pa
 
@@ -993,6 +1014,8 @@ class ParquetStore:
             return pa.table({name: pa.array([], pa.null()) for name in columns or ()})
         relation = self._relation_over(files, filters, columns)
         try:
+            if query is not None:
+                relation = query(relation)
             return relation.to_arrow_table()
         except _duckdb_read_errors() as error:
             raise self._read_failure(error, files) from error
@@ -1025,9 +1048,14 @@ class ParquetStore:
         return relation
 
     def _read_failure(self, error: Exception, files: Sequence[StoredFile]) -> StoreError:
-        """Explain a DuckDB read error over listed files, telling a vanished file from a corrupt one."""
+        """Explain a DuckDB read error over listed files, telling a vanished file from a corrupt one.
+
+        The thread's cursor is dropped first (see :meth:`_forget_cursor`), so the next read, a
+        retry of :meth:`read` included, runs on a new one.
+        """
         import pyarrow.fs as pafs
 
+        self._forget_cursor()
         failure = _read_error(error, [f.path for f in files], self._footer_problem)
         if type(failure) in (StoreError, NoData):
             gone = [

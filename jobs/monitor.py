@@ -385,9 +385,14 @@ def read_metrics(
     if not files:
         return pa.table({})
     length = int(WINDOW_UNITS[window].total_seconds())
-    relation = store.relation(METRICS, filters=filters)
-    relation = relation.filter(f"epoch(window_end) - epoch(window_start) = {length}")
-    return relation.order('environment, version, window_start, "column", metric').to_arrow_table()
+    # Through read(query=), not relation(): a rewrite by a running job mid-read is then retried.
+    return store.read(
+        METRICS,
+        filters=filters,
+        query=lambda relation: relation.filter(f"epoch(window_end) - epoch(window_start) = {length}").order(
+            'environment, version, window_start, "column", metric'
+        ),
+    )
 
 
 def read_window_profiles(

@@ -7,13 +7,16 @@ object or a half-published key cannot hide behind the store's own listing.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import uuid
 
 import pyarrow as pa
 import pytest
 
+import analytics.store
 from analytics.store import STAGING_DIR, AccessDenied, ParquetStore, StoreError, connect_duckdb, read_source
-from tests.fixtures.s3 import SeaweedS3
+from tests.fixtures.s3 import HoldingRelay, SeaweedS3
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +121,47 @@ def test_wrong_credentials_fail_with_a_store_error(seaweedfs: SeaweedS3, s3_stor
     finally:
         wrong.close()
     assert _keys(seaweedfs, _prefix(s3_store)) == ["predictions/model=churn/data.parquet"]
+
+
+def test_a_read_that_met_a_rewrite_is_retried_on_a_new_cursor(
+    seaweedfs: SeaweedS3, s3_store_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's cursor that failed on a replaced object kept failing on it; the retry must not use it.
+
+    The relay holds the reader's first GET until the object has been replaced behind its HEAD,
+    so the first attempt fails every time; with two attempts allowed, the second must read the
+    new version. On the failed cursor the second attempt failed the same way (every retry, for
+    minutes, in the suite's rewrite test).
+    """
+    relay = HoldingRelay(seaweedfs.endpoint_url)
+    writer = ParquetStore(s3_store_config)
+    reader = ParquetStore(dataclasses.replace(s3_store_config, s3_endpoint_url=relay.endpoint_url))
+    rows = 20_000
+    writer.write_partition("versions", {"k": "v"}, pa.table({"version": pa.array([0] * rows)}))
+    monkeypatch.setattr(analytics.store, "READ_ATTEMPTS", 2)
+    outcome: dict[str, object] = {}
+
+    def read_twice() -> None:
+        try:
+            outcome["first"] = reader.read("versions")
+            outcome["again"] = reader.read("versions")  # the same thread: its cursor now
+        except Exception as error:
+            outcome["error"] = error
+
+    relay.hold_next_get("/versions/")
+    thread = threading.Thread(target=read_twice)
+    try:
+        thread.start()
+        assert relay.held.wait(timeout=30), "the reader sent no GET"
+        writer.write_partition("versions", {"k": "v"}, pa.table({"version": pa.array([1] * rows)}))
+        relay.release()
+        thread.join(timeout=120)
+    finally:
+        relay.close()
+        reader.close()
+        writer.close()
+    assert "error" not in outcome, outcome.get("error")
+    for name in ("first", "again"):
+        table = outcome[name]
+        assert table.num_rows == rows
+        assert table.column("version").unique().to_pylist() == [1]
