@@ -64,10 +64,10 @@ READ_ATTEMPTS = 20
 """How often :meth:`ParquetStore.read` reads when files change underneath it (see :class:`DataChanged`)."""
 _RETRY_PAUSE_S = 0.05
 _MAX_RETRY_PAUSE_S = 1.0
-# The pause doubles from _RETRY_PAUSE_S up to _MAX_RETRY_PAUSE_S (about 15.5 s over all attempts): on
-# a busy machine a reader that keeps landing on rewrites must let the writer get ahead, which a
-# short fixed pause did not, and 5.5 s in all still ran out once behind ten SeaweedFS rewrites at
-# load average 5+ (each rewrite slows down with the load; a reader outlasts a burst of them).
+# The pause doubles from _RETRY_PAUSE_S up to _MAX_RETRY_PAUSE_S (about 15.5 s over all attempts), so
+# a reader that keeps landing on rewrites lets the writer get ahead and outlasts a burst of them.
+# (The runs that once exhausted these attempts were not write storms: each retry reused a DuckDB
+# cursor that kept failing on the replaced file; see ParquetStore._forget_cursor.)
 
 
 def _duckdb_read_errors() -> tuple[type[Exception], ...]:
