@@ -16,7 +16,8 @@ import pytest
 
 import analytics.store
 from analytics.store import STAGING_DIR, AccessDenied, ParquetStore, StoreError, connect_duckdb, read_source
-from tests.fixtures.s3 import HoldingRelay, SeaweedS3
+from tests.fixtures.relay import TcpRelay
+from tests.fixtures.s3 import SeaweedS3
 
 pytestmark = pytest.mark.integration
 
@@ -133,9 +134,12 @@ def test_a_read_that_met_a_rewrite_is_retried_on_a_new_cursor(
     new version. On the failed cursor the second attempt failed the same way (every retry, for
     minutes, in the suite's rewrite test).
     """
-    relay = HoldingRelay(seaweedfs.endpoint_url)
+    relay = TcpRelay(int(seaweedfs.endpoint_url.rsplit(":", 1)[1]))
+    relay.up()
     writer = ParquetStore(s3_store_config)
-    reader = ParquetStore(dataclasses.replace(s3_store_config, s3_endpoint_url=relay.endpoint_url))
+    reader = ParquetStore(
+        dataclasses.replace(s3_store_config, s3_endpoint_url=f"http://127.0.0.1:{relay.port}")
+    )
     rows = 20_000
     writer.write_partition("versions", {"k": "v"}, pa.table({"version": pa.array([0] * rows)}))
     monkeypatch.setattr(analytics.store, "READ_ATTEMPTS", 2)

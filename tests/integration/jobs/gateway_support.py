@@ -8,14 +8,10 @@ so no test module imports another.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import re
-import socket
-import struct
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +29,7 @@ from jobs.gateway.launch import GatewayProcess, start_gateway
 from jobs.gateway.routing import canary_weight_tag
 from jobs.permissions import Actor, Role
 from jobs.training import train_model
+from tests.fixtures.relay import TcpRelay
 from tests.integration.jobs.faulty_models import register_failing_version
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -40,80 +37,6 @@ PROJECT, MODEL = CREDIT_DEFAULT.project, CREDIT_DEFAULT.model
 NAME = f"{PROJECT}.{MODEL}"
 ENGINEER = Actor(user_id=1, username="maya", roles={PROJECT: frozenset({Role.ML_ENGINEER})})
 FEATURES = credit_default_record()
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close with a TCP reset, as a crashed server's kernel would answer."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-class TcpRelay:
-    """A loopback TCP relay to one upstream port that can be switched off and on."""
-
-    # The listening port stays bound during an outage (connections are reset instead): a port
-    # given back could be taken by another process on the machine, which the gateway would then
-    # reach instead of a dead store.
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self.port = self._listener.getsockname()[1]
-        self._serving = False
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def up(self) -> None:
-        self._serving = True
-
-    def down(self) -> None:
-        self._serving = False
-        with self._lock:
-            doomed, self._sockets = self._sockets, set()
-        for sock in doomed:
-            _reset(sock)
-
-    def close(self) -> None:
-        self.down()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            if not self._serving:
-                _reset(client)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 class Gateway:
