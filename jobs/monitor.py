@@ -381,11 +381,9 @@ def read_metrics(
         filters["date"] = [
             d for d in dates if _parse_date(d) is not None and _in(_parse_date(d), since, until)
         ]
-    files = store.list_files(METRICS, filters=filters)
-    if not files:
-        return pa.table({})
     length = int(WINDOW_UNITS[window].total_seconds())
     # Through read(query=), not relation(): a rewrite by a running job mid-read is then retried.
+    # read lists the files itself, and gives an empty table (pa.table({})) when there are none.
     return store.read(
         METRICS,
         filters=filters,
