@@ -150,8 +150,7 @@ def read_parquet_file(
                 text = [
                     field.name
                     for field in parquet.schema_arrow
-                    if field.name not in _PLAIN_TEXT_COLUMNS
-                    and (pa.types.is_string(field.type) or pa.types.is_large_string(field.type))
+                    if field.name not in _PLAIN_TEXT_COLUMNS and is_text_type(field.type)
                 ]
                 if text:
                     file_schema = parquet.schema_arrow
