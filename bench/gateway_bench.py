@@ -43,8 +43,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -65,6 +63,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from jobs.demo_data import credit_default_record  # noqa: E402
 from jobs.gateway.launch import GatewayProcess, free_port, http_get, wait_until  # noqa: E402
 from jobs.gateway.launch import start_gateway as launch_gateway  # noqa: E402
+from tests.fixtures.relay import TcpRelay  # noqa: E402 - the suite's relay: down() looks like a crashed S3
 
 PROJECT, MODEL, ENV = "credit-risk", "credit-default", "prod"
 FEATURES = credit_default_record()
@@ -140,81 +139,6 @@ class SeaweedServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close with a TCP reset, as a crashed server's kernel would answer."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-class TcpRelay:
-    """Loopback relay to the S3 port; ``down()`` looks like a crashed server to the gateway."""
-
-    # The listening port stays bound during an outage (connections are reset instead): a port
-    # given back could be taken by another process on the machine, which the gateway would then
-    # reach instead of a dead store.
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self.port = self._listener.getsockname()[1]
-        self._serving = False
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def up(self) -> None:
-        self._serving = True
-
-    def down(self) -> None:
-        self._serving = False
-        with self._lock:
-            doomed, self._sockets = self._sockets, set()
-        for sock in doomed:
-            _reset(sock)
-
-    def close(self) -> None:
-        self.down()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            if not self._serving:
-                _reset(client)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets.update((client, upstream))
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 # --------------------------------------------------------------------------- the gateway process
