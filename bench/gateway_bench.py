@@ -644,7 +644,9 @@ def no_loss_scenario(
         table = context["store"].read(
             INFERENCE_LOGS, filters={"project": PROJECT, "model": MODEL, "environment": ENV}
         )
-        ids = [rid for rid in table.column("request_id").to_pylist() if rid.startswith(prefix + "-")]
+        # No file yet is an empty table without columns: the buffer may not have flushed yet.
+        written = table.column("request_id").to_pylist() if "request_id" in table.column_names else []
+        ids = [rid for rid in written if rid.startswith(prefix + "-")]
         if len(ids) >= requests or time.monotonic() > deadline:
             break
         time.sleep(1)
